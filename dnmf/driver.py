@@ -1,0 +1,287 @@
+"""The outer loop: the only place that calls ``persist`` or ``compute``.
+
+``factorize`` runs, on whatever Dask scheduler is active (a ``distributed.Client``
+if one is, else Dask's threaded scheduler):
+
+1. one statistics pass over V (validation: negative / non-finite entries; mean and
+   ``||V||²``),
+2. the initialization (random: no pass; NNDSVD: the randomized SVD's passes),
+3. outer iterations, each one graph and one pass over V
+   (:func:`dnmf.solvers.iteration`), persisted; only two floats come back,
+4. optionally a last pass that solves W for the final H (``polish``) or, for the
+   beta-divergences, that evaluates the final loss.
+
+Stopping rule
+-------------
+Let ``L_t`` be the data-fit loss of iterate t (``L_0`` at the initial factors; for the
+Frobenius loss ``½||V - W_t H_t||²``, else the beta-divergence, penalties excluded) and
+``e_t = sqrt(2 L_t)``, the ``reconstruction_err_``. After every iteration, with ``j``
+the newest iterate whose loss is known (``t`` for Frobenius; ``t - 1`` for the
+beta-divergences, whose loss comes from the next pass), the fit stops when ``j >= 10``
+and ``(e_{j-10} - e_j) / e_0 < tol``: the error fell by less than ``tol`` (relative to the
+initial error) over the last 10 iterations. That is scikit-learn's ``mu`` criterion,
+checked at every iteration instead of every tenth. It also stops when ``e_j == 0``.
+With ``tol == 0`` it runs ``max_iter`` iterations; reaching ``max_iter`` with
+``tol > 0`` warns with :class:`sklearn.exceptions.ConvergenceWarning`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import dask
+import dask.array as da
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from . import init as initialization
+from . import solvers
+from .kernels import Penalty, StepSpec
+from .losses import loss_to_error
+from .storage import Panels, as_panels
+
+__all__ = ["CONVERGENCE_WINDOW", "TRANSFORM_TOL", "FitResult", "IterationInfo", "factorize", "to_numpy"]
+
+logger = logging.getLogger(__name__)
+
+#: Iterations over which the relative decrease of the error is compared with ``tol``.
+CONVERGENCE_WINDOW = 10
+#: Relative change of W below which a frozen-H solve (``transform``) stops.
+TRANSFORM_TOL = 1e-7
+
+
+@dataclass(frozen=True)
+class IterationInfo:
+    """What the driver reports after each outer iteration (for progress bars)."""
+
+    iteration: int
+    max_iter: int
+    loss: float  # newest known loss
+    error: float  # sqrt(2 * loss)
+    relative_change: float  # relative decrease of the error over the last iteration known
+    seconds: float  # wall time of this iteration
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`factorize`.
+
+    Attributes
+    ----------
+    W : dask.array.Array of shape (m, k)
+        Row-chunked like V, persisted.
+    H : ndarray of shape (k, n)
+    n_iter : int
+        Outer iterations run (for a frozen-H solve: the most updates any panel made).
+    loss_history : list of float
+        ``loss_history[t]`` is the loss of iterate t (index 0: the initial factors);
+        with ``polish`` the last entry is the loss of the polished W.
+    converged : bool
+        The stopping rule fired before ``max_iter``.
+    """
+
+    W: da.Array
+    H: np.ndarray
+    n_iter: int
+    loss_history: list = field(default_factory=list)
+    converged: bool = False
+
+    @property
+    def loss(self):
+        """Loss of the returned factors."""
+        return self.loss_history[-1]
+
+    @property
+    def reconstruction_err(self):
+        """``sqrt(2 * loss)``: the Frobenius norm of V - WH for the Frobenius loss."""
+        return loss_to_error(self.loss)
+
+
+def _client():
+    """The active ``distributed.Client``, or None (threaded scheduler)."""
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _as_array(blocks, row_chunks, k, dtype):
+    pieces = [
+        da.from_delayed(block, shape=(rows, k), dtype=dtype) for block, rows in zip(blocks, row_chunks)
+    ]
+    return pieces[0] if len(pieces) == 1 else da.concatenate(pieces, axis=0)
+
+
+def _check_stats(stats, beta):
+    minimum, n_nonfinite, _, _, n_zero, _ = stats
+    if n_nonfinite:
+        raise ValueError(f"Input contains NaN or infinity ({int(n_nonfinite)} entries)")
+    if minimum < 0:
+        raise ValueError(f"Negative values in data passed to NMF (input minimum is {minimum!r})")
+    if beta <= 0 and n_zero:
+        raise ValueError(
+            f"When beta_loss <= 0 and X contains zeros ({int(n_zero)} here), the solver "
+            "may diverge. Please add small values to X, or use a positive beta_loss."
+        )
+
+
+def to_numpy(W):
+    """Gather a (persisted) Dask array into one NumPy array."""
+    return np.asarray(W.compute())
+
+
+def _initial_factors(V, k, init, W, H, stats, random_state, update_H):
+    shape, dtype, rows = V.shape, V.dtype, V.row_chunks
+    mean = stats[2] / stats[5]
+    if not update_H:
+        H = np.asarray(H)
+        if H.shape != (k, shape[1]):
+            raise ValueError(f"H has shape {H.shape}, expected (n_components, n_features) = {(k, shape[1])}")
+        initialization._check_factor(H, "H")
+        return None, H.astype(dtype, copy=False)
+    method = initialization.choose_init(init, k, shape)
+    if method == "custom":
+        W0, H0 = initialization.custom_init(W, H, shape, k, dtype, rows)
+    elif method == "random":
+        W0, H0 = initialization.random_init(shape, k, dtype, mean, random_state, rows)
+    else:
+        W0, H0 = initialization.nndsvd_init(V.array, k, method, mean, random_state, rows)
+    W0, H0 = dask.persist(W0, H0)
+    return W0, np.asarray(dask.compute(H0)[0] if isinstance(H0, da.Array) else H0)
+
+
+def _stop(errors, tol):
+    """The stopping rule of the module docstring on the known errors e_0..e_j."""
+    j = len(errors) - 1
+    if errors[-1] == 0:
+        return True
+    if tol <= 0 or j < CONVERGENCE_WINDOW:
+        return False
+    return (errors[j - CONVERGENCE_WINDOW] - errors[j]) / errors[0] < tol
+
+
+def factorize(
+    V,
+    n_components,
+    *,
+    solver="cd",
+    beta=2.0,
+    init=None,
+    W=None,
+    H=None,
+    update_H=True,
+    max_iter=200,
+    tol=1e-4,
+    penalty_W=Penalty(),
+    penalty_H=Penalty(),
+    n_inner=1,
+    random_state=None,
+    polish=False,
+    callback=None,
+    panel_rows=None,
+):
+    """Factorize V ≈ W H on the active Dask scheduler (parameters already validated).
+
+    Parameters
+    ----------
+    V : Panels or anything :func:`dnmf.storage.as_panels` accepts
+    n_components : int
+    solver : {"cd", "mu"}
+    beta : float
+        2 (Frobenius), 1 (KL), 0 (IS) or any float for ``"mu"``.
+    init : str or None
+        See :func:`dnmf.init.choose_init`.
+    W, H : array-like, optional
+        Custom initial factors (``init="custom"``); with ``update_H=False``, H is the
+        fixed dictionary and W is solved for.
+    update_H : bool
+        False solves W for a fixed H in one pass (``transform``).
+    max_iter, tol : int, float
+        See the stopping rule in the module docstring. With ``update_H=False``,
+        ``max_iter`` bounds the updates of each panel's W.
+    penalty_W, penalty_H : Penalty
+        Scaled L1/L2 penalties.
+    n_inner : int
+        HALS sweeps (or MU updates) of each factor per pass over V.
+    random_state : int, RandomState or None
+    polish : bool
+        End with a pass that solves W for the final H exactly as ``update_H=False``
+        would (so ``fit(X).transform(X)`` equals ``fit_transform(X)``).
+    callback : callable, optional
+        Called with an :class:`IterationInfo` after each iteration.
+    panel_rows : int, optional
+        Rows per panel (see :func:`dnmf.storage.as_panels`).
+
+    Returns
+    -------
+    FitResult
+    """
+    if not isinstance(V, Panels):
+        V = as_panels(V, panel_rows=panel_rows)
+    client = _client()
+    if client is not None and V.in_memory:
+        V = Panels(V.array.persist(), V.sparse, V.in_memory)  # ship in-memory data once
+    V_blocks = V.blocks()
+    size = V.shape[0] * V.shape[1]
+    step = StepSpec(solver, float(beta), penalty_W, penalty_H, n_inner, update_H)
+
+    stats = np.asarray(dask.compute(solvers.stats_pass(V_blocks))[0])
+    _check_stats(stats, beta)
+    W0, H0 = _initial_factors(V, n_components, init, W, H, stats, random_state, update_H)
+    k, dtype = H0.shape[0], V.dtype
+
+    if not update_H:
+        W_blocks, report = solvers.final_pass(V_blocks, None, H0, step, size, max_iter, TRANSFORM_TOL)
+        W_blocks, report = dask.persist(W_blocks, report)
+        loss, n_done = dask.compute(report)[0]
+        return FitResult(_as_array(W_blocks, V.row_chunks, k, dtype), H0, int(n_done), [loss], True)
+
+    W_blocks = list(W0.to_delayed().ravel())
+    H_now = H0
+    known = []  # loss of iterates 0..j
+    converged = False
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        started = time.perf_counter()
+        W_blocks, H_now, losses = solvers.iteration(V_blocks, W_blocks, H_now, step, size)
+        W_blocks, H_now, losses = dask.persist(W_blocks, H_now, losses)
+        before, after = dask.compute(losses)[0]
+        if n_iter == 1:
+            known.append(float(before))
+        if step.beta == 2:
+            known.append(float(after))
+        elif n_iter > 1:
+            known.append(float(before))
+        errors = [loss_to_error(value) for value in known]
+        change = (errors[-2] - errors[-1]) / errors[-2] if len(errors) > 1 and errors[-2] else 0.0
+        seconds = time.perf_counter() - started
+        logger.debug("iteration %d: loss %.6g (relative change %.3g, %.3fs)", n_iter, known[-1], change, seconds)
+        if callback is not None:
+            callback(IterationInfo(n_iter, max_iter, known[-1], errors[-1], change, seconds))
+        if _stop(errors, tol):
+            converged = True
+            break
+
+    if not converged and tol > 0:
+        warnings.warn(
+            f"Maximum number of iterations {max_iter} reached. Increase it to improve convergence.",
+            ConvergenceWarning,
+        )
+    H_final = np.asarray(dask.compute(H_now)[0])
+    if polish or len(known) <= n_iter:
+        max_inner = max_iter if polish else 0
+        start = None if polish else W_blocks
+        W_blocks, report = solvers.final_pass(V_blocks, start, H_final, step, size, max_inner, TRANSFORM_TOL)
+        W_blocks, report = dask.persist(W_blocks, report)
+        loss = float(dask.compute(report)[0][0])
+        if len(known) <= n_iter:
+            known.append(loss)
+        else:
+            known[-1] = loss
+    W_result = _as_array(W_blocks, V.row_chunks, k, dtype)
+    return FitResult(W_result, H_final, n_iter, known, converged)

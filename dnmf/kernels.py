@@ -1,0 +1,482 @@
+"""Per-panel NumPy/SciPy maths: update rules, partial sums and loss pieces.
+
+Nothing here knows about Dask. Every function takes in-memory arrays (a row panel
+``V_i`` of shape ``(m_i, n)`` as an ndarray or a SciPy CSR matrix, the matching
+``W_i`` of shape ``(m_i, k)`` and the broadcast ``H`` of shape ``(k, n)``) and
+returns arrays. The graph code in :mod:`dnmf.solvers` calls these one panel per task.
+
+The update rules follow :mod:`sklearn.decomposition._nmf` operation by operation so
+that, from the same starting point, our iterates equal scikit-learn's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = [
+    "EPSILON",
+    "PanelPartial",
+    "Penalty",
+    "StepSpec",
+    "beta_loss_pieces",
+    "frobenius_pieces",
+    "hals_sweeps",
+    "mu_gamma",
+    "mu_h_partials",
+    "mu_update_h",
+    "mu_update_w",
+    "panel_stats",
+    "panel_step",
+    "solve_w_panel",
+    "squared_norm",
+    "sum_partials",
+    "transform_panel",
+    "transform_start",
+    "update_h",
+]
+
+#: Floor used by the multiplicative updates, as in scikit-learn.
+EPSILON = np.finfo(np.float32).eps
+#: Values of a factor below this are set to zero after MU steps with beta < 1 (as scikit-learn).
+MU_ZERO_THRESHOLD = np.finfo(np.float64).eps
+
+
+@dataclass(frozen=True)
+class Penalty:
+    """Scaled L1 and L2 penalties on one factor (already multiplied by the matrix size)."""
+
+    l1: float = 0.0
+    l2: float = 0.0
+
+
+def _dot(a, b):
+    """``a @ b`` returning a dense ndarray whether ``a`` or ``b`` is sparse."""
+    out = a @ b
+    if sp.issparse(out):
+        out = out.toarray()
+    return np.asarray(out)
+
+
+# --------------------------------------------------------------------- input statistics
+
+
+def panel_stats(V):
+    """One-pass statistics of a panel: ``(min, n_nonfinite, sum, sum_sq, n_zero, size)``.
+
+    Sums are accumulated in float64 whatever the panel dtype.
+    """
+    data = V.data if sp.issparse(V) else np.asarray(V)
+    size = V.shape[0] * V.shape[1]
+    stored = data.size
+    finite = np.isfinite(data)
+    n_nonfinite = int(stored - np.count_nonzero(finite))
+    if n_nonfinite:
+        data = data[finite]
+    implicit_zeros = size - stored
+    minimum = float(data.min()) if data.size else np.inf
+    if implicit_zeros:
+        minimum = min(minimum, 0.0)
+    data64 = data.astype(np.float64, copy=False)
+    return np.array(
+        [
+            minimum,
+            n_nonfinite,
+            data64.sum(),
+            np.dot(data64.ravel(), data64.ravel()),
+            implicit_zeros + (data.size - np.count_nonzero(data)),
+            size,
+        ],
+        dtype=np.float64,
+    )
+
+
+# ------------------------------------------------------------------------ HALS (cd)
+
+
+def hals_sweeps(W, gram, cross, n_sweeps):
+    """Run ``n_sweeps`` HALS column sweeps on ``W`` in place.
+
+    Minimizes ``0.5 <W gram, W> - <W, cross>`` over ``W >= 0`` one column at a time,
+    exactly as scikit-learn's ``_update_cdnmf_fast`` (rows are independent, so the
+    column-at-a-time vectorized form gives the same numbers).
+
+    Parameters
+    ----------
+    W : ndarray of shape (p, k)
+        Updated in place.
+    gram : ndarray of shape (k, k)
+        ``H Hᵀ`` (plus the L2 penalty on its diagonal).
+    cross : ndarray of shape (p, k)
+        ``V Hᵀ`` (minus the L1 penalty).
+    n_sweeps : int
+
+    Returns
+    -------
+    change : float
+        Squared Frobenius norm of the change made by the last sweep.
+    """
+    change = 0.0
+    for _ in range(n_sweeps):
+        change = 0.0
+        for t in range(W.shape[1]):
+            hess = gram[t, t]
+            if hess == 0:
+                continue
+            column = W[:, t]
+            grad = W @ gram[:, t] - cross[:, t]
+            new = np.maximum(column - grad / hess, 0)
+            delta = new - column
+            change += float(np.dot(delta, delta))
+            W[:, t] = new
+    return change
+
+
+def _penalized(gram, cross, penalty):
+    """Fold L2 into the Gram diagonal and L1 into the cross term (copies)."""
+    gram = gram.copy()
+    if penalty.l2:
+        gram.flat[:: gram.shape[0] + 1] += penalty.l2
+    if penalty.l1:
+        cross = cross - penalty.l1
+    return gram, cross
+
+
+# --------------------------------------------------------------------------------- MU
+
+
+def mu_gamma(beta):
+    """Exponent of the maximization-minimization MU step (Févotte & Idier, 2011)."""
+    if beta < 1:
+        return 1.0 / (2.0 - beta)
+    if beta > 2:
+        return 1.0 / (beta - 1.0)
+    return 1.0
+
+
+def _weighted_ratio(V, WH_at_V, beta):
+    """``V ⊙ (WH)^(beta-2)`` where ``WH_at_V`` is WH at V's stored entries (modified)."""
+    if sp.issparse(V):
+        values, data = WH_at_V.data, V.data
+    else:
+        values, data = WH_at_V, V
+    if beta < 2:
+        values[values < EPSILON] = EPSILON
+    if beta == 1:
+        np.divide(data, values, out=values)
+    elif beta == 0:
+        values **= -1
+        values **= 2
+        values *= data
+    else:
+        values **= beta - 2
+        values *= data
+    return WH_at_V
+
+
+def _wh_at(V, W, H):
+    """``W @ H`` at the stored entries of a sparse ``V`` (as CSR), or dense for dense ``V``."""
+    if not sp.issparse(V):
+        return W @ H
+    V = V.tocsr()
+    rows = np.repeat(np.arange(V.shape[0]), np.diff(V.indptr))
+    values = np.einsum("ij,ji->i", W[rows], H[:, V.indices]) if V.nnz else np.zeros(0)
+    return sp.csr_matrix(
+        (values.astype(W.dtype, copy=False), V.indices, V.indptr), shape=V.shape
+    )
+
+
+def _wh_power(W, H, exponent):
+    """``(W @ H) ** exponent`` (dense), flooring at EPSILON for negative exponents."""
+    WH = W @ H
+    if exponent < 0:
+        WH[WH < EPSILON] = EPSILON
+    WH **= exponent
+    return WH
+
+
+def mu_update_w(V, W, H, beta, penalty, gamma, HHt=None, VHt=None):
+    """One multiplicative update of ``W`` (a new array), as scikit-learn's ``mu``."""
+    if beta == 2:
+        numerator = _dot(V, H.T) if VHt is None else VHt.copy()
+        denominator = W @ (H @ H.T if HHt is None else HHt)
+    else:
+        numerator = _dot(_weighted_ratio(V, _wh_at(V, W, H), beta), H.T)
+        if beta == 1:
+            denominator = np.broadcast_to(H.sum(axis=1)[np.newaxis, :], W.shape).copy()
+        else:
+            denominator = _wh_power(W, H, beta - 1) @ H.T
+    if penalty.l1 > 0:
+        denominator += penalty.l1
+    if penalty.l2 > 0:
+        denominator = denominator + penalty.l2 * W
+    denominator[denominator == 0] = EPSILON
+    numerator /= denominator
+    if gamma != 1:
+        numerator **= gamma
+    W = W * numerator
+    if beta < 1:
+        W[W < MU_ZERO_THRESHOLD] = 0.0
+    return W
+
+
+def mu_h_partials(V, W, H, beta):
+    """This panel's share of the MU H-step for beta != 2.
+
+    Returns ``(numerator, denominator)`` with ``numerator = Wᵀ(V ⊙ (WH)^(beta-2))``
+    (k x n) and ``denominator = Wᵀ(WH)^(beta-1)`` (k x n), or, for beta == 1, the
+    column sums of ``W`` (k,). Both add up over panels.
+    """
+    numerator = _dot(W.T, _weighted_ratio(V, _wh_at(V, W, H), beta))
+    if beta == 1:
+        denominator = W.sum(axis=0)
+    else:
+        denominator = W.T @ _wh_power(W, H, beta - 1)
+    return numerator, denominator
+
+
+def mu_update_h(H, numerator, denominator, beta, penalty, gamma):
+    """MU H-step from summed partials (a new array), as scikit-learn's ``mu``.
+
+    For beta == 2 pass ``numerator = WᵀV`` and ``denominator = WᵀW H``; for beta == 1
+    ``denominator`` is the column sums of W; otherwise ``Wᵀ(WH)^(beta-1)``.
+    """
+    if beta == 1:
+        w_sum = denominator.copy()
+        w_sum[w_sum == 0] = 1.0
+        denominator = np.broadcast_to(w_sum[:, np.newaxis], H.shape).copy()
+    else:
+        denominator = denominator.copy()
+    if penalty.l1 > 0:
+        denominator += penalty.l1
+    if penalty.l2 > 0:
+        denominator = denominator + penalty.l2 * H
+    denominator[denominator == 0] = EPSILON
+    delta = numerator / denominator
+    if gamma != 1:
+        delta **= gamma
+    H = H * delta
+    if beta <= 1:
+        H[H < MU_ZERO_THRESHOLD] = 0.0
+    return H
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def frobenius_pieces(W, VHt):
+    """``(<W, V Hᵀ>, Wᵀ W)``: this panel's share of ``||V - WH||²`` without forming WH.
+
+    ``||V - WH||² = ||V||² - 2 Σ<W_i, V_i Hᵀ> + <Σ W_iᵀW_i, H Hᵀ>``.
+    """
+    return float(np.vdot(W, VHt)), W.T @ W
+
+
+def beta_loss_pieces(V, W, H, beta):
+    """This panel's share of the beta-divergence ``D(V | WH)`` for beta != 2.
+
+    Returns a float64 vector that adds up over panels; :func:`dnmf.losses.beta_loss`
+    turns the sum into the loss. Follows scikit-learn's ``_beta_divergence``: entries
+    of V at or below EPSILON are left out of the data terms and WH is floored at
+    EPSILON there.
+    """
+    WH_at_V = _wh_at(V, W, H)
+    if sp.issparse(V):
+        data, values = V.data, WH_at_V.data
+    else:
+        data, values = np.asarray(V).ravel(), WH_at_V.ravel()
+    keep = data > EPSILON
+    data = data[keep].astype(np.float64)
+    values = values[keep].astype(np.float64)
+    values[values < EPSILON] = EPSILON
+    if beta == 1:
+        sum_wh = float(np.dot(W.sum(axis=0, dtype=np.float64), H.sum(axis=1, dtype=np.float64)))
+        return np.array([np.dot(data, np.log(data / values)), sum_wh, data.sum()])
+    if beta == 0:
+        div = data / values
+        return np.array([div.sum(), np.log(div).sum(), 0.0])
+    if sp.issparse(V):
+        sum_wh_beta = float(sum(np.sum((W[i] @ H) ** beta) for i in range(W.shape[0])))
+    else:
+        sum_wh_beta = float(np.sum(WH_at_V.astype(np.float64) ** beta))
+    return np.array(
+        [(data**beta).sum(), np.dot(data, values ** (beta - 1)), sum_wh_beta]
+    )
+
+
+# --------------------------------------------------------------- per-panel W solves
+
+
+def solve_w_panel(V, W, H, solver, beta, penalty, n_inner, tol=0.0):
+    """Update one panel's ``W`` with ``H`` fixed; the first half of every step.
+
+    Runs up to ``n_inner`` HALS sweeps (``solver == "cd"``) or MU updates (``"mu"``).
+    With ``tol > 0`` it stops once an update changes ``W`` by less than ``tol``
+    relative to its norm (``transform`` solves W to convergence this way).
+
+    Returns
+    -------
+    W : ndarray of shape (m_i, k)
+        The updated panel (a new array).
+    VHt : ndarray of shape (m_i, k) or None
+        ``V Hᵀ`` (None for beta-MU, which never needs it).
+    n_done : int
+        Updates made.
+    """
+    W = np.array(W, order="C", copy=True)
+    VHt = _dot(V, H.T) if (solver == "cd" or beta == 2) else None
+    HHt = H @ H.T if VHt is not None else None
+    if solver == "cd":
+        gram, cross = _penalized(HHt, VHt, penalty)
+
+        def update(W):
+            hals_sweeps(W, gram, cross, 1)
+            return W
+
+    else:
+        gamma = mu_gamma(beta)
+
+        def update(W):
+            return mu_update_w(V, W, H, beta, penalty, gamma, HHt=HHt, VHt=VHt)
+
+    n_done = 0
+    while n_done < n_inner:
+        previous = W.copy() if tol > 0 else None
+        W = update(W)
+        n_done += 1
+        if previous is not None:
+            delta = W - previous
+            if np.vdot(delta, delta) <= tol**2 * np.vdot(W, W):
+                break
+    return W, VHt, n_done
+
+
+def transform_start(V, H, solver):
+    """Starting W for a solve with H frozen: zeros for HALS; for MU (which cannot move
+    a zero) each row scaled so that its row of ``W H`` has the row mean of V."""
+    k = H.shape[0]
+    if solver == "cd":
+        return np.zeros((V.shape[0], k), dtype=H.dtype)
+    scale = float(H.mean(axis=1).sum())
+    row_means = np.asarray(V.mean(axis=1), dtype=np.float64).ravel()
+    level = row_means / scale if scale > 0 else np.zeros_like(row_means)
+    return np.repeat(level[:, None], k, axis=1).astype(H.dtype)
+
+
+# ------------------------------------------------------------- one step of one panel
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """Everything a panel task needs besides its data: which rule and how hard."""
+
+    solver: str  # "cd" (HALS) or "mu"
+    beta: float  # 2 Frobenius, 1 KL, 0 IS, or any float (mu only)
+    penalty_W: Penalty = Penalty()
+    penalty_H: Penalty = Penalty()
+    n_inner: int = 1  # HALS sweeps / MU updates per pass over V
+    update_H: bool = True
+
+
+class PanelPartial(NamedTuple):
+    """What one panel contributes to the H-step and the loss; sums over panels.
+
+    ``loss_terms`` (float64) and ``gram_before`` give the loss of the iterate the step
+    started from (see :mod:`dnmf.losses`). ``h_numerator``/``h_denominator`` are
+    ``(WᵀV, WᵀW)`` for the Frobenius loss and the MU partials otherwise, from the
+    updated W; both None when H is frozen.
+    """
+
+    loss_terms: np.ndarray
+    gram_before: np.ndarray | None
+    h_numerator: np.ndarray | None
+    h_denominator: np.ndarray | None
+
+    def __add__(self, other):
+        return PanelPartial(*(None if a is None else a + b for a, b in zip(self, other)))
+
+
+def sum_partials(*partials):
+    """Add panel partials (one node of the tree reduction)."""
+    total = partials[0]
+    for partial in partials[1:]:
+        total = total + partial
+    return total
+
+
+def squared_norm(V):
+    """``||V||²`` in float64 (dense or sparse)."""
+    data = (V.data if sp.issparse(V) else np.asarray(V)).ravel().astype(np.float64, copy=False)
+    return float(np.dot(data, data))
+
+
+def _loss_partial(V, W, H, VHt, beta):
+    """This panel's loss pieces for the iterate ``(W, H)``; ``VHt`` is ``V Hᵀ`` or None."""
+    if beta == 2:
+        cross, gram = frobenius_pieces(W, VHt)
+        return np.array([squared_norm(V), cross]), gram
+    return beta_loss_pieces(V, W, H, beta), None
+
+
+def panel_step(V, W, H, step):
+    """Update one panel's W, then emit its share of the H-step and of the loss.
+
+    This is the whole per-panel work of one outer iteration: V is used once.
+
+    Returns
+    -------
+    W : ndarray of shape (m_i, k)
+    partial : PanelPartial
+    """
+    W_new, VHt, _ = solve_w_panel(V, W, H, step.solver, step.beta, step.penalty_W, step.n_inner)
+    loss_terms, gram_before = _loss_partial(V, W, H, VHt, step.beta)
+    numerator = denominator = None
+    if step.update_H:
+        if step.beta == 2:
+            numerator, denominator = _dot(W_new.T, V), W_new.T @ W_new
+        else:
+            numerator, denominator = mu_h_partials(V, W_new, H, step.beta)
+    return W_new, PanelPartial(loss_terms, gram_before, numerator, denominator)
+
+
+def transform_panel(V, W, H, step, max_inner, tol):
+    """Solve one panel's W with H frozen (from ``W``, or a neutral start if None).
+
+    One read of ``V_i`` serves all ``max_inner`` updates; ``max_inner=0`` only
+    evaluates the loss of ``(W, H)``.
+
+    Returns
+    -------
+    W : ndarray of shape (m_i, k)
+    partial : PanelPartial
+        Loss pieces of the returned ``(W, H)``; no H-step terms.
+    n_done : int
+    """
+    if W is None:
+        W = transform_start(V, H, step.solver)
+    W, VHt, n_done = solve_w_panel(V, W, H, step.solver, step.beta, step.penalty_W, max_inner, tol)
+    loss_terms, gram = _loss_partial(V, W, H, VHt, step.beta)
+    return W, PanelPartial(loss_terms, gram, None, None), n_done
+
+
+def update_h(H, total, step):
+    """The H-step from the summed partials: HALS sweeps on Hᵀ or one MU update.
+
+    The HALS H-step is the W-step applied to transposes: Gram ``WᵀW``, cross ``(WᵀV)ᵀ``.
+    """
+    if step.solver == "cd":
+        Ht = np.array(H.T, order="C", copy=True)
+        gram, cross = _penalized(total.h_denominator, total.h_numerator.T, step.penalty_H)
+        hals_sweeps(Ht, gram, cross, step.n_inner)
+        return np.ascontiguousarray(Ht.T)
+    gamma = mu_gamma(step.beta)
+    if step.beta == 2:
+        return mu_update_h(
+            H, total.h_numerator.copy(), total.h_denominator @ H, 2, step.penalty_H, gamma
+        )
+    return mu_update_h(
+        H, total.h_numerator, total.h_denominator, step.beta, step.penalty_H, gamma
+    )

@@ -1,0 +1,131 @@
+"""The Dask graphs of one pass over V; the only module that builds solver graphs.
+
+One outer iteration is one graph::
+
+    panel i:  (V_i, W_i, H) ──panel_step──> W_i', partial_i        (one task per panel)
+    partials ──tree of sum_partials (fan-in TREE_FAN_IN)──> total
+    (H, total) ──finish_step──> H', [loss of (W, H), loss of (W', H')]
+
+V_i is read by exactly one task per pass. W stays as one block per panel; H and the
+k x k Grams are the only things every panel task receives. Nothing here computes:
+the driver persists what these functions return.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import dask
+import numpy as np
+
+from . import kernels
+from .losses import beta_loss, frobenius_loss
+
+__all__ = ["TREE_FAN_IN", "final_pass", "iteration", "stats_pass"]
+
+#: Partials added per node of the tree reduction.
+TREE_FAN_IN = 8
+
+
+def _tree_sum(parts, combine):
+    while len(parts) > 1:
+        parts = [
+            dask.delayed(combine, pure=True)(*parts[i : i + TREE_FAN_IN])
+            for i in range(0, len(parts), TREE_FAN_IN)
+        ]
+    return parts[0]
+
+
+def loss_of(total, H, beta, size):
+    """The loss of the iterate whose pieces ``total`` (a PanelPartial) holds, with ``H``."""
+    if beta == 2:
+        squared_norm_V, cross = total.loss_terms
+        return frobenius_loss(squared_norm_V, cross, total.gram_before, H @ H.T)
+    return beta_loss(total.loss_terms, beta, size)
+
+
+def finish_step(H, total, step, size):
+    """The H-step and the losses of one iteration (one small task).
+
+    Returns
+    -------
+    H : ndarray of shape (k, n)
+        Updated (or the same, if ``step.update_H`` is False).
+    losses : ndarray of shape (2,)
+        Loss of the iterate the pass started from, and of the new iterate when it is
+        free (Frobenius), else NaN.
+    """
+    before = loss_of(total, H, step.beta, size)
+    if not step.update_H:
+        return H, np.array([before, np.nan])
+    H_new = kernels.update_h(H, total, step)
+    after = np.nan
+    if step.beta == 2:
+        squared_norm_V = total.loss_terms[0]
+        cross = float(np.vdot(total.h_numerator.astype(np.float64), H_new.astype(np.float64)))
+        after = frobenius_loss(squared_norm_V, cross, total.h_denominator, H_new @ H_new.T)
+    return H_new, np.array([before, after])
+
+
+def iteration(V_blocks, W_blocks, H, step, size):
+    """Graph of one outer iteration.
+
+    Parameters
+    ----------
+    V_blocks, W_blocks : list of Delayed
+        One per row panel.
+    H : Delayed or ndarray of shape (k, n)
+    step : kernels.StepSpec
+    size : int
+        ``m * n``.
+
+    Returns
+    -------
+    W_blocks : list of Delayed
+    H : Delayed
+    losses : Delayed ndarray of shape (2,)
+        See :func:`finish_step`.
+    """
+    panel = partial(kernels.panel_step, step=step)
+    outputs = [dask.delayed(panel, nout=2)(v, w, H) for v, w in zip(V_blocks, W_blocks)]
+    total = _tree_sum([out[1] for out in outputs], kernels.sum_partials)
+    H_new, losses = dask.delayed(partial(finish_step, step=step, size=size), nout=2)(H, total)
+    return [out[0] for out in outputs], H_new, losses
+
+
+def _final_report(H, total, n_done, beta, size):
+    return np.array([loss_of(total, H, beta, size), max(n_done)])
+
+
+def final_pass(V_blocks, W_blocks, H, step, size, max_inner, tol):
+    """Graph of a pass that solves W with H frozen, and reports its loss.
+
+    ``W_blocks=None`` starts from :func:`dnmf.kernels.transform_start` (``transform``);
+    ``max_inner=0`` only evaluates the loss of ``(W, H)``.
+
+    Returns
+    -------
+    W_blocks : list of Delayed
+    report : Delayed ndarray ``[loss, most updates made in a panel]``
+    """
+    W_blocks = W_blocks if W_blocks is not None else [None] * len(V_blocks)
+    panel = partial(kernels.transform_panel, step=step, max_inner=max_inner, tol=tol)
+    outputs = [dask.delayed(panel, nout=3)(v, w, H) for v, w in zip(V_blocks, W_blocks)]
+    total = _tree_sum([out[1] for out in outputs], kernels.sum_partials)
+    n_done = [out[2] for out in outputs]
+    report = dask.delayed(partial(_final_report, beta=step.beta, size=size))(H, total, n_done)
+    return [out[0] for out in outputs], report
+
+
+def _add_stats(*stats):
+    total = np.array(stats[0], dtype=np.float64)
+    for item in stats[1:]:
+        total[0] = min(total[0], item[0])
+        total[1:] += item[1:]
+    return total
+
+
+def stats_pass(V_blocks):
+    """Graph of the input-statistics pass: ``[min, n_nonfinite, sum, sum_sq, n_zero, size]``."""
+    parts = [dask.delayed(kernels.panel_stats, pure=True)(v) for v in V_blocks]
+    return _tree_sum(parts, _add_stats)

@@ -1,0 +1,433 @@
+"""Every input becomes the same thing here: a row-panel Dask array.
+
+The boundary of the package. NumPy arrays, SciPy sparse matrices, pandas frames,
+Dask arrays (dense or with SciPy sparse chunks), dense Zarr arrays and CSR matrices
+stored in Zarr all come out of :func:`as_panels` as a :class:`Panels`: a Dask array
+chunked in row panels only (one chunk spans all columns), whose blocks are ndarrays
+or SciPy CSR matrices, with float32 or float64 values. Nothing downstream branches
+on where the data came from.
+
+Sparse matrices in Zarr (the "CSR group" layout)
+------------------------------------------------
+A Zarr group with three 1-D arrays and two attributes::
+
+    indptr   int64,   m + 1 entries, non-decreasing, indptr[0] == 0, indptr[m] == nnz
+    indices  int32 (or int64 if n > 2**31 - 1), nnz entries, column of each value
+    data     float32 or float64, nnz entries
+    attrs    {"format": "csr", "shape": [m, n]}
+
+Write one with :func:`save_csr`; open any input with :func:`open_matrix`.
+Inputs are always opened read-only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import scipy.sparse as sp
+import zarr
+
+__all__ = [
+    "CSR_FORMAT",
+    "DEFAULT_PANEL_BYTES",
+    "CSRMatrix",
+    "Panels",
+    "as_panels",
+    "open_matrix",
+    "save_csr",
+]
+
+#: ``attrs["format"]`` of a CSR group.
+CSR_FORMAT = "csr"
+#: Target size of one row panel of V in memory (dense bytes, or data+indices for CSR).
+DEFAULT_PANEL_BYTES = 64 * 2**20
+#: Chunk length (entries) of the 1-D arrays of a CSR group written by :func:`save_csr`.
+CSR_CHUNK_ENTRIES = 2**20
+#: Value dtypes kept as they are; everything else numeric becomes float64 (as scikit-learn).
+KEPT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# ------------------------------------------------------------------ CSR groups in Zarr
+
+
+@dataclass(frozen=True)
+class CSRMatrix:
+    """A read-only CSR matrix stored in a Zarr group (see the module docstring)."""
+
+    indptr: zarr.Array
+    indices: zarr.Array
+    data: zarr.Array
+    shape: tuple[int, int]
+    path: str | None = None
+
+    @property
+    def dtype(self):
+        """Value dtype."""
+        return self.data.dtype
+
+    @property
+    def nnz(self):
+        """Number of stored entries."""
+        return int(self.data.shape[0])
+
+    @property
+    def ndim(self):
+        """Always 2."""
+        return 2
+
+    def read_rows(self, start, stop):
+        """Rows ``start:stop`` as a SciPy CSR matrix (reads only what those rows hold)."""
+        return read_csr_rows(self.indptr, self.indices, self.data, start, stop, self.shape[1])
+
+    @classmethod
+    def from_group(cls, group, path=None):
+        """Check a group's layout and wrap it; ``ValueError`` naming what is wrong."""
+        where = path or "the Zarr group"
+        if group.attrs.get("format") != CSR_FORMAT:
+            raise ValueError(
+                f"{where} is not a CSR matrix: attrs['format'] is "
+                f"{group.attrs.get('format')!r}, expected {CSR_FORMAT!r}"
+            )
+        missing = [name for name in ("indptr", "indices", "data") if name not in group]
+        if missing:
+            raise ValueError(f"{where} is not a CSR matrix: missing array(s) {missing}")
+        shape = group.attrs.get("shape")
+        if not (isinstance(shape, (list, tuple)) and len(shape) == 2):
+            raise ValueError(f"{where}: attrs['shape'] must be [rows, columns], got {shape!r}")
+        m, n = (int(s) for s in shape)
+        indptr, indices, data = group["indptr"], group["indices"], group["data"]
+        if indptr.shape != (m + 1,):
+            raise ValueError(
+                f"{where}: indptr has shape {indptr.shape}, expected ({m + 1},) for {m} rows"
+            )
+        if indices.shape != data.shape:
+            raise ValueError(
+                f"{where}: indices has {indices.shape[0]} entries but data has {data.shape[0]}"
+            )
+        ends = indptr[[0, m]] if m else indptr[:]
+        if int(ends[0]) != 0 or int(ends[-1]) != data.shape[0]:
+            raise ValueError(
+                f"{where}: inconsistent indptr: starts at {int(ends[0])} and ends at "
+                f"{int(ends[-1])}, expected 0 and nnz={data.shape[0]}"
+            )
+        return cls(indptr, indices, data, (m, n), path)
+
+
+def read_csr_rows(indptr, indices, data, start, stop, n_columns):
+    """Rows ``start:stop`` of a CSR matrix held in three 1-D (Zarr) arrays."""
+    pointers = np.asarray(indptr[start : stop + 1], dtype=np.int64)
+    if np.any(np.diff(pointers) < 0):
+        raise ValueError(f"inconsistent indptr: decreasing within rows {start}:{stop}")
+    first, last = int(pointers[0]), int(pointers[-1])
+    return sp.csr_matrix(
+        (np.asarray(data[first:last]), np.asarray(indices[first:last]), pointers - first),
+        shape=(stop - start, n_columns),
+    )
+
+
+def save_csr(X, path, *, chunk_entries=CSR_CHUNK_ENTRIES, overwrite=False):
+    """Write a sparse (or dense) matrix to ``path`` as a Zarr CSR group.
+
+    Parameters
+    ----------
+    X : scipy.sparse matrix or array-like of shape (m, n)
+    path : str or path-like
+    chunk_entries : int
+        Chunk length of the ``indices``/``data`` arrays.
+    overwrite : bool
+        Replace an existing group at ``path``; otherwise ``FileExistsError``.
+
+    Returns
+    -------
+    CSRMatrix
+        The written matrix, opened read-only.
+    """
+    X = sp.csr_matrix(X)
+    X.sort_indices()
+    if Path(path).exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    group = zarr.open_group(str(path), mode="w")
+    m, n = X.shape
+    index_dtype = np.int32 if n <= np.iinfo(np.int32).max else np.int64
+    size = max(1, min(chunk_entries, X.nnz))
+    group.create_array("indptr", data=X.indptr.astype(np.int64), chunks=(max(1, min(chunk_entries, m + 1)),))
+    group.create_array("indices", data=X.indices.astype(index_dtype), chunks=(size,))
+    group.create_array("data", data=X.data, chunks=(size,))
+    group.attrs.update({"format": CSR_FORMAT, "shape": [m, n]})
+    return open_matrix(path)
+
+
+def open_matrix(path):
+    """Open a stored matrix read-only.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A dense 2-D Zarr array, a Zarr CSR group, a ``.npy`` file (memory-mapped) or a
+        ``.npz`` file written by ``scipy.sparse.save_npz``.
+
+    Returns
+    -------
+    zarr.Array, CSRMatrix, numpy.memmap or scipy.sparse.csr_matrix
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing at ``path``.
+    ValueError
+        ``path`` holds something else.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"input not found: {path}")
+    if path.endswith(".npy"):
+        return np.load(path, mmap_mode="r")
+    if path.endswith(".npz"):
+        try:
+            return sp.load_npz(path).tocsr()
+        except (ValueError, OSError, KeyError) as error:
+            raise ValueError(f"{path} is not a SciPy sparse .npz file ({error})") from None
+    try:
+        node = zarr.open(store=path, mode="r")
+    except Exception as error:  # zarr raises several types for "not zarr"
+        raise ValueError(f"{path} is not a Zarr array or CSR group ({error})") from None
+    if isinstance(node, zarr.Group):
+        return CSRMatrix.from_group(node, path)
+    if node.ndim != 2:
+        raise ValueError(f"{path} holds a {node.ndim}-D array; expected a 2-D matrix")
+    return node
+
+
+# ----------------------------------------------------------------------- row panels
+
+
+@dataclass(frozen=True)
+class Panels:
+    """V as row panels: the one form every solver sees.
+
+    Attributes
+    ----------
+    array : dask.array.Array
+        Row-chunked, one chunk across all columns; blocks are ndarrays or CSR matrices.
+    sparse : bool
+        Whether blocks are SciPy CSR matrices.
+    in_memory : bool
+        The data lives in this process (NumPy/SciPy input): a distributed run ships it
+        to the cluster once instead of with every iteration's graph.
+    """
+
+    array: da.Array
+    sparse: bool
+    in_memory: bool
+
+    @property
+    def shape(self):
+        """``(m, n)``."""
+        return self.array.shape
+
+    @property
+    def dtype(self):
+        """float32 or float64."""
+        return self.array.dtype
+
+    @property
+    def row_chunks(self):
+        """Rows in each panel."""
+        return self.array.chunks[0]
+
+    @property
+    def n_panels(self):
+        """Number of row panels."""
+        return len(self.array.chunks[0])
+
+    def blocks(self):
+        """One Delayed per panel, in row order."""
+        return list(self.array.to_delayed().ravel())
+
+
+def _value_dtype(dtype, what):
+    """float32/float64 kept; other real numbers → float64; others → TypeError."""
+    dtype = np.dtype(dtype)
+    if dtype in KEPT_DTYPES:
+        return dtype
+    if dtype.kind in "iuf":
+        return np.dtype(np.float64)
+    kind = {"b": "boolean", "c": "complex", "O": "object", "U": "string", "S": "bytes"}
+    raise TypeError(
+        f"{what} has {kind.get(dtype.kind, 'non-numeric')} dtype {dtype}; "
+        "NMF needs real numbers (float32, float64 or integers)"
+    )
+
+
+def _check_shape(shape, what):
+    if len(shape) != 2:
+        raise ValueError(f"{what} must be 2-D (rows x columns), got {len(shape)}-D shape {tuple(shape)}")
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"{what} is empty: shape {tuple(shape)}; need at least 1 row and 1 column")
+
+
+def _even_bounds(m, rows_per_panel):
+    """Row chunks of at most ``rows_per_panel`` rows, as even as possible."""
+    n_panels = max(1, math.ceil(m / max(1, rows_per_panel)))
+    base, extra = divmod(m, n_panels)
+    return tuple(base + (i < extra) for i in range(n_panels))
+
+
+def _dense_rows(n, itemsize, panel_bytes):
+    return max(1, panel_bytes // max(1, n * itemsize))
+
+
+def _sparse_rows(m, nnz, itemsize, panel_bytes):
+    per_row = max(1.0, nnz / max(1, m)) * (itemsize + 4)
+    return max(1, int(panel_bytes // per_row))
+
+
+def _rows_for(m, default_rows, panel_rows):
+    return _even_bounds(m, panel_rows or default_rows)
+
+
+def _from_blocks(getter, source, bounds, n, dtype, meta):
+    """A Dask array whose panel ``i`` is ``getter(source, start_i, stop_i)``."""
+    source = dask.delayed(source, traverse=False)
+    starts = np.concatenate([[0], np.cumsum(bounds)]).astype(int)
+    pieces = [
+        da.from_delayed(
+            dask.delayed(getter, pure=True)(source, int(a), int(b)),
+            shape=(int(b - a), n),
+            dtype=dtype,
+            meta=meta,
+        )
+        for a, b in zip(starts[:-1], starts[1:])
+    ]
+    return pieces[0] if len(pieces) == 1 else da.concatenate(pieces, axis=0)
+
+
+def _rows_of(X, start, stop):
+    return X[start:stop]
+
+
+def _csr_rows_of(X, start, stop):
+    return X.read_rows(start, stop)
+
+
+def _as_dtype(block, dtype):
+    return block.astype(dtype, copy=False)
+
+
+def as_panels(X, panel_rows=None, panel_bytes=DEFAULT_PANEL_BYTES):
+    """Wrap any supported input as row panels (no data is read or copied here).
+
+    Parameters
+    ----------
+    X : array-like, scipy.sparse matrix, dask.array.Array, zarr.Array, CSRMatrix, str or path
+        The matrix V (m x n). A path is opened with :func:`open_matrix`.
+    panel_rows : int, optional
+        Rows per panel. By default panels hold about ``panel_bytes``; for Zarr and Dask
+        inputs panels are whole multiples of the stored row chunks, so each stored chunk
+        belongs to exactly one panel and is read once per pass.
+    panel_bytes : int
+        Memory target of one panel.
+
+    Returns
+    -------
+    Panels
+    """
+    if panel_rows is not None and (not isinstance(panel_rows, (int, np.integer)) or panel_rows < 1):
+        raise ValueError(f"panel_rows must be a positive integer, got {panel_rows!r}")
+    if isinstance(X, (str, os.PathLike)):
+        X = open_matrix(X)
+    if isinstance(X, Panels):
+        return X
+    if isinstance(X, CSRMatrix):
+        return _csr_group_panels(X, panel_rows, panel_bytes)
+    if isinstance(X, zarr.Array):
+        return _zarr_panels(X, panel_rows, panel_bytes)
+    if isinstance(X, da.Array):
+        return _dask_panels(X, panel_rows, panel_bytes)
+    if sp.issparse(X):
+        return _scipy_panels(X, panel_rows, panel_bytes)
+    return _numpy_panels(X, panel_rows, panel_bytes)
+
+
+def _numpy_panels(X, panel_rows, panel_bytes):
+    X = np.asarray(X)
+    if X.dtype.kind == "O":
+        try:
+            X = X.astype(np.float64)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"input has object dtype that is not numeric ({error})") from None
+    _check_shape(X.shape, "input")
+    dtype = _value_dtype(X.dtype, "input")
+    X = X.astype(dtype, copy=False)
+    bounds = _rows_for(X.shape[0], _dense_rows(X.shape[1], dtype.itemsize, panel_bytes), panel_rows)
+    array = da.from_array(X, chunks=(bounds, X.shape[1]), name=False)
+    return Panels(array, sparse=False, in_memory=True)
+
+
+def _scipy_panels(X, panel_rows, panel_bytes):
+    _check_shape(X.shape, "input")
+    dtype = _value_dtype(X.dtype, "input")
+    X = sp.csr_matrix(X, dtype=dtype)
+    bounds = _rows_for(X.shape[0], _sparse_rows(X.shape[0], X.nnz, dtype.itemsize, panel_bytes), panel_rows)
+    meta = sp.csr_matrix((0, 0), dtype=dtype)
+    array = _from_blocks(_rows_of, X, bounds, X.shape[1], dtype, meta)
+    return Panels(array, sparse=True, in_memory=True)
+
+
+def _stored_multiple(chunk_rows, m, default_rows, panel_rows):
+    """Panels made of whole stored chunks (the last one may be short)."""
+    wanted = panel_rows or default_rows
+    per_panel = max(1, wanted // chunk_rows) * chunk_rows
+    starts = list(range(0, m, per_panel))
+    return tuple(min(per_panel, m - s) for s in starts)
+
+
+def _zarr_panels(X, panel_rows, panel_bytes):
+    _check_shape(X.shape, "Zarr input")
+    dtype = _value_dtype(X.dtype, "Zarr input")
+    m, n = X.shape
+    bounds = _stored_multiple(X.chunks[0], m, _dense_rows(n, dtype.itemsize, panel_bytes), panel_rows)
+    array = da.from_zarr(X, chunks=(bounds, n))
+    if array.dtype != dtype:
+        array = array.map_blocks(_as_dtype, dtype, dtype=dtype)
+    return Panels(array, sparse=False, in_memory=False)
+
+
+def _csr_group_panels(X, panel_rows, panel_bytes):
+    _check_shape(X.shape, "CSR input")
+    dtype = _value_dtype(X.dtype, "CSR input")
+    m, n = X.shape
+    bounds = _rows_for(m, _sparse_rows(m, X.nnz, dtype.itemsize, panel_bytes), panel_rows)
+    meta = sp.csr_matrix((0, 0), dtype=X.dtype)
+    array = _from_blocks(_csr_rows_of, X, bounds, n, X.dtype, meta)
+    if array.dtype != dtype:
+        array = array.map_blocks(_as_dtype, dtype, dtype=dtype, meta=sp.csr_matrix((0, 0), dtype=dtype))
+    return Panels(array, sparse=True, in_memory=False)
+
+
+def _to_csr(block):
+    return sp.csr_matrix(block)
+
+
+def _dask_panels(X, panel_rows, panel_bytes):
+    _check_shape(X.shape, "Dask input")
+    if any(math.isnan(c) for c in X.shape):
+        raise ValueError("Dask input has unknown chunk sizes; call compute_chunk_sizes() first")
+    dtype = _value_dtype(X.dtype, "Dask input")
+    sparse = sp.issparse(X._meta)
+    if X.numblocks[1] != 1:
+        X = X.rechunk({1: -1})
+    if panel_rows is not None:
+        X = X.rechunk({0: panel_rows})
+    if X.dtype != dtype:
+        meta = sp.csr_matrix((0, 0), dtype=dtype) if sparse else np.empty((0, 0), dtype)
+        X = X.map_blocks(_as_dtype, dtype, dtype=dtype, meta=meta)
+    if sparse:
+        X = X.map_blocks(_to_csr, dtype=dtype, meta=sp.csr_matrix((0, 0), dtype=dtype))
+    return Panels(X, sparse=sparse, in_memory=False)
