@@ -31,6 +31,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import dask
 import dask.array as da
@@ -43,7 +44,16 @@ from .kernels import Penalty, StepSpec
 from .losses import loss_to_error
 from .storage import Panels, as_panels
 
-__all__ = ["CONVERGENCE_WINDOW", "TRANSFORM_TOL", "FitResult", "IterationInfo", "factorize", "to_numpy"]
+__all__ = [
+    "CONVERGENCE_WINDOW",
+    "TRANSFORM_TOL",
+    "Checkpointer",
+    "FitResult",
+    "IterationInfo",
+    "LoopState",
+    "factorize",
+    "to_numpy",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +73,40 @@ class IterationInfo:
     error: float  # sqrt(2 * loss)
     relative_change: float  # relative decrease of the error over the last iteration known
     seconds: float  # wall time of this iteration
+
+
+@dataclass(frozen=True)
+class LoopState:
+    """Everything needed to continue a fit exactly where it stopped.
+
+    Attributes
+    ----------
+    iteration : int
+        Outer iterations done.
+    W : dask.array.Array of shape (m, k)
+        Row-chunked like V (persisted).
+    H : ndarray of shape (k, n)
+    loss_history : tuple of float
+        Known losses of iterates 0..j (see the stopping rule).
+    finished : bool
+        The stopping rule fired: a resume runs no further iteration.
+    """
+
+    iteration: int
+    W: da.Array
+    H: np.ndarray
+    loss_history: tuple
+    finished: bool = False
+
+
+class Checkpointer(Protocol):
+    """What :func:`factorize` asks of a checkpoint writer (see :mod:`dnmf.checkpoint`)."""
+
+    def due(self, iteration: int) -> bool:
+        """Whether to save after this iteration."""
+
+    def save(self, state: LoopState) -> None:
+        """Persist ``state`` durably."""
 
 
 @dataclass
@@ -155,6 +199,13 @@ def _initial_factors(V, k, init, W, H, stats, random_state, update_H):
     return W0, np.asarray(dask.compute(H0)[0] if isinstance(H0, da.Array) else H0)
 
 
+def _loop_state(iteration, W_blocks, H, known, V, k, dtype, finished):
+    """A LoopState of the current (persisted) factors; fetches only H."""
+    H = np.asarray(dask.compute(H)[0])
+    W = _as_array(W_blocks, V.row_chunks, k, dtype)
+    return LoopState(iteration, W, H, tuple(known), finished)
+
+
 def _stop(errors, tol):
     """The stopping rule of the module docstring on the known errors e_0..e_j."""
     j = len(errors) - 1
@@ -184,6 +235,8 @@ def factorize(
     polish=False,
     callback=None,
     panel_rows=None,
+    start=None,
+    checkpointer=None,
 ):
     """Factorize V ≈ W H on the active Dask scheduler (parameters already validated).
 
@@ -216,6 +269,11 @@ def factorize(
         Called with an :class:`IterationInfo` after each iteration.
     panel_rows : int, optional
         Rows per panel (see :func:`dnmf.storage.as_panels`).
+    start : LoopState, optional
+        Continue from this state instead of initializing (resume). Same V, chunking
+        and parameters give the iterates of a run that was never interrupted.
+    checkpointer : Checkpointer, optional
+        Asked after every iteration whether to save the state, and given the final one.
 
     Returns
     -------
@@ -232,7 +290,10 @@ def factorize(
 
     stats = np.asarray(dask.compute(solvers.stats_pass(V_blocks))[0])
     _check_stats(stats, beta)
-    W0, H0 = _initial_factors(V, n_components, init, W, H, stats, random_state, update_H)
+    if start is None:
+        W0, H0 = _initial_factors(V, n_components, init, W, H, stats, random_state, update_H)
+    else:
+        W0, H0 = start.W.rechunk((V.row_chunks, start.W.shape[1])).persist(), np.asarray(start.H)
     k, dtype = H0.shape[0], V.dtype
 
     if not update_H:
@@ -243,10 +304,11 @@ def factorize(
 
     W_blocks = list(W0.to_delayed().ravel())
     H_now = H0
-    known = []  # loss of iterates 0..j
-    converged = False
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    known = [] if start is None else list(start.loss_history)  # loss of iterates 0..j
+    first = 1 if start is None else start.iteration + 1
+    converged = start is not None and start.finished
+    n_iter = saved = first - 1
+    for n_iter in range(first, max_iter + 1 if not converged else first):
         started = time.perf_counter()
         W_blocks, H_now, losses = solvers.iteration(V_blocks, W_blocks, H_now, step, size)
         W_blocks, H_now, losses = dask.persist(W_blocks, H_now, losses)
@@ -263,10 +325,15 @@ def factorize(
         logger.debug("iteration %d: loss %.6g (relative change %.3g, %.3fs)", n_iter, known[-1], change, seconds)
         if callback is not None:
             callback(IterationInfo(n_iter, max_iter, known[-1], errors[-1], change, seconds))
-        if _stop(errors, tol):
-            converged = True
+        converged = _stop(errors, tol)
+        if checkpointer is not None and not converged and checkpointer.due(n_iter):
+            checkpointer.save(_loop_state(n_iter, W_blocks, H_now, known, V, k, dtype, False))
+            saved = n_iter
+        if converged:
             break
 
+    if checkpointer is not None and saved != n_iter:
+        checkpointer.save(_loop_state(n_iter, W_blocks, H_now, known, V, k, dtype, converged))
     if not converged and tol > 0:
         warnings.warn(
             f"Maximum number of iterations {max_iter} reached. Increase it to improve convergence.",
@@ -275,8 +342,8 @@ def factorize(
     H_final = np.asarray(dask.compute(H_now)[0])
     if polish or len(known) <= n_iter:
         max_inner = max_iter if polish else 0
-        start = None if polish else W_blocks
-        W_blocks, report = solvers.final_pass(V_blocks, start, H_final, step, size, max_inner, TRANSFORM_TOL)
+        W_from = None if polish else W_blocks
+        W_blocks, report = solvers.final_pass(V_blocks, W_from, H_final, step, size, max_inner, TRANSFORM_TOL)
         W_blocks, report = dask.persist(W_blocks, report)
         loss = float(dask.compute(report)[0][0])
         if len(known) <= n_iter:

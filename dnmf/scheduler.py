@@ -1,0 +1,60 @@
+"""Which Dask scheduler a fit runs on.
+
+The library follows the Dask convention: with no client given, work goes to the active
+``distributed.Client`` if there is one, else to Dask's threaded scheduler (a small fit
+costs milliseconds, not a cluster start-up). :func:`use_scheduler` makes a given
+``Client`` or scheduler address current for a block; :func:`local_cluster` is the
+embedded ``LocalCluster`` the CLI starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+__all__ = ["local_cluster", "use_scheduler"]
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def use_scheduler(client=None):
+    """Run the block on ``client``: a ``distributed.Client``, a scheduler address
+    (``"tcp://host:port"``) or None (leave the current default alone)."""
+    if client is None:
+        yield None
+        return
+    from distributed import Client
+
+    if isinstance(client, Client):
+        with client.as_current():
+            yield client
+        return
+    if not isinstance(client, str):
+        raise TypeError(f"client must be a distributed.Client or a scheduler address, got {client!r}")
+    try:
+        connected = Client(client, timeout="10s", set_as_default=False)
+    except OSError as error:
+        raise ConnectionError(f"cannot reach the Dask scheduler at {client}: {error}") from None
+    with connected, connected.as_current():
+        yield connected
+
+
+@contextlib.contextmanager
+def local_cluster(n_workers=None, memory_limit="auto", threads_per_worker=None, processes=True):
+    """An embedded ``LocalCluster`` and a ``Client`` on it, current for the block.
+
+    Its dashboard link is logged at INFO level.
+    """
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit,
+        processes=processes,
+        dashboard_address=":0",
+    ) as cluster, Client(cluster) as client:
+        logger.info("Dask dashboard: %s", client.dashboard_link)
+        with client.as_current():
+            yield client
