@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-__all__ = ["local_cluster", "use_scheduler"]
+__all__ = ["connect", "local_cluster", "use_scheduler"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +32,27 @@ def use_scheduler(client=None):
         return
     if not isinstance(client, str):
         raise TypeError(f"client must be a distributed.Client or a scheduler address, got {client!r}")
-    try:
-        connected = Client(client, timeout="10s", set_as_default=False)
-    except OSError as error:
-        raise ConnectionError(f"cannot reach the Dask scheduler at {client}: {error}") from None
-    with connected, connected.as_current():
+    connected = connect(client)
+    with connected.as_current():
         yield connected
+
+
+_CONNECTIONS = {}
+
+
+def connect(address):
+    """A ``Client`` on the scheduler at ``address``, kept open for this process so that
+    results persisted on that cluster stay reachable after the fit returns."""
+    from distributed import Client
+
+    connected = _CONNECTIONS.get(address)
+    if connected is None or connected.status != "running":
+        try:
+            connected = Client(address, timeout="10s", set_as_default=False)
+        except OSError as error:
+            raise ConnectionError(f"cannot reach the Dask scheduler at {address}: {error}") from None
+        _CONNECTIONS[address] = connected
+    return connected
 
 
 @contextlib.contextmanager
