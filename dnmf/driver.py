@@ -125,6 +125,8 @@ class FitResult:
         with ``polish`` the last entry is the loss of the polished W.
     converged : bool
         The stopping rule fired before ``max_iter``.
+    norm_V : float
+        ``||V||_F`` (from the statistics pass), for relative errors.
     """
 
     W: da.Array
@@ -132,6 +134,7 @@ class FitResult:
     n_iter: int
     loss_history: list = field(default_factory=list)
     converged: bool = False
+    norm_V: float = float("nan")
 
     @property
     def loss(self):
@@ -290,6 +293,7 @@ def factorize(
 
     stats = np.asarray(dask.compute(solvers.stats_pass(V_blocks))[0])
     _check_stats(stats, beta)
+    norm_V = float(np.sqrt(stats[3]))
     if start is None:
         W0, H0 = _initial_factors(V, n_components, init, W, H, stats, random_state, update_H)
     else:
@@ -300,7 +304,7 @@ def factorize(
         W_blocks, report = solvers.final_pass(V_blocks, None, H0, step, size, max_iter, TRANSFORM_TOL)
         W_blocks, report = dask.persist(W_blocks, report)
         loss, n_done = dask.compute(report)[0]
-        return FitResult(_as_array(W_blocks, V.row_chunks, k, dtype), H0, int(n_done), [loss], True)
+        return FitResult(_as_array(W_blocks, V.row_chunks, k, dtype), H0, int(n_done), [loss], True, norm_V)
 
     W_blocks = list(W0.to_delayed().ravel())
     H_now = H0
@@ -351,4 +355,4 @@ def factorize(
         else:
             known[-1] = loss
     W_result = _as_array(W_blocks, V.row_chunks, k, dtype)
-    return FitResult(W_result, H_final, n_iter, known, converged)
+    return FitResult(W_result, H_final, n_iter, known, converged, norm_V)
