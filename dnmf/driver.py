@@ -18,9 +18,10 @@ Frobenius loss ``½||V - W_t H_t||²``, else the beta-divergence, penalties excl
 ``e_t = sqrt(2 L_t)``, the ``reconstruction_err_``. After every iteration, with ``j``
 the newest iterate whose loss is known (``t`` for Frobenius; ``t - 1`` for the
 beta-divergences, whose loss comes from the next pass), the fit stops when ``j >= 10``
-and ``(e_{j-10} - e_j) / e_0 < tol``: the error fell by less than ``tol`` (relative to the
-initial error) over the last 10 iterations. That is scikit-learn's ``mu`` criterion,
-checked at every iteration instead of every tenth. It also stops when ``e_j == 0``.
+and ``(e_{j-10} - e_j) / e_j < tol``: the error fell by less than a fraction ``tol`` of
+its current value over the last 10 iterations. (scikit-learn's ``mu`` compares the
+decrease over 10 iterations with the *initial* error, which stops much earlier after a
+good initialization such as NNDSVDA.) It also stops when ``e_j == 0``.
 With ``tol == 0`` it runs ``max_iter`` iterations; reaching ``max_iter`` with
 ``tol > 0`` warns with :class:`sklearn.exceptions.ConvergenceWarning`.
 """
@@ -35,6 +36,7 @@ from typing import Protocol
 
 import dask
 import dask.array as da
+from dask.delayed import Delayed
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
@@ -158,8 +160,12 @@ def _client():
 
 
 def _as_array(blocks, row_chunks, k, dtype):
+    """One Dask array from W's blocks (persisted Delayed or in-memory arrays)."""
     pieces = [
-        da.from_delayed(block, shape=(rows, k), dtype=dtype) for block, rows in zip(blocks, row_chunks)
+        da.from_delayed(block, shape=(rows, k), dtype=dtype)
+        if isinstance(block, Delayed)
+        else da.from_array(block, chunks=block.shape, name=False)
+        for block, rows in zip(blocks, row_chunks)
     ]
     return pieces[0] if len(pieces) == 1 else da.concatenate(pieces, axis=0)
 
@@ -175,6 +181,19 @@ def _check_stats(stats, beta):
             f"When beta_loss <= 0 and X contains zeros ({int(n_zero)} here), the solver "
             "may diverge. Please add small values to X, or use a positive beta_loss."
         )
+
+
+def _materialize(graph, client):
+    """Run one iteration's graph: ``(W_blocks, H, small)`` with W kept where it was computed.
+
+    On a cluster W and H are persisted there and only the small result travels; on the
+    local threaded scheduler one ``compute`` hands back the in-memory blocks directly.
+    """
+    W_blocks, H, small = graph
+    if client is None:
+        return dask.compute(W_blocks, H, small)
+    W_blocks, H, small = dask.persist(W_blocks, H, small)
+    return W_blocks, H, dask.compute(small)[0]
 
 
 def to_numpy(W):
@@ -216,7 +235,7 @@ def _stop(errors, tol):
         return True
     if tol <= 0 or j < CONVERGENCE_WINDOW:
         return False
-    return (errors[j - CONVERGENCE_WINDOW] - errors[j]) / errors[0] < tol
+    return (errors[j - CONVERGENCE_WINDOW] - errors[j]) / errors[j] < tol
 
 
 def factorize(
@@ -301,9 +320,8 @@ def factorize(
     k, dtype = H0.shape[0], V.dtype
 
     if not update_H:
-        W_blocks, report = solvers.final_pass(V_blocks, None, H0, step, size, max_iter, TRANSFORM_TOL)
-        W_blocks, report = dask.persist(W_blocks, report)
-        loss, n_done = dask.compute(report)[0]
+        graph = solvers.final_pass(V_blocks, None, H0, step, size, max_iter, TRANSFORM_TOL)
+        W_blocks, _, (loss, n_done) = _materialize((*graph[:1], None, graph[1]), client)
         return FitResult(_as_array(W_blocks, V.row_chunks, k, dtype), H0, int(n_done), [loss], True, norm_V)
 
     W_blocks = list(W0.to_delayed().ravel())
@@ -314,9 +332,8 @@ def factorize(
     n_iter = saved = first - 1
     for n_iter in range(first, max_iter + 1 if not converged else first):
         started = time.perf_counter()
-        W_blocks, H_now, losses = solvers.iteration(V_blocks, W_blocks, H_now, step, size)
-        W_blocks, H_now, losses = dask.persist(W_blocks, H_now, losses)
-        before, after = dask.compute(losses)[0]
+        graph = solvers.iteration(V_blocks, W_blocks, H_now, step, size)
+        W_blocks, H_now, (before, after) = _materialize(graph, client)
         if n_iter == 1:
             known.append(float(before))
         if step.beta == 2:
@@ -347,9 +364,9 @@ def factorize(
     if polish or len(known) <= n_iter:
         max_inner = max_iter if polish else 0
         W_from = None if polish else W_blocks
-        W_blocks, report = solvers.final_pass(V_blocks, W_from, H_final, step, size, max_inner, TRANSFORM_TOL)
-        W_blocks, report = dask.persist(W_blocks, report)
-        loss = float(dask.compute(report)[0][0])
+        graph = solvers.final_pass(V_blocks, W_from, H_final, step, size, max_inner, TRANSFORM_TOL)
+        W_blocks, _, (loss, _) = _materialize((graph[0], None, graph[1]), client)
+        loss = float(loss)
         if len(known) <= n_iter:
             known.append(loss)
         else:

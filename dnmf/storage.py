@@ -258,7 +258,9 @@ def _value_dtype(dtype, what):
         return dtype
     if dtype.kind in "iuf":
         return np.dtype(np.float64)
-    kind = {"b": "boolean", "c": "complex", "O": "object", "U": "string", "S": "bytes"}
+    if dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: {what} has dtype {dtype}")
+    kind = {"b": "boolean", "O": "object", "U": "string", "S": "bytes"}
     raise TypeError(
         f"{what} has {kind.get(dtype.kind, 'non-numeric')} dtype {dtype}; "
         "NMF needs real numbers (float32, float64 or integers)"
@@ -312,16 +314,13 @@ def _rows_of(X, start, stop):
     return X[start:stop]
 
 
-def _csr_rows_of(X, start, stop):
-    return X.read_rows(start, stop)
-
-
 def _as_dtype(block, dtype):
     return block.astype(dtype, copy=False)
 
 
 def as_panels(X, panel_rows=None, panel_bytes=DEFAULT_PANEL_BYTES):
-    """Wrap any supported input as row panels (no data is read or copied here).
+    """Wrap any supported input as row panels (no values are read or copied here; only
+    the ``indptr`` entries at the panel edges of a CSR group).
 
     Parameters
     ----------
@@ -399,13 +398,75 @@ def _zarr_panels(X, panel_rows, panel_bytes):
     return Panels(array, sparse=False, in_memory=False)
 
 
+def _join_chunks(offset, length, dtype, *chunks):
+    """``length`` entries from ``offset`` of the concatenated 1-D ``chunks``."""
+    joined = np.concatenate(chunks) if chunks else np.empty(0, dtype)
+    return joined[offset : offset + length]
+
+
+def _shared_slices(array, ranges):
+    """Delayed ``array[lo:hi]`` for each ``(lo, hi)``, from one read task per stored chunk.
+
+    A stored chunk that two ranges share (a panel edge falling inside it) is read once
+    per computation, not once per range.
+    """
+    size = array.chunks[0]
+    source = dask.delayed(array, traverse=False)
+    reads = {}
+
+    def read(j):
+        if j not in reads:
+            reads[j] = dask.delayed(_rows_of, pure=True)(source, j * size, min((j + 1) * size, array.shape[0]))
+        return reads[j]
+
+    slices = []
+    for lo, hi in ranges:
+        first = lo // size
+        chunks = [read(j) for j in range(first, -(-hi // size))] if hi > lo else []
+        slices.append(dask.delayed(_join_chunks, pure=True)(lo - first * size, hi - lo, array.dtype, *chunks))
+    return slices
+
+
+def _assemble_csr(pointers, indices, data, n_columns):
+    """A CSR panel from its slice of ``indptr`` (absolute) and its entries."""
+    pointers = np.asarray(pointers, dtype=np.int64)
+    if np.any(np.diff(pointers) < 0):
+        raise ValueError("inconsistent indptr: decreasing within a panel")
+    return sp.csr_matrix((data, indices, pointers - pointers[0]), shape=(len(pointers) - 1, n_columns))
+
+
 def _csr_group_panels(X, panel_rows, panel_bytes):
+    """Panels of a CSR group; every stored chunk of its arrays is read once per pass.
+
+    The ``indptr`` values at the panel edges are read here (once) to know which chunks of
+    ``indices``/``data`` each panel needs; a chunk shared by two panels is one task.
+    """
     _check_shape(X.shape, "CSR input")
     dtype = _value_dtype(X.dtype, "CSR input")
     m, n = X.shape
     bounds = _rows_for(m, _sparse_rows(m, X.nnz, dtype.itemsize, panel_bytes), panel_rows)
+    edges = np.concatenate([[0], np.cumsum(bounds)]).astype(np.int64)
+    entries = np.asarray(X.indptr.get_coordinate_selection(edges), dtype=np.int64)
+    if np.any(np.diff(entries) < 0):
+        raise ValueError(f"{X.path or 'CSR input'}: inconsistent indptr: decreasing at panel edges")
+    pointer_spans = list(zip(edges[:-1], edges[1:] + 1))
+    entry_spans = list(zip(entries[:-1], entries[1:]))
     meta = sp.csr_matrix((0, 0), dtype=X.dtype)
-    array = _from_blocks(_csr_rows_of, X, bounds, n, X.dtype, meta)
+    parts = zip(
+        _shared_slices(X.indptr, pointer_spans),
+        _shared_slices(X.indices, entry_spans),
+        _shared_slices(X.data, entry_spans),
+    )
+    pieces = [
+        da.from_delayed(
+            dask.delayed(_assemble_csr, pure=True)(pointers, indices, data, n),
+            shape=(int(height), n),
+            dtype=X.dtype,
+            meta=meta,
+        )
+        for (pointers, indices, data), height in zip(parts, bounds)
+    ]
+    array = pieces[0] if len(pieces) == 1 else da.concatenate(pieces, axis=0)
     if array.dtype != dtype:
         array = array.map_blocks(_as_dtype, dtype, dtype=dtype, meta=sp.csr_matrix((0, 0), dtype=dtype))
     return Panels(array, sparse=True, in_memory=False)

@@ -1,0 +1,266 @@
+"""``dnmf.NMF``: a scikit-learn estimator that is a drop-in for ``sklearn.decomposition.NMF``.
+
+The estimator only validates, converts the input at the boundary and hands the work to
+:func:`dnmf.api.run`; it stores NumPy results only (fitted models pickle and never hold
+a cluster's futures).
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import api
+from .driver import to_numpy
+from .losses import beta_to_float, loss_to_error
+from .storage import CSRMatrix, _value_dtype
+
+__all__ = ["NMF"]
+
+
+def _is_out_of_core(X):
+    """Dask, Zarr and path inputs stay lazy; everything else is validated in memory."""
+    import zarr
+
+    return isinstance(X, (da.Array, zarr.Array, CSRMatrix, str)) or hasattr(X, "__fspath__")
+
+
+class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Non-negative matrix factorization, out of core on Dask.
+
+    Finds non-negative ``W`` (n_samples x n_components) and ``H`` (n_components x
+    n_features) minimizing, as scikit-learn's ``NMF``::
+
+        D(X, WH) + alpha_W * l1_ratio * n_features * ||W||_1
+                 + alpha_H * l1_ratio * n_samples * ||H||_1
+                 + 0.5 * alpha_W * (1 - l1_ratio) * n_features * ||W||_F^2
+                 + 0.5 * alpha_H * (1 - l1_ratio) * n_samples * ||H||_F^2
+
+    where ``D`` is ½ the squared Frobenius norm or a beta-divergence. ``X`` may be a
+    NumPy array, a SciPy sparse matrix, a pandas DataFrame, a Dask array, a Zarr array,
+    a :class:`dnmf.CSRMatrix` or a path to one; it is read in row panels, once per
+    iteration, and never held whole in memory.
+
+    Parameters
+    ----------
+    n_components : int, "auto" or None, default=None
+        Rank. None or "auto": ``n_features`` (or ``H.shape[0]`` with custom H).
+    init : {"random", "nndsvd", "nndsvda", "nndsvdar", "custom"} or None, default=None
+        None picks "nndsvda" if ``n_components <= min(n_samples, n_features)``, else
+        "random" (as scikit-learn).
+    solver : {"cd", "hals", "mu"}, default="cd"
+        "cd" (also "hals"): hierarchical alternating least squares, scikit-learn's
+        coordinate descent; "mu": multiplicative updates (any beta-divergence).
+    beta_loss : float or {"frobenius", "kullback-leibler", "itakura-saito"}, default="frobenius"
+        Beta-divergence to minimize; other than "frobenius" needs ``solver="mu"``.
+    tol : float, default=1e-4
+        Stop when the error ``sqrt(2 * loss)`` fell by less than ``tol`` times the
+        initial error over the last 10 iterations (see :mod:`dnmf.driver`).
+    max_iter : int, default=200
+        Maximum number of iterations (passes over X).
+    random_state : int, RandomState instance or None, default=None
+        Seed of the "random" and "nndsvd*" initializations.
+    alpha_W : float, default=0.0
+        Weight of the penalties on W.
+    alpha_H : float or "same", default="same"
+        Weight of the penalties on H; "same" uses ``alpha_W``.
+    l1_ratio : float, default=0.0
+        Share of L1 in the penalties, in [0, 1].
+    verbose : int, default=0
+        Log every iteration (``logging``, logger ``dnmf``) when > 0.
+    inner_sweeps : int, default=1
+        HALS sweeps (MU updates) of each factor per pass over X; 1 gives exactly
+        scikit-learn's iterates, more reach a given error with fewer reads of X.
+    panel_rows : int or None, default=None
+        Rows of X per task (default: about 64 MiB; Zarr/Dask inputs: whole stored chunks).
+    client : distributed.Client, str or None, default=None
+        Where to run: a Client, a scheduler address, or None for the active Client
+        (else Dask's threaded scheduler).
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features)
+        H, the dictionary.
+    n_components_ : int
+    reconstruction_err_ : float
+        ``sqrt(2 * D(X, WH))`` for the returned W and H: the Frobenius norm of
+        ``X - WH`` for the Frobenius loss.
+    n_iter_ : int
+        Iterations run.
+    loss_history_ : list of float
+        ``D(X, W_t H_t)`` for t = 0 (the initialization) … n_iter_; the last entry is
+        the loss of the returned factors.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names, when X is a DataFrame with string column names.
+
+    Notes
+    -----
+    ``fit_transform(X)`` returns exactly ``fit(X).transform(X)``: after the last
+    iteration, W is solved for the final H by the same one-pass routine as
+    ``transform`` (scikit-learn returns the last iterate instead, issue #18663).
+    """
+
+    def __init__(
+        self,
+        n_components=None,
+        *,
+        init=None,
+        solver="cd",
+        beta_loss="frobenius",
+        tol=1e-4,
+        max_iter=200,
+        random_state=None,
+        alpha_W=0.0,
+        alpha_H="same",
+        l1_ratio=0.0,
+        verbose=0,
+        inner_sweeps=1,
+        panel_rows=None,
+        client=None,
+    ):
+        self.n_components = n_components
+        self.init = init
+        self.solver = solver
+        self.beta_loss = beta_loss
+        self.tol = tol
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.alpha_W = alpha_W
+        self.alpha_H = alpha_H
+        self.l1_ratio = l1_ratio
+        self.verbose = verbose
+        self.inner_sweeps = inner_sweeps
+        self.panel_rows = panel_rows
+        self.client = client
+
+    # ------------------------------------------------------------------ boundary
+
+    def _params(self):
+        return {name: getattr(self, name) for name in api.DEFAULTS}
+
+    def _check_input(self, X, reset):
+        """In-memory input through scikit-learn's checks; out-of-core input as is."""
+        if _is_out_of_core(X):
+            if reset:
+                self.n_features_in_ = int(X.shape[1]) if hasattr(X, "shape") else None
+                if hasattr(self, "feature_names_in_"):
+                    del self.feature_names_in_
+            return X
+        dtype = getattr(X, "dtype", None)
+        if dtype is not None and np.dtype(dtype).kind == "b":
+            _value_dtype(dtype, "X")  # TypeError naming the dtype; scikit-learn checks the rest
+        return validate_data(
+            self,
+            X,
+            accept_sparse=("csr", "csc", "coo"),
+            dtype=[np.float64, np.float32],
+            reset=reset,
+        )
+
+    def _output(self, X, W):
+        return W if _is_out_of_core(X) else to_numpy(W)
+
+    # ----------------------------------------------------------------------- API
+
+    def fit_transform(self, X, y=None, W=None, H=None):
+        """Learn the factorization of X and return W.
+
+        Parameters
+        ----------
+        X : array-like, sparse matrix, Dask array, Zarr array or path, shape (n_samples, n_features)
+        y : Ignored
+        W : array-like of shape (n_samples, n_components), optional
+            Initial W when ``init="custom"``.
+        H : array-like of shape (n_components, n_features), optional
+            Initial H when ``init="custom"``.
+
+        Returns
+        -------
+        W : ndarray of shape (n_samples, n_components)
+            A Dask array for Dask, Zarr or path input.
+        """
+        X = self._check_input(X, reset=True)
+        result = api.run(X, self._params(), W=W, H=H, polish=True)
+        if self.n_features_in_ is None:
+            self.n_features_in_ = int(result.H.shape[1])
+        self.components_ = result.H
+        self.n_components_ = int(result.H.shape[0])
+        self.n_iter_ = int(result.n_iter)
+        self.loss_history_ = [float(v) for v in result.loss_history]
+        self.reconstruction_err_ = loss_to_error(result.loss)
+        self._beta = beta_to_float(self.beta_loss)
+        return self._output(X, result.W)
+
+    def fit(self, X, y=None, **params):
+        """Learn the factorization of X.
+
+        Parameters
+        ----------
+        X : array-like, sparse matrix, Dask array, Zarr array or path, shape (n_samples, n_features)
+        y : Ignored
+        **params
+            ``W`` and ``H`` for ``init="custom"``.
+
+        Returns
+        -------
+        self : NMF
+        """
+        self.fit_transform(X, **params)
+        return self
+
+    def transform(self, X):
+        """W for new rows X with the learned H fixed (one pass over X).
+
+        Parameters
+        ----------
+        X : array-like, sparse matrix, Dask array, Zarr array or path, shape (n_samples, n_features)
+
+        Returns
+        -------
+        W : ndarray of shape (n_samples, n_components)
+            A Dask array for Dask, Zarr or path input.
+        """
+        check_is_fitted(self)
+        X = self._check_input(X, reset=False)
+        if X.shape[1] != self.components_.shape[1]:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but NMF is expecting {self.components_.shape[1]} features as input"
+            )
+        params = {**self._params(), "n_components": self.n_components_}
+        result = api.run(X, params, H=self.components_.astype(_transform_dtype(X), copy=False), update_H=False)
+        return self._output(X, result.W)
+
+    def inverse_transform(self, X):
+        """Map W back to the data space: ``X @ components_``.
+
+        Parameters
+        ----------
+        X : ndarray, sparse matrix or Dask array of shape (n_samples, n_components)
+
+        Returns
+        -------
+        X_original : ndarray (or Dask array) of shape (n_samples, n_features)
+        """
+        check_is_fitted(self)
+        return X @ self.components_
+
+    @property
+    def _n_features_out(self):
+        """Number of transformed output features (for ``get_feature_names_out``)."""
+        return self.components_.shape[0]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True
+        tags.input_tags.sparse = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+def _transform_dtype(X):
+    dtype = np.dtype(getattr(X, "dtype", np.float64))
+    return dtype if dtype in (np.dtype(np.float32), np.dtype(np.float64)) else np.dtype(np.float64)
+
