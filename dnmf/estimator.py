@@ -13,6 +13,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import api
+from .checkpoint import ZarrCheckpointer
 from .driver import to_numpy
 from .losses import beta_to_float, loss_to_error
 from .storage import CSRMatrix, _value_dtype
@@ -78,6 +79,13 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     client : distributed.Client, str or None, default=None
         Where to run: a Client, a scheduler address, or None for the active Client
         (else Dask's threaded scheduler).
+    checkpoint : str, path-like or None, default=None
+        Directory of crash-safe checkpoints (see :mod:`dnmf.checkpoint`). ``fit``
+        resumes automatically when it holds a checkpoint of the same matrix and the same
+        result-changing parameters (``max_iter`` may differ), starts afresh when it holds
+        none, and raises ``ValueError`` naming the differences otherwise.
+    checkpoint_every : int, default=10
+        Save a checkpoint after every ``checkpoint_every`` iterations (and at the end).
 
     Attributes
     ----------
@@ -120,6 +128,8 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         inner_sweeps=1,
         panel_rows=None,
         client=None,
+        checkpoint=None,
+        checkpoint_every=10,
     ):
         self.n_components = n_components
         self.init = init
@@ -135,6 +145,8 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.inner_sweeps = inner_sweeps
         self.panel_rows = panel_rows
         self.client = client
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
 
     # ------------------------------------------------------------------ boundary
 
@@ -183,7 +195,11 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             A Dask array for Dask, Zarr or path input.
         """
         X = self._check_input(X, reset=True)
-        result = api.run(X, self._params(), W=W, H=H, polish=True)
+        data, start, checkpointer = X, None, None
+        if self.checkpoint is not None:
+            checkpointer = ZarrCheckpointer(self.checkpoint, X, self._params(), every=self.checkpoint_every)
+            data, start = checkpointer.panels, checkpointer.resume_state()
+        result = api.run(data, self._params(), W=W, H=H, polish=True, start=start, checkpointer=checkpointer)
         if self.n_features_in_ is None:
             self.n_features_in_ = int(result.H.shape[1])
         self.components_ = result.H

@@ -206,3 +206,25 @@ def test_convergence_warning_at_max_iter():
     X = load_digits().data[:200]
     with pytest.warns(ConvergenceWarning, match="Maximum number of iterations 3 reached"):
         NMF(n_components=5, max_iter=3, random_state=0).fit(X)
+
+
+def test_checkpointed_fit_resumes_to_the_uninterrupted_result(tmp_path):
+    X = load_digits().data[:400]
+    params = dict(n_components=6, init="random", random_state=0, tol=0, panel_rows=100)
+    uninterrupted = NMF(max_iter=12, **params).fit(X)
+    directory = tmp_path / "run.ckpt"
+    first = NMF(max_iter=6, checkpoint=directory, checkpoint_every=3, **params).fit(X)
+    assert first.n_iter_ == 6
+    resumed = NMF(max_iter=12, checkpoint=directory, checkpoint_every=3, **params).fit(X)
+    assert resumed.n_iter_ == 12
+    np.testing.assert_allclose(resumed.components_, uninterrupted.components_, rtol=1e-9)
+    np.testing.assert_allclose(resumed.loss_history_, uninterrupted.loss_history_, rtol=1e-9)
+
+
+def test_checkpoint_of_another_matrix_is_refused(tmp_path):
+    X = load_digits().data[:400]
+    directory = tmp_path / "run.ckpt"
+    with pytest.warns(ConvergenceWarning):
+        NMF(n_components=4, max_iter=3, random_state=0, checkpoint=directory, checkpoint_every=1).fit(X)
+    with pytest.raises(ValueError, match="shape"):
+        NMF(n_components=4, max_iter=3, random_state=0, checkpoint=directory).fit(X[:300])
