@@ -224,10 +224,12 @@ def _reconstruction(V, WH, shape, sample, out, annotate):
     axes = figure.subplots(1, 3)
     high = float(max(V.max(initial=0.0), WH.max(initial=0.0))) or 1.0
     bound = float(np.abs(R).max(initial=0.0)) or 1.0
-    _heatmap(axes[0], V, "V", vmin=0, vmax=high, annotate=annotate)
-    _heatmap(axes[1], WH, "W·H", vmin=0, vmax=high, annotate=annotate)
-    _heatmap(axes[2], R, f"V − W·H (relative error {relative:.3g} on the sample)", cmap=RESIDUAL_CMAP, vmin=-bound, vmax=bound, annotate=annotate)
     (rows, columns), (m, n) = sample, shape
+    where = {"row_labels": rows if len(rows) < m else None, "column_labels": columns if len(columns) < n else None}
+    _heatmap(axes[0], V, "V", vmin=0, vmax=high, annotate=annotate, **where)
+    _heatmap(axes[1], WH, "W·H", vmin=0, vmax=high, annotate=annotate, **where)
+    _heatmap(axes[2], R, f"V − W·H (relative error {relative:.3g} on the sample)", cmap=RESIDUAL_CMAP,
+             vmin=-bound, vmax=bound, annotate=annotate, **where)
     figure.suptitle(f"V ({m} x {n}) and its reconstruction — {_sample_note(len(rows), m, 'rows')}; {_sample_note(len(columns), n, 'columns')}", fontsize=11)
     return _save(figure, out)
 
@@ -259,21 +261,28 @@ def plot_factors(W, H, *, out=None, max_rows=SAMPLE_ROWS, max_columns=SAMPLE_COL
     if H.ndim != 2 or H.shape[0] != k:
         raise ValueError(f"shapes do not match: W {(m, k)}, H {H.shape}")
     rows = sample_indices(m, max_rows)
-    labels = None if row_labels is None else [row_labels[r] for r in rows]
-    return _factors_figure(_read(W, rows), H, m, labels, out, max_columns, annotate, feature_names)
+    return _factors_figure(_read(W, rows), H, m, rows, row_labels, out, max_columns, annotate, feature_names)
 
 
-def _factors_figure(W, H, m, row_labels, out, max_columns, annotate, feature_names):
-    """W: the sampled rows of the (m, k) W."""
+def _factors_figure(W, H, m, rows, row_labels, out, max_columns, annotate, feature_names):
+    """W: rows ``rows`` of the (m, k) W."""
     k, n = H.shape
     columns = sample_indices(n, max_columns)
+    if row_labels is not None:
+        row_labels = [row_labels[r] for r in rows]
+    elif len(rows) < m:
+        row_labels = rows
+    if feature_names is not None:
+        feature_names = [feature_names[c] for c in columns]
+    elif len(columns) < n:
+        feature_names = columns
     figure = _figure(FACTORS_SIZE)
     left, right = figure.subplots(1, 2, width_ratios=[1, 2])
     components = [f"c{c}" for c in range(k)]
     _heatmap(left, W, f"W ({m} x {k}) — {_sample_note(W.shape[0], m, 'rows')}", annotate=annotate,
              row_labels=row_labels, column_labels=components)
     _heatmap(right, H[:, columns], f"H ({k} x {n}) — {_sample_note(len(columns), n, 'columns')}", annotate=annotate,
-             row_labels=components, column_labels=None if feature_names is None else [feature_names[c] for c in columns])
+             row_labels=components, column_labels=feature_names)
     left.set_xlabel("component")
     right.set_ylabel("component")
     return _save(figure, out)
@@ -304,8 +313,8 @@ def plot_convergence(loss_history, *, out=None, title=None):
     axes.set_xlabel("iteration")
     axes.set_ylabel("loss")
     axes.grid(True, which="both", alpha=0.3)
-    drop = f", {losses[0] / losses[-1]:.3g}x lower" if losses[-1] > 0 else ""
-    axes.set_title(title or f"convergence: {losses.size - 1} iterations, final loss {losses[-1]:.4g}{drop}", fontsize=10)
+    drop = f", {losses[0] / losses[-1]:.3g}x below the initial loss" if losses[-1] > 0 else ""
+    axes.set_title(title or f"convergence (iterate 0: the initialization): final loss {losses[-1]:.4g}{drop}", fontsize=10)
     return _save(figure, out)
 
 
@@ -449,7 +458,7 @@ def plot(source, kind, out=None, *, V=None, image_shape=None, feature_names=None
         V_rows = _read(V, rows)
         W_rows = np.asarray(source.transform(V_rows), dtype=np.float64)
         if kind == "factors":
-            return _factors_figure(W_rows, H, m, None, out, max_columns, annotate, feature_names)
+            return _factors_figure(W_rows, H, m, rows, None, out, max_columns, annotate, feature_names)
         return _reconstruction(V_rows[:, columns], W_rows @ H[:, columns], (m, n), (rows, columns), out, annotate)
     if kind == "factors":
         return plot_factors(W, H, out=out, max_rows=max_rows, max_columns=max_columns, annotate=annotate, feature_names=feature_names)

@@ -47,7 +47,7 @@ __all__ = [
     "read_documents",
     "top_terms",
     "topic_mix",
-    "topics",
+    "find_topics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ DEFAULT_TOP = 10
 #: TfidfVectorizer settings unless overridden: English stop words out, terms in more
 #: than 95% of the documents out, log-scaled term counts, unit-length rows.
 VECTORIZER_DEFAULTS = {"stop_words": "english", "max_df": 0.95, "min_df": 1, "sublinear_tf": True}
-#: NMF settings of :func:`topics` unless overridden (NNDSVDA suits sparse tf-idf).
+#: NMF settings of :func:`find_topics` unless overridden (NNDSVDA suits sparse tf-idf).
 NMF_DEFAULTS = {"init": "nndsvda", "random_state": 0, "max_iter": 200}
 #: Width of the label column in :meth:`Topics.format`.
 LABEL_WIDTH = 32
@@ -313,7 +313,7 @@ def topic_mix(W):
 
 @dataclass(frozen=True)
 class Topics:
-    """What :func:`topics` found.
+    """What :func:`find_topics` found.
 
     Attributes
     ----------
@@ -356,7 +356,7 @@ class Topics:
         return "\n".join(lines)
 
 
-def topics(source, n_components, *, top=DEFAULT_TOP, column=None, label_column=None, store=None, overwrite=False, vectorizer=None, **nmf_params):
+def find_topics(source, n_components, *, top=DEFAULT_TOP, column=None, label_column=None, store=None, overwrite=False, vectorizer=None, **nmf_params):
     """Topics of a set of documents in one call: tf-idf → Zarr → NMF → top terms and mixes.
 
     Parameters
