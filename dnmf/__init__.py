@@ -16,3 +16,25 @@ __all__ = [
     "open_matrix",
     "save_csr",
 ]
+
+# Interpretable results (issue 7): pictures, topics, similar items.
+from .plots import plot, plot_components, plot_convergence, plot_factors, plot_reconstruction  # noqa: E402
+from .similar import Neighbor, similar  # noqa: E402
+from .topics import Corpus, Topics, build_corpus, find_topics, open_corpus, top_terms, topic_mix  # noqa: E402
+
+__all__ += [
+    "Corpus",
+    "Neighbor",
+    "Topics",
+    "build_corpus",
+    "find_topics",
+    "open_corpus",
+    "plot",
+    "plot_components",
+    "plot_convergence",
+    "plot_factors",
+    "plot_reconstruction",
+    "similar",
+    "top_terms",
+    "topic_mix",
+]
