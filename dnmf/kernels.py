@@ -421,16 +421,28 @@ def _loss_partial(V, W, H, VHt, beta):
     return beta_loss_pieces(V, W, H, beta), None
 
 
+def _in_dtype_of(V, *factors):
+    """The factors in V's value dtype (no copy when they already are).
+
+    Keeps float32 end to end: a float64 factor next to a float32 panel would make every
+    product cast the panel to float64 (a copy of V) and run at half speed.
+    """
+    dtype = V.dtype
+    return tuple(None if A is None else np.asarray(A, dtype=dtype) for A in factors)
+
+
 def panel_step(V, W, H, step):
     """Update one panel's W, then emit its share of the H-step and of the loss.
 
     This is the whole per-panel work of one outer iteration: V is used once.
+    ``W`` and ``H`` are taken in V's dtype.
 
     Returns
     -------
     W : ndarray of shape (m_i, k)
     partial : PanelPartial
     """
+    W, H = _in_dtype_of(V, W, H)
     W_new, VHt, _ = solve_w_panel(V, W, H, step.solver, step.beta, step.penalty_W, step.n_inner)
     loss_terms, gram_before = _loss_partial(V, W, H, VHt, step.beta)
     numerator = denominator = None
@@ -455,6 +467,7 @@ def transform_panel(V, W, H, step, max_inner, tol):
         Loss pieces of the returned ``(W, H)``; no H-step terms.
     n_done : int
     """
+    W, H = _in_dtype_of(V, W, H)
     if W is None:
         W = transform_start(V, H, step.solver)
     W, VHt, n_done = solve_w_panel(V, W, H, step.solver, step.beta, step.penalty_W, max_inner, tol)
@@ -466,7 +479,9 @@ def update_h(H, total, step):
     """The H-step from the summed partials: HALS sweeps on Hᵀ or one MU update.
 
     The HALS H-step is the W-step applied to transposes: Gram ``WᵀW``, cross ``(WᵀV)ᵀ``.
+    ``H`` is taken in the dtype of the partials (V's).
     """
+    H = np.asarray(H, dtype=total.h_numerator.dtype)
     if step.solver == "cd":
         Ht = np.array(H.T, order="C", copy=True)
         gram, cross = _penalized(total.h_denominator, total.h_numerator.T, step.penalty_H)
