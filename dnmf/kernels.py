@@ -23,6 +23,7 @@ __all__ = [
     "Penalty",
     "StepSpec",
     "beta_loss_pieces",
+    "cross_and_norm",
     "frobenius_pieces",
     "hals_sweeps",
     "mu_gamma",
@@ -43,6 +44,8 @@ __all__ = [
 EPSILON = np.finfo(np.float32).eps
 #: Values of a factor below this are set to zero after MU steps with beta < 1 (as scikit-learn).
 MU_ZERO_THRESHOLD = np.finfo(np.float64).eps
+#: Bytes of a dense panel handled at a time by :func:`cross_and_norm` (stays in cache).
+CACHE_BLOCK_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -310,12 +313,46 @@ def beta_loss_pieces(V, W, H, beta):
 # --------------------------------------------------------------- per-panel W solves
 
 
-def solve_w_panel(V, W, H, solver, beta, penalty, n_inner, tol=0.0):
+def cross_and_norm(V, H):
+    """``(V Hᵀ, ||V||²)`` from one sweep over the panel.
+
+    A dense panel is taken ``CACHE_BLOCK_BYTES`` at a time: each row block's squares
+    are summed right after its product, while the block is still in cache, so the
+    norm costs no extra trip through memory (summing a float32 panel's squares
+    separately in float64 cost as much as both GEMMs). Squares are summed per row in
+    V's dtype and the row sums in float64.
+
+    Returns
+    -------
+    VHt : ndarray of shape (m_i, k)
+    squared_norm : float
+    """
+    if sp.issparse(V):
+        return _dot(V, H.T), squared_norm(V)
+    V = np.asarray(V)
+    m, n = V.shape
+    VHt = np.empty((m, H.shape[0]), dtype=np.result_type(V.dtype, H.dtype))
+    step = max(1, CACHE_BLOCK_BYTES // max(1, n * V.itemsize))
+    total = 0.0
+    for start in range(0, m, step):
+        block = V[start : start + step]
+        np.matmul(block, H.T, out=VHt[start : start + step])
+        total += float(np.einsum("ij,ij->i", block, block).sum(dtype=np.float64))
+    return VHt, total
+
+
+def _needs_cross(solver, beta):
+    """Whether the W-update uses ``V Hᵀ`` (HALS, and MU for the Frobenius loss)."""
+    return solver == "cd" or beta == 2
+
+
+def solve_w_panel(V, W, H, solver, beta, penalty, n_inner, tol=0.0, VHt=None):
     """Update one panel's ``W`` with ``H`` fixed; the first half of every step.
 
     Runs up to ``n_inner`` HALS sweeps (``solver == "cd"``) or MU updates (``"mu"``).
     With ``tol > 0`` it stops once an update changes ``W`` by less than ``tol``
     relative to its norm (``transform`` solves W to convergence this way).
+    ``VHt`` is ``V Hᵀ`` if the caller has it already (see :func:`cross_and_norm`).
 
     Returns
     -------
@@ -327,7 +364,8 @@ def solve_w_panel(V, W, H, solver, beta, penalty, n_inner, tol=0.0):
         Updates made.
     """
     W = np.array(W, order="C", copy=True)
-    VHt = _dot(V, H.T) if (solver == "cd" or beta == 2) else None
+    if VHt is None and _needs_cross(solver, beta):
+        VHt = _dot(V, H.T)
     HHt = H @ H.T if VHt is not None else None
     if solver == "cd":
         gram, cross = _penalized(HHt, VHt, penalty)
@@ -413,12 +451,20 @@ def squared_norm(V):
     return float(np.dot(data, data))
 
 
-def _loss_partial(V, W, H, VHt, beta):
-    """This panel's loss pieces for the iterate ``(W, H)``; ``VHt`` is ``V Hᵀ`` or None."""
+def _loss_partial(V, W, H, VHt, norm, beta):
+    """This panel's loss pieces for the iterate ``(W, H)``; ``VHt`` is ``V Hᵀ`` and
+    ``norm`` is ``||V||²`` (both None for the beta-divergences)."""
     if beta == 2:
         cross, gram = frobenius_pieces(W, VHt)
-        return np.array([squared_norm(V), cross]), gram
+        return np.array([norm, cross]), gram
     return beta_loss_pieces(V, W, H, beta), None
+
+
+def _cross_and_norm_for(V, H, step):
+    """:func:`cross_and_norm` when the step uses them, else ``(None, None)``."""
+    if _needs_cross(step.solver, step.beta):
+        return cross_and_norm(V, H)
+    return None, None
 
 
 def _in_dtype_of(V, *factors):
@@ -443,8 +489,9 @@ def panel_step(V, W, H, step):
     partial : PanelPartial
     """
     W, H = _in_dtype_of(V, W, H)
-    W_new, VHt, _ = solve_w_panel(V, W, H, step.solver, step.beta, step.penalty_W, step.n_inner)
-    loss_terms, gram_before = _loss_partial(V, W, H, VHt, step.beta)
+    VHt, norm = _cross_and_norm_for(V, H, step)
+    W_new, VHt, _ = solve_w_panel(V, W, H, step.solver, step.beta, step.penalty_W, step.n_inner, VHt=VHt)
+    loss_terms, gram_before = _loss_partial(V, W, H, VHt, norm, step.beta)
     numerator = denominator = None
     if step.update_H:
         if step.beta == 2:
@@ -470,8 +517,9 @@ def transform_panel(V, W, H, step, max_inner, tol):
     W, H = _in_dtype_of(V, W, H)
     if W is None:
         W = transform_start(V, H, step.solver)
-    W, VHt, n_done = solve_w_panel(V, W, H, step.solver, step.beta, step.penalty_W, max_inner, tol)
-    loss_terms, gram = _loss_partial(V, W, H, VHt, step.beta)
+    VHt, norm = _cross_and_norm_for(V, H, step)
+    W, VHt, n_done = solve_w_panel(V, W, H, step.solver, step.beta, step.penalty_W, max_inner, tol, VHt=VHt)
+    loss_terms, gram = _loss_partial(V, W, H, VHt, norm, step.beta)
     return W, PanelPartial(loss_terms, gram, None, None), n_done
 
 
