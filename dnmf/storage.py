@@ -22,6 +22,7 @@ Inputs are always opened read-only.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 from dataclasses import dataclass
@@ -398,33 +399,49 @@ def _zarr_panels(X, panel_rows, panel_bytes):
     return Panels(array, sparse=False, in_memory=False)
 
 
-def _join_chunks(offset, length, dtype, *chunks):
-    """``length`` entries from ``offset`` of the concatenated 1-D ``chunks``."""
-    joined = np.concatenate(chunks) if chunks else np.empty(0, dtype)
-    return joined[offset : offset + length]
+def _read_span(array, lo, hi, shared, *shared_chunks):
+    """``array[lo:hi]`` of a 1-D Zarr array, taking the stored chunks numbered in
+    ``shared`` from ``shared_chunks`` (read by their own tasks) and reading the others."""
+    if hi <= lo:
+        return np.empty(0, array.dtype)
+    size = array.chunks[0]
+    given = dict(zip(shared, shared_chunks))
+    first, last = lo // size, (hi - 1) // size
+    pieces, j = [], first
+    while j <= last:
+        if j in given:
+            pieces.append(given[j])
+            j += 1
+            continue
+        stop = j  # chunks j..stop-1 are read here, in one call
+        while stop <= last and stop not in given:
+            stop += 1
+        pieces.append(array[j * size : min(stop * size, array.shape[0])])
+        j = stop
+    joined = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+    return joined[lo - first * size : hi - first * size]
 
 
-def _shared_slices(array, ranges):
-    """Delayed ``array[lo:hi]`` for each ``(lo, hi)``, from one read task per stored chunk.
+def _span_reads(array, spans):
+    """Delayed ``array[lo:hi]`` for each ``(lo, hi)`` so that each stored chunk is read once.
 
-    A stored chunk that two ranges share (a panel edge falling inside it) is read once
-    per computation, not once per range.
+    A chunk that two spans share (a panel edge falls inside it) is read by a task of its
+    own whose result both spans use; every other chunk is read by its span's task.
     """
     size = array.chunks[0]
     source = dask.delayed(array, traverse=False)
-    reads = {}
-
-    def read(j):
-        if j not in reads:
-            reads[j] = dask.delayed(_rows_of, pure=True)(source, j * size, min((j + 1) * size, array.shape[0]))
-        return reads[j]
-
-    slices = []
-    for lo, hi in ranges:
-        first = lo // size
-        chunks = [read(j) for j in range(first, -(-hi // size))] if hi > lo else []
-        slices.append(dask.delayed(_join_chunks, pure=True)(lo - first * size, hi - lo, array.dtype, *chunks))
-    return slices
+    users = collections.Counter(j for lo, hi in spans if hi > lo for j in range(lo // size, (hi - 1) // size + 1))
+    shared = {
+        j: dask.delayed(_rows_of, pure=True)(source, j * size, min((j + 1) * size, array.shape[0]))
+        for j, count in users.items()
+        if count > 1
+    }
+    reads = []
+    for lo, hi in spans:
+        ends = {lo // size, (hi - 1) // size} if hi > lo else set()
+        mine = sorted(j for j in ends if j in shared)
+        reads.append(dask.delayed(_read_span, pure=True)(source, lo, hi, mine, *(shared[j] for j in mine)))
+    return reads
 
 
 def _assemble_csr(pointers, indices, data, n_columns):
@@ -453,9 +470,9 @@ def _csr_group_panels(X, panel_rows, panel_bytes):
     entry_spans = list(zip(entries[:-1], entries[1:]))
     meta = sp.csr_matrix((0, 0), dtype=X.dtype)
     parts = zip(
-        _shared_slices(X.indptr, pointer_spans),
-        _shared_slices(X.indices, entry_spans),
-        _shared_slices(X.data, entry_spans),
+        _span_reads(X.indptr, pointer_spans),
+        _span_reads(X.indices, entry_spans),
+        _span_reads(X.data, entry_spans),
     )
     pieces = [
         da.from_delayed(
