@@ -1,0 +1,175 @@
+"""On a real cluster: a ``LocalCluster`` of 2 worker processes with a small memory limit.
+
+A fit there gives the factors of a fit on the default threaded scheduler, and leaves
+nothing on the cluster but what the returned result holds (nothing once the result
+is gone). ``client=`` takes a ``Client`` or a scheduler address.
+
+The client is never the process-wide default (``set_as_default=False``): every test
+says where it runs, and the other test modules keep the threaded scheduler.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import zarr
+from distributed import Client, LocalCluster, futures_of
+
+from dnmf import save_csr
+from dnmf.api import non_negative_factorization as nmf
+from dnmf.driver import factorize, to_numpy
+from dnmf.scheduler import connect
+
+M, N, K = 60, 14, 4
+PANEL_ROWS = 9
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, memory_limit="400MiB", dashboard_address=":0"
+    ) as cluster:
+        yield cluster
+        connect(cluster.scheduler_address).close()  # the connection client="tcp://..." opened
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    with Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, cluster):
+    """The same matrix in every form; files on disk that the workers read themselves."""
+    rng = np.random.RandomState(0)
+    X = np.abs(rng.standard_normal((M, N)))
+    X[rng.uniform(size=X.shape) < 0.4] = 0
+    root = tmp_path_factory.mktemp("distributed")
+    zarr.create_array(str(root / "dense.zarr"), data=X, chunks=(6, 7))
+    save_csr(X, root / "csr.zarr", chunk_entries=40)
+    W0 = np.abs(rng.standard_normal((M, K))) + 0.1
+    H0 = np.abs(rng.standard_normal((K, N))) + 0.1
+    sources = {
+        "numpy": X,
+        "scipy": sp.csr_matrix(X),
+        "zarr": str(root / "dense.zarr"),
+        "csr-group": str(root / "csr.zarr"),
+    }
+    return X, W0, H0, sources
+
+
+def _wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        gc.collect()
+        time.sleep(0.05)
+    return True
+
+
+def _idle(client):
+    return all(not tasks for tasks in client.processing().values())
+
+
+def _held_keys(client):
+    return {key for key, workers in client.who_has().items() if workers}
+
+
+CASES = [("numpy", "cd", 2.0), ("scipy", "mu", 1.0), ("zarr", "mu", 1.0), ("csr-group", "cd", 2.0)]
+
+
+@pytest.mark.parametrize("source, solver, beta", CASES, ids=[f"{source}-{solver}" for source, solver, _ in CASES])
+def test_cluster_fit_equals_threaded_fit_and_leaves_nothing_behind(client, inputs, source, solver, beta, relerr):
+    X, W0, H0, sources = inputs
+    kwargs = dict(solver=solver, beta=beta, init="custom", W=W0, H=H0, max_iter=4, tol=0, panel_rows=PANEL_ROWS)
+    threaded = factorize(sources[source], K, **kwargs)
+    assert not futures_of(threaded.W)  # the reference really ran off the cluster
+
+    with client.as_current():
+        result = factorize(sources[source], K, **kwargs)
+        W = to_numpy(result.W)
+    futures = futures_of(result.W)
+    assert futures and all(future.client is client for future in futures)  # it ran on the cluster
+    assert relerr(W, to_numpy(threaded.W)) <= 1e-8
+    assert relerr(result.H, threaded.H) <= 1e-8
+    np.testing.assert_allclose(result.loss_history, threaded.loss_history, rtol=1e-8)
+
+    # While the result lives, the cluster holds W's blocks and nothing else of ours.
+    assert _wait_until(lambda: _idle(client) and _held_keys(client) <= {f.key for f in futures})
+    del result, futures
+    assert _wait_until(lambda: not _held_keys(client)), f"left on the cluster: {sorted(map(str, _held_keys(client)))}"
+    assert _idle(client)
+
+
+def test_cluster_holds_the_same_after_few_and_many_iterations(client, inputs):
+    """What the cluster keeps after a fit does not grow with the number of iterations."""
+    X, W0, H0, _ = inputs
+    held = []
+    for iterations in (2, 6):
+        with client.as_current():
+            result = factorize(X, K, init="custom", W=W0, H=H0, max_iter=iterations, tol=0, panel_rows=PANEL_ROWS)
+        assert _wait_until(lambda: _idle(client) and len(_held_keys(client)) <= len(futures_of(result.W)))
+        held.append(len(_held_keys(client)))
+        del result
+        assert _wait_until(lambda: not _held_keys(client))
+    assert held[0] == held[1] == -(-M // PANEL_ROWS)
+
+
+def test_non_negative_factorization_with_client_object_as_current(client, inputs, relerr):
+    X, W0, H0, _ = inputs
+    expected, _, _ = nmf(X, W0, H0, n_components=K, init="custom", max_iter=3, tol=0, panel_rows=PANEL_ROWS)
+    with client.as_current():
+        W, H, n_iter = nmf(X, W0, H0, n_components=K, init="custom", max_iter=3, tol=0, panel_rows=PANEL_ROWS,
+                           client=client)
+    assert isinstance(W, np.ndarray) and n_iter == 3
+    assert relerr(W, expected) <= 1e-8
+
+
+CLIENT_BUG = pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="bug in dnmf.api.non_negative_factorization: with client= (a Client that is not "
+    "current, or an address) W is persisted on the cluster inside use_scheduler(), but "
+    "driver.to_numpy(result.W) runs after the block, on the threaded scheduler: "
+    "'ValueError: Missing dependency getitem-...'",
+)
+
+
+@CLIENT_BUG
+def test_non_negative_factorization_with_client_object(client, inputs, relerr):
+    X, W0, H0, _ = inputs
+    expected, _, _ = nmf(X, W0, H0, n_components=K, init="custom", max_iter=3, tol=0, panel_rows=PANEL_ROWS)
+    W, H, _ = nmf(X, W0, H0, n_components=K, init="custom", max_iter=3, tol=0, panel_rows=PANEL_ROWS, client=client)
+    assert relerr(W, expected) <= 1e-8
+
+
+@CLIENT_BUG
+def test_non_negative_factorization_with_scheduler_address(cluster, inputs, relerr):
+    X, W0, H0, _ = inputs
+    expected, _, _ = nmf(X, W0, H0, n_components=K, init="custom", max_iter=3, tol=0, panel_rows=PANEL_ROWS)
+    W, H, _ = nmf(X, W0, H0, n_components=K, init="custom", max_iter=3, tol=0, panel_rows=PANEL_ROWS,
+                  client=cluster.scheduler_address)
+    assert relerr(W, expected) <= 1e-8
+
+
+def test_scheduler_address_with_stored_input_returns_dask_result_on_the_cluster(cluster, inputs, relerr):
+    """Zarr in → a Dask W persisted on the cluster; the connection to that address stays
+    open, and computing W on it gives the threaded scheduler's factors."""
+    X, W0, H0, sources = inputs
+    expected, expected_H, _ = nmf(sources["zarr"], W0, H0, n_components=K, init="custom", max_iter=3, tol=0,
+                                  panel_rows=PANEL_ROWS)
+    W, H, n_iter = nmf(sources["zarr"], W0, H0, n_components=K, init="custom", max_iter=3, tol=0,
+                       panel_rows=PANEL_ROWS, client=cluster.scheduler_address)
+    connection = connect(cluster.scheduler_address)
+    assert futures_of(W) and all(future.client is connection for future in futures_of(W))
+    with connection.as_current():
+        assert relerr(W.compute(), expected.compute()) <= 1e-8
+    assert relerr(H, expected_H) <= 1e-8
+    del W
+    assert _wait_until(lambda: not {k for k, w in connection.who_has().items() if w})
