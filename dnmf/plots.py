@@ -64,12 +64,17 @@ MAX_COMPONENTS = 64
 TOP_FEATURES = 10
 #: What :func:`plot` (and `dnmf plot --kind`) draws.
 PLOT_KINDS = ("reconstruction", "factors", "convergence", "components")
+#: Most tick labels on a heatmap axis.
+MAX_TICKS = 12
 #: Figure sizes in inches.
 RECONSTRUCTION_SIZE = (15, 5)
 FACTORS_SIZE = (12, 5)
 CONVERGENCE_SIZE = (7, 4.5)
 #: Inches per component panel in :func:`plot_components`.
 COMPONENT_CELL = {"image": (1.6, 1.8), "bars": (3.2, 2.6)}
+#: Fixed margins of the figures whose labels have known lengths (numbers).
+RECONSTRUCTION_MARGINS = {"left": 0.04, "right": 0.99, "bottom": 0.1, "top": 0.87, "wspace": 0.15}
+CONVERGENCE_MARGINS = {"left": 0.13, "right": 0.97, "bottom": 0.12, "top": 0.9}
 #: Colormaps.
 VALUES_CMAP, RESIDUAL_CMAP, IMAGE_CMAP = "viridis", "RdBu_r", "gray_r"
 
@@ -138,13 +143,19 @@ def _sample_note(taken, total, what):
 # --------------------------------------------------------------------- matplotlib
 
 
-def _figure(size):
-    """A Figure on the Agg canvas (no pyplot, no global state)."""
+def _figure(size, margins=None):
+    """A Figure on the Agg canvas (no pyplot, no global state).
+
+    ``margins`` (``subplots_adjust`` arguments) fix the layout, which is much faster to
+    draw than the default constrained layout that fits labels of any length.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=size, dpi=DPI, layout="constrained")
+    figure = Figure(figsize=size, dpi=DPI, layout=None if margins else "constrained")
     FigureCanvasAgg(figure)
+    if margins:
+        figure.subplots_adjust(**margins)
     return figure
 
 
@@ -158,7 +169,9 @@ def _save(figure, out):
     return figure
 
 
-def _heatmap(axes, values, title, *, cmap=VALUES_CMAP, vmin=None, vmax=None, annotate=None, row_labels=None, column_labels=None):
+def _heatmap(
+    axes, values, title, *, cmap=VALUES_CMAP, vmin=None, vmax=None, annotate=None, row_labels=None, column_labels=None
+):
     image = axes.imshow(values, aspect="auto", interpolation="nearest", cmap=cmap, vmin=vmin, vmax=vmax)
     axes.figure.colorbar(image, ax=axes, shrink=0.85)
     axes.set_title(title, fontsize=10)
@@ -171,7 +184,8 @@ def _heatmap(axes, values, title, *, cmap=VALUES_CMAP, vmin=None, vmax=None, ann
         for (i, j), value in np.ndenumerate(values):
             light = cmap == RESIDUAL_CMAP and abs(value) > 0.5 * max(abs(low), abs(high))
             dark = cmap != RESIDUAL_CMAP and value < middle
-            axes.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7, color="white" if light or dark else "black")
+            colour = "white" if light or dark else "black"
+            axes.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7, color=colour)
     if row_labels is not None:
         _ticks(axes.set_yticks, row_labels)
     if column_labels is not None:
@@ -180,8 +194,8 @@ def _heatmap(axes, values, title, *, cmap=VALUES_CMAP, vmin=None, vmax=None, ann
 
 
 def _ticks(setter, labels, rotation=0):
-    """At most ~20 readable tick labels."""
-    step = max(1, math.ceil(len(labels) / 20))
+    """At most :data:`MAX_TICKS` tick labels."""
+    step = max(1, math.ceil(len(labels) / MAX_TICKS))
     positions = list(range(0, len(labels), step))
     setter(positions, [str(labels[p]) for p in positions], fontsize=7, rotation=rotation)
 
@@ -212,15 +226,15 @@ def plot_reconstruction(V, W, H, *, out=None, max_rows=SAMPLE_ROWS, max_columns=
     if _shape(W)[0] != m or np.shape(H)[1] != n or _shape(W)[1] != np.shape(H)[0]:
         raise ValueError(f"shapes do not match: V {(m, n)}, W {_shape(W)}, H {np.shape(H)}")
     rows, columns = sample_indices(m, max_rows), sample_indices(n, max_columns)
-    W_rows = _read(W, rows)
-    return _reconstruction(_read(V, rows, columns), W_rows @ np.asarray(H, dtype=np.float64)[:, columns], (m, n), (rows, columns), out, annotate)
+    WH = _read(W, rows) @ np.asarray(H, dtype=np.float64)[:, columns]
+    return _reconstruction(_read(V, rows, columns), WH, (m, n), (rows, columns), out, annotate)
 
 
 def _reconstruction(V, WH, shape, sample, out, annotate):
     R = V - WH
     norm = float(np.linalg.norm(V))
     relative = float(np.linalg.norm(R)) / norm if norm > 0 else float("nan")
-    figure = _figure(RECONSTRUCTION_SIZE)
+    figure = _figure(RECONSTRUCTION_SIZE, RECONSTRUCTION_MARGINS)
     axes = figure.subplots(1, 3)
     high = float(max(V.max(initial=0.0), WH.max(initial=0.0))) or 1.0
     bound = float(np.abs(R).max(initial=0.0)) or 1.0
@@ -230,11 +244,14 @@ def _reconstruction(V, WH, shape, sample, out, annotate):
     _heatmap(axes[1], WH, "W·H", vmin=0, vmax=high, annotate=annotate, **where)
     _heatmap(axes[2], R, f"V − W·H (relative error {relative:.3g} on the sample)", cmap=RESIDUAL_CMAP,
              vmin=-bound, vmax=bound, annotate=annotate, **where)
-    figure.suptitle(f"V ({m} x {n}) and its reconstruction — {_sample_note(len(rows), m, 'rows')}; {_sample_note(len(columns), n, 'columns')}", fontsize=11)
+    notes = f"{_sample_note(len(rows), m, 'rows')}; {_sample_note(len(columns), n, 'columns')}"
+    figure.suptitle(f"V ({m} x {n}) and its reconstruction — {notes}", fontsize=11)
     return _save(figure, out)
 
 
-def plot_factors(W, H, *, out=None, max_rows=SAMPLE_ROWS, max_columns=SAMPLE_COLUMNS, annotate=None, feature_names=None, row_labels=None):
+def plot_factors(
+    W, H, *, out=None, max_rows=SAMPLE_ROWS, max_columns=SAMPLE_COLUMNS, annotate=None, feature_names=None, row_labels=None
+):
     """Heatmaps of W (rows x components) and H (components x features).
 
     Parameters
@@ -305,20 +322,25 @@ def plot_convergence(loss_history, *, out=None, title=None):
     losses = np.asarray(_loss_history(loss_history), dtype=np.float64)
     if losses.ndim != 1 or losses.size == 0:
         raise ValueError(f"loss history must be a non-empty sequence of numbers, got shape {losses.shape}")
-    figure = _figure(CONVERGENCE_SIZE)
+    figure = _figure(CONVERGENCE_SIZE, CONVERGENCE_MARGINS)
     axes = figure.subplots()
     axes.plot(np.arange(losses.size), losses, marker="o" if losses.size <= 50 else None, markersize=3)
     if np.all(losses > 0):
         axes.set_yscale("log")
-    axes.set_xlabel("iteration")
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("iteration (0: the initialization)")
     axes.set_ylabel("loss")
     axes.grid(True, which="both", alpha=0.3)
     drop = f", {losses[0] / losses[-1]:.3g}x below the initial loss" if losses[-1] > 0 else ""
-    axes.set_title(title or f"convergence (iterate 0: the initialization): final loss {losses[-1]:.4g}{drop}", fontsize=10)
+    axes.set_title(title or f"convergence: final loss {losses[-1]:.4g}{drop}", fontsize=10)
     return _save(figure, out)
 
 
-def plot_components(H, image_shape=None, *, out=None, feature_names=None, top=TOP_FEATURES, max_components=MAX_COMPONENTS, columns=None):
+def plot_components(
+    H, image_shape=None, *, out=None, feature_names=None, top=TOP_FEATURES, max_components=MAX_COMPONENTS, columns=None
+):
     """Each component (row of H) as an image, or as a bar chart of its top features.
 
     Parameters
@@ -349,7 +371,9 @@ def plot_components(H, image_shape=None, *, out=None, feature_names=None, top=TO
     if image_shape is not None:
         height, width = (int(s) for s in image_shape)
         if height < 1 or width < 1 or height * width != n:
-            raise ValueError(f"image shape {height} x {width} = {height * width} pixels does not match the {n} features of H")
+            raise ValueError(
+                f"image shape {height} x {width} = {height * width} pixels does not match the {n} features of H"
+            )
     if feature_names is not None and len(feature_names) != n:
         raise ValueError(f"got {len(feature_names)} feature names for {n} features")
     shown = min(k, max_components)
@@ -416,7 +440,10 @@ def _factors(source):
     raise TypeError(f"cannot plot a {type(source).__name__}: pass a fitted NMF, a FitResult or a fit result path")
 
 
-def plot(source, kind, out=None, *, V=None, image_shape=None, feature_names=None, max_rows=SAMPLE_ROWS, max_columns=SAMPLE_COLUMNS, annotate=None):
+def plot(
+    source, kind, out=None, *, V=None, image_shape=None, feature_names=None, max_rows=SAMPLE_ROWS,
+    max_columns=SAMPLE_COLUMNS, annotate=None,
+):
     """One of the plots of a fitted model, by name (what `dnmf plot` draws).
 
     Parameters
@@ -461,5 +488,7 @@ def plot(source, kind, out=None, *, V=None, image_shape=None, feature_names=None
             return _factors_figure(W_rows, H, m, rows, None, out, max_columns, annotate, feature_names)
         return _reconstruction(V_rows[:, columns], W_rows @ H[:, columns], (m, n), (rows, columns), out, annotate)
     if kind == "factors":
-        return plot_factors(W, H, out=out, max_rows=max_rows, max_columns=max_columns, annotate=annotate, feature_names=feature_names)
+        return plot_factors(
+            W, H, out=out, max_rows=max_rows, max_columns=max_columns, annotate=annotate, feature_names=feature_names
+        )
     return plot_reconstruction(V, W, H, out=out, max_rows=max_rows, max_columns=max_columns, annotate=annotate)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .results import publish_directory
+from .results import jsonable, publish_directory
 from .storage import CSRMatrix, open_matrix, save_csr
 
 __all__ = [
@@ -129,7 +129,9 @@ def read_documents(source, *, column=None, label_column=None):
         raise FileNotFoundError(f"documents not found: {source}")
     if path.is_dir():
         if column is not None or label_column is not None:
-            raise ValueError(f"column/label_column apply to a CSV file, but {source} is a folder of {TEXT_SUFFIX} files")
+            raise ValueError(
+                f"column/label_column apply to a CSV file, but {source} is a folder of {TEXT_SUFFIX} files"
+            )
         return _read_folder(path)
     if path.suffix.lower() != ".csv":
         raise ValueError(f"{source} is neither a folder of {TEXT_SUFFIX} files nor a .csv file")
@@ -205,7 +207,7 @@ def build_corpus(source, out, *, column=None, label_column=None, overwrite=False
         "version": CORPUS_VERSION,
         "source": os.fspath(Path(source).absolute()),
         "column": column,
-        "vectorizer": {key: value if isinstance(value, (int, float, str, type(None))) else repr(value) for key, value in settings.items()},
+        "vectorizer": jsonable(settings),
     }
     with publish_directory(out, overwrite) as temp:
         group = zarr.open_group(str(temp), mode="w")
@@ -262,7 +264,9 @@ def corpus_of(matrix_path):
 
 
 def _is_corpus(path):
-    return Path(path, "zarr.json").is_file() and zarr.open_group(store=os.fspath(path), mode="r").attrs.get("kind") == CORPUS_KIND
+    if not Path(path, "zarr.json").is_file():
+        return False
+    return zarr.open_group(store=os.fspath(path), mode="r").attrs.get("kind") == CORPUS_KIND
 
 
 # ------------------------------------------------------------------------- topics
@@ -356,7 +360,10 @@ class Topics:
         return "\n".join(lines)
 
 
-def find_topics(source, n_components, *, top=DEFAULT_TOP, column=None, label_column=None, store=None, overwrite=False, vectorizer=None, **nmf_params):
+def find_topics(
+    source, n_components, *, top=DEFAULT_TOP, column=None, label_column=None, store=None, overwrite=False,
+    vectorizer=None, **nmf_params,
+):
     """Topics of a set of documents in one call: tf-idf → Zarr → NMF → top terms and mixes.
 
     Parameters
@@ -384,13 +391,14 @@ def find_topics(source, n_components, *, top=DEFAULT_TOP, column=None, label_col
     -------
     Topics
     """
+    reading = {"column": column, "label_column": label_column}
     if Path(source).is_dir() and _is_corpus(source):
         return _fit_topics(open_corpus(source), n_components, top, nmf_params, keep=True)
     if store is not None:
-        corpus = build_corpus(source, store, column=column, label_column=label_column, overwrite=overwrite, **(vectorizer or {}))
+        corpus = build_corpus(source, store, overwrite=overwrite, **reading, **(vectorizer or {}))
         return _fit_topics(corpus, n_components, top, nmf_params, keep=True)
     with tempfile.TemporaryDirectory(prefix="dnmf-topics-") as where:
-        corpus = build_corpus(source, os.path.join(where, "corpus.zarr"), column=column, label_column=label_column, **(vectorizer or {}))
+        corpus = build_corpus(source, os.path.join(where, "corpus.zarr"), **reading, **(vectorizer or {}))
         return _fit_topics(corpus, n_components, top, nmf_params, keep=False)
 
 
@@ -398,8 +406,11 @@ def _fit_topics(corpus, n_components, top, nmf_params, keep):
     from .estimator import NMF
 
     m, n = corpus.matrix.shape
-    if not isinstance(n_components, numbers.Integral) or isinstance(n_components, bool) or not 1 <= n_components <= min(m, n):
-        raise ValueError(f"n_components must be an integer in [1, {min(m, n)}] for {m} documents x {n} terms, got {n_components!r}")
+    valid = isinstance(n_components, numbers.Integral) and not isinstance(n_components, bool)
+    if not valid or not 1 <= n_components <= min(m, n):
+        raise ValueError(
+            f"n_components must be an integer in [1, {min(m, n)}] for {m} documents x {n} terms, got {n_components!r}"
+        )
     model = NMF(n_components=int(n_components), **{**NMF_DEFAULTS, **nmf_params})
     W = model.fit_transform(corpus.matrix)
     W = np.asarray(W.compute() if hasattr(W, "compute") else W)
