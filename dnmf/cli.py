@@ -742,12 +742,6 @@ def main(argv=None):
     return status if isinstance(status, int) else 0
 
 
-# `dnmf plot`, `dnmf topics`, `dnmf similar` (issue 7).
-from .cli_explore import register  # noqa: E402
-
-register(cli)
-
-
 def _register_extensions():
     """Add the commands of :mod:`dnmf.cli_explore` (plot, topics, similar) to the group."""
     from .cli_explore import register
