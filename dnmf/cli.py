@@ -50,7 +50,7 @@ from .results import FIT_KIND, check_destination, read_result, stored_attrs, wri
 from .scheduler import local_cluster, use_scheduler
 from .storage import CSRMatrix, as_panels, open_matrix
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "LIBRARY_ERRORS", "cli", "main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "LIBRARY_ERRORS", "cli", "describe", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -658,10 +658,16 @@ def transform(input_path, model, out, max_iter, scheduler, workers, memory_limit
 @click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, metavar="S", show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), metavar="N", default=None, help="Workers of the embedded LocalCluster.")
 @click.option("--memory-limit", metavar="SIZE", default=None, help="Memory limit per worker. [default: auto]")
-@click.option("--threads", is_flag=True, default=False, help="Workers as threads of this process.")
+@click.option(
+    "--processes", is_flag=True, default=False, help="Workers in their own processes (as `dnmf fit`), not threads."
+)
 @_output_options
-def demo(workdir, shape, rank, max_iter, seed, workers, memory_limit, threads, quiet, verbose):
-    """Generate a low-rank + noise matrix in Zarr and factorize it on an embedded cluster."""
+def demo(workdir, shape, rank, max_iter, seed, workers, memory_limit, processes, quiet, verbose):
+    """Generate a low-rank + noise matrix in Zarr and factorize it on an embedded cluster.
+
+    The cluster's workers are threads of this process by default: they start at once,
+    which suits a job this size.
+    """
     _start(verbose, quiet)
     temporary = workdir is None
     where = Path(tempfile.mkdtemp(prefix="dnmf-demo-") if temporary else _absolute(workdir))
@@ -678,7 +684,7 @@ def demo(workdir, shape, rank, max_iter, seed, workers, memory_limit, threads, q
         params = {**DEFAULTS, "n_components": rank, "max_iter": max_iter, "tol": 0.0, "random_state": seed}
         _, attrs, elapsed = _fit_job(
             data, params, out=out, overwrite=True,
-            scheduler=dict(workers=workers, memory_limit=memory_limit, threads=threads), quiet=quiet,
+            scheduler=dict(workers=workers, memory_limit=memory_limit, threads=not processes), quiet=quiet,
         )
         lines = [
             f"dnmf demo: V is {shape[0]} x {shape[1]} {DEFAULT_DTYPE}, rank {rank} + uniform noise "
@@ -722,6 +728,7 @@ def main(argv=None):
     argv : list of str, optional
         Arguments (default: ``sys.argv[1:]``).
     """
+    _SESSION.verbose, _SESSION.quiet = 0, False
     with _warnings_as_lines():
         try:
             status = cli.main(args=argv, prog_name="dnmf", standalone_mode=False)
