@@ -285,9 +285,8 @@ def test_fits_leave_input_files_unchanged(X, tmp_path, make_factors):
     before = {path: _digest(path) for path in paths}
     listing = sorted(os.listdir(tmp_path))
     for path in paths:
-        for solver, beta_loss in [("cd", "frobenius"), ("mu", "kullback-leibler")]:
-            nmf(str(path), n_components=3, init="nndsvda", solver=solver, beta_loss=beta_loss, max_iter=3, tol=0,
-                panel_rows=5)
+        nmf(str(path), n_components=3, init="nndsvda", solver="mu", beta_loss="kullback-leibler", max_iter=2, tol=0,
+            panel_rows=5)
         nmf(open_matrix(path), W0, H0, n_components=3, init="custom", max_iter=2, tol=0)
     assert {path: _digest(path) for path in paths} == before
     assert sorted(os.listdir(tmp_path)) == listing
