@@ -99,7 +99,8 @@ def plot_command(result_path, kind, out, image_shape, input_path, max_rows, max_
     corpus = _corpus_of_result(result)
     figure = plot(
         result, kind, out, V=V, image_shape=image_shape if kind == "components" else None,
-        feature_names=None if corpus is None else corpus.vocabulary, max_rows=max_rows, max_columns=max_columns,
+        feature_names=None if corpus is None else corpus.vocabulary,
+        row_labels=None if corpus is None else corpus.documents, max_rows=max_rows, max_columns=max_columns,
     )
     if not quiet:
         width, height = (figure.get_size_inches() * figure.dpi).round().astype(int)

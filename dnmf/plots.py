@@ -64,8 +64,8 @@ MAX_COMPONENTS = 64
 TOP_FEATURES = 10
 #: What :func:`plot` (and `dnmf plot --kind`) draws.
 PLOT_KINDS = ("reconstruction", "factors", "convergence", "components")
-#: Most tick labels on a heatmap axis.
-MAX_TICKS = 12
+#: Most tick labels on a heatmap axis: row/column numbers, names (labels, terms).
+MAX_TICKS, MAX_NAMED_TICKS = 12, 40
 #: Figure sizes in inches.
 RECONSTRUCTION_SIZE = (15, 5)
 FACTORS_SIZE = (12, 5)
@@ -194,8 +194,9 @@ def _heatmap(
 
 
 def _ticks(setter, labels, rotation=0):
-    """At most :data:`MAX_TICKS` tick labels."""
-    step = max(1, math.ceil(len(labels) / MAX_TICKS))
+    """At most :data:`MAX_TICKS` (numbers) or :data:`MAX_NAMED_TICKS` (names) tick labels."""
+    named = len(labels) > 0 and isinstance(labels[0], str)
+    step = max(1, math.ceil(len(labels) / (MAX_NAMED_TICKS if named else MAX_TICKS)))
     positions = list(range(0, len(labels), step))
     setter(positions, [str(labels[p]) for p in positions], fontsize=7, rotation=rotation)
 
@@ -441,7 +442,7 @@ def _factors(source):
 
 
 def plot(
-    source, kind, out=None, *, V=None, image_shape=None, feature_names=None, max_rows=SAMPLE_ROWS,
+    source, kind, out=None, *, V=None, image_shape=None, feature_names=None, row_labels=None, max_rows=SAMPLE_ROWS,
     max_columns=SAMPLE_COLUMNS, annotate=None,
 ):
     """One of the plots of a fitted model, by name (what `dnmf plot` draws).
@@ -459,7 +460,9 @@ def plot(
     image_shape : (int, int), optional
         For "components": show components as images.
     feature_names : sequence of str, optional
-        Labels of the columns of V.
+        Labels of the columns of V (H's columns; "components" bars).
+    row_labels : sequence of str, optional
+        Labels of the rows of V (W's rows in "factors").
     max_rows, max_columns, annotate
         See :func:`plot_reconstruction`.
 
@@ -485,10 +488,11 @@ def plot(
         V_rows = _read(V, rows)
         W_rows = np.asarray(source.transform(V_rows), dtype=np.float64)
         if kind == "factors":
-            return _factors_figure(W_rows, H, m, rows, None, out, max_columns, annotate, feature_names)
+            return _factors_figure(W_rows, H, m, rows, row_labels, out, max_columns, annotate, feature_names)
         return _reconstruction(V_rows[:, columns], W_rows @ H[:, columns], (m, n), (rows, columns), out, annotate)
     if kind == "factors":
         return plot_factors(
-            W, H, out=out, max_rows=max_rows, max_columns=max_columns, annotate=annotate, feature_names=feature_names
+            W, H, out=out, max_rows=max_rows, max_columns=max_columns, annotate=annotate, feature_names=feature_names,
+            row_labels=row_labels,
         )
     return plot_reconstruction(V, W, H, out=out, max_rows=max_rows, max_columns=max_columns, annotate=annotate)

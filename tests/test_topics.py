@@ -168,3 +168,30 @@ def test_cli_topics_bad_input_exits_2(folder, capsys, args, message):
     assert main(["topics", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(message), err
+
+
+def test_fit_of_a_stored_corpus_knows_its_labels_and_terms(found, tmp_path, capsys):
+    """`dnmf similar` and `dnmf plot` of a fit of CORPUS/tfidf find the labels and the vocabulary."""
+    from test_plots import assert_png
+
+    from dnmf import api
+    from dnmf.results import read_result, write_fit
+
+    corpus = dnmf.open_corpus(found.corpus)
+    params = {**api.DEFAULTS, "n_components": 2, "max_iter": 30, "tol": 0.0, "random_state": 0, "init": "nndsvda"}
+    out = tmp_path / "out.zarr"
+    write_fit(out, api.run(corpus.matrix, params, polish=True), params, input_path=corpus.tfidf_path)
+
+    assert main(["similar", str(out), "--label", "space-0.txt", "--top", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [theme_of(line.split()[-1]) for line in lines[2:]] == ["space"] * 3
+
+    picture = tmp_path / "terms.png"
+    assert main(["plot", str(out), "--kind", "components", "--out", str(picture)]) == 0
+    capsys.readouterr()
+    assert_png(picture, (2 * 320, 260 + 40))
+    found_terms = corpus_of(read_result(out).attrs["input"]).vocabulary  # what `dnmf plot` labels bars with
+    figure = dnmf.plot(out, "components", feature_names=found_terms)
+    bars = [{label.get_text() for label in axes.get_yticklabels()} - set(FILLER) for axes in figure.axes]
+    themes = {"space" if bar <= set(SPACE) else "baking" if bar <= set(BAKING) else "mixed" for bar in bars}
+    assert themes == {"space", "baking"}
