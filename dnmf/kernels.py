@@ -46,6 +46,8 @@ EPSILON = np.finfo(np.float32).eps
 MU_ZERO_THRESHOLD = np.finfo(np.float64).eps
 #: Bytes of a dense panel handled at a time by :func:`cross_and_norm` (stays in cache).
 CACHE_BLOCK_BYTES = 4 * 2**20
+#: Stored values whose squares :func:`squared_norm` sums in V's dtype before going to float64.
+SQUARES_RUN = 1024
 
 
 @dataclass(frozen=True)
@@ -319,8 +321,7 @@ def cross_and_norm(V, H):
     A dense panel is taken ``CACHE_BLOCK_BYTES`` at a time: each row block's squares
     are summed right after its product, while the block is still in cache, so the
     norm costs no extra trip through memory (summing a float32 panel's squares
-    separately in float64 cost as much as both GEMMs). Squares are summed per row in
-    V's dtype and the row sums in float64.
+    separately in float64 cost as much as both GEMMs). See :func:`squared_norm`.
 
     Returns
     -------
@@ -337,7 +338,7 @@ def cross_and_norm(V, H):
     for start in range(0, m, step):
         block = V[start : start + step]
         np.matmul(block, H.T, out=VHt[start : start + step])
-        total += float(np.einsum("ij,ij->i", block, block).sum(dtype=np.float64))
+        total += squared_norm(block)
     return VHt, total
 
 
@@ -446,9 +447,17 @@ def sum_partials(*partials):
 
 
 def squared_norm(V):
-    """``||V||²`` in float64 (dense or sparse)."""
-    data = (V.data if sp.issparse(V) else np.asarray(V)).ravel().astype(np.float64, copy=False)
-    return float(np.dot(data, data))
+    """``||V||²`` (dense or sparse) as a float.
+
+    Squares are summed in V's dtype over runs of ``SQUARES_RUN`` stored values and the
+    run sums in float64: as accurate as float64 for the purpose, without a float64 copy
+    of V (which cost more than the products for float32 panels).
+    """
+    data = (V.data if sp.issparse(V) else np.asarray(V)).ravel()
+    cut = data.size - data.size % SQUARES_RUN
+    runs = data[:cut].reshape(-1, SQUARES_RUN)
+    tail = data[cut:].astype(np.float64)
+    return float(np.einsum("ij,ij->i", runs, runs).sum(dtype=np.float64) + np.dot(tail, tail))
 
 
 def _loss_partial(V, W, H, VHt, norm, beta):
