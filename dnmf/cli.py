@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -381,9 +380,18 @@ def cli():
 @click.argument("out", metavar="OUT.zarr")
 @click.option("--shape", nargs=2, type=click.IntRange(min=1), default=DEFAULT_SHAPE, metavar="M N", show_default=True)
 @click.option("--rank", type=click.IntRange(min=1), default=DEFAULT_RANK, metavar="K", show_default=True)
-@click.option("--noise", type=float, default=DEFAULT_NOISE, metavar="F", show_default=True, help="Amplitude of the uniform [0, F) noise added.")
-@click.option("--density", type=float, default=None, metavar="D", help="Keep each entry with probability D and write a CSR group.")
-@click.option("--chunks", "chunk_rows", type=click.IntRange(min=1), default=None, metavar="ROWS", help="Rows per stored chunk.")
+@click.option(
+    "--noise", type=float, default=DEFAULT_NOISE, metavar="F", show_default=True,
+    help="Amplitude of the uniform [0, F) noise added.",
+)
+@click.option(
+    "--density", type=float, default=None, metavar="D",
+    help="Keep each entry with probability D and write a CSR group.",
+)
+@click.option(
+    "--chunks", "chunk_rows", type=click.IntRange(min=1), default=None, metavar="ROWS",
+    help="Rows per stored chunk.",
+)
 @click.option("--dtype", type=click.Choice(DTYPES), default=DEFAULT_DTYPE, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, metavar="S", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
@@ -545,9 +553,18 @@ def info(path, as_json, quiet, verbose):
 @click.argument("input_path", metavar="INPUT")
 @_param_options
 @click.option("--out", "-o", metavar="OUT.zarr", default=None, help="Result group to write (required).")
-@click.option("--checkpoint", metavar="DIR", default=None, help="Checkpoint directory; a matching checkpoint there is resumed.")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), metavar="N", default=None, help="Checkpoint every N iterations.")
-@click.option("--checkpoint-seconds", type=click.FloatRange(min=0, min_open=True), metavar="S", default=None, help="Also checkpoint every S seconds.")
+@click.option(
+    "--checkpoint", metavar="DIR", default=None,
+    help="Checkpoint directory; a matching checkpoint there is resumed.",
+)
+@click.option(
+    "--checkpoint-every", type=click.IntRange(min=1), metavar="N", default=None,
+    help="Checkpoint every N iterations.",
+)
+@click.option(
+    "--checkpoint-seconds", type=click.FloatRange(min=0, min_open=True), metavar="S", default=None,
+    help="Also checkpoint every S seconds.",
+)
 @_scheduler_options
 @click.option("--overwrite", is_flag=True, default=False, help="Replace an existing OUT.")
 @_config_option
@@ -593,8 +610,13 @@ def fit(
 
 @cli.command()
 @click.argument("directory", metavar="DIR")
-@click.option("--max-iter", type=click.IntRange(min=1), metavar="N", default=None, help="New iteration limit (counts all iterations).")
-@click.option("--out", "-o", metavar="OUT.zarr", default=None, help="Write here instead of the OUT of the original fit.")
+@click.option(
+    "--max-iter", type=click.IntRange(min=1), metavar="N", default=None,
+    help="New iteration limit (counts all iterations).",
+)
+@click.option(
+    "--out", "-o", metavar="OUT.zarr", default=None, help="Write here instead of the OUT of the original fit.",
+)
 @_scheduler_options
 @click.option("--overwrite", is_flag=True, default=False, help="Replace an existing OUT.")
 @_output_options
@@ -624,7 +646,10 @@ def resume(directory, max_iter, out, scheduler, workers, memory_limit, threads, 
 @click.argument("input_path", metavar="INPUT")
 @click.option("--model", required=True, metavar="OUT.zarr", help="A result of `dnmf fit` (its H is used).")
 @click.option("--out", "-o", required=True, metavar="W.zarr", help="Group to write (array W and errors).")
-@click.option("--max-iter", type=click.IntRange(min=1), metavar="N", default=None, help="Updates per panel. [default: the model's max_iter]")
+@click.option(
+    "--max-iter", type=click.IntRange(min=1), metavar="N", default=None,
+    help="Updates per panel. [default: the model's max_iter]",
+)
 @_scheduler_options
 @click.option("--overwrite", is_flag=True, default=False, help="Replace an existing OUT.")
 @_output_options
@@ -647,16 +672,22 @@ def transform(input_path, model, out, max_iter, scheduler, workers, memory_limit
         elapsed = time.perf_counter() - started
         attrs = write_transform(out, result, model=model, input_path=input_path, overwrite=overwrite)
     if not quiet:
-        click.echo(f"wrote {out}: W {result.W.shape[0]} x {result.W.shape[1]}, relative_err={attrs['relative_err']:.4g} ({elapsed:.1f} s)")
+        rows, k = result.W.shape
+        click.echo(f"wrote {out}: W {rows} x {k}, relative_err={attrs['relative_err']:.4g} ({elapsed:.1f} s)")
 
 
 @cli.command()
-@click.option("--workdir", metavar="DIR", default=None, help=f"Keep {DEMO_INPUT} and {DEMO_OUTPUT} here (replaced if present). [default: a temporary directory, removed]")
+@click.option(
+    "--workdir", metavar="DIR", default=None,
+    help=f"Keep {DEMO_INPUT} and {DEMO_OUTPUT} here (replaced if present). [default: a temporary directory, removed]",
+)
 @click.option("--shape", nargs=2, type=click.IntRange(min=1), default=DEMO_SHAPE, metavar="M N", show_default=True)
 @click.option("--rank", type=click.IntRange(min=1), default=DEMO_RANK, metavar="K", show_default=True)
 @click.option("--max-iter", type=click.IntRange(min=1), default=DEMO_MAX_ITER, metavar="N", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, metavar="S", show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), metavar="N", default=None, help="Workers of the embedded LocalCluster.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), metavar="N", default=None, help="Workers of the embedded LocalCluster.",
+)
 @click.option("--memory-limit", metavar="SIZE", default=None, help="Memory limit per worker. [default: auto]")
 @click.option(
     "--processes", is_flag=True, default=False, help="Workers in their own processes (as `dnmf fit`), not threads."
