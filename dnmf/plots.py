@@ -32,6 +32,8 @@ import numpy as np
 import scipy.sparse as sp
 import zarr
 
+from .driver import FitResult
+from .results import FIT_KIND, Result, read_result
 from .storage import CSRMatrix, as_panels, open_matrix
 
 __all__ = [
@@ -109,7 +111,7 @@ def _read(X, rows, columns=None):
     if isinstance(X, (str, os.PathLike)):
         X = open_matrix(X)
     if isinstance(X, CSRMatrix):
-        block = sp.vstack([X.read_rows(int(r), int(r) + 1) for r in rows], format="csr")
+        block = _csr_rows(X, rows)
     elif isinstance(X, zarr.Array):
         block = X.get_orthogonal_selection((rows, slice(None) if columns is None else columns))
         columns = None
@@ -123,6 +125,19 @@ def _read(X, rows, columns=None):
         block = block[:, columns]
     block = block.toarray() if sp.issparse(block) else np.asarray(block)
     return block.astype(np.float64, copy=False)
+
+
+def _csr_rows(X, rows):
+    """Rows ``rows`` of a CSR group: one coordinate read per array, each stored chunk read once."""
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = np.asarray(X.indptr.get_coordinate_selection(rows), dtype=np.int64)
+    ends = np.asarray(X.indptr.get_coordinate_selection(rows + 1), dtype=np.int64)
+    lengths = ends - starts
+    positions = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)] + [np.empty(0, np.int64)])
+    data = X.data.get_coordinate_selection(positions) if positions.size else np.empty(0, X.dtype)
+    indices = X.indices.get_coordinate_selection(positions) if positions.size else np.empty(0, np.int64)
+    pointers = np.concatenate([[0], np.cumsum(lengths)])
+    return sp.csr_matrix((data, indices, pointers), shape=(len(rows), X.shape[1]))
 
 
 def _shape(X):
@@ -408,8 +423,6 @@ def plot_components(
 
 def _loss_history(source):
     """A loss history from a sequence, a fitted NMF, a FitResult or a fit result (path or Result)."""
-    from .results import Result, read_result
-
     if isinstance(source, (str, os.PathLike)):
         source = read_result(source)
     if isinstance(source, Result):
@@ -426,8 +439,6 @@ def _loss_history(source):
 
 def _factors(source):
     """``(W or None, H, input path or None)`` of a model, a FitResult or a fit result."""
-    from .results import FIT_KIND, Result, read_result
-
     if isinstance(source, (str, os.PathLike)):
         source = read_result(source)
     if isinstance(source, Result):
@@ -436,7 +447,7 @@ def _factors(source):
         return source.W, source.H, source.attrs.get("input")
     if hasattr(source, "components_"):
         return None, np.asarray(source.components_), None
-    if hasattr(source, "W") and hasattr(source, "H"):
+    if isinstance(source, FitResult):
         return source.W, np.asarray(source.H), None
     raise TypeError(f"cannot plot a {type(source).__name__}: pass a fitted NMF, a FitResult or a fit result path")
 

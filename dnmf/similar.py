@@ -32,6 +32,9 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from .driver import FitResult
+from .results import Result, read_result
+
 __all__ = ["Neighbor", "item_vectors", "read_labels", "similar"]
 
 logger = logging.getLogger(__name__)
@@ -74,8 +77,6 @@ dnmf.results.Result, or an array (NumPy, Dask, Zarr) of shape (items, k)
     dask.array.Array
         Chunked in rows only.
     """
-    from .results import Result, read_result
-
     source = model_or_W
     if isinstance(source, (str, os.PathLike)):
         source = read_result(source)
@@ -83,7 +84,7 @@ dnmf.results.Result, or an array (NumPy, Dask, Zarr) of shape (items, k)
         vectors = np.asarray(source.components_).T
     elif isinstance(source, Result):
         vectors = source.W
-    elif hasattr(source, "W") and hasattr(source, "H") and hasattr(source, "loss_history"):  # FitResult
+    elif isinstance(source, FitResult):
         vectors = source.W
     else:
         vectors = source
