@@ -221,11 +221,17 @@ class Panels:
     in_memory : bool
         The data lives in this process (NumPy/SciPy input): a distributed run ships it
         to the cluster once instead of with every iteration's graph.
+    reads : tuple of Delayed, optional
+        For stored inputs, the task reading each panel. Iteration graphs use these
+        directly; ``array`` wraps the same tasks for whole-array algorithms (the SVD).
+        Keeping the two apart stops a cluster from seeing one key with two definitions
+        (``array``'s optimized graph renames what it fuses).
     """
 
     array: da.Array
     sparse: bool
     in_memory: bool
+    reads: tuple | None = None
 
     @property
     def shape(self):
@@ -249,6 +255,8 @@ class Panels:
 
     def blocks(self):
         """One Delayed per panel, in row order."""
+        if self.reads is not None:
+            return list(self.reads)
         return list(self.array.to_delayed().ravel())
 
 
@@ -393,10 +401,24 @@ def _zarr_panels(X, panel_rows, panel_bytes):
     dtype = _value_dtype(X.dtype, "Zarr input")
     m, n = X.shape
     bounds = _stored_multiple(X.chunks[0], m, _dense_rows(n, dtype.itemsize, panel_bytes), panel_rows)
-    array = da.from_zarr(X, chunks=(bounds, n))
-    if array.dtype != dtype:
-        array = array.map_blocks(_as_dtype, dtype, dtype=dtype)
-    return Panels(array, sparse=False, in_memory=False)
+    edges = np.concatenate([[0], np.cumsum(bounds)]).astype(int)
+    reads = tuple(
+        dask.delayed(_read_dense_rows, pure=True)(X, int(a), int(b), dtype) for a, b in zip(edges[:-1], edges[1:])
+    )
+    return Panels(_stack(reads, bounds, n, dtype, np.empty((0, 0), dtype)), sparse=False, in_memory=False, reads=reads)
+
+
+def _read_dense_rows(X, start, stop, dtype):
+    """Rows ``start:stop`` of a dense Zarr array, as ``dtype``."""
+    return np.asarray(X[start:stop]).astype(dtype, copy=False)
+
+
+def _stack(reads, bounds, n, dtype, meta):
+    """A row-panel Dask array over per-panel read tasks."""
+    pieces = [
+        da.from_delayed(read, shape=(int(rows), n), dtype=dtype, meta=meta) for read, rows in zip(reads, bounds)
+    ]
+    return pieces[0] if len(pieces) == 1 else da.concatenate(pieces, axis=0)
 
 
 def _read_span(array, lo, hi, shared, *shared_chunks):
@@ -429,7 +451,7 @@ def _span_reads(array, spans):
     own whose result both spans use; every other chunk is read by its span's task.
     """
     size = array.chunks[0]
-    source = dask.delayed(array, traverse=False)
+    source = array  # a small handle: every task carries it (no shared key to resubmit)
     users = collections.Counter(j for lo, hi in spans if hi > lo for j in range(lo // size, (hi - 1) // size + 1))
     shared = {
         j: dask.delayed(_rows_of, pure=True)(source, j * size, min((j + 1) * size, array.shape[0]))
@@ -444,11 +466,12 @@ def _span_reads(array, spans):
     return reads
 
 
-def _assemble_csr(pointers, indices, data, n_columns):
-    """A CSR panel from its slice of ``indptr`` (absolute) and its entries."""
+def _assemble_csr(pointers, indices, data, n_columns, dtype):
+    """A CSR panel (values as ``dtype``) from its slice of ``indptr`` (absolute) and its entries."""
     pointers = np.asarray(pointers, dtype=np.int64)
     if np.any(np.diff(pointers) < 0):
         raise ValueError("inconsistent indptr: decreasing within a panel")
+    data = np.asarray(data).astype(dtype, copy=False)
     return sp.csr_matrix((data, indices, pointers - pointers[0]), shape=(len(pointers) - 1, n_columns))
 
 
@@ -468,25 +491,16 @@ def _csr_group_panels(X, panel_rows, panel_bytes):
         raise ValueError(f"{X.path or 'CSR input'}: inconsistent indptr: decreasing at panel edges")
     pointer_spans = list(zip(edges[:-1], edges[1:] + 1))
     entry_spans = list(zip(entries[:-1], entries[1:]))
-    meta = sp.csr_matrix((0, 0), dtype=X.dtype)
     parts = zip(
         _span_reads(X.indptr, pointer_spans),
         _span_reads(X.indices, entry_spans),
         _span_reads(X.data, entry_spans),
     )
-    pieces = [
-        da.from_delayed(
-            dask.delayed(_assemble_csr, pure=True)(pointers, indices, data, n),
-            shape=(int(height), n),
-            dtype=X.dtype,
-            meta=meta,
-        )
-        for (pointers, indices, data), height in zip(parts, bounds)
-    ]
-    array = pieces[0] if len(pieces) == 1 else da.concatenate(pieces, axis=0)
-    if array.dtype != dtype:
-        array = array.map_blocks(_as_dtype, dtype, dtype=dtype, meta=sp.csr_matrix((0, 0), dtype=dtype))
-    return Panels(array, sparse=True, in_memory=False)
+    reads = tuple(
+        dask.delayed(_assemble_csr, pure=True)(pointers, indices, data, n, dtype) for pointers, indices, data in parts
+    )
+    array = _stack(reads, bounds, n, dtype, sp.csr_matrix((0, 0), dtype=dtype))
+    return Panels(array, sparse=True, in_memory=False, reads=reads)
 
 
 def _to_csr(block):
