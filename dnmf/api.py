@@ -37,7 +37,19 @@ def _log_progress(info):
     )
 
 
-def run(X, params, *, W=None, H=None, update_H=True, polish=False, callback=None, start=None, checkpointer=None):
+def run(
+    X,
+    params,
+    *,
+    W=None,
+    H=None,
+    update_H=True,
+    polish=False,
+    callback=None,
+    start=None,
+    checkpointer=None,
+    as_numpy=False,
+):
     """Validate ``params`` (names of :data:`dnmf.params.PARAMS`) and factorize ``X``.
 
     Parameters
@@ -49,6 +61,8 @@ def run(X, params, *, W=None, H=None, update_H=True, polish=False, callback=None
         Custom init (``init="custom"``), or the fixed H when ``update_H=False``.
     update_H, polish, callback, start, checkpointer
         See :func:`dnmf.driver.factorize`.
+    as_numpy : bool
+        Gather W into a NumPy array (on the scheduler that computed it).
 
     Returns
     -------
@@ -77,7 +91,7 @@ def run(X, params, *, W=None, H=None, update_H=True, polish=False, callback=None
     if callback is None and p["verbose"]:
         callback = _log_progress
     with use_scheduler(p["client"]):
-        return driver.factorize(
+        result = driver.factorize(
             panels,
             k,
             solver=resolve_solver(p["solver"]),
@@ -97,6 +111,9 @@ def run(X, params, *, W=None, H=None, update_H=True, polish=False, callback=None
             start=start,
             checkpointer=checkpointer,
         )
+        if as_numpy:
+            result.W = driver.to_numpy(result.W)
+    return result
 
 
 def _returns_dask(X):
@@ -177,6 +194,5 @@ def non_negative_factorization(
     if not update_H and W is not None:
         warnings.warn("When update_H=False, the provided initial W is not used.", RuntimeWarning)
         W = None
-    result = run(X, params, W=W, H=H, update_H=update_H)
-    W_out = result.W if _returns_dask(X) else driver.to_numpy(result.W)
-    return W_out, result.H, result.n_iter
+    result = run(X, params, W=W, H=H, update_H=update_H, as_numpy=not _returns_dask(X))
+    return result.W, result.H, result.n_iter

@@ -14,7 +14,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import api
 from .checkpoint import ZarrCheckpointer
-from .driver import to_numpy
 from .losses import beta_to_float, loss_to_error
 from .storage import CSRMatrix, _value_dtype
 
@@ -172,9 +171,6 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             reset=reset,
         )
 
-    def _output(self, X, W):
-        return W if _is_out_of_core(X) else to_numpy(W)
-
     # ----------------------------------------------------------------------- API
 
     def fit_transform(self, X, y=None, W=None, H=None):
@@ -199,7 +195,16 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         if self.checkpoint is not None:
             checkpointer = ZarrCheckpointer(self.checkpoint, X, self._params(), every=self.checkpoint_every)
             data, start = checkpointer.panels, checkpointer.resume_state()
-        result = api.run(data, self._params(), W=W, H=H, polish=True, start=start, checkpointer=checkpointer)
+        result = api.run(
+            data,
+            self._params(),
+            W=W,
+            H=H,
+            polish=True,
+            start=start,
+            checkpointer=checkpointer,
+            as_numpy=not _is_out_of_core(X),
+        )
         if self.n_features_in_ is None:
             self.n_features_in_ = int(result.H.shape[1])
         self.components_ = result.H
@@ -208,7 +213,7 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.loss_history_ = [float(v) for v in result.loss_history]
         self.reconstruction_err_ = loss_to_error(result.loss)
         self._beta = beta_to_float(self.beta_loss)
-        return self._output(X, result.W)
+        return result.W
 
     def fit(self, X, y=None, **params):
         """Learn the factorization of X.
@@ -246,8 +251,8 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                 f"X has {X.shape[1]} features, but NMF is expecting {self.components_.shape[1]} features as input"
             )
         params = {**self._params(), "n_components": self.n_components_}
-        result = api.run(X, params, H=self.components_.astype(_transform_dtype(X), copy=False), update_H=False)
-        return self._output(X, result.W)
+        H = self.components_.astype(_transform_dtype(X), copy=False)
+        return api.run(X, params, H=H, update_H=False, as_numpy=not _is_out_of_core(X)).W
 
     def inverse_transform(self, X):
         """Map W back to the data space: ``X @ components_``.

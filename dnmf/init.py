@@ -95,7 +95,7 @@ def nndsvd_init(V, n_components, variant, mean, random_state, row_chunks):
         n_power_iter=SVD_POWER_ITERATIONS,
         n_oversamples=SVD_OVERSAMPLES,
         seed=_svd_seed(random_state),
-        compute=False,
+        compute=True,  # persist each stage so V streams through every pass instead of staying in memory
     )
     dtype = V.dtype
     U = U.rechunk({0: row_chunks}).astype(dtype)

@@ -131,17 +131,6 @@ def test_non_negative_factorization_with_client_object_as_current(client, inputs
     assert relerr(W, expected) <= 1e-8
 
 
-CLIENT_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="bug in dnmf.api.non_negative_factorization: with client= (a Client that is not "
-    "current, or an address) W is persisted on the cluster inside use_scheduler(), but "
-    "driver.to_numpy(result.W) runs after the block, on the threaded scheduler: "
-    "'ValueError: Missing dependency getitem-...'",
-)
-
-
-@CLIENT_BUG
 def test_non_negative_factorization_with_client_object(client, inputs, relerr):
     X, W0, H0, _ = inputs
     expected, _, _ = nmf(X, W0, H0, n_components=K, init="custom", max_iter=3, tol=0, panel_rows=PANEL_ROWS)
@@ -149,7 +138,6 @@ def test_non_negative_factorization_with_client_object(client, inputs, relerr):
     assert relerr(W, expected) <= 1e-8
 
 
-@CLIENT_BUG
 def test_non_negative_factorization_with_scheduler_address(cluster, inputs, relerr):
     X, W0, H0, _ = inputs
     expected, _, _ = nmf(X, W0, H0, n_components=K, init="custom", max_iter=3, tol=0, panel_rows=PANEL_ROWS)

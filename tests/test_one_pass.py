@@ -163,13 +163,6 @@ def test_dense_zarr_nndsvd_adds_only_the_svd_passes(dense_store, init, solver, b
     assert reads == {key: reads[next(iter(keys))] for key in keys}  # every chunk equally often
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in dnmf.init.nndsvd_init / driver._initial_factors: the whole randomized SVD is "
-    "one persisted graph, so Dask reads each chunk of V once and keeps every chunk in memory "
-    "from the first power iteration to the last (V held whole; +216 MB peak RSS for a 256 MB "
-    "Zarr V), instead of the 2 * SVD_POWER_ITERATIONS + 2 streamed passes init.py documents",
-)
 def test_nndsvd_streams_v_through_the_documented_svd_passes(dense_store):
     """Reading each chunk only once for an SVD that needs V in 2q + 2 sequential stages
     means every chunk stayed in memory between the stages."""
