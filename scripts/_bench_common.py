@@ -268,12 +268,14 @@ class DenseFloor:
         self.read()
         self.gemm()
 
-    def _read(self):
-        import dask
+    def _read(self, scheduler="threads"):
         import dask.array as da
 
-        with dask.config.set(scheduler="threads"):
-            da.from_zarr(self.path).sum().compute()
+        da.from_zarr(self.path).sum().compute(scheduler=scheduler)
+
+    def read_on(self, client):
+        """``(wall, cpu)`` of the same read run on ``client`` (a distributed cluster)."""
+        return _seconds(lambda: self._read(client))
 
     def _gemm_blas_threads(self):
         for a, b in self.bounds:
@@ -330,13 +332,16 @@ class CSRFloor:
         self.read()
         self.gemm()
 
-    def _read(self):
+    def _read(self, scheduler="threads"):
         import dask
         import dask.array as da
 
         parts = [da.from_zarr(self.path, component=name).sum() for name in ("indptr", "indices", "data")]
-        with dask.config.set(scheduler="threads"):
-            dask.compute(*parts)
+        dask.compute(*parts, scheduler=scheduler)
+
+    def read_on(self, client):
+        """``(wall, cpu)`` of the same read run on ``client`` (a distributed cluster)."""
+        return _seconds(lambda: self._read(client))
 
     def _one(self, i):
         V_i = self.loaded[i % len(self.loaded)]
