@@ -14,6 +14,7 @@ import numpy as np
 
 from . import driver
 from .losses import beta_to_float
+from .masked import normalize_missing
 from .params import PARAMS, compute_penalties, resolve_solver, validate_params
 from .scheduler import use_scheduler
 from .storage import as_panels
@@ -110,6 +111,7 @@ def run(
             callback=callback,
             start=start,
             checkpointer=checkpointer,
+            missing=normalize_missing(p["missing_values"]),
         )
         if as_numpy:
             result.W = driver.to_numpy(result.W)
@@ -144,6 +146,7 @@ def non_negative_factorization(
     inner_sweeps=1,
     panel_rows=None,
     client=None,
+    missing_values=None,
 ):
     """Compute a non-negative factorization X ≈ W H, as scikit-learn's function.
 
@@ -164,7 +167,7 @@ def non_negative_factorization(
         As :class:`dnmf.NMF`.
     update_H : bool
         Whether to update H (fit) or keep it fixed (transform).
-    inner_sweeps, panel_rows, client
+    inner_sweeps, panel_rows, client, missing_values
         As :class:`dnmf.NMF`.
 
     Returns
@@ -190,6 +193,7 @@ def non_negative_factorization(
         inner_sweeps=inner_sweeps,
         panel_rows=panel_rows,
         client=client,
+        missing_values=missing_values,
     )
     if not update_H and W is not None:
         warnings.warn("When update_H=False, the provided initial W is not used.", RuntimeWarning)

@@ -41,7 +41,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from . import init as initialization
-from . import solvers
+from . import masked, solvers
 from .kernels import Penalty, StepSpec
 from .losses import loss_to_error
 from .storage import Panels, as_panels
@@ -201,9 +201,9 @@ def to_numpy(W):
     return np.asarray(W.compute())
 
 
-def _initial_factors(V, k, init, W, H, stats, random_state, update_H):
+def _initial_factors(V, k, init, W, H, stats, random_state, update_H, missing=None):
     shape, dtype, rows = V.shape, V.dtype, V.row_chunks
-    mean = stats[2] / stats[5]
+    mean = stats[2] / stats[5]  # of the observed entries with missing values
     if not update_H:
         H = np.asarray(H)
         if H.shape != (k, shape[1]):
@@ -216,7 +216,8 @@ def _initial_factors(V, k, init, W, H, stats, random_state, update_H):
     elif method == "random":
         W0, H0 = initialization.random_init(shape, k, dtype, mean, random_state, rows)
     else:
-        W0, H0 = initialization.nndsvd_init(V.array, k, method, mean, random_state, rows)
+        source = V.array if missing != "nan" else V.array.map_blocks(masked.fill_missing, dtype.type(mean))
+        W0, H0 = initialization.nndsvd_init(source, k, method, mean, random_state, rows)
     W0, H0 = dask.persist(W0, H0)
     return W0, np.asarray(dask.compute(H0)[0] if isinstance(H0, da.Array) else H0)
 
@@ -259,6 +260,7 @@ def factorize(
     panel_rows=None,
     start=None,
     checkpointer=None,
+    missing=None,
 ):
     """Factorize V ≈ W H on the active Dask scheduler (parameters already validated).
 
@@ -296,6 +298,10 @@ def factorize(
         and parameters give the iterates of a run that was never interrupted.
     checkpointer : Checkpointer, optional
         Asked after every iteration whether to save the state, and given the final one.
+    missing : {None, "nan", "absent"}
+        Which entries are unobserved (see :mod:`dnmf.masked`): they are left out of the
+        loss and the updates (weighted MU). ``"nan"`` with no NaN in V runs the unmasked
+        solver.
 
     Returns
     -------
@@ -308,13 +314,20 @@ def factorize(
         V = Panels(V.array.persist(), V.sparse, V.in_memory)  # ship in-memory data once
     V_blocks = V.blocks()
     size = V.shape[0] * V.shape[1]
-    step = StepSpec(solver, float(beta), penalty_W, penalty_H, n_inner, update_H)
-
-    stats = np.asarray(dask.compute(solvers.stats_pass(V_blocks))[0])
-    _check_stats(stats, beta)
+    if missing is not None:
+        masked.check_input_kind(V.sparse, missing)
+    stats = np.asarray(dask.compute(solvers.stats_pass(V_blocks, missing))[0])
+    if missing is None:
+        _check_stats(stats, beta)
+    else:
+        masked.check_stats(stats, beta, missing)
+        if missing == "nan" and stats[6] == 0:
+            logger.info("no NaN in V: running the unmasked solver")
+            missing = None
+    step = StepSpec(solver, float(beta), penalty_W, penalty_H, n_inner, update_H, missing)
     norm_V = float(np.sqrt(stats[3]))
     if start is None:
-        W0, H0 = _initial_factors(V, n_components, init, W, H, stats, random_state, update_H)
+        W0, H0 = _initial_factors(V, n_components, init, W, H, stats, random_state, update_H, missing)
     else:
         W0, H0 = start.W.rechunk((V.row_chunks, start.W.shape[1])).persist(), np.asarray(start.H)
     k, dtype = H0.shape[0], V.dtype
@@ -336,7 +349,7 @@ def factorize(
         W_blocks, H_now, (before, after) = _materialize(graph, client)
         if n_iter == 1:
             known.append(float(before))
-        if step.beta == 2:
+        if step.beta == 2 and not step.missing:  # the new iterate's loss came for free
             known.append(float(after))
         elif n_iter > 1:
             known.append(float(before))

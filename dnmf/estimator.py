@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import api
 from .checkpoint import ZarrCheckpointer
 from .losses import beta_to_float, loss_to_error
+from .masked import normalize_missing
 from .storage import CSRMatrix, _value_dtype
 
 __all__ = ["NMF"]
@@ -78,6 +79,12 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     client : distributed.Client, str or None, default=None
         Where to run: a Client, a scheduler address, or None for the active Client
         (else Dask's threaded scheduler).
+    missing_values : {None, np.nan, "absent"}, default=None
+        Entries left out of the loss and of the updates (masked NMF, ``solver="mu"``):
+        np.nan (or "nan") marks NaN entries of a dense X as missing; "absent" makes every
+        absent entry of a sparse X missing (ratings; stored zeros are observed). The loss
+        and ``reconstruction_err_`` are over observed entries only, and ``W @ H``
+        predicts the missing ones (see :mod:`dnmf.masked`).
     checkpoint : str, path-like or None, default=None
         Directory of crash-safe checkpoints (see :mod:`dnmf.checkpoint`). ``fit``
         resumes automatically when it holds a checkpoint of the same matrix and the same
@@ -129,6 +136,7 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         client=None,
         checkpoint=None,
         checkpoint_every=10,
+        missing_values=None,
     ):
         self.n_components = n_components
         self.init = init
@@ -146,11 +154,14 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.client = client
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
+        self.missing_values = missing_values
 
     # ------------------------------------------------------------------ boundary
 
     def _params(self):
-        return {name: getattr(self, name) for name in api.DEFAULTS}
+        params = {name: getattr(self, name) for name in api.DEFAULTS}
+        params["missing_values"] = normalize_missing(params["missing_values"])  # np.nan → "nan" (compares equal)
+        return params
 
     def _check_input(self, X, reset):
         """In-memory input through scikit-learn's checks; out-of-core input as is."""
@@ -169,7 +180,14 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             accept_sparse=("csr", "csc", "coo"),
             dtype=[np.float64, np.float32],
             reset=reset,
+            ensure_all_finite="allow-nan" if self._nan_missing() else True,
         )
+
+    def _nan_missing(self):
+        try:
+            return normalize_missing(self.missing_values) == "nan"
+        except ValueError:
+            return False  # reported by the parameter checks
 
     # ----------------------------------------------------------------------- API
 
@@ -277,6 +295,7 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.positive_only = True
         tags.input_tags.sparse = True
+        tags.input_tags.allow_nan = self._nan_missing()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 

@@ -418,6 +418,7 @@ class StepSpec:
     penalty_H: Penalty = Penalty()
     n_inner: int = 1  # HALS sweeps / MU updates per pass over V
     update_H: bool = True
+    missing: str | None = None  # None, or a mode of dnmf.masked: the masked kernels run instead
 
 
 class PanelPartial(NamedTuple):

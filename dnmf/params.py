@@ -19,6 +19,7 @@ import numpy as np
 from .init import INIT_METHODS
 from .kernels import Penalty
 from .losses import BETA_LOSS_NAMES, beta_to_float
+from .masked import normalize_missing
 
 __all__ = ["PARAMS", "SOLVERS", "Param", "compute_penalties", "param", "resolve_solver", "validate_params"]
 
@@ -121,6 +122,10 @@ PARAMS = (
     Param("l1_ratio", 0.0, _real("l1_ratio", low=0, high=1), "Share of L1 in the penalties (0: pure L2)."),
     Param("verbose", 0, _integer("verbose", low=0), "Log each iteration at INFO level when > 0.", changes_result=False),
     Param("inner_sweeps", 1, _integer("inner_sweeps", low=1), "HALS sweeps (or MU updates) per factor per pass over V."),
+    Param(
+        "missing_values", None, normalize_missing,
+        "Missing entries, left out of the loss: nan (NaN entries) or absent (sparse: absent entries); needs solver mu.",
+    ),
     Param("panel_rows", None, _integer("panel_rows", low=1, allow_none=True), "Rows per panel of V (default: ~64 MiB)."),
     Param("client", None, _anything, "Dask Client or scheduler address; default: the active client, else threads.", changes_result=False),
 )
@@ -148,6 +153,11 @@ def validate_params(values):
         raise ValueError(
             f"Invalid beta_loss parameter: solver 'cd' does not handle beta_loss = {values.get('beta_loss')!r}; "
             "use solver='mu'"
+        )
+    if normalize_missing(values.get("missing_values")) is not None and resolve_solver(solver) == "cd":
+        raise ValueError(
+            f"solver {solver!r} does not handle missing values (missing_values={values.get('missing_values')!r}); "
+            "use solver='mu' (weighted multiplicative updates)"
         )
     return values
 

@@ -21,7 +21,7 @@ from functools import partial
 import dask
 import numpy as np
 
-from . import kernels
+from . import kernels, masked
 from .losses import beta_loss, frobenius_loss
 
 __all__ = ["TREE_FAN_IN", "final_pass", "iteration", "stats_pass"]
@@ -143,6 +143,8 @@ def finish_step(H, total, step, size):
         Loss of the iterate the pass started from, and of the new iterate when it is
         free (Frobenius), else NaN.
     """
+    if step.missing:
+        return masked.finish_step(H, total, step)
     before = loss_of(total, H, step.beta, size)
     if not step.update_H:
         return H, np.array([before, np.nan])
@@ -174,15 +176,17 @@ def iteration(V_blocks, W_blocks, H, step, size):
     losses : Delayed ndarray of shape (2,)
         See :func:`finish_step`.
     """
-    panel = _PanelTask(partial(kernels.panel_step, step=step), len(V_blocks))
+    kernel = masked.panel_step if step.missing else kernels.panel_step
+    panel = _PanelTask(partial(kernel, step=step), len(V_blocks))
     outputs = [dask.delayed(panel, nout=2)(v, w, H) for v, w in zip(V_blocks, W_blocks)]
     total = _tree_sum([out[1] for out in outputs], kernels.sum_partials)
     H_new, losses = dask.delayed(partial(finish_step, step=step, size=size), nout=2)(H, total)
     return [out[0] for out in outputs], H_new, losses
 
 
-def _final_report(H, total, n_done, beta, size):
-    return np.array([loss_of(total, H, beta, size), max(n_done)])
+def _final_report(H, total, n_done, beta, size, missing=None):
+    loss = masked.loss_of(total) if missing else loss_of(total, H, beta, size)
+    return np.array([loss, max(n_done)])
 
 
 def final_pass(V_blocks, W_blocks, H, step, size, max_inner, tol):
@@ -197,11 +201,12 @@ def final_pass(V_blocks, W_blocks, H, step, size, max_inner, tol):
     report : Delayed ndarray ``[loss, most updates made in a panel]``
     """
     W_blocks = W_blocks if W_blocks is not None else [None] * len(V_blocks)
-    panel = _PanelTask(partial(kernels.transform_panel, step=step, max_inner=max_inner, tol=tol), len(V_blocks))
+    kernel = masked.transform_panel if step.missing else kernels.transform_panel
+    panel = _PanelTask(partial(kernel, step=step, max_inner=max_inner, tol=tol), len(V_blocks))
     outputs = [dask.delayed(panel, nout=3)(v, w, H) for v, w in zip(V_blocks, W_blocks)]
     total = _tree_sum([out[1] for out in outputs], kernels.sum_partials)
     n_done = [out[2] for out in outputs]
-    report = dask.delayed(partial(_final_report, beta=step.beta, size=size))(H, total, n_done)
+    report = dask.delayed(partial(_final_report, beta=step.beta, size=size, missing=step.missing))(H, total, n_done)
     return [out[0] for out in outputs], report
 
 
@@ -213,7 +218,9 @@ def _add_stats(*stats):
     return total
 
 
-def stats_pass(V_blocks):
-    """Graph of the input-statistics pass: ``[min, n_nonfinite, sum, sum_sq, n_zero, size]``."""
-    parts = [dask.delayed(kernels.panel_stats, pure=True)(v) for v in V_blocks]
+def stats_pass(V_blocks, missing=None):
+    """Graph of the input-statistics pass: ``[min, n_nonfinite, sum, sum_sq, n_zero, size]``
+    (with ``missing``: :func:`dnmf.masked.panel_stats` over observed entries)."""
+    stats = partial(masked.panel_stats, missing=missing) if missing else kernels.panel_stats
+    parts = [dask.delayed(stats, pure=True)(v) for v in V_blocks]
     return _tree_sum(parts, _add_stats)

@@ -1,0 +1,514 @@
+"""Masked (weighted) NMF: per-panel kernels for V with unobserved entries.
+
+Nothing here knows about Dask; :mod:`dnmf.solvers` calls these one panel per task when
+``StepSpec.missing`` is set, exactly where it calls :mod:`dnmf.kernels` otherwise.
+
+Which entries are observed (the mask M) depends on the mode:
+
+``"nan"``
+    Dense panels: NaN entries are unobserved, every other entry is observed.
+``"absent"``
+    CSR panels (ratings): the stored entries are observed (stored zeros included), every
+    absent entry is unobserved. Products only ever touch the stored entries: ``WH`` is
+    evaluated at the stored positions, never densified.
+
+The loss is the beta-divergence summed over observed entries only, and the updates are
+weighted multiplicative updates (any beta; Févotte & Idier's exponent gamma)::
+
+    W ← W ⊙ [((M ⊙ V ⊙ (WH)^(β-2)) Hᵀ) / ((M ⊙ (WH)^(β-1)) Hᵀ)]^γ
+    H ← H ⊙ [(Wᵀ (M ⊙ V ⊙ (WH)^(β-2))) / (Wᵀ (M ⊙ (WH)^(β-1)))]^γ
+
+One pass over V per iteration, as the unmasked path: a panel task updates its W rows
+and, from the same V_i and the new W_i, emits its share of the two k x n H-step sums
+(:class:`MaskedPartial`). A dense panel is processed in row blocks of about
+``kernels.CACHE_BLOCK_BYTES`` so that ``WH`` and the masked products stay in cache.
+
+Why not HALS with missing values: each row needs its own Gram ``Σ_j m_ij h_j h_jᵀ``
+(and each column ``Σ_i m_ij w_i w_iᵀ``), ``m n k²`` flops per pass for a dense mask
+against ``6 m n k`` for weighted MU, and panels would send k² x n partials instead of
+k x n; see the measurements in ``scripts/bench_masked.py``'s docstring.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from .kernels import CACHE_BLOCK_BYTES, EPSILON, MU_ZERO_THRESHOLD, _in_dtype_of, mu_gamma, squared_norm
+
+__all__ = [
+    "MISSING_MODES",
+    "MaskedPartial",
+    "check_input_kind",
+    "check_stats",
+    "fill_missing",
+    "finish_step",
+    "loss_of",
+    "normalize_missing",
+    "observed_columns",
+    "panel_stats",
+    "panel_step",
+    "recommend",
+    "transform_panel",
+    "update_h",
+]
+
+#: Canonical names of the missing-value modes (``missing_values`` is normalized to one).
+MISSING_MODES = ("nan", "absent")
+#: Stored entries of a sparse panel whose ``W H`` values are computed at a time.
+ENTRY_CHUNK = 2**15
+
+
+def normalize_missing(value):
+    """``None`` → None; ``np.nan``, ``float("nan")`` or ``"nan"`` → ``"nan"``; ``"absent"`` → ``"absent"``.
+
+    Raises
+    ------
+    ValueError
+        Any other value (named in the message).
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in MISSING_MODES:
+            return text
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isnan(value):
+        return "nan"
+    raise ValueError(
+        f"missing_values must be None, np.nan (or 'nan': NaN entries are missing) or 'absent' "
+        f"(sparse input: absent entries are missing), got {value!r}"
+    )
+
+
+# --------------------------------------------------------------------- input statistics
+
+
+def panel_stats(V, missing):
+    """Statistics of the observed entries of a panel.
+
+    Returns
+    -------
+    ndarray of shape (7,)
+        ``[min, n_infinite, sum, sum_sq, n_zero, n_observed, n_nan]`` over observed
+        entries (the layout of :func:`dnmf.kernels.panel_stats` with ``size`` replaced by
+        the number of observed entries, plus the NaN count). In ``"absent"`` mode a stored
+        NaN counts as non-finite (an error), absent entries are not counted at all.
+    """
+    if missing == "absent":
+        data = np.asarray(V.data if sp.issparse(V) else V).ravel()
+        n_nan = 0
+        finite = np.isfinite(data)
+        n_bad = data.size - int(np.count_nonzero(finite))
+    else:
+        data = (V.data if sp.issparse(V) else np.asarray(V)).ravel()
+        nan = np.isnan(data)
+        n_nan = int(np.count_nonzero(nan))
+        finite = np.isfinite(data)
+        n_bad = data.size - int(np.count_nonzero(finite)) - n_nan
+    observed = data[finite]
+    implicit = 0 if missing == "absent" or not sp.issparse(V) else V.shape[0] * V.shape[1] - data.size
+    minimum = float(observed.min()) if observed.size else np.inf
+    if implicit:
+        minimum = min(minimum, 0.0)
+    values = observed.astype(np.float64, copy=False)
+    return np.array(
+        [
+            minimum,
+            n_bad,
+            values.sum(),
+            np.dot(values, values),
+            implicit + observed.size - np.count_nonzero(observed),
+            implicit + observed.size,
+            n_nan,
+        ],
+        dtype=np.float64,
+    )
+
+
+def check_stats(stats, beta, missing):
+    """Reject infinite or negative observed entries (NaN are missing, not errors).
+
+    Raises
+    ------
+    ValueError
+        Naming the count or the minimum.
+    """
+    minimum, n_bad, _, _, n_zero, n_observed, _ = stats
+    if n_bad:
+        what = "infinity" if missing == "nan" else "NaN or infinity among its stored entries"
+        hint = "; NaN entries are treated as missing" if missing == "nan" else ""
+        raise ValueError(f"Input contains {what} ({int(n_bad)} entries){hint}")
+    if n_observed == 0:
+        raise ValueError("Input has no observed entry: every entry is missing")
+    if minimum < 0:
+        raise ValueError(f"Negative values in data passed to NMF (observed minimum is {minimum!r})")
+    if beta <= 0 and n_zero:
+        raise ValueError(
+            f"When beta_loss <= 0 and X contains zeros ({int(n_zero)} observed here), the solver "
+            "may diverge. Please add small values to X, or use a positive beta_loss."
+        )
+
+
+def fill_missing(V, value):
+    """A copy of a dense panel with NaN replaced by ``value`` (the SVD of NNDSVD init)."""
+    if sp.issparse(V):
+        return V
+    V = np.array(V, copy=True)
+    V[np.isnan(V)] = value
+    return V
+
+
+# ----------------------------------------------------------------- observed entries
+
+
+def _floor(values):
+    values[values < EPSILON] = EPSILON
+    return values
+
+
+def _weights(values, WH_obs, beta):
+    """``(V ⊙ (WH)^(β-2), (WH)^(β-1))`` at observed entries.
+
+    ``WH_obs`` (modified in place) holds ``WH`` where observed (anything where not, as
+    long as ``values`` is 0 there); the second array is None for beta == 1 (all ones) and
+    must be masked by the caller for dense blocks.
+    """
+    if beta == 2:
+        return values, WH_obs
+    if beta == 1:
+        return np.divide(values, _floor(WH_obs), out=WH_obs), None
+    second = WH_obs.copy()
+    if beta < 1:
+        _floor(second)
+    second **= beta - 1
+    ratio = _floor(WH_obs) if beta < 2 else WH_obs
+    ratio **= beta - 2
+    ratio *= values
+    return ratio, second
+
+
+def _entry_loss(values, WH_obs, beta):
+    """Beta-divergence summed over the given observed entries (float64), with
+    scikit-learn's conventions: entries of V at or below EPSILON leave the data terms,
+    where WH is floored at EPSILON."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    wh = np.asarray(WH_obs, dtype=np.float64).ravel()
+    if beta == 2:
+        residual = v - wh
+        return 0.5 * float(np.dot(residual, residual))
+    keep = v > EPSILON
+    vk, whk = v[keep], np.maximum(wh[keep], EPSILON)
+    if beta == 1:
+        return float(np.dot(vk, np.log(vk / whk)) + wh.sum() - v.sum())
+    if beta == 0:
+        div = vk / whk
+        return float(div.sum() - v.size - np.log(div).sum())
+    return float(
+        ((vk**beta).sum() - beta * np.dot(vk, whk ** (beta - 1)) + (beta - 1) * (wh**beta).sum())
+        / (beta * (beta - 1))
+    )
+
+
+class _DenseRows:
+    """A block of rows of a dense panel; NaN entries unobserved."""
+
+    def __init__(self, V):
+        self.mask = ~np.isnan(V)
+        self.values = np.where(self.mask, V, V.dtype.type(0))
+        self._mask_values = None
+
+    def wh(self, W, H):
+        return W @ H
+
+    def loss(self, WH, beta):
+        if beta == 2:
+            residual = self.values - WH
+            residual *= self.mask
+            return 0.5 * squared_norm(residual)
+        return _entry_loss(self.values[self.mask], WH[self.mask], beta)
+
+    def _terms(self, WH, beta):
+        ratio, second = _weights(self.values, WH, beta)
+        if second is None:
+            if self._mask_values is None:
+                self._mask_values = self.mask.astype(self.values.dtype)
+            return ratio, self._mask_values
+        second *= self.mask
+        return ratio, second
+
+    def w_terms(self, WH, H, beta):
+        """``((M⊙V⊙(WH)^(β-2)) Hᵀ, (M⊙(WH)^(β-1)) Hᵀ)`` (``WH`` is consumed)."""
+        ratio, second = self._terms(WH, beta)
+        return ratio @ H.T, second @ H.T
+
+    def h_terms(self, WH, W, beta):
+        """``(Wᵀ(M⊙V⊙(WH)^(β-2)), Wᵀ(M⊙(WH)^(β-1)))`` (``WH`` is consumed)."""
+        ratio, second = self._terms(WH, beta)
+        return W.T @ ratio, W.T @ second
+
+    def row_means(self):
+        counts = self.mask.sum(axis=1)
+        sums = self.values.sum(axis=1, dtype=np.float64)
+        return np.divide(sums, counts, out=np.zeros(len(counts)), where=counts > 0)
+
+
+class _StoredEntries:
+    """A CSR panel whose stored entries are the observed ones; ``WH`` only at those."""
+
+    def __init__(self, V):
+        V = sp.csr_matrix(V)
+        self.shape, self.indptr, self.cols = V.shape, V.indptr, V.indices
+        self.rows = np.repeat(np.arange(V.shape[0]), np.diff(V.indptr))
+        self.values = V.data
+        self._ones = None
+
+    def wh(self, W, H):
+        """``(W H)`` at the stored entries (a vector), ``ENTRY_CHUNK`` entries at a time."""
+        Ht = np.ascontiguousarray(H.T)
+        out = np.empty(self.values.size, dtype=np.result_type(W.dtype, H.dtype))
+        for start in range(0, out.size, ENTRY_CHUNK):
+            stop = start + ENTRY_CHUNK
+            np.einsum("ij,ij->i", W[self.rows[start:stop]], Ht[self.cols[start:stop]], out=out[start:stop])
+        return out
+
+    def loss(self, WH, beta):
+        return _entry_loss(self.values, WH, beta)
+
+    def _csr(self, values):
+        return sp.csr_matrix((values, self.cols, self.indptr), shape=self.shape)
+
+    def _terms(self, WH, beta):
+        ratio, second = _weights(self.values, WH, beta)
+        if second is None:
+            if self._ones is None:
+                self._ones = np.ones_like(self.values)
+            second = self._ones
+        return self._csr(ratio), self._csr(second)
+
+    def w_terms(self, WH, H, beta):
+        ratio, second = self._terms(WH, beta)
+        Ht = np.ascontiguousarray(H.T)
+        return np.asarray(ratio @ Ht), np.asarray(second @ Ht)
+
+    def h_terms(self, WH, W, beta):
+        ratio, second = self._terms(WH, beta)
+        return np.ascontiguousarray(np.asarray(ratio.T @ W).T), np.ascontiguousarray(np.asarray(second.T @ W).T)
+
+    def row_means(self):
+        counts = np.diff(self.indptr)
+        sums = np.add.reduceat(self.values.astype(np.float64), self.indptr[:-1]) if self.values.size else 0
+        sums = np.where(counts > 0, sums, 0.0)
+        return np.divide(sums, counts, out=np.zeros(len(counts)), where=counts > 0)
+
+
+def check_input_kind(sparse, missing):
+    """``"absent"`` needs sparse input and ``"nan"`` dense input (``ValueError`` otherwise)."""
+    if missing == "absent" and not sparse:
+        raise ValueError(
+            "missing_values='absent' needs sparse input (its absent entries are the missing ones); "
+            "for dense input mark missing entries with NaN and use missing_values=np.nan"
+        )
+    if missing == "nan" and sparse:
+        raise ValueError(
+            "missing_values=np.nan needs dense input; for sparse input use missing_values='absent' "
+            "(every absent entry is missing, stored zeros are observed)"
+        )
+
+
+def _blocks(V, missing):
+    """``(row slice, observed rows)`` pieces of a panel: cache-sized row blocks of a dense
+    panel, the whole panel for CSR."""
+    check_input_kind(sp.issparse(V), missing)
+    if missing == "absent":
+        yield slice(0, V.shape[0]), _StoredEntries(V)
+        return
+    V = np.asarray(V)
+    m, n = V.shape
+    step = max(1, CACHE_BLOCK_BYTES // max(1, n * V.itemsize))
+    for start in range(0, m, step):
+        rows = slice(start, min(m, start + step))
+        yield rows, _DenseRows(V[rows])
+
+
+# --------------------------------------------------------------------------- updates
+
+
+def _mu_apply(A, numerator, denominator, beta, penalty, gamma):
+    """``A ⊙ (numerator / denominator)^γ`` with the penalties and floors of scikit-learn's MU."""
+    if penalty.l1 > 0:
+        denominator = denominator + penalty.l1
+    if penalty.l2 > 0:
+        denominator = denominator + penalty.l2 * A
+    denominator[denominator == 0] = EPSILON
+    ratio = numerator / denominator
+    if gamma != 1:
+        ratio **= gamma
+    A = A * ratio
+    if beta < 1:
+        A[A < MU_ZERO_THRESHOLD] = 0.0
+    return A
+
+
+def _solve_rows(rows, W, H, beta, penalty, n_updates, tol=0.0):
+    """Up to ``n_updates`` weighted MU updates of the rows ``W`` (H fixed).
+
+    Returns ``(W, loss of the starting W, updates made)``.
+    """
+    gamma = mu_gamma(beta)
+    loss_before = None
+    n_done = 0
+    while n_done < n_updates:
+        WH = rows.wh(W, H)
+        if loss_before is None:
+            loss_before = rows.loss(WH, beta)
+        numerator, denominator = rows.w_terms(WH, H, beta)
+        previous = W
+        W = _mu_apply(W, numerator, denominator, beta, penalty, gamma)
+        n_done += 1
+        if tol > 0:
+            delta = W - previous
+            if np.vdot(delta, delta) <= tol**2 * np.vdot(W, W):
+                break
+    if loss_before is None:
+        loss_before = rows.loss(rows.wh(W, H), beta)
+    return W, loss_before, n_done
+
+
+class MaskedPartial(NamedTuple):
+    """One panel's share of a masked iteration; adds up over panels.
+
+    ``loss`` is the loss over the panel's observed entries of the iterate the pass
+    started from (of the returned W for :func:`transform_panel`); ``h_numerator`` and
+    ``h_denominator`` (k x n) are ``Wᵀ(M⊙V⊙(WH)^(β-2))`` and ``Wᵀ(M⊙(WH)^(β-1))`` of the
+    updated W, or None when H is frozen.
+    """
+
+    loss: float
+    h_numerator: np.ndarray | None
+    h_denominator: np.ndarray | None
+
+    def __add__(self, other):
+        return MaskedPartial(*(None if a is None else a + b for a, b in zip(self, other)))
+
+
+def panel_step(V, W, H, step):
+    """Masked counterpart of :func:`dnmf.kernels.panel_step`: update the panel's W, emit
+    its share of the H-step and of the loss; V is used once.
+
+    Returns
+    -------
+    W : ndarray of shape (m_i, k)
+    partial : MaskedPartial
+    """
+    W, H = _in_dtype_of(V, W, H)
+    W_new = np.empty_like(W)
+    loss = 0.0
+    numerator = denominator = None
+    for rows, observed in _blocks(V, step.missing):
+        W_rows, loss_rows, _ = _solve_rows(observed, W[rows], H, step.beta, step.penalty_W, step.n_inner)
+        W_new[rows] = W_rows
+        loss += loss_rows
+        if step.update_H:
+            num, den = observed.h_terms(observed.wh(W_rows, H), W_rows, step.beta)
+            numerator = num if numerator is None else numerator + num
+            denominator = den if denominator is None else denominator + den
+    return W_new, MaskedPartial(loss, numerator, denominator)
+
+
+def transform_panel(V, W, H, step, max_inner, tol):
+    """Masked counterpart of :func:`dnmf.kernels.transform_panel`: solve the panel's W
+    with H frozen (from ``W``, or rows scaled to their observed means if None).
+
+    Returns
+    -------
+    W : ndarray of shape (m_i, k)
+    partial : MaskedPartial
+        Loss of the returned ``(W, H)``; no H-step terms.
+    n_done : int
+    """
+    W, H = _in_dtype_of(V, W, H)
+    out = np.empty((V.shape[0], H.shape[0]), dtype=H.dtype)
+    loss, n_done = 0.0, 0
+    scale = float(H.mean(axis=1).sum())
+    for rows, observed in _blocks(V, step.missing):
+        if W is None:
+            level = observed.row_means() / scale if scale > 0 else np.zeros(rows.stop - rows.start)
+            W_rows = np.repeat(level[:, None], H.shape[0], axis=1).astype(H.dtype)
+        else:
+            W_rows = np.array(W[rows], copy=True)
+        W_rows, _, done = _solve_rows(observed, W_rows, H, step.beta, step.penalty_W, max_inner, tol)
+        out[rows] = W_rows
+        loss += observed.loss(observed.wh(W_rows, H), step.beta)
+        n_done = max(n_done, done)
+    return out, MaskedPartial(loss, None, None), n_done
+
+
+def update_h(H, total, step):
+    """The weighted MU H-step from summed :class:`MaskedPartial` s (a new array)."""
+    H = np.asarray(H, dtype=total.h_numerator.dtype)
+    return _mu_apply(
+        H, total.h_numerator.copy(), total.h_denominator.copy(), step.beta, step.penalty_H, mu_gamma(step.beta)
+    )
+
+
+def loss_of(total):
+    """The loss over observed entries from summed partials (clipped at 0)."""
+    return max(float(total.loss), 0.0)
+
+
+def finish_step(H, total, step):
+    """Masked counterpart of :func:`dnmf.solvers.finish_step`: ``(H', [loss before, NaN])``.
+
+    The loss of the new iterate is not free with a mask (it needs the new H against V);
+    the next pass reports it.
+    """
+    before = loss_of(total)
+    if not step.update_H:
+        return H, np.array([before, np.nan])
+    return update_h(H, total, step), np.array([before, np.nan])
+
+
+# --------------------------------------------------------------------- predictions
+
+
+def observed_columns(row, missing):
+    """Columns of one row of V (a 1 x n dense array or CSR matrix) that are observed.
+
+    ``"absent"`` (or a CSR row with ``missing=None``): the stored columns; otherwise the
+    non-NaN columns.
+    """
+    if sp.issparse(row):
+        row = sp.csr_matrix(row)
+        if missing == "absent" or missing is None:
+            return np.asarray(row.indices, dtype=np.int64)
+        dense = row.toarray().ravel()
+        return np.flatnonzero(~np.isnan(dense))
+    dense = np.asarray(row, dtype=np.float64).ravel()
+    return np.flatnonzero(~np.isnan(dense))
+
+
+def recommend(w_row, H, observed, top):
+    """The ``top`` unobserved columns of one row with the highest predicted ``w_row @ H``.
+
+    Parameters
+    ----------
+    w_row : ndarray of shape (k,)
+    H : ndarray of shape (k, n)
+    observed : array of int
+        Columns to leave out (observed entries).
+    top : int
+
+    Returns
+    -------
+    list of (int, float)
+        ``(column, predicted value)``, best first; ties broken by column.
+    """
+    scores = np.asarray(w_row, dtype=np.float64) @ np.asarray(H, dtype=np.float64)
+    candidates = np.setdiff1d(np.arange(scores.size), np.asarray(observed, dtype=np.int64))
+    order = candidates[np.lexsort((candidates, -scores[candidates]))][:top]
+    return [(int(j), float(scores[j])) for j in order]
