@@ -61,6 +61,9 @@ __all__ = [
 MISSING_MODES = ("nan", "absent")
 #: Stored entries of a sparse panel whose ``W H`` values are computed at a time.
 ENTRY_CHUNK = 2**15
+#: Share of NaN in a dense row block up to which the Frobenius products are the unmasked
+#: ones minus sparse corrections at the missing entries (above it: masked dense products).
+FEW_MISSING_SHARE = 0.02
 
 
 def normalize_missing(value):
@@ -214,23 +217,52 @@ def _entry_loss(values, WH_obs, beta):
     )
 
 
-class _DenseRows:
-    """A block of rows of a dense panel; NaN entries unobserved."""
+def _frobenius_from_products(norm, W, numerator, denominator):
+    """``½ Σ_observed (v - wh)²`` from the W-step products (float64 dots):
+    ``½ (||M⊙V||² - 2 <W, (M⊙V)Hᵀ> + <W, (M⊙WH)Hᵀ>)``, clipped at 0."""
+    W64 = W.astype(np.float64, copy=False)
+    cross = float(np.vdot(W64, numerator.astype(np.float64, copy=False)))
+    quad = float(np.vdot(W64, denominator.astype(np.float64, copy=False)))
+    return max(0.5 * (norm - 2.0 * cross + quad), 0.0)
 
-    def __init__(self, V):
-        self.mask = ~np.isnan(V)
-        self.values = np.where(self.mask, V, V.dtype.type(0))
-        self._mask_values = None
+
+class _Entries:
+    """Given entries ``(rows, cols)`` of an ``(m, n)`` block in row-major order: ``W H``
+    at those entries and CSR matrices of values there (never a dense m x n array)."""
+
+    def __init__(self, rows, cols, shape):
+        self.rows, self.cols, self.shape = rows, cols, shape
+        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=shape[0]))])
 
     def wh(self, W, H):
-        return W @ H
+        """``(W H)`` at the entries (a vector), ``ENTRY_CHUNK`` entries at a time."""
+        Ht = np.ascontiguousarray(H.T)
+        out = np.empty(self.rows.size, dtype=np.result_type(W.dtype, H.dtype))
+        for start in range(0, out.size, ENTRY_CHUNK):
+            stop = start + ENTRY_CHUNK
+            np.einsum("ij,ij->i", W[self.rows[start:stop]], Ht[self.cols[start:stop]], out=out[start:stop])
+        return out
 
-    def loss(self, WH, beta):
-        if beta == 2:
-            residual = self.values - WH
-            residual *= self.mask
-            return 0.5 * squared_norm(residual)
-        return _entry_loss(self.values[self.mask], WH[self.mask], beta)
+    def csr(self, values):
+        return sp.csr_matrix((values, self.cols, self.indptr), shape=self.shape)
+
+    def times_Ht(self, values, H):
+        """``S Hᵀ`` (m x k) for the sparse ``S`` holding ``values`` at the entries."""
+        return np.asarray(self.csr(values) @ np.ascontiguousarray(H.T))
+
+    def W_t_times(self, W, values):
+        """``Wᵀ S`` (k x n) for the sparse ``S`` holding ``values`` at the entries."""
+        return np.ascontiguousarray(np.asarray(self.csr(values).T @ W).T)
+
+
+class _DenseRows:
+    """A block of rows of a dense panel, NaN entries unobserved: masked dense products."""
+
+    def __init__(self, V, missing):
+        self.mask = ~missing
+        self.values = np.fmax(V, V.dtype.type(0))  # NaN → 0 (observed entries are >= 0)
+        self._norm = None
+        self._mask_values = None
 
     def _terms(self, WH, beta):
         ratio, second = _weights(self.values, WH, beta)
@@ -238,18 +270,28 @@ class _DenseRows:
             if self._mask_values is None:
                 self._mask_values = self.mask.astype(self.values.dtype)
             return ratio, self._mask_values
-        second *= self.mask
+        np.multiply(second, self.mask, out=second)
         return ratio, second
 
-    def w_terms(self, WH, H, beta):
-        """``((M⊙V⊙(WH)^(β-2)) Hᵀ, (M⊙(WH)^(β-1)) Hᵀ)`` (``WH`` is consumed)."""
+    def w_step(self, W, H, beta):
+        """``((M⊙V⊙(WH)^(β-2)) Hᵀ, (M⊙(WH)^(β-1)) Hᵀ, loss of (W, H))``."""
+        WH = W @ H
+        loss = None if beta == 2 else _entry_loss(self.values[self.mask], WH[self.mask], beta)
         ratio, second = self._terms(WH, beta)
-        return ratio @ H.T, second @ H.T
+        numerator, denominator = ratio @ H.T, second @ H.T
+        if beta == 2:
+            if self._norm is None:
+                self._norm = squared_norm(self.values)
+            loss = _frobenius_from_products(self._norm, W, numerator, denominator)
+        return numerator, denominator, loss
 
-    def h_terms(self, WH, W, beta):
-        """``(Wᵀ(M⊙V⊙(WH)^(β-2)), Wᵀ(M⊙(WH)^(β-1)))`` (``WH`` is consumed)."""
-        ratio, second = self._terms(WH, beta)
+    def h_terms(self, W, H, beta):
+        """``(Wᵀ(M⊙V⊙(WH)^(β-2)), Wᵀ(M⊙(WH)^(β-1)))``."""
+        ratio, second = self._terms(W @ H, beta)
         return W.T @ ratio, W.T @ second
+
+    def loss(self, W, H, beta):
+        return self.w_step(W, H, beta)[2]
 
     def row_means(self):
         counts = self.mask.sum(axis=1)
@@ -257,30 +299,42 @@ class _DenseRows:
         return np.divide(sums, counts, out=np.zeros(len(counts)), where=counts > 0)
 
 
+class _FewMissingRows(_DenseRows):
+    """A dense block with few NaN, Frobenius loss: the unmasked products minus sparse
+    corrections at the missing entries C (``(M⊙WH)Hᵀ = W HHᵀ - (C⊙WH)Hᵀ``), so the
+    cost is the unmasked one plus O(missing · k)."""
+
+    def __init__(self, V, missing):  # noqa: super().__init__ not called: no mask needed
+        flat = np.flatnonzero(missing)  # 10x faster than a 2-D nonzero
+        self.values = np.array(V, copy=True)
+        self.values.ravel()[flat] = 0
+        self.missing = _Entries(*np.divmod(flat, V.shape[1]), V.shape)
+        self._norm = None
+
+    def w_step(self, W, H, beta):
+        numerator = self.values @ H.T
+        denominator = W @ (H @ H.T)
+        if self.missing.rows.size:
+            denominator -= self.missing.times_Ht(self.missing.wh(W, H), H)
+        if self._norm is None:
+            self._norm = squared_norm(self.values)
+        return numerator, denominator, _frobenius_from_products(self._norm, W, numerator, denominator)
+
+    def h_terms(self, W, H, beta):
+        denominator = (W.T @ W) @ H
+        if self.missing.rows.size:
+            denominator -= self.missing.W_t_times(W, self.missing.wh(W, H))
+        return W.T @ self.values, denominator
+
+
 class _StoredEntries:
     """A CSR panel whose stored entries are the observed ones; ``WH`` only at those."""
 
     def __init__(self, V):
         V = sp.csr_matrix(V)
-        self.shape, self.indptr, self.cols = V.shape, V.indptr, V.indices
-        self.rows = np.repeat(np.arange(V.shape[0]), np.diff(V.indptr))
+        self.entries = _Entries(np.repeat(np.arange(V.shape[0]), np.diff(V.indptr)), V.indices, V.shape)
         self.values = V.data
         self._ones = None
-
-    def wh(self, W, H):
-        """``(W H)`` at the stored entries (a vector), ``ENTRY_CHUNK`` entries at a time."""
-        Ht = np.ascontiguousarray(H.T)
-        out = np.empty(self.values.size, dtype=np.result_type(W.dtype, H.dtype))
-        for start in range(0, out.size, ENTRY_CHUNK):
-            stop = start + ENTRY_CHUNK
-            np.einsum("ij,ij->i", W[self.rows[start:stop]], Ht[self.cols[start:stop]], out=out[start:stop])
-        return out
-
-    def loss(self, WH, beta):
-        return _entry_loss(self.values, WH, beta)
-
-    def _csr(self, values):
-        return sp.csr_matrix((values, self.cols, self.indptr), shape=self.shape)
 
     def _terms(self, WH, beta):
         ratio, second = _weights(self.values, WH, beta)
@@ -288,21 +342,25 @@ class _StoredEntries:
             if self._ones is None:
                 self._ones = np.ones_like(self.values)
             second = self._ones
-        return self._csr(ratio), self._csr(second)
+        return ratio, second
 
-    def w_terms(self, WH, H, beta):
+    def w_step(self, W, H, beta):
+        WH = self.entries.wh(W, H)
+        loss = _entry_loss(self.values, WH, beta)
         ratio, second = self._terms(WH, beta)
-        Ht = np.ascontiguousarray(H.T)
-        return np.asarray(ratio @ Ht), np.asarray(second @ Ht)
+        return self.entries.times_Ht(ratio, H), self.entries.times_Ht(second, H), loss
 
-    def h_terms(self, WH, W, beta):
-        ratio, second = self._terms(WH, beta)
-        return np.ascontiguousarray(np.asarray(ratio.T @ W).T), np.ascontiguousarray(np.asarray(second.T @ W).T)
+    def h_terms(self, W, H, beta):
+        ratio, second = self._terms(self.entries.wh(W, H), beta)
+        return self.entries.W_t_times(W, ratio), self.entries.W_t_times(W, second)
+
+    def loss(self, W, H, beta):
+        return _entry_loss(self.values, self.entries.wh(W, H), beta)
 
     def row_means(self):
-        counts = np.diff(self.indptr)
-        sums = np.add.reduceat(self.values.astype(np.float64), self.indptr[:-1]) if self.values.size else 0
-        sums = np.where(counts > 0, sums, 0.0)
+        counts = np.diff(self.entries.indptr)
+        sums = np.zeros(len(counts))
+        np.add.at(sums, self.entries.rows, self.values.astype(np.float64))
         return np.divide(sums, counts, out=np.zeros(len(counts)), where=counts > 0)
 
 
@@ -320,9 +378,10 @@ def check_input_kind(sparse, missing):
         )
 
 
-def _blocks(V, missing):
+def _blocks(V, missing, beta):
     """``(row slice, observed rows)`` pieces of a panel: cache-sized row blocks of a dense
-    panel, the whole panel for CSR."""
+    panel (with few NaN and the Frobenius loss, the correction form), the whole panel
+    for CSR."""
     check_input_kind(sp.issparse(V), missing)
     if missing == "absent":
         yield slice(0, V.shape[0]), _StoredEntries(V)
@@ -332,7 +391,10 @@ def _blocks(V, missing):
     step = max(1, CACHE_BLOCK_BYTES // max(1, n * V.itemsize))
     for start in range(0, m, step):
         rows = slice(start, min(m, start + step))
-        yield rows, _DenseRows(V[rows])
+        block = V[rows]
+        nan = np.isnan(block)
+        few = beta == 2 and np.count_nonzero(nan) <= FEW_MISSING_SHARE * nan.size
+        yield rows, (_FewMissingRows if few else _DenseRows)(block, nan)
 
 
 # --------------------------------------------------------------------------- updates
@@ -363,10 +425,9 @@ def _solve_rows(rows, W, H, beta, penalty, n_updates, tol=0.0):
     loss_before = None
     n_done = 0
     while n_done < n_updates:
-        WH = rows.wh(W, H)
+        numerator, denominator, loss = rows.w_step(W, H, beta)
         if loss_before is None:
-            loss_before = rows.loss(WH, beta)
-        numerator, denominator = rows.w_terms(WH, H, beta)
+            loss_before = loss
         previous = W
         W = _mu_apply(W, numerator, denominator, beta, penalty, gamma)
         n_done += 1
@@ -375,7 +436,7 @@ def _solve_rows(rows, W, H, beta, penalty, n_updates, tol=0.0):
             if np.vdot(delta, delta) <= tol**2 * np.vdot(W, W):
                 break
     if loss_before is None:
-        loss_before = rows.loss(rows.wh(W, H), beta)
+        loss_before = rows.loss(W, H, beta)
     return W, loss_before, n_done
 
 
@@ -409,12 +470,12 @@ def panel_step(V, W, H, step):
     W_new = np.empty_like(W)
     loss = 0.0
     numerator = denominator = None
-    for rows, observed in _blocks(V, step.missing):
+    for rows, observed in _blocks(V, step.missing, step.beta):
         W_rows, loss_rows, _ = _solve_rows(observed, W[rows], H, step.beta, step.penalty_W, step.n_inner)
         W_new[rows] = W_rows
         loss += loss_rows
         if step.update_H:
-            num, den = observed.h_terms(observed.wh(W_rows, H), W_rows, step.beta)
+            num, den = observed.h_terms(W_rows, H, step.beta)
             numerator = num if numerator is None else numerator + num
             denominator = den if denominator is None else denominator + den
     return W_new, MaskedPartial(loss, numerator, denominator)
@@ -435,7 +496,7 @@ def transform_panel(V, W, H, step, max_inner, tol):
     out = np.empty((V.shape[0], H.shape[0]), dtype=H.dtype)
     loss, n_done = 0.0, 0
     scale = float(H.mean(axis=1).sum())
-    for rows, observed in _blocks(V, step.missing):
+    for rows, observed in _blocks(V, step.missing, step.beta):
         if W is None:
             level = observed.row_means() / scale if scale > 0 else np.zeros(rows.stop - rows.start)
             W_rows = np.repeat(level[:, None], H.shape[0], axis=1).astype(H.dtype)
@@ -443,7 +504,7 @@ def transform_panel(V, W, H, step, max_inner, tol):
             W_rows = np.array(W[rows], copy=True)
         W_rows, _, done = _solve_rows(observed, W_rows, H, step.beta, step.penalty_W, max_inner, tol)
         out[rows] = W_rows
-        loss += observed.loss(observed.wh(W_rows, H), step.beta)
+        loss += observed.loss(W_rows, H, step.beta)
         n_done = max(n_done, done)
     return out, MaskedPartial(loss, None, None), n_done
 

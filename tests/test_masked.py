@@ -84,9 +84,12 @@ def quiet(function, *args, **kwargs):
 
 
 @pytest.mark.parametrize("beta", BETAS)
-@pytest.mark.parametrize("mode", ["nan", "absent"])
-def test_panel_step_matches_reference(beta, mode):
-    V, M, V_nan, W0, H0 = problem()
+@pytest.mark.parametrize("mode, share", [("nan", 0.3), ("nan", 0.01), ("absent", 0.3)])
+def test_panel_step_matches_reference(beta, mode, share):
+    """30% NaN: masked dense products; 2% NaN: unmasked products minus sparse corrections
+    at the missing entries (Frobenius); absent: products at stored entries only."""
+    V, M, V_nan, W0, H0 = problem(share=share)
+    assert (share < masked.FEW_MISSING_SHARE) == (np.mean(~M) < masked.FEW_MISSING_SHARE) and (~M).any()
     data = V_nan if mode == "nan" else sp.csr_matrix(np.where(M, V, 0.0))
     step = StepSpec("mu", beta, missing=mode)
     W1, partial = masked.panel_step(data, W0, H0, step)
