@@ -17,7 +17,9 @@ A Zarr group with three 1-D arrays and two attributes::
     attrs    {"format": "csr", "shape": [m, n]}
 
 Write one with :func:`save_csr`; open any input with :func:`open_matrix`.
-Inputs are always opened read-only.
+Inputs are always opened read-only. Opening a CSR group checks its layout, including
+every entry of ``indptr`` (read once, in blocks of :data:`INDPTR_CHECK_ENTRIES`), so that
+an inconsistent group is refused at the boundary, naming the row, before any pass.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ CSR_FORMAT = "csr"
 DEFAULT_PANEL_BYTES = 64 * 2**20
 #: Chunk length (entries) of the 1-D arrays of a CSR group written by :func:`save_csr`.
 CSR_CHUNK_ENTRIES = 2**20
+#: Entries of ``indptr`` read at a time when :meth:`CSRMatrix.from_group` checks it.
+INDPTR_CHECK_ENTRIES = 2**22
 #: Value dtypes kept as they are; everything else numeric becomes float64 (as scikit-learn).
 KEPT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -117,7 +121,22 @@ class CSRMatrix:
                 f"{where}: inconsistent indptr: starts at {int(ends[0])} and ends at "
                 f"{int(ends[-1])}, expected 0 and nnz={data.shape[0]}"
             )
+        _check_indptr_order(indptr, where)
         return cls(indptr, indices, data, (m, n), path)
+
+
+def _check_indptr_order(indptr, where):
+    """``ValueError`` naming the first row where ``indptr`` decreases (read in blocks)."""
+    size = indptr.shape[0]
+    for start in range(0, max(size - 1, 0), INDPTR_CHECK_ENTRIES):
+        block = np.asarray(indptr[start : min(start + INDPTR_CHECK_ENTRIES + 1, size)], dtype=np.int64)
+        steps = np.diff(block)
+        if steps.size and steps.min() < 0:
+            row = start + int(np.argmax(steps < 0))
+            raise ValueError(
+                f"{where}: inconsistent indptr: it decreases at row {row} "
+                f"(indptr[{row}] = {int(block[row - start])} > indptr[{row + 1}] = {int(block[row - start + 1])})"
+            )
 
 
 def read_csr_rows(indptr, indices, data, start, stop, n_columns):
@@ -188,7 +207,10 @@ def open_matrix(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"input not found: {path}")
     if path.endswith(".npy"):
-        return np.load(path, mmap_mode="r")
+        try:
+            return np.load(path, mmap_mode="r")
+        except (ValueError, EOFError) as error:
+            raise ValueError(f"{path} is not a NumPy .npy file of numbers ({' '.join(str(error).split())})") from None
     if path.endswith(".npz"):
         try:
             return sp.load_npz(path).tocsr()
@@ -197,7 +219,7 @@ def open_matrix(path):
     try:
         node = zarr.open(store=path, mode="r")
     except Exception as error:  # zarr raises several types for "not zarr"
-        raise ValueError(f"{path} is not a Zarr array or CSR group ({error})") from None
+        raise ValueError(f"{path} is not a Zarr array or CSR group ({' '.join(str(error).split())})") from None
     if isinstance(node, zarr.Group):
         return CSRMatrix.from_group(node, path)
     if node.ndim != 2:

@@ -175,9 +175,13 @@ def test_inconsistent_csr_group_is_refused_on_open(indptr, match, tmp_path):
 
 @pytest.mark.parametrize("panel_rows", [1, 2, 4], ids=["at-panel-edges", "inside-a-panel", "one-panel"])
 def test_decreasing_indptr_is_refused_when_read(panel_rows, tmp_path):
-    """indptr decreasing in the middle: open_matrix's cheap check passes, reading fails."""
+    """indptr decreasing in the middle: open_matrix refuses it naming the row (issue 5); a
+    CSRMatrix built around the check is still refused when its panels are read."""
     path = _write_group(tmp_path / "bad.zarr", [0, 3, 1, 4, 5], [0, 1, 0, 2, 1], [1.0, 2, 3, 4, 5], (4, 3))
-    matrix = open_matrix(path)
+    with pytest.raises(ValueError, match=r"inconsistent indptr: it decreases at row 1 \(indptr\[1\] = 3 > indptr\[2\] = 1\)"):
+        open_matrix(path)
+    group = zarr.open_group(str(path), mode="r")
+    matrix = CSRMatrix(group["indptr"], group["indices"], group["data"], (4, 3), str(path))
     with pytest.raises(ValueError, match="inconsistent indptr"):
         nmf(matrix, n_components=2, init="random", max_iter=2, tol=0, panel_rows=panel_rows)
 
