@@ -25,6 +25,18 @@ fit uses the chunking the fingerprint describes.
 :func:`load_checkpoint` reads the current checkpoint of a directory as
 ``(LoopState, metadata)``; :func:`has_checkpoint` tells whether there is one.
 
+Corruption
+----------
+Every checkpoint directory holds a ``SHA256SUMS`` file (the format of ``sha256sum``, so
+``cd ckpt-000012 && sha256sum -c SHA256SUMS`` checks it by hand) listing the SHA-256 of
+every other file in it. :func:`load_checkpoint` verifies all of them before anything is
+used: a truncated, altered, missing or unlisted file raises
+:class:`CorruptCheckpointError` (a ``ValueError``) naming the file, and naming the
+newest older checkpoint that verifies, if any. That one is never used silently: resume
+from it explicitly with ``dnmf resume DIR --from NAME``, ``load_checkpoint(DIR,
+name=NAME)`` or ``ZarrCheckpointer(..., resume_from=NAME)``; CURRENT is then pointed at
+it, and the newer (corrupted) checkpoints are removed by the next save.
+
 Layout
 ------
 ::
@@ -39,6 +51,7 @@ Layout
         attrs  format = "dnmf-checkpoint", version, iteration, finished, created,
                fingerprint (of V), params (the result-changing ones), all_params,
                rng, run (caller's notes, e.g. the CLI's input and OUT), complete
+        SHA256SUMS          checksums of every other file (written last)
 
 What is fingerprinted
 ---------------------
@@ -54,12 +67,31 @@ it is recorded under ``attrs["rng"]``.
 Atomic protocol
 ---------------
 :meth:`ZarrCheckpointer.save` writes ``ckpt-<iteration>/`` from scratch (W by the
-workers that hold it), marks it ``complete``, flushes every file and directory to disk,
-writes ``CURRENT.tmp-<pid>`` with the new name, flushes it, and ``os.replace``-s it over
-``CURRENT``: that rename is the one step that makes the new checkpoint current. A crash
-before it leaves ``CURRENT`` naming the previous checkpoint, which is still whole (it is
-only pruned after the rename); a directory that ``CURRENT`` does not name is ignored
-and removed by the next save. Pruning keeps the :data:`KEEP` newest complete checkpoints.
+workers that hold it), marks it ``complete``, writes its ``SHA256SUMS``, flushes every
+file and directory to disk, writes ``CURRENT.tmp-<pid>`` with the new name, flushes it,
+and ``os.replace``-s it over ``CURRENT``: that rename is the one step that makes the new
+checkpoint current. A crash before it leaves ``CURRENT`` naming the previous checkpoint,
+which is still whole (it is only pruned after the rename); a directory that ``CURRENT``
+does not name is ignored and removed by the next save. Pruning keeps the :data:`KEEP`
+newest complete checkpoints up to the current one (anything newer than CURRENT is debris
+of a crashed save or of an abandoned, corrupted line); a pruned directory is first
+renamed to a hidden ``.dnmf-*`` name, so a crash while deleting it never leaves a
+half-deleted checkpoint under a checkpoint's name.
+
+:meth:`ZarrCheckpointer.save` returns the saved state with W read back from the new
+checkpoint's files: the driver continues from it on a Dask cluster, so the lineage that
+Dask keeps (and replays when a worker dies with blocks of W) reaches back to the last
+checkpoint only, not to the first iteration (see :func:`dnmf.driver.factorize`).
+
+Before the first iteration the checkpointer probes its directory
+(:func:`dnmf.results.check_writable`): no permission, a read-only or full file system,
+or less free space than the checkpoints need fail at once.
+
+Test hook: with the environment variable
+``DNMF_TEST_PAUSE_IN_CHECKPOINT_WRITE=SECONDS`` (or ``SECONDS@ITERATION``, to pause only
+in the save of that iteration), :meth:`ZarrCheckpointer.save` sleeps that long after W
+is written and before the checkpoint is completed and made current, so that a test can
+kill the process in the middle of a checkpoint write.
 """
 
 from __future__ import annotations
@@ -71,6 +103,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 import dask
@@ -82,7 +115,16 @@ import zarr
 from .driver import LoopState
 from .losses import beta_to_float
 from .params import PARAMS, resolve_solver, validate_params
-from .results import fsync_directory, fsync_tree, jsonable, write_factor
+from .results import (
+    TEMP_PREFIX,
+    check_writable,
+    factor_bytes,
+    fsync_directory,
+    fsync_tree,
+    jsonable,
+    pause_for_tests,
+    write_factor,
+)
 from .storage import CSRMatrix, Panels, as_panels, open_matrix
 
 __all__ = [
@@ -91,22 +133,26 @@ __all__ = [
     "CURRENT",
     "DEFAULT_EVERY",
     "KEEP",
+    "MANIFEST",
+    "PAUSE_IN_CHECKPOINT_WRITE",
     "RESUMABLE_PARAMS",
     "SAMPLE_ROWS",
+    "CorruptCheckpointError",
     "ZarrCheckpointer",
     "check_compatible",
     "has_checkpoint",
     "load_checkpoint",
     "matrix_fingerprint",
     "result_params",
+    "verify_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: ``attrs["format"]`` of a checkpoint group.
 CHECKPOINT_FORMAT = "dnmf-checkpoint"
-#: Layout version.
-CHECKPOINT_VERSION = 1
+#: Layout version (2: with ``SHA256SUMS``).
+CHECKPOINT_VERSION = 2
 #: Name of the pointer file naming the current checkpoint.
 CURRENT = "CURRENT"
 #: Checkpoint every this many iterations when neither ``every`` nor ``seconds`` is given.
@@ -117,8 +163,15 @@ KEEP = 2
 SAMPLE_ROWS = 8
 #: Result-changing parameters a resume may change: they only decide where the run stops.
 RESUMABLE_PARAMS = ("max_iter",)
+#: Checksum file of each checkpoint directory (``sha256sum`` format).
+MANIFEST = "SHA256SUMS"
+#: Bytes read at a time when hashing a file.
+HASH_BLOCK_BYTES = 2**20
+#: Environment variable of the test hook that pauses inside :meth:`ZarrCheckpointer.save`.
+PAUSE_IN_CHECKPOINT_WRITE = "DNMF_TEST_PAUSE_IN_CHECKPOINT_WRITE"
 
 _NAME = re.compile(r"^ckpt-(\d+)(?:-(\d+))?$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _DEFAULTS = {p.name: p.default for p in PARAMS}
 
 
@@ -269,6 +322,11 @@ def check_compatible(metadata, fingerprint, params):
 # ----------------------------------------------------------------- the directory
 
 
+def _key(name):
+    match = _NAME.match(name)
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
 def _entries(directory):
     """``[(iteration, suffix, name)]`` of the checkpoint directories, oldest first."""
     found = []
@@ -305,7 +363,12 @@ def _check_directory(directory):
     foreign = [
         entry.name
         for entry in os.scandir(directory)
-        if not (entry.name == CURRENT or entry.name.startswith(CURRENT + ".tmp-") or _NAME.match(entry.name))
+        if not (
+            entry.name == CURRENT
+            or entry.name.startswith(CURRENT + ".tmp-")
+            or entry.name.startswith(TEMP_PREFIX)  # a probe, or a pruned checkpoint being deleted
+            or _NAME.match(entry.name)
+        )
     ]
     if foreign:
         raise ValueError(
@@ -315,10 +378,11 @@ def _check_directory(directory):
 
 
 def _open_checkpoint(path):
+    """The group and attrs of a complete checkpoint (cheap: no checksums; see :func:`verify_checkpoint`)."""
     try:
         group = zarr.open_group(store=str(path), mode="r")
     except Exception as error:  # zarr raises several types for "not a group"
-        raise ValueError(f"checkpoint {path} is damaged: {error}") from None
+        raise ValueError(f"checkpoint {path} is damaged: {' '.join(str(error).split())}") from None
     attrs = dict(group.attrs)
     if attrs.get("format") != CHECKPOINT_FORMAT or not attrs.get("complete"):
         raise ValueError(f"checkpoint {path} is damaged or incomplete")
@@ -326,11 +390,168 @@ def _open_checkpoint(path):
         raise ValueError(
             f"checkpoint {path} has layout version {attrs['version']}; this dnmf reads up to {CHECKPOINT_VERSION}"
         )
+    if attrs.get("version", 0) < CHECKPOINT_VERSION:
+        raise ValueError(
+            f"checkpoint {path} has layout version {attrs.get('version')}, written without checksums; "
+            f"this dnmf needs version {CHECKPOINT_VERSION}"
+        )
+    if not (Path(path) / MANIFEST).is_file():
+        raise ValueError(f"checkpoint {path} is damaged or incomplete: {MANIFEST} is missing")
     return group, attrs
 
 
-def load_checkpoint(directory):
-    """The current checkpoint of ``directory``.
+# --------------------------------------------------------------------- checksums
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file does not match its recorded checksum.
+
+    Attributes
+    ----------
+    path : str
+        The checkpoint directory (``DIR/ckpt-…``).
+    file : str
+        The offending file (or ``SHA256SUMS`` itself).
+    previous : str or None
+        Name of the newest older checkpoint of the same directory that verifies.
+    """
+
+    def __init__(self, message, path, file, previous=None):
+        super().__init__(message)
+        self.path, self.file, self.previous = str(path), str(file), previous
+
+
+def _file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(HASH_BLOCK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(path):
+    """Every file under ``path`` but the manifest, as sorted relative POSIX paths."""
+    path = Path(path)
+    found = []
+    for root, _, names in os.walk(path):
+        for name in names:
+            relative = Path(root, name).relative_to(path).as_posix()
+            if relative != MANIFEST:
+                found.append(relative)
+    return sorted(found)
+
+
+def _write_manifest(path):
+    """Write ``path/SHA256SUMS``; returns the SHA-256 of its text (names the content)."""
+    text = "".join(f"{_file_sha256(Path(path, relative))}  {relative}\n" for relative in _files(path))
+    with open(Path(path, MANIFEST), "w") as handle:
+        handle.write(text)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_manifest(path):
+    """``(problem, file)`` of the first mismatch between ``path`` and its manifest, or
+    ``(None, digest of the manifest)``."""
+    path = Path(path)
+    manifest = path / MANIFEST
+    try:
+        text = manifest.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        return f"{manifest} cannot be read ({error.__class__.__name__})", manifest
+    recorded = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        digest, separator, relative = line.partition("  ")
+        if not separator or not _DIGEST.match(digest) or not relative:
+            return f"{manifest} is damaged at line {number}", manifest
+        recorded[relative] = digest
+    if not text.endswith("\n"):
+        return f"{manifest} is truncated", manifest
+    for relative in _files(path):
+        if relative not in recorded:
+            return f"{path / relative} is not listed in {MANIFEST}", path / relative
+    for relative, digest in recorded.items():
+        file = path / relative
+        if not file.is_file():
+            return f"{file} is missing", file
+        actual = _file_sha256(file)
+        if actual != digest:
+            return (
+                f"{file} fails its checksum (sha256 {actual[:16]}…, {MANIFEST} records {digest[:16]}…; "
+                f"{file.stat().st_size} bytes)"
+            ), file
+    return None, hashlib.sha256(text.encode()).hexdigest()
+
+
+def _intact(path):
+    """Whether the checkpoint at ``path`` is complete and verifies."""
+    try:
+        _open_checkpoint(path)
+    except ValueError:
+        return False
+    return _check_manifest(path)[0] is None
+
+
+def _previous_intact(directory, name):
+    """The newest checkpoint of ``directory`` older than ``name`` that verifies, or None."""
+    limit = _key(name)
+    for iteration, suffix, other in reversed(_entries(directory)):
+        if (iteration, suffix) < limit and _intact(Path(directory) / other):
+            return other
+    return None
+
+
+def verify_checkpoint(path):
+    """Check every file of the checkpoint at ``path`` against its ``SHA256SUMS``.
+
+    Returns
+    -------
+    str
+        SHA-256 of the manifest (it identifies the checkpoint's content).
+
+    Raises
+    ------
+    CorruptCheckpointError
+        Naming the first file that is truncated, altered, missing or unlisted, and the
+        previous checkpoint of the same directory that verifies (to resume from
+        explicitly), if any.
+    ValueError
+        The checkpoint is incomplete or not a checkpoint.
+    """
+    path = Path(path)
+    _open_checkpoint(path)
+    problem, detail = _check_manifest(path)
+    if problem is None:
+        return detail
+    directory = path.parent
+    previous = _previous_intact(directory, path.name)
+    if previous is None:
+        offer = f"no older intact checkpoint is left in {directory}; remove it to start afresh"
+    else:
+        offer = (
+            f"the previous checkpoint {previous} is intact: resume from it with "
+            f"`dnmf resume {directory} --from {previous}` (Python: ZarrCheckpointer(..., resume_from={previous!r}))"
+        )
+    raise CorruptCheckpointError(f"checkpoint {path} is corrupted: {problem}; {offer}", path, detail, previous)
+
+
+def _state_of(path, digest):
+    """``(LoopState, attrs)`` of a verified checkpoint; W stays lazy, named by the content digest."""
+    group, attrs = _open_checkpoint(path)
+    W = da.from_zarr(group["W"], name=f"checkpoint-W-{digest[:32]}")
+    H = np.asarray(group["H"][...])
+    history = tuple(float(value) for value in np.asarray(group["loss_history"][...]))
+    return LoopState(int(attrs["iteration"]), W, H, history, bool(attrs["finished"])), attrs
+
+
+def load_checkpoint(directory, name=None):
+    """The current checkpoint of ``directory`` (or the one called ``name``), verified.
+
+    Parameters
+    ----------
+    directory : str or path-like
+    name : str, optional
+        A checkpoint of the directory (``ckpt-000010``) to read instead of the current
+        one, e.g. the intact predecessor that a :class:`CorruptCheckpointError` names.
 
     Returns
     -------
@@ -345,22 +566,25 @@ def load_checkpoint(directory):
     Raises
     ------
     FileNotFoundError
-        ``directory`` holds no current checkpoint.
+        ``directory`` holds no current checkpoint, or none called ``name``.
+    CorruptCheckpointError
+        A file of the checkpoint fails its checksum (see :func:`verify_checkpoint`).
     ValueError
-        The current checkpoint is unreadable.
+        The checkpoint is otherwise unreadable.
     """
     directory = Path(directory)
     if not directory.exists():
         raise FileNotFoundError(f"checkpoint directory not found: {directory}")
-    name = _current_name(directory)
     if name is None:
-        raise FileNotFoundError(f"{directory} holds no completed checkpoint (no {CURRENT} pointer)")
+        name = _current_name(directory)
+        if name is None:
+            raise FileNotFoundError(f"{directory} holds no completed checkpoint (no {CURRENT} pointer)")
+    elif not _NAME.match(str(name)) or not (directory / name).is_dir():
+        present = [entry[2] for entry in _entries(directory)]
+        raise FileNotFoundError(f"{directory} holds no checkpoint {name!r} (it holds {present})")
     path = directory / name
-    group, attrs = _open_checkpoint(path)
-    W = da.from_zarr(group["W"])
-    H = np.asarray(group["H"][...])
-    history = tuple(float(value) for value in np.asarray(group["loss_history"][...]))
-    state = LoopState(int(attrs["iteration"]), W, H, history, bool(attrs["finished"]))
+    digest = verify_checkpoint(path)
+    state, attrs = _state_of(path, digest)
     metadata = {
         "path": str(path),
         "iteration": int(attrs["iteration"]),
@@ -398,6 +622,17 @@ class ZarrCheckpointer:
         Complete checkpoints kept.
     run_info : dict, optional
         JSON-ready notes stored with each checkpoint (the CLI stores its input and OUT).
+    resume_from : str, optional
+        Resume from this checkpoint of the directory (e.g. ``"ckpt-000010"``) instead of
+        the current one: the way back after a :class:`CorruptCheckpointError`.
+        :meth:`resume_state` then points CURRENT at it; newer checkpoints are removed by
+        the next save.
+
+    Raises
+    ------
+    PermissionError, OSError
+        The directory cannot be written, or has less free space than the checkpoints
+        need (see :func:`dnmf.results.check_writable`): before any iteration.
 
     Attributes
     ----------
@@ -405,7 +640,9 @@ class ZarrCheckpointer:
         V as the fit must see it; pass these to :func:`dnmf.api.run`.
     """
 
-    def __init__(self, directory, X, params, *, every=None, seconds=None, keep=KEEP, run_info=None):
+    def __init__(
+        self, directory, X, params, *, every=None, seconds=None, keep=KEEP, run_info=None, resume_from=None
+    ):
         if every is not None and (isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1):
             raise ValueError(f"checkpoint_every must be a positive integer, got {every!r}")
         if seconds is not None and not (isinstance(seconds, (int, float)) and seconds > 0):
@@ -421,8 +658,19 @@ class ZarrCheckpointer:
         self.run_info = jsonable(dict(run_info or {}))
         self._source = X
         self.panels = as_panels(X, panel_rows=self.params["panel_rows"])
+        self.resume_from = resume_from
         self._fingerprint = None
+        self._anchor = None  # the checkpoint the driver continues from (never pruned)
         self._last_save = time.monotonic()
+        check_writable(self.directory, self.required_bytes(), "checkpoint directory")
+
+    def required_bytes(self):
+        """Uncompressed bytes the next saves need: one checkpoint per missing one of ``keep + 1``."""
+        k = self.params["n_components"]
+        k = self.panels.shape[1] if k in (None, "auto") else k
+        one = factor_bytes(self.panels.shape, k, self.panels.dtype)
+        present = len(_entries(self.directory)) if self.directory.is_dir() else 0
+        return one * max(1, self.keep + 1 - present)
 
     @property
     def fingerprint(self):
@@ -439,10 +687,17 @@ class ZarrCheckpointer:
         ValueError
             The checkpoint was written for another matrix or other parameters.
         """
-        if not has_checkpoint(self.directory):
+        if self.resume_from is None and not has_checkpoint(self.directory):
             return None
-        state, metadata = load_checkpoint(self.directory)
+        state, metadata = load_checkpoint(self.directory, name=self.resume_from)
         check_compatible(metadata, self.fingerprint, self.params)
+        if self.resume_from is not None and self.resume_from != _current_name(self.directory):
+            logger.warning(
+                "resuming from %s as asked; %s now names it, and newer checkpoints will be removed by the next save",
+                metadata["path"], CURRENT,
+            )
+            self._point_to(self.resume_from)
+        self._anchor = Path(metadata["path"]).name
         logger.info("resuming from %s (iteration %d)", metadata["path"], state.iteration)
         return state
 
@@ -461,15 +716,23 @@ class ZarrCheckpointer:
         return name
 
     def save(self, state):
-        """Write ``state`` as a new checkpoint and make it current (atomic; see the module docstring)."""
+        """Write ``state`` as a new checkpoint and make it current (atomic; see the module docstring).
+
+        Returns
+        -------
+        LoopState
+            The saved state, W read lazily from the new checkpoint's files (see the
+            module docstring: the driver continues from it on a cluster).
+        """
         started = time.perf_counter()
         self.directory.mkdir(parents=True, exist_ok=True)
         name = self._new_name(state.iteration)
         path = self.directory / name
         if path.exists():  # a leftover of a crashed save: never current, safe to replace
-            shutil.rmtree(path)
+            self._remove(name)
         group = zarr.open_group(str(path), mode="w")
         write_factor(group, "W", state.W)
+        pause_for_tests(PAUSE_IN_CHECKPOINT_WRITE, state.iteration)
         write_factor(group, "H", np.asarray(state.H))
         write_factor(group, "loss_history", np.asarray(state.loss_history, dtype=np.float64))
         group.attrs.update(
@@ -487,11 +750,14 @@ class ZarrCheckpointer:
             }
         )
         group.attrs["complete"] = True
+        digest = _write_manifest(path)
         fsync_tree(path)
         self._point_to(name)
         self._prune()
+        self._anchor = name
         self._last_save = time.monotonic()
         logger.info("checkpoint %s written (%.2fs)", path, time.perf_counter() - started)
+        return _state_of(path, digest)[0]
 
     def _point_to(self, name):
         temporary = self.directory / f"{CURRENT}.tmp-{os.getpid()}"
@@ -502,19 +768,31 @@ class ZarrCheckpointer:
         os.replace(temporary, self.directory / CURRENT)
         fsync_directory(self.directory)
 
+    def _remove(self, name):
+        """Delete checkpoint ``name``: renamed to a hidden name first (one atomic step), then removed."""
+        doomed = self.directory / f"{TEMP_PREFIX}deleting-{name}-{uuid.uuid4().hex[:8]}"
+        os.rename(self.directory / name, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
     def _prune(self):
+        """Keep the ``keep`` newest complete checkpoints up to CURRENT (and the driver's anchor)."""
         current = _current_name(self.directory)
+        limit = _key(current)
         complete = []
-        for _, _, name in _entries(self.directory):
+        for iteration, suffix, name in _entries(self.directory):
+            if (iteration, suffix) > limit:
+                continue  # newer than CURRENT: debris, never valid
             try:
                 _open_checkpoint(self.directory / name)
             except ValueError:
                 continue
             complete.append(name)
-        kept = set(complete[-self.keep :]) | {current}
+        kept = set(complete[-self.keep :]) | {current, self._anchor}
         for _, _, name in _entries(self.directory):
             if name not in kept:
-                shutil.rmtree(self.directory / name, ignore_errors=True)
+                self._remove(name)
         for entry in os.scandir(self.directory):
             if entry.name.startswith(CURRENT + ".tmp-"):
                 os.unlink(entry.path)
+            elif entry.name.startswith(f"{TEMP_PREFIX}deleting-"):
+                shutil.rmtree(entry.path, ignore_errors=True)

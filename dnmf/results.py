@@ -21,16 +21,29 @@ Transform result (``kind = "dnmf-transform"``): the same with ``W`` only, plus t
 Factors held on a Dask cluster are written by the workers themselves
 (:func:`write_factor`); the paths are then expected to be shared by the client and the
 workers, as the inputs already are.
+
+Before any work, :func:`check_writable` probes where a result (or checkpoints) will go:
+it writes, flushes and removes a small file there (no permission, a read-only or a full
+file system fail at once) and compares the uncompressed size of the factors with the
+free space, so that a fit that cannot be saved stops before its first iteration.
+
+Test hook: with the environment variable ``DNMF_TEST_PAUSE_IN_RESULT_WRITE=SECONDS``,
+:func:`write_fit` and :func:`write_transform` sleep that long after W is written into
+the hidden directory and before the group is completed and renamed, so that a test can
+kill the process in the middle of writing OUT. Unset (always, outside tests) it costs
+nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import numbers
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +58,12 @@ __all__ = [
     "TRANSFORM_KIND",
     "Result",
     "check_destination",
+    "check_writable",
+    "factor_bytes",
     "fsync_directory",
     "fsync_tree",
     "jsonable",
+    "pause_for_tests",
     "publish_directory",
     "read_result",
     "stored_attrs",
@@ -66,6 +82,10 @@ TRANSFORM_KIND = "dnmf-transform"
 RESULT_VERSION = 1
 #: Prefix of the hidden sibling directories that groups are written into.
 TEMP_PREFIX = ".dnmf-tmp-"
+#: Bytes written by the probe of :func:`check_writable`.
+PROBE_BYTES = 4096
+#: Environment variable of the test hook that pauses inside :func:`write_fit`/:func:`write_transform`.
+PAUSE_IN_RESULT_WRITE = "DNMF_TEST_PAUSE_IN_RESULT_WRITE"
 
 
 # ----------------------------------------------------------------- durable directories
@@ -104,6 +124,84 @@ def check_destination(path, overwrite=False):
     """``FileExistsError`` if ``path`` exists and ``overwrite`` is False."""
     if Path(path).exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+
+
+def pause_for_tests(variable, iteration=None):
+    """Sleep as the test hook ``variable`` asks: its value is ``SECONDS`` or ``SECONDS@ITERATION``
+    (pause only when writing that iteration). Unset or empty: no pause."""
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        return
+    seconds, _, when = value.partition("@")
+    if when and (iteration is None or int(when) != int(iteration)):
+        return
+    logger.warning("test hook %s: pausing %s s", variable, seconds)
+    time.sleep(float(seconds))
+
+
+def factor_bytes(shape, n_components, dtype):
+    """Uncompressed bytes of W (m x k) and H (k x n) for a V of ``shape`` and ``dtype``
+    (values other than float32 are stored as float64, as :mod:`dnmf.storage` converts them)."""
+    m, n = (int(s) for s in shape)
+    k = int(n_components)
+    itemsize = 4 if np.dtype(dtype) == np.dtype(np.float32) else 8
+    return (m * k + k * n) * itemsize
+
+
+def _mib(nbytes):
+    return f"{nbytes / 2**20:.1f} MiB"
+
+
+def check_writable(path, nbytes=0, what="output"):
+    """Fail now, not after the fit, if ``path`` cannot be written or cannot hold ``nbytes``.
+
+    The probe goes to ``path`` itself when it is an existing directory (a checkpoint
+    directory), else to the nearest existing parent (where ``path`` will be created):
+    a :data:`PROBE_BYTES` file is created, flushed to disk and removed; then ``nbytes``
+    is compared with the free space there.
+
+    Parameters
+    ----------
+    path : str or path-like
+    nbytes : int
+        Bytes the output will need (uncompressed; see :func:`factor_bytes`).
+    what : str
+        Named in the messages ("OUT", "checkpoint directory").
+
+    Raises
+    ------
+    PermissionError
+        No permission to create files there.
+    NotADirectoryError
+        A parent of ``path`` is a file.
+    OSError
+        A read-only or full file system, or less free space than ``nbytes``.
+    """
+    path = Path(path).absolute()
+    base = path if path.is_dir() else path.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise NotADirectoryError(f"cannot write {what} {path}: {base} is not a directory")
+    probe = base / f"{TEMP_PREFIX}probe-{uuid.uuid4().hex[:12]}"
+    try:
+        with open(probe, "wb") as handle:
+            handle.write(b"\0" * PROBE_BYTES)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        reason = error.strerror or str(error)
+        kind = PermissionError if error.errno in (errno.EACCES, errno.EPERM) else OSError
+        raise kind(f"cannot write {what} {path}: {reason} (probe of {base})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    free = shutil.disk_usage(base).free
+    if nbytes > free:
+        raise OSError(
+            f"not enough space for {what} {path}: it needs about {_mib(nbytes)} (uncompressed factors), "
+            f"{_mib(free)} free in {base}"
+        )
 
 
 @contextlib.contextmanager
@@ -219,6 +317,7 @@ def write_fit(path, result, params, *, input_path=None, overwrite=False):
     with publish_directory(path, overwrite) as temp:
         group = zarr.open_group(str(temp), mode="w")
         write_factor(group, "W", result.W)
+        pause_for_tests(PAUSE_IN_RESULT_WRITE)
         write_factor(group, "H", result.H)
         group.attrs.update(attrs)
     logger.info("wrote %s (n_iter=%d, relative error %.4g)", path, attrs["n_iter"], attrs["relative_err"])
@@ -240,6 +339,7 @@ def write_transform(path, result, *, model=None, input_path=None, overwrite=Fals
     with publish_directory(path, overwrite) as temp:
         group = zarr.open_group(str(temp), mode="w")
         write_factor(group, "W", result.W)
+        pause_for_tests(PAUSE_IN_RESULT_WRITE)
         group.attrs.update(attrs)
     logger.info("wrote %s (relative error %.4g)", path, attrs["relative_err"])
     return attrs
