@@ -24,6 +24,19 @@ decrease over 10 iterations with the *initial* error, which stops much earlier a
 good initialization such as NNDSVDA.) It also stops when ``e_j == 0``.
 With ``tol == 0`` it runs ``max_iter`` iterations; reaching ``max_iter`` with
 ``tol > 0`` warns with :class:`sklearn.exceptions.ConvergenceWarning`.
+
+Lost workers
+------------
+On a ``distributed`` cluster W and H live in workers' memory only. When a worker dies,
+Dask recomputes the keys it held from their lineage: the tasks that produced them, back
+to data it can read again. Every iteration's W depends on the previous one, so that
+lineage reaches back to the initial factors; the scheduler keeps a record of every task
+on it (a few per panel per iteration) and, after losing W, replays the iterations from
+the start. With a checkpointer, the driver continues after each save from the saved
+copy (:meth:`Checkpointer.save` returns the state with W read back from its files), so
+the lineage, the scheduler's records and a replay reach back to the last checkpoint
+only. Either way a lost worker costs time, not the fit, and the replayed iterations are
+the same computations: the result is that of an undisturbed run.
 """
 
 from __future__ import annotations
@@ -107,8 +120,9 @@ class Checkpointer(Protocol):
     def due(self, iteration: int) -> bool:
         """Whether to save after this iteration."""
 
-    def save(self, state: LoopState) -> None:
-        """Persist ``state`` durably."""
+    def save(self, state: LoopState) -> LoopState | None:
+        """Persist ``state`` durably; may return it with W read back from the durable copy,
+        which the driver then continues from on a cluster (see "Lost workers")."""
 
 
 @dataclass
@@ -175,11 +189,11 @@ def _check_stats(stats, beta):
     if n_nonfinite:
         raise ValueError(f"Input contains NaN or infinity ({int(n_nonfinite)} entries)")
     if minimum < 0:
-        raise ValueError(f"Negative values in data passed to NMF (input minimum is {minimum!r})")
+        raise ValueError(f"Negative values in data passed to NMF (input minimum is {float(minimum)!r})")
     if beta <= 0 and n_zero:
         raise ValueError(
             f"When beta_loss <= 0 and X contains zeros ({int(n_zero)} here), the solver "
-            "may diverge. Please add small values to X, or use a positive beta_loss."
+            f"may diverge. Please add small values to X, or use a positive beta_loss (got beta_loss={beta!r})."
         )
 
 
@@ -227,6 +241,20 @@ def _loop_state(iteration, W_blocks, H, known, V, k, dtype, finished):
     H = np.asarray(dask.compute(H)[0])
     W = _as_array(W_blocks, V.row_chunks, k, dtype)
     return LoopState(iteration, W, H, tuple(known), finished)
+
+
+def _save(checkpointer, state, client, V, k):
+    """Save ``state``; on a cluster, continue from the durable copy the checkpointer returns
+    (cuts the lineage Dask keeps; see "Lost workers"). Returns ``(W_blocks, H)`` to go on with,
+    or None to keep the current ones."""
+    saved = checkpointer.save(state)
+    if client is None or not isinstance(saved, LoopState):
+        return None
+    W = saved.W.rechunk((V.row_chunks, k))
+    W, H = dask.persist(W, dask.delayed(np.asarray(saved.H), pure=True))
+    # Unoptimized: each block's graph holds the futures themselves (an optimized one only
+    # names the keys, which are released as soon as ``W`` goes out of scope).
+    return list(W.to_delayed(optimize_graph=False).ravel()), H
 
 
 def _stop(errors, tol):
@@ -361,13 +389,15 @@ def factorize(
             callback(IterationInfo(n_iter, max_iter, known[-1], errors[-1], change, seconds))
         converged = _stop(errors, tol)
         if checkpointer is not None and not converged and checkpointer.due(n_iter):
-            checkpointer.save(_loop_state(n_iter, W_blocks, H_now, known, V, k, dtype, False))
+            rebased = _save(checkpointer, _loop_state(n_iter, W_blocks, H_now, known, V, k, dtype, False), client, V, k)
+            W_blocks, H_now = rebased or (W_blocks, H_now)
             saved = n_iter
         if converged:
             break
 
     if checkpointer is not None and saved != n_iter:
-        checkpointer.save(_loop_state(n_iter, W_blocks, H_now, known, V, k, dtype, converged))
+        rebased = _save(checkpointer, _loop_state(n_iter, W_blocks, H_now, known, V, k, dtype, converged), client, V, k)
+        W_blocks, H_now = rebased or (W_blocks, H_now)
     if not converged and tol > 0:
         warnings.warn(
             f"Maximum number of iterations {max_iter} reached. Increase it to improve convergence.",
