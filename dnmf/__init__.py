@@ -38,3 +38,8 @@ __all__ += [
     "top_terms",
     "topic_mix",
 ]
+
+# Missing values and rank selection (issue 8).
+from .rank import RankReport, plot_rank_report, select_rank  # noqa: E402
+
+__all__ += ["RankReport", "plot_rank_report", "select_rank"]
