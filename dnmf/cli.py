@@ -18,8 +18,13 @@ change, seconds per iteration and the ETA; ``--quiet`` silences it, ``-v`` / ``-
 turn on logging.
 
 Bad input (a missing file, a bad value, an existing OUT, an unreachable scheduler, a
-checkpoint that does not match) exits with status 2 and one line on stderr starting with
-``error:``; ``-v`` adds the traceback.
+checkpoint that does not match or fails its checksums) and an unusable destination (no
+permission, a read-only or full file system: probed before the cluster starts) exit with
+status 2 and one line on stderr starting with ``error:``; ``-v`` adds the traceback.
+The embedded cluster's own log lines (e.g. a task's traceback) are shown from ``-v`` on.
+
+After a corrupted checkpoint, ``dnmf resume DIR --from NAME`` resumes from the older,
+intact checkpoint that the error names.
 """
 
 from __future__ import annotations
@@ -45,7 +50,16 @@ from . import checkpoint as ckpt
 from .api import DEFAULTS, run
 from .generate import DEFAULT_DTYPE, DEFAULT_NOISE, DEFAULT_RANK, DEFAULT_SEED, DEFAULT_SHAPE, DTYPES, generate
 from .params import PARAMS, validate_params
-from .results import FIT_KIND, check_destination, read_result, stored_attrs, write_fit, write_transform
+from .results import (
+    FIT_KIND,
+    check_destination,
+    check_writable,
+    factor_bytes,
+    read_result,
+    stored_attrs,
+    write_fit,
+    write_transform,
+)
 from .scheduler import local_cluster, use_scheduler
 from .storage import CSRMatrix, as_panels, open_matrix
 
@@ -57,8 +71,9 @@ logger = logging.getLogger(__name__)
 EXIT_BAD_INPUT = 2
 #: Exit status after Ctrl-C.
 EXIT_INTERRUPTED = 130
-#: Exceptions from the library that mean "bad input": one ``error:`` line, exit 2.
-LIBRARY_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, ConnectionError, PermissionError)
+#: Exceptions from the library that mean "bad input" (or an unusable destination: OSError):
+#: one ``error:`` line, exit 2.
+LIBRARY_ERRORS = (ValueError, TypeError, OSError)
 #: Extra option names of some parameters (listed first: they are the documented ones).
 ALIASES = {"n_components": ("--rank",), "random_state": ("--seed",)}
 #: Parameters that are not plain options: ``client`` is ``--scheduler``, ``verbose`` is ``-v``.
@@ -262,7 +277,10 @@ def _scheduler(address=None, workers=None, memory_limit=None, threads=False, qui
             finally:
                 client.close()
         return
-    with local_cluster(n_workers=workers, memory_limit=memory_limit or "auto", processes=not threads) as client:
+    silence = logging.CRITICAL if _SESSION.verbose == 0 else logging.WARNING if _SESSION.verbose == 1 else logging.INFO
+    with local_cluster(
+        n_workers=workers, memory_limit=memory_limit or "auto", processes=not threads, silence_logs=silence
+    ) as client:
         if not quiet:
             click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
         yield client
@@ -324,7 +342,15 @@ def _check_paths(input_path, out, checkpoint=None):
             raise ValueError(f"{name} {target} would write over the input {source}")
 
 
-def _fit_job(input_path, params, *, out, overwrite, checkpoint=None, every=None, seconds=None, scheduler=None, quiet=False):
+def _components(params, source):
+    k = params["n_components"]
+    return source.shape[1] if k in (None, "auto") else k
+
+
+def _fit_job(
+    input_path, params, *, out, overwrite, checkpoint=None, every=None, seconds=None, scheduler=None, quiet=False,
+    resume_from=None,
+):
     """Fit ``input_path`` (checkpointing and resuming if asked) and write OUT.
 
     Returns
@@ -339,13 +365,16 @@ def _fit_job(input_path, params, *, out, overwrite, checkpoint=None, every=None,
     _check_paths(input_path, out, checkpoint)
     check_destination(out, overwrite)
     source = open_matrix(input_path)
+    check_writable(out, factor_bytes(source.shape, _components(params, source), source.dtype), "OUT")
     with _scheduler(**(scheduler or {}), quiet=quiet):
         start = checkpointer = None
         if checkpoint is None:
             panels = as_panels(source, panel_rows=params["panel_rows"])
         else:
             run_info = {"input": input_path, "out": out, "every": every, "seconds": seconds}
-            checkpointer = ckpt.ZarrCheckpointer(checkpoint, source, params, every=every, seconds=seconds, run_info=run_info)
+            checkpointer = ckpt.ZarrCheckpointer(
+                checkpoint, source, params, every=every, seconds=seconds, run_info=run_info, resume_from=resume_from
+            )
             panels, start = checkpointer.panels, checkpointer.resume_state()
             if start is not None and not quiet:
                 click.echo(f"resuming {checkpoint} from iteration {start.iteration}", err=True)
@@ -617,14 +646,18 @@ def fit(
 @click.option(
     "--out", "-o", metavar="OUT.zarr", default=None, help="Write here instead of the OUT of the original fit.",
 )
+@click.option(
+    "--from", "from_name", metavar="NAME", default=None,
+    help="Resume from this checkpoint of DIR (e.g. ckpt-000010), such as the intact one a checksum error names.",
+)
 @_scheduler_options
 @click.option("--overwrite", is_flag=True, default=False, help="Replace an existing OUT.")
 @_output_options
-def resume(directory, max_iter, out, scheduler, workers, memory_limit, threads, overwrite, quiet, verbose):
+def resume(directory, max_iter, out, from_name, scheduler, workers, memory_limit, threads, overwrite, quiet, verbose):
     """Finish the checkpointed `dnmf fit` in DIR and write its OUT."""
     _start(verbose, quiet)
     directory = _absolute(directory)
-    _, metadata = ckpt.load_checkpoint(directory)
+    _, metadata = ckpt.load_checkpoint(directory, name=from_name)
     run_info = metadata["run"]
     if not run_info.get("input"):
         raise ValueError(f"{directory} was not written by `dnmf fit` (it records no input); resume it from Python")
@@ -637,6 +670,7 @@ def resume(directory, max_iter, out, scheduler, workers, memory_limit, threads, 
         run_info["input"], {**DEFAULTS, **params}, out=out, overwrite=overwrite, checkpoint=directory,
         every=run_info.get("every"), seconds=run_info.get("seconds"),
         scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads), quiet=quiet,
+        resume_from=from_name,
     )
     if not quiet:
         click.echo(_summary(_absolute(out), attrs, elapsed))
@@ -666,6 +700,7 @@ def transform(input_path, model, out, max_iter, scheduler, workers, memory_limit
     if max_iter is not None:
         params["max_iter"] = max_iter
     source = open_matrix(input_path)
+    check_writable(out, factor_bytes((source.shape[0], 0), fitted.H.shape[0], source.dtype), "OUT")
     with _scheduler(scheduler, workers, memory_limit, threads, quiet=quiet):
         started = time.perf_counter()
         result = run(as_panels(source, panel_rows=params["panel_rows"]), params, H=fitted.H, update_H=False)

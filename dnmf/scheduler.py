@@ -56,10 +56,11 @@ def connect(address):
 
 
 @contextlib.contextmanager
-def local_cluster(n_workers=None, memory_limit="auto", threads_per_worker=None, processes=True):
+def local_cluster(n_workers=None, memory_limit="auto", threads_per_worker=None, processes=True, silence_logs=logging.WARN):
     """An embedded ``LocalCluster`` and a ``Client`` on it, current for the block.
 
-    Its dashboard link is logged at INFO level.
+    Its dashboard link is logged at INFO level. ``silence_logs`` is the level below which
+    the cluster's own log lines (scheduler, workers, nannies) are dropped.
     """
     from distributed import Client, LocalCluster
 
@@ -69,6 +70,7 @@ def local_cluster(n_workers=None, memory_limit="auto", threads_per_worker=None, 
         memory_limit=memory_limit,
         processes=processes,
         dashboard_address=":0",
+        silence_logs=silence_logs,
     ) as cluster, Client(cluster) as client:
         logger.info("Dask dashboard: %s", client.dashboard_link)
         with client.as_current():
