@@ -49,6 +49,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .api import DEFAULTS, run
 from .generate import DEFAULT_DTYPE, DEFAULT_NOISE, DEFAULT_RANK, DEFAULT_SEED, DEFAULT_SHAPE, DTYPES, generate
+from .masked import normalize_missing
 from .params import PARAMS, validate_params
 from .results import (
     FIT_KIND,
@@ -75,7 +76,7 @@ EXIT_INTERRUPTED = 130
 #: one ``error:`` line, exit 2.
 LIBRARY_ERRORS = (ValueError, TypeError, OSError)
 #: Extra option names of some parameters (listed first: they are the documented ones).
-ALIASES = {"n_components": ("--rank",), "random_state": ("--seed",)}
+ALIASES = {"n_components": ("--rank",), "random_state": ("--seed",), "missing_values": ("--missing",)}
 #: Parameters that are not plain options: ``client`` is ``--scheduler``, ``verbose`` is ``-v``.
 NOT_OPTIONS = ("client", "verbose")
 #: Metavars of the generated options.
@@ -92,6 +93,7 @@ METAVARS = {
     "l1_ratio": "R",
     "inner_sweeps": "N",
     "panel_rows": "ROWS",
+    "missing_values": "nan|absent",
 }
 #: Options that are not config keys.
 NOT_CONFIG_KEYS = ("config", "show_config", "help")
@@ -256,6 +258,7 @@ def _fit_params(values):
     given = {name: values[name] for name in _PARAM_NAMES if values.get(name) is not None}
     params = {**DEFAULTS, **given}
     validate_params(params)
+    params["missing_values"] = normalize_missing(params["missing_values"])  # "nan" (a float NaN after parsing)
     if params["init"] == "custom":
         raise ValueError("init 'custom' needs initial W and H, which the command line cannot pass; use the Python API")
     return params
@@ -816,10 +819,13 @@ def main(argv=None):
 
 
 def _register_extensions():
-    """Add the commands of :mod:`dnmf.cli_explore` (plot, topics, similar) to the group."""
+    """Add the commands of :mod:`dnmf.cli_explore` (plot, topics, similar) and
+    :mod:`dnmf.cli_rank` (rank, recommend) to the group."""
     from .cli_explore import register
+    from .cli_rank import register as register_rank
 
     register(cli)
+    register_rank(cli)
 
 
 _register_extensions()

@@ -9,6 +9,7 @@ noise level, and read V once per iteration.
 from __future__ import annotations
 
 import collections
+import json
 import dataclasses
 import warnings
 
@@ -292,3 +293,27 @@ def test_recommend_excludes_observed():
     row = np.array([[np.nan, 1.0, np.nan, 2.0, 0.0]])
     assert masked.observed_columns(row, "nan").tolist() == [1, 3, 4]
     assert masked.observed_columns(sp.csr_matrix(np.array([[1.0, 0.0, 2.0, 0.0]])), "absent").tolist() == [0, 2]
+
+
+def test_cli_fit_missing_then_recommend(tmp_path, capsys):
+    """`dnmf fit --missing nan` then `dnmf recommend`: unobserved columns only, best first."""
+    from dnmf.cli import main
+
+    V, M, V_nan, _, _ = problem(m=30, n=16, share=0.25)
+    zarr.create_array(str(tmp_path / "v.zarr"), data=V_nan, chunks=(10, 16))
+    out = tmp_path / "out.zarr"
+    assert main([
+        "fit", str(tmp_path / "v.zarr"), "--rank", "3", "--solver", "mu", "--missing", "nan", "--max-iter", "20",
+        "--out", str(out), "--threads", "--workers", "1", "-q",
+    ]) == 0
+    assert main(["recommend", str(out), "--row", "2", "--top", "3", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    fitted = zarr.open_group(str(out), mode="r")
+    scores = np.asarray(fitted["W"][2]) @ np.asarray(fitted["H"][...])
+    unobserved = np.flatnonzero(~M[2])
+    expected = unobserved[np.argsort(-scores[unobserved], kind="stable")][:3]
+    assert [pick["column"] for pick in shown["top"]] == expected.tolist()
+    assert shown["observed"] == int(M[2].sum())
+    assert fitted.attrs["params"]["missing_values"] == "nan"
+    assert main(["recommend", str(out), "--row", "99"]) == 2
+    assert "out of range" in capsys.readouterr().err

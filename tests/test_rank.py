@@ -87,3 +87,19 @@ def test_sweep_on_a_cluster_with_missing_values():
 def test_bad_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         select_rank(np.ones((5, 4)), **kwargs)
+
+
+def test_cli_rank(tmp_path, capsys):
+    from dnmf.cli import main
+
+    np.save(tmp_path / "v.npy", planted(40, 30, 2, seed=4))
+    argv = [
+        "rank", str(tmp_path / "v.npy"), "--ranks", "1:3", "--replicates", "2", "--max-iter", "30",
+        "--out", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"), "--threads", "--workers", "1", "-q",
+    ]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert [s["rank"] for s in saved["scores"]] == [1, 2, 3]
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["rank", str(tmp_path / "v.npy"), "--ranks", "3:x"]) == 2
+    assert "FIRST:LAST" in capsys.readouterr().err
