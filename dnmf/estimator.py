@@ -172,8 +172,8 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                     del self.feature_names_in_
             return X
         dtype = getattr(X, "dtype", None)
-        if dtype is not None and np.dtype(dtype).kind == "b":
-            _value_dtype(dtype, "X")  # TypeError naming the dtype; scikit-learn checks the rest
+        if dtype is not None and np.dtype(dtype).kind in "bcUS":
+            _value_dtype(dtype, "X")  # boolean, complex, text: an error naming the dtype; scikit-learn checks the rest
         return validate_data(
             self,
             X,
