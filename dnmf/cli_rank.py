@@ -22,7 +22,7 @@ import logging
 import click
 import numpy as np
 
-__all__ = ["COMMANDS", "parse_ranks", "rank_command", "recommend_command", "register"]
+__all__ = ["parse_ranks", "register"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,126 +51,132 @@ def parse_ranks(text):
     return sorted(set(ranks))
 
 
-def _table_options(command):
-    """The fit options of the parameter table, but the rank and the seed."""
-    from .cli import _SCALAR, ALIASES, METAVARS
-    from .params import PARAMS
+def _commands():
+    """Build the commands (importing :mod:`dnmf.cli` here, not at import time: ``dnmf.cli``
+    registers these commands when it is imported itself)."""
 
-    for spec in reversed([p for p in PARAMS if p.name not in NOT_RANK_OPTIONS]):
-        names = [*ALIASES.get(spec.name, ()), f"--{spec.option}", spec.name]
-        command = click.option(
-            *names, type=_SCALAR, default=None, metavar=METAVARS.get(spec.name, "VALUE"),
-            help=f"{spec.doc} [default: {spec.default}]",
-        )(command)
-    return command
+    def _table_options(command):
+        """The fit options of the parameter table, but the rank and the seed."""
+        from .cli import _SCALAR, ALIASES, METAVARS
+        from .params import PARAMS
 
-
-def _common(command):
-    from .cli import _output_options, _scheduler_options
-
-    return _output_options(_scheduler_options(command))
+        for spec in reversed([p for p in PARAMS if p.name not in NOT_RANK_OPTIONS]):
+            names = [*ALIASES.get(spec.name, ()), f"--{spec.option}", spec.name]
+            command = click.option(
+                *names, type=_SCALAR, default=None, metavar=METAVARS.get(spec.name, "VALUE"),
+                help=f"{spec.doc} [default: {spec.default}]",
+            )(command)
+        return command
 
 
-@click.command("rank")
-@click.argument("input_path", metavar="INPUT")
-@click.option("--ranks", required=True, metavar="FIRST:LAST[:STEP]", help="Ranks to try, e.g. 2:20 or 3,5,8.")
-@click.option("--replicates", type=click.IntRange(min=2), default=3, show_default=True, metavar="R",
-              help="Fits per rank.")
-@click.option("--perturbation", type=click.FloatRange(0, 1, max_open=True), default=None, metavar="F",
-              help="Relative noise of each replicate's copy of INPUT. [default: 0.03]")
-@click.option("--threshold", type=float, default=None, metavar="S",
-              help="Stability a rank needs to be recommended. [default: 0.8]")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="S",
-              help="Base seed of the replicates.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Fits at once (1: one after another). [default: all, up to 16]")
-@click.option("--out", "-o", metavar="REPORT.json", default=None, help="Write the report as JSON.")
-@click.option("--plot", "plot_path", metavar="FILE.png", default=None, help="Plot error and stability against k.")
-@_table_options
-@_common
-def rank_command(
-    input_path, ranks, replicates, perturbation, threshold, seed, concurrency, out, plot_path, scheduler, workers,
-    memory_limit, threads, quiet, verbose, **values
-):
-    """Fit each rank of --ranks several times and recommend k by stability (NMFk)."""
-    from . import rank as rank_selection
-    from .cli import _absolute, _Bar, _scheduler, _start
-    from .params import validate_params
-    from .storage import open_matrix
+    def _common(command):
+        from .cli import _output_options, _scheduler_options
 
-    _start(verbose, quiet)
-    ranks = parse_ranks(ranks)
-    params = {name: value for name, value in values.items() if value is not None}
-    validate_params({**params, "n_components": ranks[-1]})
-    options = dict(replicates=replicates, random_state=seed, concurrency=concurrency)
-    if perturbation is not None:
-        options["perturbation"] = perturbation
-    if threshold is not None:
-        options["threshold"] = threshold
-    source = open_matrix(_absolute(input_path))
-    with _scheduler(scheduler, workers, memory_limit, threads, quiet=quiet):
-        bar = _Bar(len(ranks) * replicates, "rank", "fit", quiet)
-        try:
-            report = rank_selection.select_rank(source, ranks, callback=lambda k, r: bar.update(1), **options, **params)
-        finally:
-            bar.close()
-    if out is not None:
-        report.to_json(_absolute(out))
-    if plot_path is not None:
-        rank_selection.plot_rank_report(report, _absolute(plot_path))
-    if not quiet:
-        click.echo(f"{'rank':>4}  {'error':>10}  {'stability':>9}  {'silhouette':>10}")
-        for score in report.scores:
-            mark = "  <- recommended" if score.rank == report.recommended else ""
-            click.echo(f"{score.rank:>4}  {score.error:>10.5g}  {score.stability:>9.3f}  {score.silhouette:>10.3f}{mark}")
-        click.echo(
-            f"recommended k = {report.recommended} ({report.rule}); error elbow at k = {report.elbow}; "
-            f"{len(ranks) * replicates} fits in {report.seconds:.1f} s"
-        )
+        return _output_options(_scheduler_options(command))
 
 
-@click.command("recommend")
-@click.argument("model", metavar="OUT.zarr")
-@click.option("--row", type=click.IntRange(min=0), required=True, metavar="R", help="Row of V (0-based).")
-@click.option("--top", type=click.IntRange(min=1), default=RECOMMEND_TOP, show_default=True, metavar="N")
-@click.option("--input", "input_path", metavar="V", default=None,
-              help="The fitted matrix, to know the observed entries. [default: the input recorded in OUT]")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("-q", "--quiet", is_flag=True, default=False, help="No output but errors.")
-@click.option("-v", "--verbose", count=True, help="Log (-vv: debug).")
-def recommend_command(model, row, top, input_path, as_json, quiet, verbose):
-    """Predict the unobserved entries of row R from W·H and list the N highest."""
-    from .cli import _absolute, _start
-    from .masked import normalize_missing, observed_columns, recommend
-    from .results import FIT_KIND, read_result
-    from .storage import open_matrix
+    @click.command("rank")
+    @click.argument("input_path", metavar="INPUT")
+    @click.option("--ranks", required=True, metavar="FIRST:LAST[:STEP]", help="Ranks to try, e.g. 2:20 or 3,5,8.")
+    @click.option("--replicates", type=click.IntRange(min=2), default=3, show_default=True, metavar="R",
+                  help="Fits per rank.")
+    @click.option("--perturbation", type=click.FloatRange(0, 1, max_open=True), default=None, metavar="F",
+                  help="Relative noise of each replicate's copy of INPUT. [default: 0.03]")
+    @click.option("--threshold", type=float, default=None, metavar="S",
+                  help="Stability a rank needs to be recommended. [default: 0.8]")
+    @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="S",
+                  help="Base seed of the replicates.")
+    @click.option("--concurrency", type=click.IntRange(min=1), default=None, metavar="N",
+                  help="Fits at once (1: one after another). [default: all, up to 16]")
+    @click.option("--out", "-o", metavar="REPORT.json", default=None, help="Write the report as JSON.")
+    @click.option("--plot", "plot_path", metavar="FILE.png", default=None, help="Plot error and stability against k.")
+    @_table_options
+    @_common
+    def rank_command(
+        input_path, ranks, replicates, perturbation, threshold, seed, concurrency, out, plot_path, scheduler, workers,
+        memory_limit, threads, quiet, verbose, **values
+    ):
+        """Fit each rank of --ranks several times and recommend k by stability (NMFk)."""
+        from . import rank as rank_selection
+        from .cli import _absolute, _Bar, _scheduler, _start
+        from .params import validate_params
+        from .storage import open_matrix
 
-    _start(verbose, quiet)
-    fitted = read_result(_absolute(model))
-    if fitted.kind != FIT_KIND:
-        raise ValueError(f"{model} is a transform result; recommend needs the OUT of `dnmf fit`")
-    m = fitted.W.shape[0]
-    if row >= m:
-        raise ValueError(f"--row {row} is out of range: {model} has {m} rows")
-    input_path = _absolute(input_path) or fitted.attrs.get("input")
-    if not input_path:
-        raise ValueError(f"{model} records no input; pass --input V (the fitted matrix) to know the observed entries")
-    source = open_matrix(input_path)
-    if tuple(source.shape) != (m, fitted.H.shape[1]):
-        raise ValueError(f"--input {input_path} has shape {tuple(source.shape)}, but {model} fits {(m, fitted.H.shape[1])}")
-    missing = normalize_missing((fitted.attrs.get("params") or {}).get("missing_values"))
-    observed = observed_columns(_read_row(source, row), missing)
-    picks = recommend(np.asarray(fitted.W[row]), fitted.H, observed, top)
-    if quiet:
-        return
-    if as_json:
-        click.echo(json.dumps({"row": row, "observed": int(observed.size), "top": [
-            {"column": column, "score": score} for column, score in picks
-        ]}, indent=2))
-        return
-    click.echo(f"row {row}: {observed.size} observed of {fitted.H.shape[1]}; top {len(picks)} predictions")
-    for column, score in picks:
-        click.echo(f"{column:>8}  {score:.6g}")
+        _start(verbose, quiet)
+        ranks = parse_ranks(ranks)
+        params = {name: value for name, value in values.items() if value is not None}
+        validate_params({**params, "n_components": ranks[-1]})
+        options = dict(replicates=replicates, random_state=seed, concurrency=concurrency)
+        if perturbation is not None:
+            options["perturbation"] = perturbation
+        if threshold is not None:
+            options["threshold"] = threshold
+        source = open_matrix(_absolute(input_path))
+        with _scheduler(scheduler, workers, memory_limit, threads, quiet=quiet):
+            bar = _Bar(len(ranks) * replicates, "rank", "fit", quiet)
+            try:
+                report = rank_selection.select_rank(source, ranks, callback=lambda k, r: bar.update(1), **options, **params)
+            finally:
+                bar.close()
+        if out is not None:
+            report.to_json(_absolute(out))
+        if plot_path is not None:
+            rank_selection.plot_rank_report(report, _absolute(plot_path))
+        if not quiet:
+            click.echo(f"{'rank':>4}  {'error':>10}  {'stability':>9}  {'silhouette':>10}")
+            for score in report.scores:
+                mark = "  <- recommended" if score.rank == report.recommended else ""
+                click.echo(f"{score.rank:>4}  {score.error:>10.5g}  {score.stability:>9.3f}  {score.silhouette:>10.3f}{mark}")
+            click.echo(
+                f"recommended k = {report.recommended} ({report.rule}); error elbow at k = {report.elbow}; "
+                f"{len(ranks) * replicates} fits in {report.seconds:.1f} s"
+            )
+
+
+    @click.command("recommend")
+    @click.argument("model", metavar="OUT.zarr")
+    @click.option("--row", type=click.IntRange(min=0), required=True, metavar="R", help="Row of V (0-based).")
+    @click.option("--top", type=click.IntRange(min=1), default=RECOMMEND_TOP, show_default=True, metavar="N")
+    @click.option("--input", "input_path", metavar="V", default=None,
+                  help="The fitted matrix, to know the observed entries. [default: the input recorded in OUT]")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @click.option("-q", "--quiet", is_flag=True, default=False, help="No output but errors.")
+    @click.option("-v", "--verbose", count=True, help="Log (-vv: debug).")
+    def recommend_command(model, row, top, input_path, as_json, quiet, verbose):
+        """Predict the unobserved entries of row R from W·H and list the N highest."""
+        from .cli import _absolute, _start
+        from .masked import normalize_missing, observed_columns, recommend
+        from .results import FIT_KIND, read_result
+        from .storage import open_matrix
+
+        _start(verbose, quiet)
+        fitted = read_result(_absolute(model))
+        if fitted.kind != FIT_KIND:
+            raise ValueError(f"{model} is a transform result; recommend needs the OUT of `dnmf fit`")
+        m = fitted.W.shape[0]
+        if row >= m:
+            raise ValueError(f"--row {row} is out of range: {model} has {m} rows")
+        input_path = _absolute(input_path) or fitted.attrs.get("input")
+        if not input_path:
+            raise ValueError(f"{model} records no input; pass --input V (the fitted matrix) to know the observed entries")
+        source = open_matrix(input_path)
+        if tuple(source.shape) != (m, fitted.H.shape[1]):
+            raise ValueError(f"--input {input_path} has shape {tuple(source.shape)}, but {model} fits {(m, fitted.H.shape[1])}")
+        missing = normalize_missing((fitted.attrs.get("params") or {}).get("missing_values"))
+        observed = observed_columns(_read_row(source, row), missing)
+        picks = recommend(np.asarray(fitted.W[row]), fitted.H, observed, top)
+        if quiet:
+            return
+        if as_json:
+            click.echo(json.dumps({"row": row, "observed": int(observed.size), "top": [
+                {"column": column, "score": score} for column, score in picks
+            ]}, indent=2))
+            return
+        click.echo(f"row {row}: {observed.size} observed of {fitted.H.shape[1]}; top {len(picks)} predictions")
+        for column, score in picks:
+            click.echo(f"{column:>8}  {score:.6g}")
+
+    return rank_command, recommend_command
 
 
 def _read_row(source, row):
@@ -186,11 +192,8 @@ def _read_row(source, row):
     return np.asarray(source[row : row + 1])
 
 
-COMMANDS = (rank_command, recommend_command)
-
-
 def register(group):
     """Add ``rank`` and ``recommend`` to the click ``group`` (the ``dnmf`` CLI)."""
-    for command in COMMANDS:
+    for command in _commands():
         group.add_command(command)
     return group
