@@ -368,12 +368,11 @@ def _fit_job(
     _check_paths(input_path, out, checkpoint)
     check_destination(out, overwrite)
     source = open_matrix(input_path)
-    check_writable(out, factor_bytes(source.shape, _components(params, source), source.dtype), "OUT")
+    panels = as_panels(source, panel_rows=params["panel_rows"])  # the input's checks, before anything starts
+    check_writable(out, factor_bytes(panels.shape, _components(params, source), panels.dtype), "OUT")
     with _scheduler(**(scheduler or {}), quiet=quiet):
         start = checkpointer = None
-        if checkpoint is None:
-            panels = as_panels(source, panel_rows=params["panel_rows"])
-        else:
+        if checkpoint is not None:
             run_info = {"input": input_path, "out": out, "every": every, "seconds": seconds}
             checkpointer = ckpt.ZarrCheckpointer(
                 checkpoint, source, params, every=every, seconds=seconds, run_info=run_info, resume_from=resume_from
@@ -702,11 +701,11 @@ def transform(input_path, model, out, max_iter, scheduler, workers, memory_limit
     params = {**DEFAULTS, **fitted.attrs["params"], "n_components": int(fitted.H.shape[0])}
     if max_iter is not None:
         params["max_iter"] = max_iter
-    source = open_matrix(input_path)
-    check_writable(out, factor_bytes((source.shape[0], 0), fitted.H.shape[0], source.dtype), "OUT")
+    panels = as_panels(open_matrix(input_path), panel_rows=params["panel_rows"])
+    check_writable(out, factor_bytes((panels.shape[0], 0), fitted.H.shape[0], panels.dtype), "OUT")
     with _scheduler(scheduler, workers, memory_limit, threads, quiet=quiet):
         started = time.perf_counter()
-        result = run(as_panels(source, panel_rows=params["panel_rows"]), params, H=fitted.H, update_H=False)
+        result = run(panels, params, H=fitted.H, update_H=False)
         elapsed = time.perf_counter() - started
         attrs = write_transform(out, result, model=model, input_path=input_path, overwrite=overwrite)
     if not quiet:
