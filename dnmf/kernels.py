@@ -470,11 +470,14 @@ def _loss_partial(V, W, H, VHt, norm, beta):
     return beta_loss_pieces(V, W, H, beta), None
 
 
-def _cross_and_norm_for(V, H, step):
-    """:func:`cross_and_norm` when the step uses them, else ``(None, None)``."""
-    if _needs_cross(step.solver, step.beta):
-        return cross_and_norm(V, H)
-    return None, None
+def _cross_and_norm_for(V, H, step, norm):
+    """:func:`cross_and_norm` when the step uses them, else ``(None, None)``; with
+    ``norm=False`` only ``V Hᵀ`` (the norm is then reported as 0)."""
+    if not _needs_cross(step.solver, step.beta):
+        return None, None
+    if not norm:
+        return _dot(V, H.T), 0.0
+    return cross_and_norm(V, H)
 
 
 def _in_dtype_of(V, *factors):
@@ -487,11 +490,12 @@ def _in_dtype_of(V, *factors):
     return tuple(None if A is None else np.asarray(A, dtype=dtype) for A in factors)
 
 
-def panel_step(V, W, H, step):
+def panel_step(V, W, H, step, norm=True):
     """Update one panel's W, then emit its share of the H-step and of the loss.
 
     This is the whole per-panel work of one outer iteration: V is used once.
-    ``W`` and ``H`` are taken in V's dtype.
+    ``W`` and ``H`` are taken in V's dtype. ``norm=False`` skips ``||V_i||²`` (the
+    caller knows ``||V||²`` already; the first loss term is then 0).
 
     Returns
     -------
@@ -499,7 +503,7 @@ def panel_step(V, W, H, step):
     partial : PanelPartial
     """
     W, H = _in_dtype_of(V, W, H)
-    VHt, norm = _cross_and_norm_for(V, H, step)
+    VHt, norm = _cross_and_norm_for(V, H, step, norm)
     W_new, VHt, _ = solve_w_panel(V, W, H, step.solver, step.beta, step.penalty_W, step.n_inner, VHt=VHt)
     loss_terms, gram_before = _loss_partial(V, W, H, VHt, norm, step.beta)
     numerator = denominator = None
@@ -511,11 +515,11 @@ def panel_step(V, W, H, step):
     return W_new, PanelPartial(loss_terms, gram_before, numerator, denominator)
 
 
-def transform_panel(V, W, H, step, max_inner, tol):
+def transform_panel(V, W, H, step, max_inner, tol, norm=True):
     """Solve one panel's W with H frozen (from ``W``, or a neutral start if None).
 
     One read of ``V_i`` serves all ``max_inner`` updates; ``max_inner=0`` only
-    evaluates the loss of ``(W, H)``.
+    evaluates the loss of ``(W, H)``. ``norm`` as in :func:`panel_step`.
 
     Returns
     -------
@@ -527,7 +531,7 @@ def transform_panel(V, W, H, step, max_inner, tol):
     W, H = _in_dtype_of(V, W, H)
     if W is None:
         W = transform_start(V, H, step.solver)
-    VHt, norm = _cross_and_norm_for(V, H, step)
+    VHt, norm = _cross_and_norm_for(V, H, step, norm)
     W, VHt, n_done = solve_w_panel(V, W, H, step.solver, step.beta, step.penalty_W, max_inner, tol, VHt=VHt)
     loss_terms, gram = _loss_partial(V, W, H, VHt, norm, step.beta)
     return W, PanelPartial(loss_terms, gram, None, None), n_done
