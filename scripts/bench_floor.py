@@ -119,7 +119,11 @@ class FloorProbe:
                 self.gemm.append(gemm)
                 self.read_cpu.append(read_cpu)
                 self.gemm_cpu.append(gemm_cpu)
-                line += f" | floor read {read:.3f}s ({read_cpu:.2f} CPU-s) + GEMMs {gemm:.3f}s ({gemm_cpu:.2f} CPU-s)"
+                ways = "/".join(f"{name} {wall:.2f}s" for name, (wall, _) in self.gemm_ways[-1].items())
+                line += (
+                    f" | floor read {read:.3f}s ({read_cpu:.2f} CPU-s) + GEMMs {gemm:.3f}s ({gemm_cpu:.2f} CPU-s;"
+                    f" {ways})"
+                )
                 if self.client is not None:
                     self.client_read.append(self.floor.read_on(self.client)[0])
                     line += f" | same read on the cluster {self.client_read[-1]:.3f}s"
@@ -234,6 +238,8 @@ def bench(kind, args):
         rows_out.append(cluster_row)
         _print_row(cluster_row)
 
+    if hasattr(floor, "close"):
+        floor.close()
     return {
         "kind": kind,
         "path": str(path),
@@ -308,6 +314,8 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message="Sending large graph")
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
     kinds = ("dense", "sparse") if args.kind == "both" else (args.kind,)
+    load_start = os.getloadavg()
+    _log(f"load average {load_start[0]:.2f} (1 min) on {os.cpu_count()} cores: other tenants make wall times noisy")
     started = time.perf_counter()
     sections = [bench(kind, args) for kind in kinds]
     report = Path(args.report) if args.report else Path(args.workdir) / f"report-floor-{args.kind}.json"
@@ -316,10 +324,13 @@ def main(argv=None):
         "command": command,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_s": time.perf_counter() - started,
+        "load_average_1min": {"start": load_start[0], "end": os.getloadavg()[0]},
         "machine": common.machine_info(),
         "sections": sections,
     }
     notes = [
+        f"load average (1 min) {payload['load_average_1min']['start']:.2f} at the start, "
+        f"{payload['load_average_1min']['end']:.2f} at the end, on {os.cpu_count()} cores.",
         "ratio = median per-iteration wall time / (median read time + median GEMM time); floor measured "
         "after each timed iteration, in the same process, on the same store.",
         "read: dask.array.from_zarr(path).sum() on the threaded scheduler (CSR: the three arrays); GEMMs: "
