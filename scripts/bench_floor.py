@@ -18,11 +18,14 @@ The machines these run on are shared and noisy, so the floor is measured between
 dnmf's iterations (in the progress callback, outside the iteration's timing): every
 iteration has a floor measured next to it. The ratio reported is
 ``median(iteration) / (median(read) + median(GEMMs))``; the best-of ratio and the
-median of the paired ratios are printed too. Target: ratio <= 1.15.
+median of the paired ratios are printed too, and the same ratio in CPU seconds of this
+process (steadier under load). Target: ratio <= 1.15. The LocalCluster row also times
+the same read on the cluster, whose worker processes read Zarr much slower here.
 
 ``--sparse`` (or ``--kind both``) runs the same on a CSR matrix stored in Zarr
 (``--density``, default 0.01); its floor is one parallel read of the three arrays plus
-the two sparse-dense products on all cores.
+the two sparse-dense products on all cores (the faster of one thread and one process
+per core: SciPy's sparse products hold the GIL).
 
 The matrices are written once under ``--workdir`` and reused by later runs with the
 same shape, chunking and seed. The report (JSON and Markdown) goes to ``--report``,
@@ -335,7 +338,8 @@ def main(argv=None):
         "after each timed iteration, in the same process, on the same store.",
         "read: dask.array.from_zarr(path).sum() on the threaded scheduler (CSR: the three arrays); GEMMs: "
         "V Hᵀ and Wᵀ V, the faster of all BLAS threads per product and one single-threaded worker per core "
-        "(CSR: the two sparse-dense products, one thread per core).",
+        "(CSR: the two sparse-dense products, the faster of one thread and one process per core; SciPy's "
+        "sparse products hold the GIL).",
         "CPU-time ratio: the same ratio in CPU seconds of this process (steadier than wall time when other "
         "tenants load the machine); threaded scheduler only.",
     ]
