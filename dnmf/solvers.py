@@ -13,13 +13,13 @@ the driver persists what these functions return.
 
 from __future__ import annotations
 
-import os
 import threading
 from contextlib import contextmanager
 from functools import partial
 
 import dask
 import numpy as np
+from dask.system import CPU_COUNT
 
 from . import kernels, masked
 from .losses import beta_loss, frobenius_loss
@@ -39,7 +39,7 @@ class _BlasThreads:
     with one, and a pass over a 1.6 GB float32 matrix took 8-16 s (8-12 CPU-s) against
     2-3 s (2.3 CPU-s). While at least one panel task runs, BLAS is limited to
     ``cores // min(panels, cores)`` threads (1 when there are at least as many panels as
-    cores); the original limits come back when the last one ends. Limits are only ever
+    cores; cores as Dask counts them, cgroup limits included); the original limits come back when the last one ends. Limits are only ever
     lowered (Dask workers started by a nanny already run BLAS single-threaded).
 
     The BLAS limit is process-wide, hence the count of running panel tasks: the first
@@ -78,7 +78,7 @@ class _BlasThreads:
 
     @contextmanager
     def limited(self, n_panels):
-        cores = os.cpu_count() or 1
+        cores = CPU_COUNT
         threads = max(1, cores // max(1, min(n_panels, cores)))
         with self._lock:
             if self._running == 0:
