@@ -1,0 +1,227 @@
+"""dnmf against scikit-learn, same run, same machine (issue 6, benchmark 2).
+
+For each matrix, scikit-learn runs first (``NMF(solver="cd", init="nndsvda", max_iter=200)``,
+the same with ``solver="mu"``, and ``MiniBatchNMF``); their final relative errors are
+the targets. Then dnmf (in memory, Dask's threaded scheduler, ``init="nndsvda"``,
+``tol=0``) runs with ``inner_sweeps`` 1, 2, 4 (HALS) and with ``mu``; a per-iteration
+callback records (wall seconds since the call, error) and stops the run once every
+target is reached (or ``max_iter``). Time-to-error includes dnmf's statistics pass
+and initialization: it is the wall time from the call to the first iteration whose
+error is at or below the target.
+
+Ratio = dnmf time to reach scikit-learn's final error / scikit-learn's wall time.
+Target for the cd row: <= 0.25 (best ``inner_sweeps``; every setting is reported).
+
+    python scripts/bench_sklearn.py --workdir /tmp/dnmf-bench [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench_common import machine_info, write_report  # noqa: E402
+
+RATIO_TARGET = 0.25
+K = 20
+INNER_SWEEPS = (1, 2, 4)
+DNMF_MAX_ITER = 400
+
+
+class _Reached(Exception):
+    """Raised from the callback to end a dnmf run once every target is reached."""
+
+
+def dense_matrix(workdir, shape=(20000, 2000)):
+    """The generator's default matrix (rank 20 + U(0, 0.5) noise) as float64, via ``dnmf.generate``."""
+    import zarr
+
+    from dnmf.generate import generate
+
+    path = Path(workdir) / f"sk_dense_{shape[0]}x{shape[1]}_f64.zarr"
+    if not (path / "zarr.json").exists():
+        generate(path, shape=shape, rank=20, noise=0.5, dtype="float64", seed=0, overwrite=True)
+    return np.asarray(zarr.open_array(store=str(path), mode="r")[:], dtype=np.float64)
+
+
+def tfidf_matrix(shape=(100000, 20000), density=0.005, topics=50, seed=0):
+    """A tf-idf-like CSR float64 matrix: documents draw words from a mixture of a few
+    Zipf-weighted topics, counts -> log tf x idf, rows L2-normalized."""
+    m, n = shape
+    rng = np.random.default_rng(seed)
+    per_row = max(1, int(round(density * n)))
+    # topics: each a random permutation of a Zipf profile over the vocabulary
+    zipf = 1.0 / np.arange(1, n + 1) ** 1.07
+    zipf /= zipf.sum()
+    topic_words = np.stack([rng.permutation(n) for _ in range(topics)])  # topic t's rank-r word
+    cdf = np.cumsum(zipf)
+    doc_topic = rng.integers(0, topics, size=(m, 2))  # two topics per document
+    draws = int(per_row * 1.25)  # repeats collapse into counts; ~density after dedup
+    which = rng.integers(0, 2, size=(m, draws))
+    ranks = np.minimum(np.searchsorted(cdf, rng.random((m, draws))), n - 1)
+    words = topic_words[np.take_along_axis(doc_topic, which, axis=1), ranks]
+    rows = np.repeat(np.arange(m), draws)
+    counts = sp.csr_matrix((np.ones(rows.size), (rows, words.ravel())), shape=shape)
+    counts.sum_duplicates()
+    counts.data = 1.0 + np.log(counts.data)
+    df = np.bincount(counts.indices, minlength=n)
+    idf = np.log((1 + m) / (1 + df)) + 1.0
+    X = counts @ sp.diags(idf)
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+    X = sp.diags(1.0 / np.maximum(norms, 1e-12)) @ X
+    return sp.csr_matrix(X, dtype=np.float64)
+
+
+def _norm(X):
+    return float(np.sqrt(X.multiply(X).sum())) if sp.issparse(X) else float(np.linalg.norm(X))
+
+
+def run_sklearn(X, kind, k=K, seed=0):
+    from sklearn.decomposition import NMF, MiniBatchNMF
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "minibatch":
+            model = MiniBatchNMF(n_components=k, init="nndsvda", random_state=seed, max_iter=200)
+        else:
+            model = NMF(n_components=k, solver=kind, init="nndsvda", max_iter=200, random_state=seed)
+        started = time.perf_counter()
+        model.fit_transform(X)
+        seconds = time.perf_counter() - started
+    if kind == "minibatch":  # its reconstruction_err_ is on the last mini-batch's terms; recompute
+        W = model.transform(X)
+        R = X - (sp.csr_matrix(W) @ sp.csr_matrix(model.components_) if sp.issparse(X) else W @ model.components_)
+        error = _norm(sp.csr_matrix(R) if sp.issparse(X) else R)
+        extra = time.perf_counter() - started - seconds
+    else:
+        error, extra = float(model.reconstruction_err_), 0.0
+    return {
+        "name": f"sklearn {kind}",
+        "seconds": seconds,
+        "error": error,
+        "relative_error": error / _norm(X),
+        "n_iter": int(model.n_iter_),
+        "error_check_seconds": extra,
+    }
+
+
+def run_dnmf(X, targets, *, solver="cd", inner_sweeps=1, k=K, seed=0, max_iter=DNMF_MAX_ITER):
+    """Trace of one dnmf fit: [(seconds since the call, error)], and time to reach each target."""
+    import dnmf.api
+
+    goal = min(targets.values())
+    trace = []
+    started = time.perf_counter()
+
+    def callback(info):
+        trace.append((time.perf_counter() - started, float(info.error), info.iteration))
+        if info.error <= goal:
+            raise _Reached
+
+    params = dict(n_components=k, init="nndsvda", solver=solver, inner_sweeps=inner_sweeps, tol=0.0,
+                  max_iter=max_iter, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            dnmf.api.run(X, params, callback=callback)
+        except _Reached:
+            pass
+    reached = {}
+    for name, target in targets.items():
+        hit = next(((t, i) for t, e, i in trace if e <= target), None)
+        reached[name] = {"seconds": hit[0] if hit else None, "iteration": hit[1] if hit else None}
+    return {
+        "name": f"dnmf {solver}" + (f" inner_sweeps={inner_sweeps}" if solver == "cd" else ""),
+        "solver": solver,
+        "inner_sweeps": inner_sweeps,
+        "reached": reached,
+        "iterations_run": len(trace),
+        "final_error": trace[-1][1] if trace else None,
+        "seconds_per_iteration": (trace[-1][0] - trace[0][0]) / max(1, len(trace) - 1) if trace else None,
+        "seconds_to_first_iteration": trace[0][0] if trace else None,
+    }
+
+
+def bench_matrix(label, X, log=print):
+    """All rows for one matrix; returns a dict with ``references``, ``dnmf`` and ``ratios``."""
+    norm = _norm(X)
+    references = {}
+    for kind in ("cd", "mu", "minibatch"):
+        ref = run_sklearn(X, kind)
+        references[kind] = ref
+        log(f"  [{label}] {ref['name']}: {ref['seconds']:.2f}s, rel. error {ref['relative_error']:.6f}, "
+            f"{ref['n_iter']} iterations")
+    targets = {kind: ref["error"] for kind, ref in references.items()}
+    runs = []
+    for sweeps in INNER_SWEEPS:
+        runs.append(run_dnmf(X, targets, solver="cd", inner_sweeps=sweeps))
+        log(f"  [{label}] {runs[-1]['name']}: {_fmt_reached(runs[-1])}")
+    runs.append(run_dnmf(X, {"mu": targets["mu"]}, solver="mu"))
+    log(f"  [{label}] {runs[-1]['name']}: {_fmt_reached(runs[-1])}")
+    ratios = []
+    for run in runs:
+        for kind, hit in run["reached"].items():
+            ref = references[kind]
+            ratio = hit["seconds"] / ref["seconds"] if hit["seconds"] is not None else None
+            ratios.append({
+                "matrix": label, "dnmf": run["name"], "reference": ref["name"],
+                "reference_seconds": ref["seconds"], "reference_rel_error": ref["relative_error"],
+                "dnmf_seconds": hit["seconds"], "dnmf_iterations": hit["iteration"], "ratio": ratio,
+                "target": RATIO_TARGET if kind == "cd" and run["solver"] == "cd" else None,
+            })
+    cd_rows = [r for r in ratios if r["target"] is not None and r["ratio"] is not None]
+    best = min(cd_rows, key=lambda r: r["ratio"]) if cd_rows else None
+    return {"label": label, "shape": list(X.shape), "nnz": int(X.nnz) if sp.issparse(X) else int(X.size),
+            "norm": norm, "references": references, "dnmf": runs, "ratios": ratios, "best_cd": best,
+            "passed": bool(best and best["ratio"] <= RATIO_TARGET)}
+
+
+def _fmt_reached(run):
+    parts = [f"{name} {hit['seconds']:.2f}s@{hit['iteration']}" if hit["seconds"] is not None else f"{name} not reached"
+             for name, hit in run["reached"].items()]
+    return (", ".join(parts) + f" ({run['iterations_run']} iterations, "
+            f"{run['seconds_per_iteration'] or 0:.3f}s each, first after {run['seconds_to_first_iteration'] or 0:.2f}s)")
+
+
+def run(workdir, quick=False, log=print):
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    results = []
+    dense_shape = (5000, 1000) if quick else (20000, 2000)
+    log(f"sklearn comparison: dense {dense_shape}")
+    results.append(bench_matrix(f"dense {dense_shape[0]}x{dense_shape[1]}", dense_matrix(workdir, dense_shape), log))
+    sparse_shape = (20000, 5000) if quick else SPARSE_SHAPE
+    log(f"sklearn comparison: sparse tf-idf-like {sparse_shape} at density 0.005")
+    started = time.perf_counter()
+    X = tfidf_matrix(sparse_shape)
+    log(f"  made in {time.perf_counter() - started:.1f}s, nnz {X.nnz}")
+    results.append(bench_matrix(f"tf-idf {sparse_shape[0]}x{sparse_shape[1]}", X, log))
+    return results
+
+
+SPARSE_SHAPE = (100000, 20000)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default="/tmp/dnmf-bench")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=None, help="report path without suffix (default WORKDIR/sklearn)")
+    args = parser.parse_args(argv)
+    results = run(args.workdir, args.quick)
+    rows = [{k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()} for res in results for r in res["ratios"]]
+    payload = {"command": " ".join(sys.argv), "results": results, "machine": machine_info()}
+    out = args.out or str(Path(args.workdir) / "sklearn")
+    write_report(out, payload, title="dnmf vs scikit-learn", table_rows=rows)
+    print(f"report: {out}.md / .json")
+
+
+if __name__ == "__main__":
+    main()
