@@ -370,16 +370,16 @@ def _fit_job(
     source = open_matrix(input_path)
     panels = as_panels(source, panel_rows=params["panel_rows"])  # the input's checks, before anything starts
     check_writable(out, factor_bytes(panels.shape, _components(params, source), panels.dtype), "OUT")
+    start = checkpointer = None
+    if checkpoint is not None:  # probed, verified and matched before the cluster starts too
+        run_info = {"input": input_path, "out": out, "every": every, "seconds": seconds}
+        checkpointer = ckpt.ZarrCheckpointer(
+            checkpoint, source, params, every=every, seconds=seconds, run_info=run_info, resume_from=resume_from
+        )
+        panels, start = checkpointer.panels, checkpointer.resume_state()
+        if start is not None and not quiet:
+            click.echo(f"resuming {checkpoint} from iteration {start.iteration}", err=True)
     with _scheduler(**(scheduler or {}), quiet=quiet):
-        start = checkpointer = None
-        if checkpoint is not None:
-            run_info = {"input": input_path, "out": out, "every": every, "seconds": seconds}
-            checkpointer = ckpt.ZarrCheckpointer(
-                checkpoint, source, params, every=every, seconds=seconds, run_info=run_info, resume_from=resume_from
-            )
-            panels, start = checkpointer.panels, checkpointer.resume_state()
-            if start is not None and not quiet:
-                click.echo(f"resuming {checkpoint} from iteration {start.iteration}", err=True)
         progress = _Progress(params["max_iter"], 0 if start is None else start.iteration, quiet)
         started = time.perf_counter()
         try:
