@@ -33,6 +33,9 @@ RATIO_TARGET = 0.25
 K = 20
 INNER_SWEEPS = (1, 2, 4)
 DNMF_MAX_ITER = 400
+#: A dnmf run is given up (target "not reached") after this multiple of the slowest
+#: reference's wall time: its ratio is past 1 by then, far from the target.
+GIVE_UP_FACTOR = 3.0
 
 
 class _Reached(Exception):
@@ -112,7 +115,7 @@ def run_sklearn(X, kind, k=K, seed=0):
     }
 
 
-def run_dnmf(X, targets, *, solver="cd", inner_sweeps=1, k=K, seed=0, max_iter=DNMF_MAX_ITER):
+def run_dnmf(X, targets, *, solver="cd", inner_sweeps=1, k=K, seed=0, max_iter=DNMF_MAX_ITER, give_up=None):
     """Trace of one dnmf fit: [(seconds since the call, error)], and time to reach each target."""
     import dnmf.api
 
@@ -122,7 +125,7 @@ def run_dnmf(X, targets, *, solver="cd", inner_sweeps=1, k=K, seed=0, max_iter=D
 
     def callback(info):
         trace.append((time.perf_counter() - started, float(info.error), info.iteration))
-        if info.error <= goal:
+        if info.error <= goal or (give_up is not None and trace[-1][0] > give_up):
             raise _Reached
 
     params = dict(n_components=k, init="nndsvda", solver=solver, inner_sweeps=inner_sweeps, tol=0.0,
@@ -159,11 +162,12 @@ def bench_matrix(label, X, log=print):
         log(f"  [{label}] {ref['name']}: {ref['seconds']:.2f}s, rel. error {ref['relative_error']:.6f}, "
             f"{ref['n_iter']} iterations")
     targets = {kind: ref["error"] for kind, ref in references.items()}
+    give_up = GIVE_UP_FACTOR * max(ref["seconds"] for ref in references.values())
     runs = []
     for sweeps in INNER_SWEEPS:
-        runs.append(run_dnmf(X, targets, solver="cd", inner_sweeps=sweeps))
+        runs.append(run_dnmf(X, targets, solver="cd", inner_sweeps=sweeps, give_up=give_up))
         log(f"  [{label}] {runs[-1]['name']}: {_fmt_reached(runs[-1])}")
-    runs.append(run_dnmf(X, {"mu": targets["mu"]}, solver="mu"))
+    runs.append(run_dnmf(X, {"mu": targets["mu"]}, solver="mu", give_up=give_up))
     log(f"  [{label}] {runs[-1]['name']}: {_fmt_reached(runs[-1])}")
     ratios = []
     for run in runs:
