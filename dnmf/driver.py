@@ -163,8 +163,17 @@ class FitResult:
         return loss_to_error(self.loss)
 
 
+#: Values of Dask's ``scheduler`` setting that ask for a local scheduler (no cluster).
+LOCAL_SCHEDULERS = ("threads", "threading", "sync", "synchronous", "single-threaded")
+
+
 def _client():
-    """The active ``distributed.Client``, or None (threaded scheduler)."""
+    """The active ``distributed.Client``, or None (threaded scheduler).
+
+    A local scheduler set in Dask's config wins over a default client, as it does for
+    ``dask.compute`` (``dnmf.rank`` runs whole fits inside worker tasks that way)."""
+    if dask.config.get("scheduler", None) in LOCAL_SCHEDULERS:
+        return None
     try:
         from distributed import default_client
 

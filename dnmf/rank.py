@@ -3,9 +3,18 @@
 For each rank k, :func:`select_rank` fits ``replicates`` factorizations of perturbed
 copies of V (each entry multiplied by ``1 + perturbation * U(-1, 1)``, drawn per panel
 inside the panel task, so no copy of V is ever stored) from differently seeded random
-starts. All ``len(ranks) x replicates`` fits are independent: each runs the library
-driver in its own thread against the same Dask scheduler, so their small per-iteration
-graphs overlap on the cluster instead of queueing behind each other.
+starts. All ``len(ranks) x replicates`` fits are independent and run at once, in one of
+two ways (``mode``):
+
+``"tasks"`` (default on a cluster whose workers are processes)
+    each fit is one task: the library driver runs inside a worker on that worker's
+    threads, reading V panel by panel from its store (in-memory input is scattered to the
+    workers once). No per-iteration round trip to the scheduler, so small fits overlap
+    perfectly; a fit must fit one worker's memory (W and one panel at a time).
+``"threads"`` (default otherwise)
+    each fit's driver loop runs in its own thread of this process against the active
+    scheduler (a cluster or Dask's threads), so their per-iteration graphs overlap on the
+    cluster: the way for a V so large that one fit needs the whole cluster.
 
 Scores of a rank
 ----------------
@@ -36,9 +45,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,6 +260,84 @@ def _perturbed(panels, seed, amplitude):
     return Panels(array, panels.sparse, in_memory=False, reads=reads)
 
 
+class _LocalDask:
+    """Dask's threaded scheduler for this process while at least one fit task runs in it.
+
+    Inside a worker, Dask's config names the cluster as the scheduler; a fit task sets it
+    to "threads" so that its driver computes on the worker's threads instead of sending
+    every iteration back to the scheduler. The setting is process-wide, hence the count:
+    the first task sets it, the last one restores it.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running = 0
+        self._saved = None
+
+    @contextmanager
+    def active(self):
+        with self._lock:
+            if self._running == 0:
+                self._saved = dask.config.get("scheduler", None)
+                dask.config.set(scheduler="threads")
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._running == 0:
+                    dask.config.set(scheduler=self._saved)
+
+
+_LOCAL_DASK = _LocalDask()
+
+
+def _fit_task(source, params, rank, seed, amplitude):
+    """One replicate as a worker task: the driver runs there, on the worker's threads."""
+    with _LOCAL_DASK.active(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        panels = as_panels(source, panel_rows=params["panel_rows"])
+        return _fit_one(panels, {**params, "client": None}, rank, seed, amplitude)
+
+
+def _separate_processes(client):
+    """Whether every worker of ``client`` runs in another process than this one."""
+    return os.getpid() not in set(client.run(os.getpid).values())
+
+
+def _run_as_tasks(client, X, jobs, p, random_state, perturbation, window, callback):
+    """Submit the fits as tasks, at most ``window`` at a time; outcomes in job order."""
+    from distributed import as_completed
+
+    source = client.scatter(X, broadcast=True, hash=False) if isinstance(X, np.ndarray) or sp.issparse(X) else X
+    params = {**p, "client": None}
+    outcomes, queue = [None] * len(jobs), iter(enumerate(jobs))
+    running = as_completed()
+    index_of = {}
+
+    def submit_next():
+        item = next(queue, None)
+        if item is None:
+            return
+        index, (k, r) = item
+        seed = int(random_state) + SEED_STRIDE * k + r
+        future = client.submit(_fit_task, source, params, k, seed, perturbation, pure=False, key=f"dnmf-rank-{k}-{r}-{os.urandom(4).hex()}")
+        index_of[future.key] = index
+        running.add(future)
+
+    for _ in range(window):
+        submit_next()
+    for future in running:
+        index = index_of.pop(future.key)
+        outcomes[index] = future.result()
+        future.release()
+        if callback is not None:
+            callback(*jobs[index])
+        submit_next()
+    return outcomes
+
+
 def _fit_one(panels, params, rank, seed, amplitude):
     result = api.run(_perturbed(panels, seed, amplitude), {**params, "n_components": rank, "random_state": seed})
     error = result.reconstruction_err / result.norm_V if result.norm_V > 0 else 0.0
@@ -265,6 +355,7 @@ def select_rank(
     concurrency=None,
     client=None,
     callback=None,
+    mode="auto",
     **params,
 ):
     """Fit every rank several times and recommend the most reproducible one (NMFk).
@@ -288,7 +379,10 @@ def select_rank(
     client : distributed.Client, str or None
         Where to run (default: the active Client, else Dask's threads).
     callback : callable, optional
-        Called with ``(rank, replicate)`` when a fit ends (from a worker thread).
+        Called with ``(rank, replicate)`` when a fit ends.
+    mode : {"auto", "tasks", "threads"}
+        How fits run at once (module docstring); "auto" picks "tasks" on a cluster whose
+        workers are other processes, else "threads".
     **params
         Other parameters of :data:`dnmf.params.PARAMS` (solver, beta_loss, max_iter,
         tol, missing_values, init, ...). ``init`` defaults to "random" here, so that
@@ -310,11 +404,26 @@ def select_rank(
         raise TypeError(f"unexpected parameter(s) {sorted(unknown | ({'n_components', 'random_state'} & set(params)))}")
     p = {**api.DEFAULTS, "init": "random", **params}
     validate_params({**p, "n_components": ranks[-1], "random_state": int(random_state)})
+    if mode not in ("auto", "tasks", "threads"):
+        raise ValueError(f"mode must be 'auto', 'tasks' or 'threads', got {mode!r}")
     jobs = [(k, r) for k in ranks for r in range(int(replicates))]
     workers = min(len(jobs), concurrency or MAX_CONCURRENT_FITS)
     with use_scheduler(client):
         active = driver._client()
+        if mode == "tasks" and active is None:
+            raise ValueError("mode='tasks' needs a distributed Client (client= or an active one)")
+        if mode == "auto":
+            mode = "tasks" if active is not None and _separate_processes(active) else "threads"
         p["client"] = active
+        if mode == "tasks":
+            started = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                outcomes = _run_as_tasks(
+                    active, X, jobs, p, random_state, perturbation, concurrency or len(jobs), callback
+                )
+            seconds = time.perf_counter() - started
+            return _report(ranks, jobs, outcomes, threshold, replicates, perturbation, seconds)
         panels = as_panels(X, panel_rows=p["panel_rows"])
         if active is not None and panels.in_memory:
             panels = Panels(panels.array.persist(), panels.sparse, in_memory=False)  # shipped once for all fits
@@ -335,6 +444,11 @@ def select_rank(
                 with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dnmf-rank") as pool:
                     outcomes = list(pool.map(run, jobs))
         seconds = time.perf_counter() - started
+        del panels, run  # the persisted input goes with them
+    return _report(ranks, jobs, outcomes, threshold, replicates, perturbation, seconds)
+
+
+def _report(ranks, jobs, outcomes, threshold, replicates, perturbation, seconds):
     scores = []
     for k in ranks:
         mine = [outcome for (rank, _), outcome in zip(jobs, outcomes) if rank == k]

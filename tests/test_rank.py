@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -72,6 +73,9 @@ def test_sweep_on_a_cluster_with_missing_values():
             )
             assert [s.rank for s in report.scores] == [2, 3, 4]
             assert all(np.isfinite(s.error) for s in report.scores)
+            deadline = time.monotonic() + 10
+            while client.who_has() and time.monotonic() < deadline:  # releases are asynchronous
+                time.sleep(0.05)
             assert not client.who_has()  # no futures left
 
 
@@ -103,3 +107,19 @@ def test_cli_rank(tmp_path, capsys):
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["rank", str(tmp_path / "v.npy"), "--ranks", "3:x"]) == 2
     assert "FIRST:LAST" in capsys.readouterr().err
+
+
+def test_fits_as_worker_tasks_equal_driver_threads():
+    """On worker processes each fit runs inside one task (mode "tasks", the default there)
+    and gives the numbers of the same fits driven from this process."""
+    distributed = pytest.importorskip("distributed")
+    X = planted(50, 30, 2, seed=5)
+    common = dict(ranks=[2, 3], replicates=2, max_iter=10, tol=0)
+    local = select_rank(X, **common, mode="threads")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=":0") as cluster:
+        with distributed.Client(cluster) as client:
+            setting = client.run(lambda: __import__("dask").config.get("scheduler", None))
+            remote = select_rank(X, **common, client=client)
+            assert client.run(lambda: __import__("dask").config.get("scheduler", None)) == setting  # restored
+    assert [s.error for s in remote.scores] == pytest.approx([s.error for s in local.scores], rel=1e-12)
+    assert [s.stability for s in remote.scores] == pytest.approx([s.stability for s in local.scores], rel=1e-9)
