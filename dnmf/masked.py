@@ -24,9 +24,16 @@ and, from the same V_i and the new W_i, emits its share of the two k x n H-step 
 ``kernels.CACHE_BLOCK_BYTES`` so that ``WH`` and the masked products stay in cache.
 
 Why not HALS with missing values: each row needs its own Gram ``Σ_j m_ij h_j h_jᵀ``
-(and each column ``Σ_i m_ij w_i w_iᵀ``), ``m n k²`` flops per pass for a dense mask
-against ``6 m n k`` for weighted MU, and panels would send k² x n partials instead of
-k x n; see the measurements in ``scripts/bench_masked.py``'s docstring.
+(and each column ``Σ_i m_ij w_i w_iᵀ``): ``m n k²`` flops per pass for a dense mask
+against ``6 m n k`` for weighted MU (3x more at k = 20, and it grows with k), and every
+panel would send a k² x n partial for the H-step instead of k x n, k times the network
+traffic of every other solver. ``solver="cd"`` with missing values is refused with a
+message pointing to ``solver="mu"``.
+
+Cost (``scripts/bench_masked.py``): the Frobenius W- and H-steps take 6 products with
+the panel instead of 2 (WH twice, then the two masked products of each step) when many
+entries are missing; with few NaN (at most :data:`FEW_MISSING_SHARE` of a row block) the
+unmasked products are corrected at the missing entries only.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@
    task) and "threads" (each fit's driver in a thread of this process; fewer iterations,
    it is slow: every iteration is a round trip to the scheduler).
 
-Every ratio printed comes from this one run. Usage::
+Every ratio printed comes from this one run; the load average is printed too, as other
+work on the machine skews ratios of wall times. Usage::
 
     python scripts/bench_masked.py [--quick]
 
@@ -124,7 +125,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer iterations (noisier)")
     args = parser.parse_args(argv)
     iterations = 4 if args.quick else ITERATIONS
-    print(f"# dnmf bench_masked on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"# dnmf bench_masked on {os.cpu_count()} cores (load average {load}), Python {sys.version.split()[0]}")
     print("\n## 1. masked / unmasked seconds per iteration (MU, k = 10; target <= 1.5x)")
     with tempfile.TemporaryDirectory(prefix="dnmf-bench-masked-") as workdir:
         for label, base, masked in masked_rows(workdir, iterations):
