@@ -67,7 +67,7 @@ __all__ = [
 #: Canonical names of the missing-value modes (``missing_values`` is normalized to one).
 MISSING_MODES = ("nan", "absent")
 #: Stored entries of a sparse panel whose ``W H`` values are computed at a time.
-ENTRY_CHUNK = 2**15
+ENTRY_CHUNK = 2**16
 #: Share of NaN in a dense row block up to which the Frobenius products are the unmasked
 #: ones minus sparse corrections at the missing entries (above it: masked dense products).
 FEW_MISSING_SHARE = 0.02
@@ -242,12 +242,17 @@ class _Entries:
         self.indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=shape[0]))])
 
     def wh(self, W, H):
-        """``(W H)`` at the entries (a vector), ``ENTRY_CHUNK`` entries at a time."""
-        Ht = np.ascontiguousarray(H.T)
+        """``(W H)`` at the entries (a vector), ``ENTRY_CHUNK`` entries at a time.
+
+        Gathered as k x chunk arrays and summed over the k axis: with k ~ 10 that is
+        2-4x faster than a row-wise ``einsum`` of chunk x k gathers."""
+        Wt = np.ascontiguousarray(W.T)
         out = np.empty(self.rows.size, dtype=np.result_type(W.dtype, H.dtype))
         for start in range(0, out.size, ENTRY_CHUNK):
             stop = start + ENTRY_CHUNK
-            np.einsum("ij,ij->i", W[self.rows[start:stop]], Ht[self.cols[start:stop]], out=out[start:stop])
+            product = Wt.take(self.rows[start:stop], axis=1)
+            product *= H.take(self.cols[start:stop], axis=1)
+            product.sum(axis=0, out=out[start:stop])
         return out
 
     def csr(self, values):
