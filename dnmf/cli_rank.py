@@ -111,11 +111,13 @@ def _commands():
             options["perturbation"] = perturbation
         if threshold is not None:
             options["threshold"] = threshold
-        source = open_matrix(_absolute(input_path))
+        open_matrix(_absolute(input_path))  # bad input fails here, before the cluster starts
         with _scheduler(scheduler, workers, memory_limit, threads, quiet=quiet):
             bar = _Bar(len(ranks) * replicates, "rank", "fit", quiet)
             try:
-                report = rank_selection.select_rank(source, ranks, callback=lambda k, r: bar.update(1), **options, **params)
+                report = rank_selection.select_rank(
+                    _absolute(input_path), ranks, callback=lambda k, r: bar.update(1), **options, **params
+                )
             finally:
                 bar.close()
         if out is not None:
