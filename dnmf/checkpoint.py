@@ -662,7 +662,7 @@ class ZarrCheckpointer:
         self._fingerprint = None
         self._anchor = None  # the checkpoint the driver continues from (never pruned)
         self._last_save = time.monotonic()
-        check_writable(self.directory, self.required_bytes(), "checkpoint directory")
+        check_writable(self.directory, self.required_bytes(), "checkpoint directory", into=True)
 
     def required_bytes(self):
         """Uncompressed bytes the next saves need: one checkpoint per missing one of ``keep + 1``."""

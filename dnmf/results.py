@@ -152,13 +152,14 @@ def _mib(nbytes):
     return f"{nbytes / 2**20:.1f} MiB"
 
 
-def check_writable(path, nbytes=0, what="output"):
+def check_writable(path, nbytes=0, what="output", into=False):
     """Fail now, not after the fit, if ``path`` cannot be written or cannot hold ``nbytes``.
 
-    The probe goes to ``path`` itself when it is an existing directory (a checkpoint
-    directory), else to the nearest existing parent (where ``path`` will be created):
-    a :data:`PROBE_BYTES` file is created, flushed to disk and removed; then ``nbytes``
-    is compared with the free space there.
+    The probe goes to the nearest existing parent of ``path`` (where ``path``, or the
+    hidden directory it is written into before the rename, will be created), or with
+    ``into=True`` into ``path`` itself when it is an existing directory (a checkpoint
+    directory): a :data:`PROBE_BYTES` file is created, flushed to disk and removed; then
+    ``nbytes`` is compared with the free space there.
 
     Parameters
     ----------
@@ -167,6 +168,9 @@ def check_writable(path, nbytes=0, what="output"):
         Bytes the output will need (uncompressed; see :func:`factor_bytes`).
     what : str
         Named in the messages ("OUT", "checkpoint directory").
+    into : bool
+        ``path`` is a directory that files are written into (never an existing OUT,
+        which is only replaced by a rename).
 
     Raises
     ------
@@ -178,7 +182,7 @@ def check_writable(path, nbytes=0, what="output"):
         A read-only or full file system, or less free space than ``nbytes``.
     """
     path = Path(path).absolute()
-    base = path if path.is_dir() else path.parent
+    base = path if into and path.is_dir() else path.parent
     while not base.exists() and base != base.parent:
         base = base.parent
     if not base.is_dir():

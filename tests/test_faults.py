@@ -171,6 +171,7 @@ def _kill_mid_iteration(process, directory, progress):
     """Killed while iterating between two checkpoints (progress past one, the next not written)."""
     _wait_for(lambda: progress.iteration >= EVERY + 3, process, f"iteration {EVERY + 3}")
     _kill(process)
+    assert not (directory / f"ckpt-{2 * EVERY:06d}").exists()  # between two checkpoints
     return f"ckpt-{EVERY:06d}"
 
 
@@ -178,6 +179,7 @@ def _kill_right_after_a_checkpoint(process, directory, progress):
     """Killed the moment CURRENT names a new checkpoint."""
     _wait_for(lambda: _current(directory) == f"ckpt-{EVERY:06d}", process, "the first checkpoint")
     _kill(process)
+    assert not (directory / f"ckpt-{2 * EVERY:06d}").exists()
     return f"ckpt-{EVERY:06d}"
 
 
@@ -197,8 +199,10 @@ def _kill_during_a_checkpoint_write(process, directory, progress):
 )
 def test_driver_killed_then_resumed_equals_an_uninterrupted_run(capfd, tmp_path, stored, kill):
     data, reference = stored
+    input_before = _tree_hashes(data)
     out, directory = tmp_path / "out.zarr", tmp_path / "run.ckpt"
-    env = {"DNMF_TEST_PAUSE_IN_CHECKPOINT_WRITE": f"{TIMEOUT}@{2 * EVERY}"}
+    hold = kill is _kill_during_a_checkpoint_write
+    env = {"DNMF_TEST_PAUSE_IN_CHECKPOINT_WRITE": f"{TIMEOUT}@{2 * EVERY}"} if hold else {}
     process = _start(["fit", data, *OPTIONS, "--out", out, "--checkpoint", directory, "--checkpoint-every", EVERY,
                       "--workers", 2, "--threads"], env=env)
     expected = kill(process, directory, _Progress(process))
@@ -221,6 +225,7 @@ def test_driver_killed_then_resumed_equals_an_uninterrupted_run(capfd, tmp_path,
         f"ckpt-{2 * EVERY:06d}", f"ckpt-{ITERATIONS:06d}"
     ]  # the half-written one was replaced, older ones pruned
     assert not [n for n in os.listdir(directory) if n.startswith(TEMP_PREFIX)]
+    assert _tree_hashes(data) == input_before  # the input was only read
 
 
 # ------------------------------------------------------------ corrupted checkpoint
