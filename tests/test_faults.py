@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
