@@ -396,7 +396,14 @@ def _numpy_panels(X, panel_rows, panel_bytes):
     dtype = _value_dtype(X.dtype, "input")
     X = X.astype(dtype, copy=False)
     bounds = _rows_for(X.shape[0], _dense_rows(X.shape[1], dtype.itemsize, panel_bytes), panel_rows)
-    array = da.from_array(X, chunks=(bounds, X.shape[1]), name=False)
+    # Views, not ``da.from_array``: that copies the whole input first (0.6 s and twice
+    # the memory for a 320 MB matrix). Nothing in dnmf writes into a panel.
+    starts = np.concatenate([[0], np.cumsum(bounds)]).astype(int)
+    pieces = [
+        da.from_delayed(dask.delayed(X[a:b], traverse=False), shape=(int(b - a), X.shape[1]), dtype=dtype, meta=X[:0])
+        for a, b in zip(starts[:-1], starts[1:])
+    ]
+    array = pieces[0] if len(pieces) == 1 else da.concatenate(pieces, axis=0)
     return Panels(array, sparse=False, in_memory=True)
 
 
