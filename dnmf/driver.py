@@ -368,6 +368,10 @@ def factorize(
     else:
         W0, H0 = start.W.rechunk((V.row_chunks, start.W.shape[1])).persist(), np.asarray(start.H)
     k, dtype = H0.shape[0], V.dtype
+    if step.missing == "nan":  # find the NaN of in-memory panels once, of stored ones at each read
+        V_blocks = solvers.prepared_panels(V_blocks, step.missing)
+        if V.in_memory:
+            V_blocks = list(dask.persist(*V_blocks))
 
     if not update_H:
         graph = solvers.final_pass(V_blocks, None, H0, step, size, max_iter, TRANSFORM_TOL)

@@ -30,9 +30,13 @@ panel would send a k² x n partial for the H-step instead of k x n, k times the 
 traffic of every other solver. ``solver="cd"`` with missing values is refused with a
 message pointing to ``solver="mu"``.
 
+A dense panel is prepared once per pass (:func:`prepare_panel`: NaN replaced by 0 and
+the positions of the NaN listed; the driver keeps the prepared panels of in-memory input
+for the whole fit) so that the per-iteration kernels never scan for NaN.
+
 Cost (``scripts/bench_masked.py``): the Frobenius W- and H-steps take 6 products with
 the panel instead of 2 (WH twice, then the two masked products of each step) when many
-entries are missing; with few NaN (at most :data:`FEW_MISSING_SHARE` of a row block) the
+entries are missing; with few NaN (at most :data:`FEW_MISSING_SHARE` of a panel) the
 unmasked products are corrected at the missing entries only.
 """
 
@@ -50,6 +54,7 @@ from .kernels import CACHE_BLOCK_BYTES, EPSILON, MU_ZERO_THRESHOLD, _in_dtype_of
 __all__ = [
     "MISSING_MODES",
     "MaskedPartial",
+    "NanPanel",
     "check_input_kind",
     "check_stats",
     "fill_missing",
@@ -59,6 +64,7 @@ __all__ = [
     "observed_columns",
     "panel_stats",
     "panel_step",
+    "prepare_panel",
     "recommend",
     "transform_panel",
     "update_h",
@@ -68,7 +74,7 @@ __all__ = [
 MISSING_MODES = ("nan", "absent")
 #: Stored entries of a sparse panel whose ``W H`` values are computed at a time.
 ENTRY_CHUNK = 2**16
-#: Share of NaN in a dense row block up to which the Frobenius products are the unmasked
+#: Share of NaN in a dense panel up to which the Frobenius products are the unmasked
 #: ones minus sparse corrections at the missing entries (above it: masked dense products).
 FEW_MISSING_SHARE = 0.02
 
@@ -173,6 +179,45 @@ def fill_missing(V, value):
     return V
 
 
+class NanPanel(NamedTuple):
+    """A dense panel with its NaN found once (see :func:`prepare_panel`).
+
+    Attributes
+    ----------
+    values : ndarray of shape (m_i, n)
+        The panel with every NaN replaced by 0 (the panel itself when it has none).
+    missing : ndarray of int64
+        Row-major flat indices of the NaN entries, increasing.
+    """
+
+    values: np.ndarray
+    missing: np.ndarray
+
+    @property
+    def shape(self):
+        return self.values.shape
+
+    @property
+    def dtype(self):
+        return self.values.dtype
+
+
+def prepare_panel(V, missing):
+    """A panel ready for the masked kernels: a :class:`NanPanel` for ``"nan"`` (a panel
+    with NaN is copied, V is never written), V itself (CSR) for ``"absent"``."""
+    if isinstance(V, NanPanel):
+        return V
+    check_input_kind(sp.issparse(V), missing)
+    if missing == "absent":
+        return V
+    V = np.asarray(V)
+    flat = np.flatnonzero(np.isnan(V))  # 10x faster than a 2-D nonzero
+    if flat.size:
+        V = np.array(V, order="C")
+        V.ravel()[flat] = 0
+    return NanPanel(V, flat)
+
+
 # ----------------------------------------------------------------- observed entries
 
 
@@ -268,11 +313,16 @@ class _Entries:
 
 
 class _DenseRows:
-    """A block of rows of a dense panel, NaN entries unobserved: masked dense products."""
+    """A block of rows of a dense panel, NaN entries unobserved: masked dense products.
 
-    def __init__(self, V, missing):
-        self.mask = ~missing
-        self.values = np.fmax(V, V.dtype.type(0))  # NaN → 0 (observed entries are >= 0)
+    ``values`` has 0 at the missing entries, whose row-major flat indices (within the
+    block) are ``missing``.
+    """
+
+    def __init__(self, values, missing):
+        self.values = values
+        self.mask = np.ones(values.shape, dtype=bool)
+        self.mask.ravel()[missing] = False
         self._norm = None
         self._mask_values = None
 
@@ -316,11 +366,9 @@ class _FewMissingRows(_DenseRows):
     corrections at the missing entries C (``(M⊙WH)Hᵀ = W HHᵀ - (C⊙WH)Hᵀ``), so the
     cost is the unmasked one plus O(missing · k)."""
 
-    def __init__(self, V, missing):  # noqa: super().__init__ not called: no mask needed
-        flat = np.flatnonzero(missing)  # 10x faster than a 2-D nonzero
-        self.values = np.array(V, copy=True)
-        self.values.ravel()[flat] = 0
-        self.missing = _Entries(*np.divmod(flat, V.shape[1]), V.shape)
+    def __init__(self, values, missing):  # noqa: super().__init__ not called: no mask needed
+        self.values = values
+        self.missing = _Entries(*np.divmod(missing, values.shape[1]), values.shape)
         self._norm = None
 
     def w_step(self, W, H, beta):
@@ -391,22 +439,24 @@ def check_input_kind(sparse, missing):
 
 
 def _blocks(V, missing, beta):
-    """``(row slice, observed rows)`` pieces of a panel: cache-sized row blocks of a dense
-    panel (with few NaN and the Frobenius loss, the correction form), the whole panel
-    for CSR."""
-    check_input_kind(sp.issparse(V), missing)
+    """``(row slice, observed rows)`` pieces of a panel (raw or from :func:`prepare_panel`):
+    the whole panel for CSR, and for a dense panel with few NaN and the Frobenius loss
+    (the correction form, no dense ``WH``); else cache-sized row blocks."""
+    V = prepare_panel(V, missing)
+    m = V.shape[0]
     if missing == "absent":
-        yield slice(0, V.shape[0]), _StoredEntries(V)
+        yield slice(0, m), _StoredEntries(V)
         return
-    V = np.asarray(V)
-    m, n = V.shape
-    step = max(1, CACHE_BLOCK_BYTES // max(1, n * V.itemsize))
+    values, flat = V
+    if beta == 2 and flat.size <= FEW_MISSING_SHARE * values.size:
+        yield slice(0, m), _FewMissingRows(values, flat)
+        return
+    n = values.shape[1]
+    step = max(1, CACHE_BLOCK_BYTES // max(1, n * values.itemsize))
     for start in range(0, m, step):
-        rows = slice(start, min(m, start + step))
-        block = V[rows]
-        nan = np.isnan(block)
-        few = beta == 2 and np.count_nonzero(nan) <= FEW_MISSING_SHARE * nan.size
-        yield rows, (_FewMissingRows if few else _DenseRows)(block, nan)
+        stop = min(m, start + step)
+        lo, hi = np.searchsorted(flat, [start * n, stop * n])
+        yield slice(start, stop), _DenseRows(values[start:stop], flat[lo:hi] - start * n)
 
 
 # --------------------------------------------------------------------------- updates

@@ -24,7 +24,7 @@ from dask.system import CPU_COUNT
 from . import kernels, masked
 from .losses import beta_loss, frobenius_loss
 
-__all__ = ["TREE_FAN_IN", "final_pass", "iteration", "stats_pass"]
+__all__ = ["TREE_FAN_IN", "final_pass", "iteration", "prepared_panels", "stats_pass"]
 
 #: Partials added per node of the tree reduction.
 TREE_FAN_IN = 8
@@ -233,6 +233,13 @@ def final_pass(V_blocks, W_blocks, H, step, size, max_inner, tol, squared_norm=N
     report_of = partial(_final_report, beta=step.beta, size=size, missing=step.missing, squared_norm=squared_norm)
     report = dask.delayed(report_of)(H, total, n_done)
     return [out[0] for out in outputs], report
+
+
+def prepared_panels(V_blocks, missing):
+    """Graph of the panels made ready for the masked kernels, one task per panel
+    (:func:`dnmf.masked.prepare_panel`); the driver persists them for in-memory input."""
+    prepare = partial(masked.prepare_panel, missing=missing)
+    return [dask.delayed(prepare, pure=True)(v) for v in V_blocks]
 
 
 def _add_stats(*stats):

@@ -127,6 +127,27 @@ def test_kernels_without_missing_entries_equal_unmasked(beta):
         np.testing.assert_allclose(masked.update_h(H0, partial, step), H_plain, rtol=1e-12)
 
 
+def test_prepared_panels_leave_the_input_alone():
+    """NaN found once: zeros in a copy, the flat positions listed; a panel without NaN
+    is not copied, and a fit on in-memory input (prepared panels kept) changes nothing."""
+    V, M, V_nan, W0, H0 = problem()
+    before = V_nan.copy()
+    prepared = masked.prepare_panel(V_nan, "nan")
+    np.testing.assert_array_equal(V_nan, before)
+    np.testing.assert_array_equal(prepared.values, np.where(M, V, 0.0))
+    np.testing.assert_array_equal(prepared.missing, np.flatnonzero(~M))
+    assert masked.prepare_panel(prepared, "nan") is prepared
+    clean = masked.prepare_panel(V, "nan")
+    assert clean.values is V and clean.missing.size == 0
+    step = StepSpec("mu", 2.0, missing="nan")
+    W_prepared, from_prepared = masked.panel_step(prepared, W0, H0, step)
+    W_raw, from_raw = masked.panel_step(V_nan, W0, H0, step)
+    np.testing.assert_array_equal(W_prepared, W_raw)
+    np.testing.assert_array_equal(from_prepared.h_numerator, from_raw.h_numerator)
+    quiet(factorize, V_nan, 3, solver="mu", init="custom", W=W0, H=H0, max_iter=3, panel_rows=7, missing="nan")
+    np.testing.assert_array_equal(V_nan, before)
+
+
 # -------------------------------------------------------------------------- solver
 
 
