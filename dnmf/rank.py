@@ -265,8 +265,10 @@ class _LocalDask:
 
     Inside a worker, Dask's config names the cluster as the scheduler; a fit task sets it
     to "threads" so that its driver computes on the worker's threads instead of sending
-    every iteration back to the scheduler. The setting is process-wide, hence the count:
-    the first task sets it, the last one restores it.
+    every iteration back to the scheduler, with as many threads as the worker has (Dask's
+    default, one per core, would let each fit task use every core of the machine: with
+    2 single-threaded workers on 2 cores, 2 fits at once ran 4 threads). The setting is
+    process-wide, hence the count: the first task sets it, the last one restores it.
     """
 
     def __init__(self):
@@ -278,8 +280,8 @@ class _LocalDask:
     def active(self):
         with self._lock:
             if self._running == 0:
-                self._saved = dask.config.get("scheduler", None)
-                dask.config.set(scheduler="threads")
+                self._saved = {key: dask.config.get(key, None) for key in ("scheduler", "num_workers")}
+                dask.config.set(scheduler="threads", num_workers=_worker_threads())
             self._running += 1
         try:
             yield
@@ -287,10 +289,20 @@ class _LocalDask:
             with self._lock:
                 self._running -= 1
                 if self._running == 0:
-                    dask.config.set(scheduler=self._saved)
+                    dask.config.set(self._saved)
 
 
 _LOCAL_DASK = _LocalDask()
+
+
+def _worker_threads():
+    """Threads of the Dask worker running this task (None outside a worker)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().state.nthreads
+    except (ImportError, ValueError):
+        return None
 
 
 def _fit_task(source, params, rank, seed, amplitude):
