@@ -363,6 +363,7 @@ def factorize(
             missing = None
     step = StepSpec(solver, float(beta), penalty_W, penalty_H, n_inner, update_H, missing)
     norm_V = float(np.sqrt(stats[3]))
+    squared_norm = None if step.missing else float(stats[3])  # the passes need not sum it again
     if start is None:
         W0, H0 = _initial_factors(V, n_components, init, W, H, stats, random_state, update_H, missing)
     else:
@@ -374,7 +375,7 @@ def factorize(
             V_blocks = list(dask.persist(*V_blocks))
 
     if not update_H:
-        graph = solvers.final_pass(V_blocks, None, H0, step, size, max_iter, TRANSFORM_TOL)
+        graph = solvers.final_pass(V_blocks, None, H0, step, size, max_iter, TRANSFORM_TOL, squared_norm)
         W_blocks, _, (loss, n_done) = _materialize((*graph[:1], None, graph[1]), client)
         return FitResult(_as_array(W_blocks, V.row_chunks, k, dtype), H0, int(n_done), [loss], True, norm_V)
 
@@ -386,7 +387,7 @@ def factorize(
     n_iter = saved = first - 1
     for n_iter in range(first, max_iter + 1 if not converged else first):
         started = time.perf_counter()
-        graph = solvers.iteration(V_blocks, W_blocks, H_now, step, size)
+        graph = solvers.iteration(V_blocks, W_blocks, H_now, step, size, squared_norm)
         W_blocks, H_now, (before, after) = _materialize(graph, client)
         if n_iter == 1:
             known.append(float(before))
@@ -420,7 +421,7 @@ def factorize(
     if polish or len(known) <= n_iter:
         max_inner = max_iter if polish else 0
         W_from = None if polish else W_blocks
-        graph = solvers.final_pass(V_blocks, W_from, H_final, step, size, max_inner, TRANSFORM_TOL)
+        graph = solvers.final_pass(V_blocks, W_from, H_final, step, size, max_inner, TRANSFORM_TOL, squared_norm)
         W_blocks, _, (loss, _) = _materialize((graph[0], None, graph[1]), client)
         loss = float(loss)
         if len(known) <= n_iter:
