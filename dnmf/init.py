@@ -6,13 +6,16 @@ follow Boutsidis & Gallopoulos (2008) as scikit-learn does, from a randomized SV
 computed out of core by :func:`dask.array.linalg.svd_compressed`.
 
 Passes over V: the input statistics (one pass, done by the driver for every init),
-plus, for the NNDSVD family, ``2 q + 2`` passes of the SVD, ``q`` chosen by
-:func:`svd_power_iterations` as scikit-learn chooses it (7 or 4). An SVD with fewer
-power iterations is cheaper but less accurate where the spectrum is flat (tf-idf). On
-the 100000 x 20000 tf-idf-like matrix of ``scripts/bench_sklearn.py``, HALS from the
-4-iteration SVD's init was at relative error 0.945258 after 400 iterations, from the
-7-iteration one at 0.945189 after 250 (scikit-learn's own init: 0.945127 after 200;
-the random test matrices differ, so the local minima do too).
+plus, for the NNDSVD family, ``2 * SVD_POWER_ITERATIONS + 2`` passes of the SVD.
+
+scikit-learn's ``randomized_svd`` makes 7 power iterations when ``k < 0.1 min(m, n)``
+(16 passes over V), 4 otherwise; dnmf always makes 4 (10 passes), as every pass over V
+costs as much as an iteration out of core. Measured (``scripts/bench_sklearn.py``,
+k = 20): on the dense 20000 x 2000 matrix 7 iterations added 0.6 s (+25%) to the time
+to scikit-learn's final error; on the flat-spectrum 100000 x 20000 tf-idf-like matrix
+HALS was at relative error 0.945258 after 400 iterations from the 4-iteration init and
+0.945189 after 250 from the 7-iteration one (scikit-learn's own init: 0.945127 after
+200; the random test matrices differ, so the local minima do too).
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import dask.array as da
 import numpy as np
 from sklearn.utils import check_random_state
 
-__all__ = ["INIT_METHODS", "choose_init", "custom_init", "nndsvd_init", "random_init", "svd_power_iterations"]
+__all__ = ["INIT_METHODS", "SVD_POWER_ITERATIONS", "choose_init", "custom_init", "nndsvd_init", "random_init"]
 
 #: Accepted ``init`` names (``None`` picks one, as scikit-learn does).
 INIT_METHODS = ("random", "nndsvd", "nndsvda", "nndsvdar", "custom")
 #: Oversampling of the randomized SVD, as scikit-learn's ``randomized_svd``.
 SVD_OVERSAMPLES = 10
+#: Power iterations of the randomized SVD (scikit-learn: 7 or 4; see the module docstring).
+SVD_POWER_ITERATIONS = 4
 #: NNDSVD entries below this are set to zero, as scikit-learn.
 NNDSVD_EPS = 1e-6
 
@@ -45,12 +50,6 @@ def choose_init(init, n_components, shape):
             f"{min(shape)}, got n_components={n_components}; use init='random'"
         )
     return init
-
-
-def svd_power_iterations(n_components, shape):
-    """Power iterations of the randomized SVD: scikit-learn's ``randomized_svd`` rule
-    (``n_iter="auto"``): 7 when ``k < 0.1 min(m, n)``, else 4."""
-    return 7 if n_components < 0.1 * min(shape) else 4
 
 
 def _row_blocks(W, row_chunks):
@@ -102,7 +101,7 @@ def nndsvd_init(V, n_components, variant, mean, random_state, row_chunks):
     U, S, Vt = da.linalg.svd_compressed(
         V,
         n_components,
-        n_power_iter=svd_power_iterations(n_components, V.shape),
+        n_power_iter=SVD_POWER_ITERATIONS,
         n_oversamples=SVD_OVERSAMPLES,
         seed=_svd_seed(random_state),
         compute=True,  # persist each stage so V streams through every pass instead of staying in memory

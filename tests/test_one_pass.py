@@ -6,7 +6,7 @@ must have been read exactly (or, for NNDSVD, at most) as many times as the drive
 documents:
 
 * 1 statistics pass, for every init;
-* NNDSVD: the randomized SVD's passes (``2 q + 2``, q from ``svd_power_iterations``);
+* NNDSVD: the randomized SVD's passes (at most ``2 * SVD_POWER_ITERATIONS + 2``);
   custom and random: none;
 * 1 pass per outer iteration;
 * beta != 2 (without polish): 1 last pass that evaluates the final loss.
@@ -28,12 +28,12 @@ from zarr.storage import LocalStore, WrapperStore
 from dnmf import CSRMatrix, save_csr
 from dnmf.api import non_negative_factorization
 from dnmf.driver import factorize
-from dnmf.init import svd_power_iterations
+from dnmf.init import SVD_POWER_ITERATIONS
 
 M, N, K = 40, 12, 3
 ITERATIONS = 4
 STATS_PASSES = 1
-SVD_PASSES = 2 * svd_power_iterations(K, (M, N)) + 2
+SVD_PASSES = 2 * SVD_POWER_ITERATIONS + 2
 
 
 class CountingStore(WrapperStore):
