@@ -59,7 +59,8 @@ def _sklearn_rows(results):
             detail = "; ".join(
                 f"{name}: {run['seconds_per_iteration'] or 0:.3f}s/iteration, first iteration after "
                 f"{run['seconds_to_first_iteration'] or 0:.1f}s (stats + init), target reached at iteration "
-                f"{run['reached'].get('cd', {}).get('iteration')}"
+                f"{run['reached'].get('cd', {}).get('iteration')}, last rel. error "
+                f"{(run['final_error'] or 0) / res['norm']:.6f} after {run['iterations_run']} iterations"
                 for name, run in runs.items() if run["solver"] == "cd")
             misses.append(
                 f"vs sklearn {res['label']}: best ratio {_fmt(best['ratio'] if best else None)} > "
