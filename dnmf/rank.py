@@ -46,11 +46,9 @@ import dataclasses
 import json
 import logging
 import os
-import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +60,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from . import api, driver
 from .params import validate_params
+from .process_setting import SharedSetting
 from .scheduler import use_scheduler
 from .storage import Panels, as_panels
 
@@ -260,39 +259,22 @@ def _perturbed(panels, seed, amplitude):
     return Panels(array, panels.sparse, in_memory=False, reads=reads)
 
 
-class _LocalDask:
-    """Dask's threaded scheduler for this process while at least one fit task runs in it.
+def _local_dask():
+    """Make Dask's threaded scheduler, with as many threads as this worker has, the
+    default of this process; returns the undo.
 
     Inside a worker, Dask's config names the cluster as the scheduler; a fit task sets it
     to "threads" so that its driver computes on the worker's threads instead of sending
-    every iteration back to the scheduler, with as many threads as the worker has (Dask's
-    default, one per core, would let each fit task use every core of the machine: with
-    2 single-threaded workers on 2 cores, 2 fits at once ran 4 threads). The setting is
-    process-wide, hence the count: the first task sets it, the last one restores it.
+    every iteration back to the scheduler. Dask's default thread count, one per core,
+    would let each fit task use every core of the machine (2 single-threaded workers on
+    2 cores ran 4 threads). Process-wide, hence held by :data:`_LOCAL_DASK`.
     """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._running = 0
-        self._saved = None
-
-    @contextmanager
-    def active(self):
-        with self._lock:
-            if self._running == 0:
-                self._saved = {key: dask.config.get(key, None) for key in ("scheduler", "num_workers")}
-                dask.config.set(scheduler="threads", num_workers=_worker_threads())
-            self._running += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._running -= 1
-                if self._running == 0:
-                    dask.config.set(self._saved)
+    saved = {key: dask.config.get(key, None) for key in ("scheduler", "num_workers")}
+    dask.config.set(scheduler="threads", num_workers=_worker_threads())
+    return lambda: dask.config.set(saved)
 
 
-_LOCAL_DASK = _LocalDask()
+_LOCAL_DASK = SharedSetting()
 
 
 def _worker_threads():
@@ -307,7 +289,7 @@ def _worker_threads():
 
 def _fit_task(source, params, rank, seed, amplitude):
     """One replicate as a worker task: the driver runs there, on the worker's threads."""
-    with _LOCAL_DASK.active(), warnings.catch_warnings():
+    with _LOCAL_DASK.held(_local_dask), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         panels = as_panels(source, panel_rows=params["panel_rows"])
         return _fit_one(panels, {**params, "client": None}, rank, seed, amplitude)

@@ -13,8 +13,6 @@ the driver persists what these functions return.
 
 from __future__ import annotations
 
-import threading
-from contextlib import contextmanager
 from functools import partial
 
 import dask
@@ -23,6 +21,7 @@ from dask.system import CPU_COUNT
 
 from . import kernels, masked
 from .losses import beta_loss, frobenius_loss
+from .process_setting import SharedSetting
 
 __all__ = ["TREE_FAN_IN", "final_pass", "iteration", "prepared_panels", "stats_pass"]
 
@@ -39,20 +38,18 @@ class _BlasThreads:
     with one, and a pass over a 1.6 GB float32 matrix took 8-16 s (8-12 CPU-s) against
     2-3 s (2.3 CPU-s). While at least one panel task runs, BLAS is limited to
     ``cores // min(panels, cores)`` threads (1 when there are at least as many panels as
-    cores; cores as Dask counts them, cgroup limits included); the original limits come back when the last one ends. Limits are only ever
-    lowered (Dask workers started by a nanny already run BLAS single-threaded).
+    cores; cores as Dask counts them, cgroup limits included); the original limits come
+    back when the last one ends (a :class:`~dnmf.process_setting.SharedSetting`: the
+    limit is process-wide). Limits are only ever lowered (Dask workers started by a
+    nanny already run BLAS single-threaded).
 
-    The BLAS limit is process-wide, hence the count of running panel tasks: the first
-    task to start sets it and the last to end restores it, whichever threads those are.
     threadpoolctl (>= 3.6) lets only one "controlling" thread change OpenBLAS's shared
     pool and silently ignores the others, so both changes are made with that role
-    explicitly cleared before and after (under this object's lock).
+    explicitly cleared before and after.
     """
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._running = 0
-        self._limiter = None
+        self._setting = SharedSetting()
         self._blas = None
 
     def _controller(self):
@@ -76,24 +73,16 @@ class _BlasThreads:
         finally:
             clear(force=True)
 
-    @contextmanager
+    def _limit(self, threads):
+        blas = self._controller()
+        if not any(lib.num_threads > threads for lib in blas.lib_controllers):
+            return None
+        limiter = self._as_any_thread(lambda: blas.limit(limits=threads))
+        return lambda: self._as_any_thread(limiter.restore_original_limits)
+
     def limited(self, n_panels):
-        cores = CPU_COUNT
-        threads = max(1, cores // max(1, min(n_panels, cores)))
-        with self._lock:
-            if self._running == 0:
-                blas = self._controller()
-                if any(lib.num_threads > threads for lib in blas.lib_controllers):
-                    self._limiter = self._as_any_thread(lambda: blas.limit(limits=threads))
-            self._running += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._running -= 1
-                if self._running == 0 and self._limiter is not None:
-                    self._as_any_thread(self._limiter.restore_original_limits)
-                    self._limiter = None
+        threads = max(1, CPU_COUNT // max(1, min(n_panels, CPU_COUNT)))
+        return self._setting.held(lambda: self._limit(threads))
 
 
 _BLAS_THREADS = _BlasThreads()
