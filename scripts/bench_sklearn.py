@@ -95,6 +95,13 @@ def _norm(X):
     return float(np.sqrt(X.multiply(X).sum())) if sp.issparse(X) else float(np.linalg.norm(X))
 
 
+def _frobenius_error(X, W, H):
+    """``||X - W H||`` without forming ``W H`` (dense m x n: 16 GB for the tf-idf matrix):
+    ``||X||² - 2 <X Hᵀ, W> + <WᵀW, HHᵀ>``."""
+    cross = float(np.vdot(np.asarray(X @ H.T), W))
+    return float(np.sqrt(max(_norm(X) ** 2 - 2 * cross + float(np.vdot(W.T @ W, H @ H.T)), 0.0)))
+
+
 def run_sklearn(X, kind, k=K, seed=0):
     from sklearn.decomposition import NMF, MiniBatchNMF
 
@@ -109,8 +116,7 @@ def run_sklearn(X, kind, k=K, seed=0):
         seconds = time.perf_counter() - started
     if kind == "minibatch":  # its reconstruction_err_ is on the last mini-batch's terms; recompute
         W = model.transform(X)
-        R = X - (sp.csr_matrix(W) @ sp.csr_matrix(model.components_) if sp.issparse(X) else W @ model.components_)
-        error = _norm(sp.csr_matrix(R) if sp.issparse(X) else R)
+        error = _frobenius_error(X, W, model.components_)
         extra = time.perf_counter() - started - seconds
     else:
         error, extra = float(model.reconstruction_err_), 0.0
