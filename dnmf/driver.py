@@ -242,7 +242,7 @@ def _initial_factors(V, k, init, W, H, stats, random_state, update_H, missing=No
         source = V.array if missing != "nan" else V.array.map_blocks(masked.fill_missing, dtype.type(mean))
         W0, H0 = initialization.nndsvd_init(source, k, method, mean, random_state, rows)
     W0, H0 = dask.persist(W0, H0)
-    return W0, np.asarray(dask.compute(H0)[0] if isinstance(H0, da.Array) else H0)
+    return W0, np.asarray(dask.compute(H0)[0])
 
 
 def _loop_state(iteration, W_blocks, H, known, V, k, dtype, finished):

@@ -22,11 +22,20 @@ from __future__ import annotations
 
 import numbers
 
+import dask
 import dask.array as da
 import numpy as np
 from sklearn.utils import check_random_state
 
-__all__ = ["INIT_METHODS", "SVD_POWER_ITERATIONS", "choose_init", "custom_init", "nndsvd_init", "random_init"]
+__all__ = [
+    "INIT_METHODS",
+    "SVD_POWER_ITERATIONS",
+    "choose_init",
+    "custom_init",
+    "nndsvd_from_svd",
+    "nndsvd_init",
+    "random_init",
+]
 
 #: Accepted ``init`` names (``None`` picks one, as scikit-learn does).
 INIT_METHODS = ("random", "nndsvd", "nndsvda", "nndsvdar", "custom")
@@ -85,8 +94,105 @@ def _svd_seed(random_state):
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
+def _part_norms(U):
+    """Squared column norms of the positive and negative parts of ``U`` (2 x k, float64)."""
+    U = np.asarray(U, dtype=np.float64)
+    return np.stack([np.square(np.maximum(U, 0)).sum(axis=0), np.square(np.minimum(U, 0)).sum(axis=0)])
+
+
+def _nndsvd_scales(part_norms, S, Vt):
+    """Boutsidis & Gallopoulos' choice for each singular triple, as scikit-learn makes it.
+
+    For each component j the positive or the negative parts of ``(u_j, v_j)`` are kept,
+    whichever has the larger product of norms (the first, non-negative pair keeps
+    ``|u|, |v|``), normalized, and scaled by ``sqrt(s_j * that product)``.
+
+    Returns
+    -------
+    scale_W : ndarray of shape (2, k)
+        ``W = max(U, 0) * scale_W[0] + max(-U, 0) * scale_W[1]`` (before thresholding).
+    H : ndarray of shape (k, n), float64
+        Before thresholding.
+    """
+    safe = lambda v: np.where(v == 0, 1.0, v)  # noqa: E731 - a zero part gives a zero column anyway
+    S = np.asarray(S, dtype=np.float64)
+    Vt = np.asarray(Vt, dtype=np.float64)
+    x_p, x_n = np.sqrt(part_norms)
+    y_p, y_n = np.maximum(Vt, 0), np.maximum(-Vt, 0)
+    y_p_nrm, y_n_nrm = np.linalg.norm(y_p, axis=1), np.linalg.norm(y_n, axis=1)
+    m_p, m_n = x_p * y_p_nrm, x_n * y_n_nrm
+    first = np.arange(S.size) == 0
+    positive = (m_p > m_n) | first
+    lbd = np.sqrt(S * np.where(first, 1.0, np.where(positive, m_p, m_n)))
+    scale_W = np.stack([
+        np.where(first, 1.0, np.where(positive, 1 / safe(x_p), 0.0)),
+        np.where(first, 1.0, np.where(positive, 0.0, 1 / safe(x_n))),
+    ]) * lbd
+    scale_H = np.stack([
+        np.where(first, 1.0, np.where(positive, 1 / safe(y_p_nrm), 0.0)),
+        np.where(first, 1.0, np.where(positive, 0.0, 1 / safe(y_n_nrm))),
+    ]) * lbd
+    return scale_W, y_p * scale_H[0][:, None] + y_n * scale_H[1][:, None]
+
+
+def _finish(A, dtype, fill):
+    """Entries below NNDSVD_EPS set to 0, then the zeros replaced by ``fill`` (a scalar
+    for nndsvda, an array of A's shape for nndsvdar, None for nndsvd)."""
+    A = A.astype(dtype, copy=False)
+    A[A < NNDSVD_EPS] = 0
+    if fill is not None:
+        zero = A == 0
+        A[zero] = fill[zero] if np.ndim(fill) else fill
+    return A
+
+
+def _w_block(U, scale_W, dtype, fill):
+    """A row block of the NNDSVD W from the same rows of U."""
+    U = np.asarray(U, dtype=np.float64)
+    return _finish(np.maximum(U, 0) * scale_W[0] + np.maximum(-U, 0) * scale_W[1], dtype, fill)
+
+
+def _fills(variant, mean, shape, row_chunks, dtype, random_state):
+    """What replaces the zeros of H and of each row block of W."""
+    if variant == "nndsvda":
+        return dtype.type(mean), [dtype.type(mean)] * len(row_chunks)
+    if variant == "nndsvdar":
+        rng = check_random_state(random_state)
+        k, n = shape
+        noise_H = np.abs(mean * rng.standard_normal(size=(k, n)) / 100).astype(dtype)
+        noise_W = [np.abs(mean * rng.standard_normal(size=(rows, k)) / 100).astype(dtype) for rows in row_chunks]
+        return noise_H, noise_W
+    return None, [None] * len(row_chunks)
+
+
+def nndsvd_from_svd(U, S, Vt, variant, mean, dtype=np.float64, random_state=None):
+    """NNDSVD factors from a given truncated SVD ``U diag(S) Vt`` (all in memory).
+
+    The same arithmetic as :func:`nndsvd_init`, which applies it block by block.
+
+    Returns
+    -------
+    W : ndarray of shape (m, k)
+    H : ndarray of shape (k, n)
+    """
+    dtype = np.dtype(dtype)
+    fill_H, (fill_W,) = _fills(variant, mean, np.shape(Vt), [len(U)], dtype, random_state)
+    scale_W, H = _nndsvd_scales(_part_norms(U), S, Vt)
+    return _w_block(U, scale_W, dtype, fill_W), _finish(H, dtype, fill_H)
+
+
+def _whole(x):
+    """A small Dask array as one Delayed whose graph keeps the SVD's keys (a Dask array
+    passed to a delayed function is optimized on its own, which would make the SVD's
+    last pass over V run again for it)."""
+    return x.rechunk(-1).to_delayed(optimize_graph=False).ravel()[0]
+
+
 def nndsvd_init(V, n_components, variant, mean, random_state, row_chunks):
     """NNDSVD (``variant`` in nndsvd/nndsvda/nndsvdar) from a randomized SVD of V.
+
+    The SVD is :func:`dask.array.linalg.svd_compressed`'s (out of core); the rest is
+    :func:`nndsvd_from_svd`'s NumPy arithmetic, one task per row panel of W.
 
     Parameters
     ----------
@@ -96,7 +202,7 @@ def nndsvd_init(V, n_components, variant, mean, random_state, row_chunks):
     Returns
     -------
     W : dask.array.Array of shape (m, k)
-    H : dask.array.Array of shape (k, n)
+    H : Delayed ndarray of shape (k, n)
     """
     U, S, Vt = da.linalg.svd_compressed(
         V,
@@ -107,43 +213,16 @@ def nndsvd_init(V, n_components, variant, mean, random_state, row_chunks):
         compute=True,  # persist each stage so V streams through every pass instead of staying in memory
     )
     dtype = V.dtype
-    U = U.rechunk({0: row_chunks}).astype(dtype)
-    Vt = Vt.astype(dtype)
-    S = S.astype(dtype)
-    x_p, x_n = da.maximum(U, 0), da.maximum(-U, 0)
-    y_p, y_n = da.maximum(Vt, 0), da.maximum(-Vt, 0)
-    x_p_nrm, x_n_nrm = da.linalg.norm(x_p, axis=0), da.linalg.norm(x_n, axis=0)
-    y_p_nrm, y_n_nrm = da.linalg.norm(y_p, axis=1), da.linalg.norm(y_n, axis=1)
-    m_p, m_n = x_p_nrm * y_p_nrm, x_n_nrm * y_n_nrm
-    positive = m_p > m_n
-    # The leading singular pair is non-negative: use |u|, |v| with sigma = 1 (norms are 1).
-    first = da.arange(n_components) == 0
-    positive = positive | first
-    sigma = da.where(first, 1, da.where(positive, m_p, m_n))
-    safe = lambda v: da.where(v == 0, 1, v)  # noqa: E731 - zero parts give a zero column anyway
-    u = da.where(first, abs(U), da.where(positive, x_p / safe(x_p_nrm), x_n / safe(x_n_nrm)))
-    v = da.where(
-        first[:, None],
-        abs(Vt),
-        da.where(positive[:, None], y_p / safe(y_p_nrm)[:, None], y_n / safe(y_n_nrm)[:, None]),
-    )
-    lbd = da.sqrt(S * sigma).astype(dtype)
-    W = (u * lbd).astype(dtype)
-    H = (v * lbd[:, None]).astype(dtype)
-    W = da.where(W < NNDSVD_EPS, 0, W).astype(dtype)
-    H = da.where(H < NNDSVD_EPS, 0, H).astype(dtype)
-    if variant == "nndsvda":
-        W = da.where(W == 0, dtype.type(mean), W)
-        H = da.where(H == 0, dtype.type(mean), H)
-    elif variant == "nndsvdar":
-        rng = check_random_state(random_state)
-        noise_H = np.abs(mean * rng.standard_normal(size=H.shape) / 100).astype(dtype)
-        noise_W = np.concatenate(
-            [np.abs(mean * rng.standard_normal(size=(rows, n_components)) / 100) for rows in row_chunks]
-        ).astype(dtype)
-        W = da.where(W == 0, _row_blocks(noise_W, row_chunks), W)
-        H = da.where(H == 0, noise_H, H)
-    return W.rechunk({0: row_chunks, 1: -1}), H.rechunk(-1)
+    U_blocks = U.rechunk({0: row_chunks, 1: -1}).to_delayed(optimize_graph=False).ravel()  # keys shared with S, Vt
+    fill_H, fill_W = _fills(variant, mean, (n_components, V.shape[1]), row_chunks, dtype, random_state)
+    norms = dask.delayed(sum)([dask.delayed(_part_norms)(u) for u in U_blocks])
+    scales = dask.delayed(_nndsvd_scales, nout=2)(norms, _whole(S), _whole(Vt))
+    H = dask.delayed(_finish)(scales[1], dtype, fill_H)
+    W = da.concatenate([
+        da.from_delayed(dask.delayed(_w_block)(u, scales[0], dtype, fill), shape=(rows, n_components), dtype=dtype)
+        for u, rows, fill in zip(U_blocks, row_chunks, fill_W)
+    ])
+    return W, H
 
 
 def custom_init(W, H, shape, n_components, dtype, row_chunks):

@@ -15,9 +15,11 @@ import scipy.sparse as sp
 from sklearn.decomposition import NMF
 from sklearn.decomposition import non_negative_factorization as sk_nmf
 from sklearn.decomposition._nmf import _beta_divergence, _initialize_nmf
+from sklearn.utils.extmath import randomized_svd
 
 from dnmf.api import non_negative_factorization as nmf
 from dnmf.driver import factorize, to_numpy
+from dnmf.init import nndsvd_from_svd
 from dnmf.losses import beta_to_float
 from dnmf.params import compute_penalties
 from dnmf.solvers import TREE_FAN_IN
@@ -107,6 +109,25 @@ def test_loss_history_is_sklearn_beta_divergence_of_each_iterate(solver, beta_lo
         result.reconstruction_err, _beta_divergence(X, W_t, H_t, beta, square_root=True), rtol=1e-8
     )
     np.testing.assert_allclose(to_numpy(result.W), W_t, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["nndsvd", "nndsvda", "nndsvdar"])
+def test_nndsvd_from_sklearns_svd_is_sklearns_init(variant, make_matrix):
+    """Given scikit-learn's own randomized SVD, the NNDSVD arithmetic gives scikit-learn's
+    factors (nndsvdar: the same non-zero entries; its small noise is drawn per panel, not
+    as scikit-learn draws it, and only fills the zeros)."""
+    X = make_matrix(M, N, seed=6, density=0.8)
+    U, S, Vt = randomized_svd(X, K, random_state=0)
+    W_sk, H_sk = _initialize_nmf(X, K, init=variant, random_state=0)
+    W, H = nndsvd_from_svd(U, S, Vt, variant, X.mean(), random_state=0)
+    if variant == "nndsvdar":
+        W_plain, H_plain = nndsvd_from_svd(U, S, Vt, "nndsvd", X.mean())
+        for A, plain in ((W, W_plain), (H, H_plain)):
+            np.testing.assert_allclose(A[plain > 0], plain[plain > 0], rtol=1e-12)
+            assert np.all((A[plain == 0] >= 0) & (A[plain == 0] <= X.mean()))
+        W, H, W_sk, H_sk = W_plain, H_plain, *_initialize_nmf(X, K, init="nndsvd", random_state=0)
+    np.testing.assert_allclose(W, W_sk, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(H, H_sk, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("random_state", [0, 7, "instance"])
