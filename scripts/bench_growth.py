@@ -49,7 +49,7 @@ def per_iteration(path, k, iterations, seed=0):
 def run(workdir, quick=False, log=print):
     workdir = Path(workdir)
     m, n = (32768, 1024) if quick else (131072, 2048)
-    iterations, repeats = (4, 2) if quick else (5, 2)
+    iterations, repeats = (4, 2) if quick else (5, 3)
     paths = {}
     for factor in (1, 2, 4):
         rows = m * factor

@@ -10,7 +10,9 @@ and initialization: it is the wall time from the call to the first iteration who
 error is at or below the target.
 
 Ratio = dnmf time to reach scikit-learn's final error / scikit-learn's wall time.
-Target for the cd row: <= 0.25 (best ``inner_sweeps``; every setting is reported).
+Target for the cd row: <= 0.25 (best ``inner_sweeps``; every setting is reported). On
+the dense matrix the target is judged on the fastest of 3 interleaved runs of both
+(wall times on a shared machine vary by 30% from run to run).
 
 A diagnostic row (no target) runs dnmf's HALS from scikit-learn's own NNDSVDA init
 (its computation time counted): the same updates from the same start follow
@@ -38,6 +40,9 @@ RATIO_TARGET = 0.25
 K = 20
 INNER_SWEEPS = (1, 4, 16)
 DNMF_MAX_ITER = 400
+#: Interleaved runs of scikit-learn cd and of dnmf's best setting on the dense matrix,
+#: fastest of each (seconds each; the sparse pair takes minutes and runs once).
+DENSE_REPEATS = 3
 #: A dnmf run is given up (target "not reached") after this multiple of its reference's
 #: wall time (scikit-learn cd's for the HALS runs, mu's for the mu run): the ratio is
 #: then known to be above it, far from the target.
@@ -179,11 +184,32 @@ def run_dnmf(X, targets, *, solver="cd", inner_sweeps=1, k=K, seed=0, max_iter=D
     }
 
 
-def bench_matrix(label, X, log=print, minibatch=True):
+def _fastest_of(X, reference, best, repeats, log, label):
+    """scikit-learn cd and the best dnmf cd setting, run ``repeats`` times in all,
+    interleaved; the fastest of each (other tenants' load only ever slows a run down).
+
+    Returns a ratio row like those of :func:`bench_matrix`, with the target."""
+    sk_seconds, dnmf_seconds = [reference["seconds"]], [best["dnmf_seconds"]]
+    for _ in range(repeats - 1):
+        sk_seconds.append(run_sklearn(X, "cd")["seconds"])
+        again = run_dnmf(X, {"cd": reference["error"]}, solver="cd", inner_sweeps=best["inner_sweeps"],
+                         give_up=GIVE_UP_FACTOR * sk_seconds[-1])
+        dnmf_seconds.append(again["reached"]["cd"]["seconds"])
+    reached = [t for t in dnmf_seconds if t is not None]
+    log(f"  [{label}] fastest of {repeats}: sklearn cd {sk_seconds}, {best['dnmf']} {dnmf_seconds}")
+    return {**best, "dnmf": f"{best['dnmf']} (fastest of {repeats})", "reference": f"sklearn cd (fastest of {repeats})",
+            "reference_seconds": min(sk_seconds), "dnmf_seconds": min(reached) if reached else None,
+            "ratio": min(reached) / min(sk_seconds) if reached else None, "target": RATIO_TARGET,
+            "all_reference_seconds": sk_seconds, "all_dnmf_seconds": dnmf_seconds}
+
+
+def bench_matrix(label, X, log=print, minibatch=True, repeats=1):
     """All rows for one matrix; returns a dict with ``references``, ``dnmf`` and ``ratios``.
 
     ``minibatch=False`` leaves out ``MiniBatchNMF`` (its ``max_iter=200`` epochs of small
-    batches ran > 6 minutes on the quick 5000 x 1000 matrix on a loaded 2-core machine)."""
+    batches ran > 6 minutes on the quick 5000 x 1000 matrix on a loaded 2-core machine).
+    ``repeats > 1``: the target is judged on the fastest of ``repeats`` interleaved runs of
+    scikit-learn cd and of the best dnmf setting (:func:`_fastest_of`)."""
     norm = _norm(X)
     references = {}
     for kind in ("cd", "mu", "minibatch") if minibatch else ("cd", "mu"):
@@ -212,12 +238,18 @@ def bench_matrix(label, X, log=print, minibatch=True):
                 "reference_seconds": ref["seconds"], "reference_rel_error": ref["relative_error"],
                 "dnmf_seconds": hit["seconds"], "dnmf_iterations": hit["iteration"], "ratio": ratio,
                 "target": RATIO_TARGET if kind == "cd" and run["solver"] == "cd" and not run["sklearn_init"] else None,
+                "inner_sweeps": run["inner_sweeps"],
             })
     cd_rows = [r for r in ratios if r["target"] is not None and r["ratio"] is not None]
     best = min(cd_rows, key=lambda r: r["ratio"]) if cd_rows else None
+    if best is not None and repeats > 1:
+        for row in cd_rows:
+            row["target"] = None  # judged on the fastest-of row below
+        best = _fastest_of(X, references["cd"], best, repeats, log, label)
+        ratios.append(best)
     return {"label": label, "shape": list(X.shape), "nnz": int(X.nnz) if sp.issparse(X) else int(X.size),
             "norm": norm, "references": references, "dnmf": runs, "ratios": ratios, "best_cd": best,
-            "passed": bool(best and best["ratio"] <= RATIO_TARGET)}
+            "passed": bool(best and best["ratio"] is not None and best["ratio"] <= RATIO_TARGET)}
 
 
 def _fmt_reached(run):
@@ -234,7 +266,7 @@ def run(workdir, quick=False, log=print):
     dense_shape = (5000, 1000) if quick else (20000, 2000)
     log(f"sklearn comparison: dense {dense_shape}")
     results.append(bench_matrix(f"dense {dense_shape[0]}x{dense_shape[1]}", dense_matrix(workdir, dense_shape), log,
-                                minibatch=not quick))
+                                minibatch=not quick, repeats=DENSE_REPEATS))
     sparse_shape = (20000, 5000) if quick else SPARSE_SHAPE
     log(f"sklearn comparison: sparse tf-idf-like {sparse_shape} at density 0.005")
     started = time.perf_counter()
