@@ -161,3 +161,21 @@ def test_scheduler_address_with_stored_input_returns_dask_result_on_the_cluster(
     assert relerr(H, expected_H) <= 1e-8
     del W
     assert _wait_until(lambda: not {k for k, w in connection.who_has().items() if w})
+
+
+def test_embedded_cluster_workers_start_without_malloc_trim_threshold(monkeypatch):
+    """The CLI's embedded cluster does not give its workers Dask's MALLOC_TRIM_THRESHOLD_
+    (it halved their Zarr reads); a value in this process's environment still reaches them."""
+    from dnmf.scheduler import local_cluster
+
+    def threshold():
+        import os
+
+        return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with local_cluster(n_workers=1, threads_per_worker=1) as client:
+        assert set(client.run(threshold).values()) == {None}
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    with local_cluster(n_workers=1, threads_per_worker=1) as client:
+        assert set(client.run(threshold).values()) == {"131072"}
