@@ -98,27 +98,29 @@ def _stream(seed, *key):
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
-def _dense_blocks(shape, H, noise, seed, dtype):
-    m, n = shape
+def _planted_rows(shape, k, seed):
+    """``(rng, rows, W)`` per block of rows: the block's own seeded stream, and the
+    block's planted factor (k columns), drawn first from it."""
+    m = shape[0]
     rows = block_rows(shape)
     for index, start in enumerate(range(0, m, rows)):
         rng = _stream(seed, index + 1)
         count = min(rows, m - start)
-        W = rng.random((count, H.shape[0]))
+        yield rng, count, rng.random((count, k))
+
+
+def _dense_blocks(shape, H, noise, seed, dtype):
+    for rng, count, W in _planted_rows(shape, H.shape[0], seed):
         block = W @ H
         if noise:
-            block += noise * rng.random((count, n))
+            block += noise * rng.random((count, shape[1]))
         yield block.astype(dtype)
 
 
 def _sparse_blocks(shape, H, noise, density, seed, dtype):
     """``(rows, indptr_counts, indices, data)`` per block, row-major (CSR order)."""
-    m, n = shape
-    rows = block_rows(shape)
-    for index, start in enumerate(range(0, m, rows)):
-        rng = _stream(seed, index + 1)
-        count = min(rows, m - start)
-        W = rng.random((count, H.shape[0]))
+    n = shape[1]
+    for rng, count, W in _planted_rows(shape, H.shape[0], seed):
         size = count * n
         kept = rng.choice(size, size=rng.binomial(size, density), replace=False)
         kept.sort()
