@@ -80,7 +80,8 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         Where to run: a Client, a scheduler address, or None for the active Client
         (else Dask's threaded scheduler).
     missing_values : {None, np.nan, "absent"}, default=None
-        Entries left out of the loss and of the updates (masked NMF, ``solver="mu"``):
+        Entries left out of the loss and of the updates (masked NMF: weighted MU for
+        ``solver="mu"``, HALS with per-row Grams for ``solver="cd"``):
         np.nan (or "nan") marks NaN entries of a dense X as missing; "absent" makes every
         absent entry of a sparse X missing (ratings; stored zeros are observed). The loss
         and ``reconstruction_err_`` are over observed entries only, and ``W @ H``

@@ -23,12 +23,9 @@ and, from the same V_i and the new W_i, emits its share of the two k x n H-step 
 (:class:`MaskedPartial`). A dense panel is processed in row blocks of about
 ``kernels.CACHE_BLOCK_BYTES`` so that ``WH`` and the masked products stay in cache.
 
-Why not HALS with missing values: each row needs its own Gram ``Σ_j m_ij h_j h_jᵀ``
-(and each column ``Σ_i m_ij w_i w_iᵀ``): ``m n k²`` flops per pass for a dense mask
-against ``6 m n k`` for weighted MU (3x more at k = 20, and it grows with k), and every
-panel would send a k² x n partial for the H-step instead of k x n, k times the network
-traffic of every other solver. ``solver="cd"`` with missing values is refused with a
-message pointing to ``solver="mu"``.
+These are the kernels of ``solver="mu"``; ``solver="cd"`` with missing values is masked
+HALS (:mod:`dnmf.masked_hals`, per-row and per-column Grams), which shares the modes,
+:func:`prepare_panel` and :class:`MaskedPartial`.
 
 A dense panel is prepared once per pass (:func:`prepare_panel`: NaN replaced by 0 and
 the positions of the NaN listed; the driver keeps the prepared panels of in-memory input

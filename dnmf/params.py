@@ -154,11 +154,6 @@ def validate_params(values):
             f"Invalid beta_loss parameter: solver 'cd' does not handle beta_loss = {values.get('beta_loss')!r}; "
             "use solver='mu'"
         )
-    if normalize_missing(values.get("missing_values")) is not None and resolve_solver(solver) == "cd":
-        raise ValueError(
-            f"solver {solver!r} does not handle missing values (missing_values={values.get('missing_values')!r}); "
-            "use solver='mu' (weighted multiplicative updates)"
-        )
     return values
 
 

@@ -19,7 +19,7 @@ import dask
 import numpy as np
 from dask.system import CPU_COUNT
 
-from . import kernels, masked
+from . import kernels, masked, masked_hals
 from .losses import beta_loss, frobenius_loss
 from .process_setting import SharedSetting
 
@@ -143,7 +143,7 @@ def finish_step(H, total, step, size, squared_norm=None):
         free (Frobenius), else NaN.
     """
     if step.missing:
-        return masked.finish_step(H, total, step)
+        return _masked_kernels(step).finish_step(H, total, step)
     total = _known_norm(total, squared_norm, step.beta)
     before = loss_of(total, H, step.beta, size)
     if not step.update_H:
@@ -155,6 +155,11 @@ def finish_step(H, total, step, size, squared_norm=None):
         cross = float(np.vdot(total.h_numerator.astype(np.float64), H_new.astype(np.float64)))
         after = frobenius_loss(squared_norm_V, cross, total.h_denominator, H_new @ H_new.T)
     return H_new, np.array([before, after])
+
+
+def _masked_kernels(step):
+    """The kernels for missing values: masked HALS for ``solver="cd"``, weighted MU otherwise."""
+    return masked_hals if step.solver == "cd" else masked
 
 
 def _panel_kernel(kernel, step, squared_norm, **options):
@@ -187,7 +192,7 @@ def iteration(V_blocks, W_blocks, H, step, size, squared_norm=None):
     losses : Delayed ndarray of shape (2,)
         See :func:`finish_step`.
     """
-    kernel = masked.panel_step if step.missing else kernels.panel_step
+    kernel = _masked_kernels(step).panel_step if step.missing else kernels.panel_step
     panel = _PanelTask(_panel_kernel(kernel, step, squared_norm), len(V_blocks))
     outputs = [dask.delayed(panel, nout=2)(v, w, H) for v, w in zip(V_blocks, W_blocks)]
     total = _tree_sum([out[1] for out in outputs], kernels.sum_partials)
@@ -214,7 +219,7 @@ def final_pass(V_blocks, W_blocks, H, step, size, max_inner, tol, squared_norm=N
     report : Delayed ndarray ``[loss, most updates made in a panel]``
     """
     W_blocks = W_blocks if W_blocks is not None else [None] * len(V_blocks)
-    kernel = masked.transform_panel if step.missing else kernels.transform_panel
+    kernel = _masked_kernels(step).transform_panel if step.missing else kernels.transform_panel
     panel = _PanelTask(_panel_kernel(kernel, step, squared_norm, max_inner=max_inner, tol=tol), len(V_blocks))
     outputs = [dask.delayed(panel, nout=3)(v, w, H) for v, w in zip(V_blocks, W_blocks)]
     total = _tree_sum([out[1] for out in outputs], kernels.sum_partials)

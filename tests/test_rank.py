@@ -85,7 +85,7 @@ def test_sweep_on_a_cluster_with_missing_values():
         (dict(ranks=[2], replicates=1), ValueError, "replicates must be >= 2"),
         (dict(ranks=[0, 2]), ValueError, "ranks must be positive"),
         (dict(ranks=[2], n_components=3), TypeError, "n_components"),
-        (dict(ranks=[2], solver="cd", missing_values=np.nan), ValueError, "solver='mu'"),
+        (dict(ranks=[2], solver="cd", beta_loss="kullback-leibler"), ValueError, "solver='mu'"),
     ],
 )
 def test_bad_arguments(kwargs, error, message):
