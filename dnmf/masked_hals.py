@@ -27,7 +27,11 @@ import scipy.sparse as sp
 from .kernels import _in_dtype_of, squared_norm
 from .masked import MaskedPartial, NanPanel, prepare_panel
 
-__all__ = ["finish_step", "panel_step", "transform_panel", "update_h"]
+__all__ = ["GRAM_BLOCK_BYTES", "finish_step", "hals_sweeps_per_row", "panel_step", "transform_panel", "update_h"]
+
+#: Bytes of per-row Grams (rows x k x k) held at a time: a panel is sized by its V bytes,
+#: and with k² > n its Grams would be larger than the panel.
+GRAM_BLOCK_BYTES = 64 * 2**20
 
 
 def _observed(V, missing):
@@ -91,13 +95,34 @@ def _loss(norm, A, grams, cross):
 
 
 def _solve_rows(values, pattern, W, H, penalty, n_sweeps, tol=0.0):
-    """Masked HALS on a panel's W with H fixed: ``(W, loss of the starting W, sweeps)``."""
-    grams = _row_grams(pattern, H)
-    cross = np.asarray(values @ np.ascontiguousarray(H.T))
-    loss = _loss(squared_norm(values), W, grams, cross)
+    """Masked HALS on a panel's W with H fixed, :data:`GRAM_BLOCK_BYTES` of row Grams at
+    a time.
+
+    Returns
+    -------
+    W : ndarray (a new array)
+    loss_before, loss_after : float
+        Loss over the panel's observed entries of the starting and of the returned W.
+    n_done : int
+        Most sweeps made in a block.
+    """
+    k = H.shape[0]
+    Ht = np.ascontiguousarray(H.T)
     W = np.array(W, copy=True)
-    done = hals_sweeps_per_row(W, grams, cross, n_sweeps, penalty, tol)
-    return W, loss, done, grams, cross
+    step = max(1, GRAM_BLOCK_BYTES // (k * k * W.itemsize))
+    before = after = 0.0
+    n_done = 0
+    for start in range(0, W.shape[0], step):
+        rows = slice(start, min(W.shape[0], start + step))
+        grams = _row_grams(pattern[rows], H)
+        cross = np.asarray(values[rows] @ Ht)
+        norm = squared_norm(values[rows])
+        before += _loss(norm, W[rows], grams, cross)
+        block = W[rows]
+        n_done = max(n_done, hals_sweeps_per_row(block, grams, cross, n_sweeps, penalty, tol))
+        W[rows] = block
+        after += _loss(norm, block, grams, cross)
+    return W, before, after, n_done
 
 
 def panel_step(V, W, H, step):
@@ -113,7 +138,7 @@ def panel_step(V, W, H, step):
     """
     W, H = _in_dtype_of(V, W, H)
     values, pattern = _observed(V, step.missing)
-    W_new, loss, _, _, _ = _solve_rows(values, pattern, W, H, step.penalty_W, step.n_inner)
+    W_new, loss, _, _ = _solve_rows(values, pattern, W, H, step.penalty_W, step.n_inner)
     numerator = denominator = None
     if step.update_H:
         numerator = np.ascontiguousarray(np.asarray(values.T @ W_new).T)
@@ -135,8 +160,8 @@ def transform_panel(V, W, H, step, max_inner, tol):
     W, H = _in_dtype_of(V, W, H)
     values, pattern = _observed(V, step.missing)
     start = np.zeros((values.shape[0], H.shape[0]), dtype=H.dtype) if W is None else W
-    W_new, _, done, grams, cross = _solve_rows(values, pattern, start, H, step.penalty_W, max_inner, tol)
-    return W_new, MaskedPartial(_loss(squared_norm(values), W_new, grams, cross), None, None), done
+    W_new, _, loss, done = _solve_rows(values, pattern, start, H, step.penalty_W, max_inner, tol)
+    return W_new, MaskedPartial(loss, None, None), done
 
 
 def update_h(H, total, step):

@@ -21,7 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 from zarr.storage import LocalStore, WrapperStore
 
 import dnmf
-from dnmf import masked
+from dnmf import masked, masked_hals
 from dnmf.api import non_negative_factorization
 from dnmf.driver import factorize
 from dnmf.kernels import Penalty, StepSpec, mu_gamma, panel_step, update_h
@@ -210,6 +210,18 @@ def test_masked_hals_follows_reference(mode, penalties):
     if not penalties:
         assert result.loss == pytest.approx(reference_loss(V, M, W_ref @ H_ref, 2.0), rel=1e-9)
         assert np.all(np.diff(result.loss_history) <= 1e-9 * result.loss_history[0])
+
+
+def test_masked_hals_row_blocks_add_up(monkeypatch):
+    """Row Grams held a block of rows at a time give the numbers of one block."""
+    V, M, V_nan, W0, H0 = problem(m=50)
+    step = StepSpec("cd", 2.0, n_inner=2, missing="nan")
+    whole_W, whole = masked_hals.panel_step(V_nan, W0, H0, step)
+    monkeypatch.setattr(masked_hals, "GRAM_BLOCK_BYTES", 7 * 3 * 3 * 8)  # blocks of 7 rows
+    split_W, split = masked_hals.panel_step(V_nan, W0, H0, step)
+    np.testing.assert_allclose(split_W, whole_W, rtol=1e-12)
+    for a, b in zip(split, whole):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
 def test_masked_hals_with_everything_stored_is_unmasked_hals(make_matrix, make_factors):
