@@ -59,7 +59,6 @@ __all__ = [
     "check_input_kind",
     "check_stats",
     "fill_missing",
-    "finish_step",
     "loss_of",
     "normalize_missing",
     "observed_columns",
@@ -583,18 +582,6 @@ def update_h(H, total, step):
 def loss_of(total):
     """The loss over observed entries from summed partials (clipped at 0)."""
     return max(float(total.loss), 0.0)
-
-
-def finish_step(H, total, step):
-    """Masked counterpart of :func:`dnmf.solvers.finish_step`: ``(H', [loss before, NaN])``.
-
-    The loss of the new iterate is not free with a mask (it needs the new H against V);
-    the next pass reports it.
-    """
-    before = loss_of(total)
-    if not step.update_H:
-        return H, np.array([before, np.nan])
-    return update_h(H, total, step), np.array([before, np.nan])
 
 
 # --------------------------------------------------------------------- predictions

@@ -27,7 +27,7 @@ import scipy.sparse as sp
 from .kernels import _in_dtype_of, squared_norm
 from .masked import MaskedPartial, NanPanel, prepare_panel
 
-__all__ = ["GRAM_BLOCK_BYTES", "finish_step", "hals_sweeps_per_row", "panel_step", "transform_panel", "update_h"]
+__all__ = ["GRAM_BLOCK_BYTES", "hals_sweeps_per_row", "panel_step", "transform_panel", "update_h"]
 
 #: Bytes of per-row Grams (rows x k x k) held at a time: a panel is sized by its V bytes,
 #: and with k² > n its Grams would be larger than the panel.
@@ -118,9 +118,8 @@ def _solve_rows(values, pattern, W, H, penalty, n_sweeps, tol=0.0):
         cross = np.asarray(values[rows] @ Ht)
         norm = squared_norm(values[rows])
         before += _loss(norm, W[rows], grams, cross)
-        block = W[rows]
+        block = W[rows]  # a view: swept in place
         n_done = max(n_done, hals_sweeps_per_row(block, grams, cross, n_sweeps, penalty, tol))
-        W[rows] = block
         after += _loss(norm, block, grams, cross)
     return W, before, after, n_done
 
@@ -172,10 +171,3 @@ def update_h(H, total, step):
     hals_sweeps_per_row(Ht, grams, np.ascontiguousarray(total.h_numerator.T), step.n_inner, step.penalty_H)
     return np.ascontiguousarray(Ht.T)
 
-
-def finish_step(H, total, step):
-    """``(H', [loss before, NaN])``, as :func:`dnmf.masked.finish_step`."""
-    before = max(float(total.loss), 0.0)
-    if not step.update_H:
-        return H, np.array([before, np.nan])
-    return update_h(H, total, step), np.array([before, np.nan])

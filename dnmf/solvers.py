@@ -142,8 +142,10 @@ def finish_step(H, total, step, size, squared_norm=None):
         Loss of the iterate the pass started from, and of the new iterate when it is
         free (Frobenius), else NaN.
     """
-    if step.missing:
-        return _masked_kernels(step).finish_step(H, total, step)
+    if step.missing:  # the new iterate's loss needs the new H against V: the next pass reports it
+        before = masked.loss_of(total)
+        H_new = _masked_kernels(step).update_h(H, total, step) if step.update_H else H
+        return H_new, np.array([before, np.nan])
     total = _known_norm(total, squared_norm, step.beta)
     before = loss_of(total, H, step.beta, size)
     if not step.update_H:
