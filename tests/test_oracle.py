@@ -130,6 +130,14 @@ def test_nndsvd_from_sklearns_svd_is_sklearns_init(variant, make_matrix):
     np.testing.assert_allclose(H, H_sk, rtol=1e-10, atol=1e-12)
 
 
+def test_random_init_of_float32_input_is_float32():
+    """Both factors are drawn in V's dtype (a float64 scale must not promote them)."""
+    from dnmf.init import random_init
+
+    W, H = random_init((7, 5), 3, np.dtype(np.float32), np.float64(2.0), 0, (4, 3))
+    assert W.dtype == np.float32 and H.dtype == np.float32
+
+
 @pytest.mark.parametrize("random_state", [0, 7, "instance"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 def test_random_init_draws_sklearn_numbers(random_state, dtype, make_matrix):

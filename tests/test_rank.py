@@ -119,6 +119,16 @@ def test_fits_as_worker_tasks_equal_driver_threads():
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=":0") as cluster:
         with distributed.Client(cluster) as client:
             setting = client.run(lambda: __import__("dask").config.get("scheduler", None))
+
+            def threads_inside_a_fit_task():
+                import dask
+
+                from dnmf import rank
+
+                with rank._LOCAL_DASK.held(rank._local_dask):
+                    return dask.config.get("scheduler"), dask.config.get("num_workers")
+
+            assert client.submit(threads_inside_a_fit_task, pure=False).result() == ("threads", 2)  # the worker's
             remote = select_rank(X, **common, client=client)
             assert client.run(lambda: __import__("dask").config.get("scheduler", None)) == setting  # restored
     assert [s.error for s in remote.scores] == pytest.approx([s.error for s in local.scores], rel=1e-12)

@@ -294,3 +294,12 @@ def test_fits_leave_input_files_unchanged(X, tmp_path, make_factors):
         nmf(open_matrix(path), W0, H0, n_components=3, init="custom", max_iter=2, tol=0)
     assert {path: _digest(path) for path in paths} == before
     assert sorted(os.listdir(tmp_path)) == listing
+
+
+def test_numpy_panels_are_views_of_the_input():
+    """In-memory NumPy input is cut into views, never copied whole (da.from_array copies)."""
+    X = np.arange(60.0).reshape(12, 5)
+    panels = as_panels(X, panel_rows=5)
+    blocks = dask.compute(*panels.blocks())
+    assert [b.shape[0] for b in blocks] == [4, 4, 4]
+    assert all(np.shares_memory(block, X) for block in blocks)
