@@ -48,7 +48,9 @@ Layout
         W                   (m, k), as the fit holds it (same dtype: resume is exact)
         H                   (k, n)
         loss_history        (j + 1,) float64, the driver's known losses
-        attrs  format = "dnmf-checkpoint", version, iteration, finished, created,
+        H_next              (k, n), extrapolated HALS only: the H the next pass starts from
+        attrs  format = "dnmf-checkpoint", version, iteration, finished, extrapolation
+               (the schedule of an extrapolate=True fit, else null), created,
                fingerprint (of V), params (the result-changing ones), all_params,
                rng, run (caller's notes, e.g. the CLI's input and OUT), complete
         SHA256SUMS          checksums of every other file (written last)
@@ -194,7 +196,7 @@ def _sample_rows(m):
 
 def _row_bytes(row, dtype):
     if sp.issparse(row):
-        row = sp.csr_matrix(row)
+        row = sp.csr_matrix(row, copy=True)  # never put in order a view of the input
         row.sum_duplicates()
         row.sort_indices()
         return b"".join(
@@ -304,7 +306,8 @@ def check_compatible(metadata, fingerprint, params):
     """
     where = metadata.get("path", "the checkpoint")
     matrix = _fingerprint_differences(metadata["fingerprint"], fingerprint)
-    saved, now = metadata["params"], result_params(params)
+    # a parameter a checkpoint does not record came after it was written: it ran the default
+    saved, now = {**result_params({}), **metadata["params"]}, result_params(params)
     changed = [
         f"{name}: checkpoint {saved.get(name)!r}, now {now.get(name)!r}"
         for name in sorted(set(saved) | set(now))
@@ -540,7 +543,9 @@ def _state_of(path, digest):
     W = da.from_zarr(group["W"], name=f"checkpoint-W-{digest[:32]}")
     H = np.asarray(group["H"][...])
     history = tuple(float(value) for value in np.asarray(group["loss_history"][...]))
-    return LoopState(int(attrs["iteration"]), W, H, history, bool(attrs["finished"])), attrs
+    H_next = np.asarray(group["H_next"][...]) if "H_next" in group else None
+    state = LoopState(int(attrs["iteration"]), W, H, history, bool(attrs["finished"]), attrs.get("extrapolation"), H_next)
+    return state, attrs
 
 
 def load_checkpoint(directory, name=None):
@@ -735,12 +740,15 @@ class ZarrCheckpointer:
         pause_for_tests(PAUSE_IN_CHECKPOINT_WRITE, state.iteration)
         write_factor(group, "H", np.asarray(state.H))
         write_factor(group, "loss_history", np.asarray(state.loss_history, dtype=np.float64))
+        if state.H_next is not None:
+            write_factor(group, "H_next", np.asarray(state.H_next))
         group.attrs.update(
             {
                 "format": CHECKPOINT_FORMAT,
                 "version": CHECKPOINT_VERSION,
                 "iteration": int(state.iteration),
                 "finished": bool(state.finished),
+                "extrapolation": state.extrapolation,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "fingerprint": self.fingerprint,
                 "params": result_params(self.params),

@@ -296,6 +296,24 @@ def test_fits_leave_input_files_unchanged(X, tmp_path, make_factors):
     assert sorted(os.listdir(tmp_path)) == listing
 
 
+def test_scipy_panels_are_views_of_the_input_and_fits_leave_it_unchanged():
+    """In-memory CSR input is cut into panels sharing its data and indices (slicing copies
+    them at every pass); no fit writes into them."""
+    rng = np.random.default_rng(0)
+    X = sp.random(30, 8, density=0.4, random_state=1, format="csr")
+    X.indices = X.indices[::-1].copy()  # not in canonical order: nothing may sort it in place
+    before = (X.data.copy(), X.indices.copy(), X.indptr.copy())
+    blocks = dask.compute(*as_panels(X, panel_rows=7).blocks())
+    assert [b.shape[0] for b in blocks] == [6, 6, 6, 6, 6]
+    assert all(np.shares_memory(b.data, X.data) and np.shares_memory(b.indices, X.indices) for b in blocks)
+    assert (sp.vstack(blocks) != X).nnz == 0
+    W0, H0 = rng.random((30, 3)) + 0.1, rng.random((3, 8)) + 0.1
+    for kwargs in (dict(solver="cd"), dict(solver="mu", beta_loss=1), dict(solver="mu", missing_values="absent")):
+        nmf(X, W0, H0, n_components=3, init="custom", max_iter=3, tol=0, panel_rows=7, **kwargs)
+    for array, was in zip((X.data, X.indices, X.indptr), before):
+        np.testing.assert_array_equal(array, was)
+
+
 def test_numpy_panels_are_views_of_the_input():
     """In-memory NumPy input is cut into views, never copied whole (da.from_array copies)."""
     X = np.arange(60.0).reshape(12, 5)
