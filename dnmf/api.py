@@ -106,6 +106,7 @@ def run(
             penalty_W=penalty_W,
             penalty_H=penalty_H,
             n_inner=p["inner_sweeps"],
+            extrapolate=p["extrapolate"],
             random_state=p["random_state"],
             polish=polish,
             callback=callback,
@@ -144,6 +145,7 @@ def non_negative_factorization(
     random_state=None,
     verbose=0,
     inner_sweeps=1,
+    extrapolate=False,
     panel_rows=None,
     client=None,
     missing_values=None,
@@ -167,7 +169,7 @@ def non_negative_factorization(
         As :class:`dnmf.NMF`.
     update_H : bool
         Whether to update H (fit) or keep it fixed (transform).
-    inner_sweeps, panel_rows, client, missing_values
+    inner_sweeps, extrapolate, panel_rows, client, missing_values
         As :class:`dnmf.NMF`.
 
     Returns
@@ -191,6 +193,7 @@ def non_negative_factorization(
         random_state=random_state,
         verbose=verbose,
         inner_sweeps=inner_sweeps,
+        extrapolate=extrapolate,
         panel_rows=panel_rows,
         client=client,
         missing_values=missing_values,

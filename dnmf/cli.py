@@ -92,6 +92,7 @@ METAVARS = {
     "alpha_H": "A|same",
     "l1_ratio": "R",
     "inner_sweeps": "N",
+    "extrapolate": "true|false",
     "panel_rows": "ROWS",
     "missing_values": "nan|absent",
 }
@@ -125,7 +126,8 @@ _SESSION = _Session()
 
 
 class _Scalar(click.ParamType):
-    """A YAML-like scalar: ``none`` → None, then int, then float, else the string."""
+    """A YAML-like scalar: ``none`` → None, ``true``/``false`` → bool, then int, then float,
+    else the string."""
 
     name = "value"
 
@@ -135,6 +137,8 @@ class _Scalar(click.ParamType):
         text = value.strip()
         if text.lower() in ("none", "null", "~"):
             return None
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
         for cast in (int, float):
             try:
                 return cast(text)

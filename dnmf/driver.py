@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import dask
@@ -55,6 +55,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from . import init as initialization
 from . import masked, solvers
+from .extrapolation import Schedule
 from .kernels import Penalty, StepSpec
 from .losses import loss_to_error
 from .storage import Panels, as_panels
@@ -105,6 +106,11 @@ class LoopState:
         Known losses of iterates 0..j (see the stopping rule).
     finished : bool
         The stopping rule fired: a resume runs no further iteration.
+    extrapolation : list of float or None
+        The extrapolation schedule (:meth:`dnmf.extrapolation.Schedule.as_list`) of an
+        ``extrapolate=True`` fit, else None.
+    H_next : ndarray of shape (k, n) or None
+        The H the next pass starts from when it is not ``H`` (extrapolated HALS).
     """
 
     iteration: int
@@ -112,6 +118,8 @@ class LoopState:
     H: np.ndarray
     loss_history: tuple
     finished: bool = False
+    extrapolation: list | None = None
+    H_next: np.ndarray | None = None
 
 
 class Checkpointer(Protocol):
@@ -245,25 +253,27 @@ def _initial_factors(V, k, init, W, H, stats, random_state, update_H, missing=No
     return W0, np.asarray(dask.compute(H0)[0])
 
 
-def _loop_state(iteration, W_blocks, H, known, V, k, dtype, finished):
-    """A LoopState of the current (persisted) factors; fetches only H."""
-    H = np.asarray(dask.compute(H)[0])
+def _loop_state(iteration, W_blocks, H, H_next, known, V, k, dtype, finished, schedule):
+    """A LoopState of the current (persisted) factors; fetches only H (and H_next)."""
+    H_next = None if H_next is H else H_next
+    H, H_next = (None if x is None else np.asarray(x) for x in dask.compute(H, H_next))
     W = _as_array(W_blocks, V.row_chunks, k, dtype)
-    return LoopState(iteration, W, H, tuple(known), finished)
+    return LoopState(iteration, W, H, tuple(known), finished, schedule.as_list() if schedule else None, H_next)
 
 
 def _save(checkpointer, state, client, V, k):
     """Save ``state``; on a cluster, continue from the durable copy the checkpointer returns
-    (cuts the lineage Dask keeps; see "Lost workers"). Returns ``(W_blocks, H)`` to go on with,
-    or None to keep the current ones."""
+    (cuts the lineage Dask keeps; see "Lost workers"). Returns ``(W_blocks, H, H_next)`` to go
+    on with, or None to keep the current ones."""
     saved = checkpointer.save(state)
     if client is None or not isinstance(saved, LoopState):
         return None
     W = saved.W.rechunk((V.row_chunks, k))
-    W, H = dask.persist(W, dask.delayed(np.asarray(saved.H), pure=True))
+    small = [dask.delayed(np.asarray(x), pure=True) for x in (saved.H, saved.H_next) if x is not None]
+    W, small = dask.persist(W, small)
     # Unoptimized: each block's graph holds the futures themselves (an optimized one only
     # names the keys, which are released as soon as ``W`` goes out of scope).
-    return list(W.to_delayed(optimize_graph=False).ravel()), H
+    return list(W.to_delayed(optimize_graph=False).ravel()), small[0], small[-1]
 
 
 def _stop(errors, tol):
@@ -298,6 +308,7 @@ def factorize(
     start=None,
     checkpointer=None,
     missing=None,
+    extrapolate=False,
 ):
     """Factorize V ≈ W H on the active Dask scheduler (parameters already validated).
 
@@ -339,6 +350,9 @@ def factorize(
         Which entries are unobserved (see :mod:`dnmf.masked`): they are left out of the
         loss and the updates (weighted MU). ``"nan"`` with no NaN in V runs the unmasked
         solver.
+    extrapolate : bool
+        Extrapolated HALS (:mod:`dnmf.extrapolation`; ``solver="cd"``, Frobenius loss, no
+        missing values).
 
     Returns
     -------
@@ -362,6 +376,8 @@ def factorize(
             logger.info("no NaN in V: running the unmasked solver")
             missing = None
     step = StepSpec(solver, float(beta), penalty_W, penalty_H, n_inner, update_H, missing)
+    if extrapolate and (solver != "cd" or step.beta != 2 or step.missing):
+        raise ValueError("extrapolate=True needs solver='cd', the Frobenius loss and no missing values")
     norm_V = float(np.sqrt(stats[3]))
     squared_norm = None if step.missing else float(stats[3])  # the passes need not sum it again
     if start is None:
@@ -380,21 +396,29 @@ def factorize(
         return FitResult(_as_array(W_blocks, V.row_chunks, k, dtype), H0, int(n_done), [loss], True, norm_V)
 
     W_blocks = list(W0.to_delayed().ravel())
-    H_now = H0
+    H_now = H_next = H0  # the iterate's H; the H the next pass starts from (extrapolated HALS: may differ)
+    schedule = Schedule() if extrapolate else None
+    if start is not None and extrapolate and start.extrapolation:
+        schedule = Schedule.from_list(start.extrapolation)
+        H_next = H0 if start.H_next is None else np.asarray(start.H_next)
     known = [] if start is None else list(start.loss_history)  # loss of iterates 0..j
     first = 1 if start is None else start.iteration + 1
     converged = start is not None and start.finished
     n_iter = saved = first - 1
     for n_iter in range(first, max_iter + 1 if not converged else first):
         started = time.perf_counter()
-        graph = solvers.iteration(V_blocks, W_blocks, H_now, step, size, squared_norm)
-        W_blocks, H_now, (before, after) = _materialize(graph, client)
+        this_step = replace(step, extrapolation=schedule.beta) if schedule else step
+        graph = solvers.iteration(V_blocks, W_blocks, H_next, this_step, size, squared_norm)
+        W_blocks, (H_now, H_ahead), (before, after) = _materialize(graph, client)
         if n_iter == 1:
             known.append(float(before))
         if step.beta == 2 and not step.missing:  # the new iterate's loss came for free
             known.append(float(after))
         elif n_iter > 1:
             known.append(float(before))
+        H_next = H_now
+        if schedule is not None and schedule.accept(known[-1], known[-2]):
+            H_next = H_ahead
         errors = [loss_to_error(value) for value in known]
         change = (errors[-2] - errors[-1]) / errors[-2] if len(errors) > 1 and errors[-2] else 0.0
         seconds = time.perf_counter() - started
@@ -403,15 +427,15 @@ def factorize(
             callback(IterationInfo(n_iter, max_iter, known[-1], errors[-1], change, seconds))
         converged = _stop(errors, tol)
         if checkpointer is not None and not converged and checkpointer.due(n_iter):
-            rebased = _save(checkpointer, _loop_state(n_iter, W_blocks, H_now, known, V, k, dtype, False), client, V, k)
-            W_blocks, H_now = rebased or (W_blocks, H_now)
+            state = _loop_state(n_iter, W_blocks, H_now, H_next, known, V, k, dtype, False, schedule)
+            W_blocks, H_now, H_next = _save(checkpointer, state, client, V, k) or (W_blocks, H_now, H_next)
             saved = n_iter
         if converged:
             break
 
     if checkpointer is not None and saved != n_iter:
-        rebased = _save(checkpointer, _loop_state(n_iter, W_blocks, H_now, known, V, k, dtype, converged), client, V, k)
-        W_blocks, H_now = rebased or (W_blocks, H_now)
+        state = _loop_state(n_iter, W_blocks, H_now, H_next, known, V, k, dtype, converged, schedule)
+        W_blocks, H_now, _ = _save(checkpointer, state, client, V, k) or (W_blocks, H_now, H_next)
     if not converged and tol > 0:
         warnings.warn(
             f"Maximum number of iterations {max_iter} reached. Increase it to improve convergence.",

@@ -24,6 +24,7 @@ __all__ = [
     "StepSpec",
     "beta_loss_pieces",
     "cross_and_norm",
+    "extrapolate",
     "frobenius_pieces",
     "hals_sweeps",
     "mu_gamma",
@@ -138,6 +139,13 @@ def hals_sweeps(W, gram, cross, n_sweeps):
             change += float(np.dot(delta, delta))
             W[:, t] = new
     return change
+
+
+def extrapolate(new, old, beta):
+    """``max(0, new + beta (new - old))``: a factor moved on along its last update
+    (extrapolated HALS, see :mod:`dnmf.extrapolation`). A new array, in ``new``'s dtype."""
+    moved = new + np.asarray(beta * (new - old), dtype=new.dtype)
+    return np.maximum(moved, 0, out=moved)
 
 
 def _penalized(gram, cross, penalty):
@@ -419,6 +427,7 @@ class StepSpec:
     n_inner: int = 1  # HALS sweeps / MU updates per pass over V
     update_H: bool = True
     missing: str | None = None  # None, or a mode of dnmf.masked: the masked kernels run instead
+    extrapolation: float = 0.0  # step beta of extrapolated HALS for this pass (dnmf.extrapolation); 0: none
 
 
 class PanelPartial(NamedTuple):
@@ -493,7 +502,8 @@ def _in_dtype_of(V, *factors):
 def panel_step(V, W, H, step, norm=True):
     """Update one panel's W, then emit its share of the H-step and of the loss.
 
-    This is the whole per-panel work of one outer iteration: V is used once.
+    This is the whole per-panel work of one outer iteration: V is used once. With
+    ``step.extrapolation`` the new W is extrapolated before its partials are taken.
     ``W`` and ``H`` are taken in V's dtype. ``norm=False`` skips ``||V_i||²`` (the
     caller knows ``||V||²`` already; the first loss term is then 0).
 
@@ -505,6 +515,8 @@ def panel_step(V, W, H, step, norm=True):
     W, H = _in_dtype_of(V, W, H)
     VHt, norm = _cross_and_norm_for(V, H, step, norm)
     W_new, VHt, _ = solve_w_panel(V, W, H, step.solver, step.beta, step.penalty_W, step.n_inner, VHt=VHt)
+    if step.extrapolation:
+        W_new = extrapolate(W_new, W, step.extrapolation)
     loss_terms, gram_before = _loss_partial(V, W, H, VHt, norm, step.beta)
     numerator = denominator = None
     if step.update_H:

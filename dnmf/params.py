@@ -89,6 +89,14 @@ def _random_state(value):
     _integer("random_state", low=0)(value)
 
 
+def _boolean(name):
+    def check(value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+    return check
+
+
 def _anything(value):
     return None
 
@@ -123,8 +131,12 @@ PARAMS = (
     Param("verbose", 0, _integer("verbose", low=0), "Log each iteration at INFO level when > 0.", changes_result=False),
     Param("inner_sweeps", 1, _integer("inner_sweeps", low=1), "HALS sweeps (or MU updates) per factor per pass over V."),
     Param(
+        "extrapolate", False, _boolean("extrapolate"),
+        "Extrapolated HALS: fewer passes to a given error, iterates no longer scikit-learn's (solver cd).",
+    ),
+    Param(
         "missing_values", None, normalize_missing,
-        "Missing entries, left out of the loss: nan (NaN entries) or absent (sparse: absent entries); needs solver mu.",
+        "Missing entries, left out of the loss: nan (NaN entries) or absent (sparse: absent entries).",
     ),
     Param("panel_rows", None, _integer("panel_rows", low=1, allow_none=True), "Rows per panel of V (default: ~64 MiB)."),
     Param("client", None, _anything, "Dask Client or scheduler address; default: the active client, else threads.", changes_result=False),
@@ -142,7 +154,8 @@ def validate_params(values):
     """Check every known parameter in ``values``; the first bad one raises.
 
     ``ValueError``/``TypeError`` name the parameter and the offending value. Also checks
-    the combinations: beta-divergences other than Frobenius need ``solver='mu'``.
+    the combinations: beta-divergences other than Frobenius need ``solver='mu'``;
+    ``extrapolate=True`` needs ``solver='cd'`` and no ``missing_values``.
     """
     for name, value in values.items():
         if name in _BY_NAME:
@@ -154,6 +167,14 @@ def validate_params(values):
             f"Invalid beta_loss parameter: solver 'cd' does not handle beta_loss = {values.get('beta_loss')!r}; "
             "use solver='mu'"
         )
+    if values.get("extrapolate"):
+        if resolve_solver(solver) != "cd":
+            raise ValueError(f"extrapolate=True needs solver='cd' (extrapolated HALS), got solver={solver!r}")
+        if values.get("missing_values") is not None:
+            raise ValueError(
+                f"extrapolate=True does not handle missing_values={values['missing_values']!r}; "
+                "use extrapolate=False"
+            )
     return values
 
 

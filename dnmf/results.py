@@ -275,6 +275,8 @@ def jsonable(value):
     """A JSON-ready copy of a parameter value (NumPy scalars → Python; objects → their type name)."""
     if value is None or isinstance(value, (bool, str)):
         return value
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):

@@ -5,6 +5,7 @@ One outer iteration is one graph::
     panel i:  (V_i, W_i, H) ──panel_step──> W_i', partial_i        (one task per panel)
     partials ──tree of sum_partials (fan-in TREE_FAN_IN)──> total
     (H, total) ──finish_step──> H', [loss of (W, H), loss of (W', H')]
+    (H', H) ──extrapolate──> H' moved on                         (extrapolated HALS only)
 
 V_i is read by exactly one task per pass. W stays as one block per panel; H and the
 k x k Grams are the only things every panel task receives. Nothing here computes:
@@ -190,7 +191,10 @@ def iteration(V_blocks, W_blocks, H, step, size, squared_norm=None):
     Returns
     -------
     W_blocks : list of Delayed
-    H : Delayed
+    H : list of Delayed
+        ``[H_new, H_ahead]``: the updated H and, with ``step.extrapolation``, the
+        extrapolated one that may start the next pass (see :mod:`dnmf.extrapolation`;
+        else None).
     losses : Delayed ndarray of shape (2,)
         See :func:`finish_step`.
     """
@@ -200,7 +204,8 @@ def iteration(V_blocks, W_blocks, H, step, size, squared_norm=None):
     total = _tree_sum([out[1] for out in outputs], kernels.sum_partials)
     finish = partial(finish_step, step=step, size=size, squared_norm=squared_norm)
     H_new, losses = dask.delayed(finish, nout=2)(H, total)
-    return [out[0] for out in outputs], H_new, losses
+    H_ahead = dask.delayed(kernels.extrapolate)(H_new, H, step.extrapolation) if step.extrapolation else None
+    return [out[0] for out in outputs], [H_new, H_ahead], losses
 
 
 def _final_report(H, total, n_done, beta, size, missing=None, squared_norm=None):

@@ -351,6 +351,20 @@ def test_numpy_and_scipy_files_as_input(capsys, tmp_path, suffix):
     np.testing.assert_allclose(attrs["relative_err"], np.linalg.norm(V - W @ H) / np.linalg.norm(V), rtol=1e-6)
 
 
+def test_extrapolate_from_a_flag_or_a_config_file(capsys, tmp_path):
+    data = make_input(capsys, tmp_path, "dense")
+    config = tmp_path / "run.yaml"
+    config.write_text("extrapolate: true\n")
+    assert _show(capsys, "--config", config)["extrapolate"] is True
+    assert _show(capsys, "--config", config, "--extrapolate", "false")["extrapolate"] is False
+    status, _, err = call(capsys, "fit", data, "--rank", 4, "--max-iter", 10, "--tol", 0, "--extrapolate", "true",
+                          "--out", tmp_path / "o.zarr", "--workers", 1, "--threads", "--quiet")
+    assert status == 0, err
+    W, H, attrs = read_factors(tmp_path / "o.zarr")
+    assert attrs["params"]["extrapolate"] is True
+    np.testing.assert_allclose(attrs["relative_err"], relative_error(data, W, H), rtol=1e-6)
+
+
 def test_fit_with_config_and_overrides_writes_what_was_resolved(capsys, tmp_path):
     data = make_input(capsys, tmp_path, "dense")
     config = tmp_path / "run.yaml"
@@ -373,6 +387,8 @@ def test_fit_with_config_and_overrides_writes_what_was_resolved(capsys, tmp_path
         (["fit", "{dense}", "--rank", 2, "--out", "{tmp}/o.zarr", "--max-iter", 0], ["max_iter must be >= 1, got 0"]),
         (["fit", "{dense}", "--rank", 2, "--out", "{tmp}/o.zarr", "--solver", "als"], ["solver must be one of"]),
         (["fit", "{dense}", "--rank", 2, "--out", "{tmp}/o.zarr", "--beta-loss", "kullback-leibler"], ["use solver='mu'"]),
+        (["fit", "{dense}", "--rank", 2, "--out", "{tmp}/o.zarr", "--extrapolate", "maybe"],
+         ["extrapolate must be True or False, got 'maybe'"]),
         (["fit", "{dense}", "--rank", 2, "--out", "{tmp}/taken"], ["taken already exists", "--overwrite"]),
         (["fit", "{dense}", "--rank", 2, "--out", "{dense}"], ["would write over the input"]),
         (["fit", "{dense}", "--out", "{tmp}/o.zarr"], ["missing option '--rank'", "dnmf fit --help"]),

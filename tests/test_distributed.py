@@ -121,6 +121,26 @@ def test_cluster_holds_the_same_after_few_and_many_iterations(client, inputs):
     assert held[0] == held[1] == -(-M // PANEL_ROWS)
 
 
+def test_extrapolated_fit_checkpointed_on_the_cluster_equals_the_threaded_fit(client, inputs, relerr, tmp_path):
+    """Extrapolated HALS on the cluster, continuing after each save from the saved W, H
+    and extrapolated H (see ``driver._save``), gives the threaded fit's factors."""
+    from dnmf.api import run
+    from dnmf.checkpoint import ZarrCheckpointer
+
+    X, _, _, sources = inputs
+    params = dict(n_components=K, init="random", random_state=0, tol=0.0, max_iter=8, extrapolate=True,
+                  panel_rows=PANEL_ROWS)
+    threaded = run(sources["scipy"], params)
+    checkpointer = ZarrCheckpointer(tmp_path / "c", sources["scipy"], params, every=3)
+    with client.as_current():
+        result = run(checkpointer.panels, params, checkpointer=checkpointer)
+        W = to_numpy(result.W)
+    assert futures_of(result.W)  # it ran on the cluster
+    assert relerr(W, to_numpy(threaded.W)) <= 1e-8
+    assert relerr(result.H, threaded.H) <= 1e-8
+    np.testing.assert_allclose(result.loss_history, threaded.loss_history, rtol=1e-8)
+
+
 def test_non_negative_factorization_with_client_object_as_current(client, inputs, relerr):
     X, W0, H0, _ = inputs
     expected, _, _ = nmf(X, W0, H0, n_components=K, init="custom", max_iter=3, tol=0, panel_rows=PANEL_ROWS)
