@@ -3,16 +3,18 @@
 For each matrix, scikit-learn runs first (``NMF(solver="cd", init="nndsvda", max_iter=200)``,
 the same with ``solver="mu"``, and ``MiniBatchNMF``); their final relative errors are
 the targets. Then dnmf (in memory, Dask's threaded scheduler, ``init="nndsvda"``,
-``tol=0``) runs with ``inner_sweeps`` 1, 2, 4 (HALS) and with ``mu``; a per-iteration
+``tol=0``) runs HALS with ``inner_sweeps`` 1, 4, 16, extrapolated HALS
+(``extrapolate=True``, see ``dnmf.extrapolation``) and ``mu``; a per-iteration
 callback records (wall seconds since the call, error) and stops the run once every
 target is reached (or ``max_iter``). Time-to-error includes dnmf's statistics pass
 and initialization: it is the wall time from the call to the first iteration whose
 error is at or below the target.
 
 Ratio = dnmf time to reach scikit-learn's final error / scikit-learn's wall time.
-Target for the cd row: <= 0.25 (best ``inner_sweeps``; every setting is reported). On
-the dense matrix the target is judged on the fastest of 3 interleaved runs of both
-(wall times on a shared machine vary by 30% from run to run).
+Target for the cd row: <= 0.25 (best HALS setting; every setting is reported). It is
+judged on the fastest of 3 interleaved runs of scikit-learn cd and of that setting on
+the dense matrix, of 2 on the sparse one (wall times on a shared machine vary by 30%
+from run to run).
 
 A diagnostic row (no target) runs dnmf's HALS from scikit-learn's own NNDSVDA init
 (its computation time counted): the same updates from the same start follow
@@ -38,11 +40,13 @@ from _bench_common import machine_info, write_report  # noqa: E402
 
 RATIO_TARGET = 0.25
 K = 20
-INNER_SWEEPS = (1, 4, 16)
+#: dnmf HALS settings tried: (inner_sweeps, extrapolate).
+HALS_SETTINGS = ((1, False), (4, False), (16, False), (1, True))
 DNMF_MAX_ITER = 400
-#: Interleaved runs of scikit-learn cd and of dnmf's best setting on the dense matrix,
-#: fastest of each (seconds each; the sparse pair takes minutes and runs once).
+#: Interleaved runs of scikit-learn cd and of dnmf's best setting, fastest of each
+#: (the sparse pair takes minutes: fewer).
 DENSE_REPEATS = 3
+SPARSE_REPEATS = 2
 #: A dnmf run is given up (target "not reached") after this multiple of its reference's
 #: wall time (scikit-learn cd's for the HALS runs, mu's for the mu run): the ratio is
 #: then known to be above it, far from the target.
@@ -135,8 +139,8 @@ def run_sklearn(X, kind, k=K, seed=0):
     }
 
 
-def run_dnmf(X, targets, *, solver="cd", inner_sweeps=1, k=K, seed=0, max_iter=DNMF_MAX_ITER, give_up=None,
-             sklearn_init=False):
+def run_dnmf(X, targets, *, solver="cd", inner_sweeps=1, extrapolate=False, k=K, seed=0, max_iter=DNMF_MAX_ITER,
+             give_up=None, sklearn_init=False):
     """Trace of one dnmf fit: [(seconds since the call, error)], and time to reach each target.
 
     ``sklearn_init=True`` starts from scikit-learn's NNDSVDA factors (their computation
@@ -159,7 +163,7 @@ def run_dnmf(X, targets, *, solver="cd", inner_sweeps=1, k=K, seed=0, max_iter=D
             raise _Reached
 
     params = dict(n_components=k, init="custom" if sklearn_init else "nndsvda", solver=solver,
-                  inner_sweeps=inner_sweeps, tol=0.0, max_iter=max_iter, random_state=seed)
+                  inner_sweeps=inner_sweeps, extrapolate=extrapolate, tol=0.0, max_iter=max_iter, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -172,10 +176,11 @@ def run_dnmf(X, targets, *, solver="cd", inner_sweeps=1, k=K, seed=0, max_iter=D
         reached[name] = {"seconds": hit[0] if hit else None, "iteration": hit[1] if hit else None}
     return {
         "name": f"dnmf {solver}" + (f" inner_sweeps={inner_sweeps}" if solver == "cd" else "")
-        + (" from scikit-learn's init" if sklearn_init else ""),
+        + (" extrapolate" if extrapolate else "") + (" from scikit-learn's init" if sklearn_init else ""),
         "sklearn_init": sklearn_init,
         "solver": solver,
         "inner_sweeps": inner_sweeps,
+        "extrapolate": extrapolate,
         "reached": reached,
         "iterations_run": len(trace),
         "final_error": trace[-1][1] if trace else None,
@@ -193,7 +198,7 @@ def _fastest_of(X, reference, best, repeats, log, label):
     for _ in range(repeats - 1):
         sk_seconds.append(run_sklearn(X, "cd")["seconds"])
         again = run_dnmf(X, {"cd": reference["error"]}, solver="cd", inner_sweeps=best["inner_sweeps"],
-                         give_up=GIVE_UP_FACTOR * sk_seconds[-1])
+                         extrapolate=best["extrapolate"], give_up=GIVE_UP_FACTOR * sk_seconds[-1])
         dnmf_seconds.append(again["reached"]["cd"]["seconds"])
     reached = [t for t in dnmf_seconds if t is not None]
     log(f"  [{label}] fastest of {repeats}: sklearn cd {sk_seconds}, {best['dnmf']} {dnmf_seconds}")
@@ -220,8 +225,8 @@ def bench_matrix(label, X, log=print, minibatch=True, repeats=1):
     targets = {kind: ref["error"] for kind, ref in references.items()}
     give_up = GIVE_UP_FACTOR * references["cd"]["seconds"]
     runs = []
-    for sweeps in INNER_SWEEPS:
-        runs.append(run_dnmf(X, targets, solver="cd", inner_sweeps=sweeps, give_up=give_up))
+    for sweeps, extrapolate in HALS_SETTINGS:
+        runs.append(run_dnmf(X, targets, solver="cd", inner_sweeps=sweeps, extrapolate=extrapolate, give_up=give_up))
         log(f"  [{label}] {runs[-1]['name']}: {_fmt_reached(runs[-1])}")
     runs.append(run_dnmf(X, {"mu": targets["mu"]}, solver="mu", give_up=GIVE_UP_FACTOR * references["mu"]["seconds"]))
     log(f"  [{label}] {runs[-1]['name']}: {_fmt_reached(runs[-1])}")
@@ -238,7 +243,7 @@ def bench_matrix(label, X, log=print, minibatch=True, repeats=1):
                 "reference_seconds": ref["seconds"], "reference_rel_error": ref["relative_error"],
                 "dnmf_seconds": hit["seconds"], "dnmf_iterations": hit["iteration"], "ratio": ratio,
                 "target": RATIO_TARGET if kind == "cd" and run["solver"] == "cd" and not run["sklearn_init"] else None,
-                "inner_sweeps": run["inner_sweeps"],
+                "inner_sweeps": run["inner_sweeps"], "extrapolate": run["extrapolate"],
             })
     cd_rows = [r for r in ratios if r["target"] is not None and r["ratio"] is not None]
     best = min(cd_rows, key=lambda r: r["ratio"]) if cd_rows else None
@@ -259,20 +264,23 @@ def _fmt_reached(run):
             f"{run['seconds_per_iteration'] or 0:.3f}s each, first after {run['seconds_to_first_iteration'] or 0:.2f}s)")
 
 
-def run(workdir, quick=False, log=print):
+def run(workdir, quick=False, log=print, matrices=("dense", "sparse")):
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     results = []
-    dense_shape = (5000, 1000) if quick else (20000, 2000)
-    log(f"sklearn comparison: dense {dense_shape}")
-    results.append(bench_matrix(f"dense {dense_shape[0]}x{dense_shape[1]}", dense_matrix(workdir, dense_shape), log,
-                                minibatch=not quick, repeats=DENSE_REPEATS))
-    sparse_shape = (20000, 5000) if quick else SPARSE_SHAPE
-    log(f"sklearn comparison: sparse tf-idf-like {sparse_shape} at density 0.005")
-    started = time.perf_counter()
-    X = tfidf_matrix(sparse_shape)
-    log(f"  made in {time.perf_counter() - started:.1f}s, nnz {X.nnz}")
-    results.append(bench_matrix(f"tf-idf {sparse_shape[0]}x{sparse_shape[1]}", X, log, minibatch=not quick))
+    if "dense" in matrices:
+        dense_shape = (5000, 1000) if quick else (20000, 2000)
+        log(f"sklearn comparison: dense {dense_shape}")
+        results.append(bench_matrix(f"dense {dense_shape[0]}x{dense_shape[1]}", dense_matrix(workdir, dense_shape), log,
+                                    minibatch=not quick, repeats=DENSE_REPEATS))
+    if "sparse" in matrices:
+        sparse_shape = (20000, 5000) if quick else SPARSE_SHAPE
+        log(f"sklearn comparison: sparse tf-idf-like {sparse_shape} at density 0.005")
+        started = time.perf_counter()
+        X = tfidf_matrix(sparse_shape)
+        log(f"  made in {time.perf_counter() - started:.1f}s, nnz {X.nnz}")
+        results.append(bench_matrix(f"tf-idf {sparse_shape[0]}x{sparse_shape[1]}", X, log, minibatch=not quick,
+                                    repeats=SPARSE_REPEATS))
     return results
 
 
@@ -283,9 +291,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="/tmp/dnmf-bench")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=("dense", "sparse"), default=None, help="run one matrix only")
     parser.add_argument("--out", default=None, help="report path without suffix (default WORKDIR/sklearn)")
     args = parser.parse_args(argv)
-    results = run(args.workdir, args.quick)
+    results = run(args.workdir, args.quick, matrices=(args.only,) if args.only else ("dense", "sparse"))
     rows = [{k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()} for res in results for r in res["ratios"]]
     payload = {"command": " ".join(sys.argv), "results": results, "machine": machine_info()}
     out = args.out or str(Path(args.workdir) / "sklearn")
