@@ -544,7 +544,8 @@ def _state_of(path, digest):
     H = np.asarray(group["H"][...])
     history = tuple(float(value) for value in np.asarray(group["loss_history"][...]))
     H_next = np.asarray(group["H_next"][...]) if "H_next" in group else None
-    state = LoopState(int(attrs["iteration"]), W, H, history, bool(attrs["finished"]), attrs.get("extrapolation"), H_next)
+    extrapolation = attrs.get("extrapolation")
+    state = LoopState(int(attrs["iteration"]), W, H, history, bool(attrs["finished"]), extrapolation, H_next)
     return state, attrs
 
 

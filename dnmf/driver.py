@@ -427,15 +427,18 @@ def factorize(
             callback(IterationInfo(n_iter, max_iter, known[-1], errors[-1], change, seconds))
         converged = _stop(errors, tol)
         if checkpointer is not None and not converged and checkpointer.due(n_iter):
-            state = _loop_state(n_iter, W_blocks, H_now, H_next, known, V, k, dtype, False, schedule)
-            W_blocks, H_now, H_next = _save(checkpointer, state, client, V, k) or (W_blocks, H_now, H_next)
+            # the state inline: a name kept for it would hold the saved W's lineage until the next save
+            rebased = _save(checkpointer, _loop_state(n_iter, W_blocks, H_now, H_next, known, V, k, dtype, False, schedule),
+                            client, V, k)
+            W_blocks, H_now, H_next = rebased or (W_blocks, H_now, H_next)
             saved = n_iter
         if converged:
             break
 
     if checkpointer is not None and saved != n_iter:
-        state = _loop_state(n_iter, W_blocks, H_now, H_next, known, V, k, dtype, converged, schedule)
-        W_blocks, H_now, _ = _save(checkpointer, state, client, V, k) or (W_blocks, H_now, H_next)
+        rebased = _save(checkpointer, _loop_state(n_iter, W_blocks, H_now, H_next, known, V, k, dtype, converged, schedule),
+                        client, V, k)
+        W_blocks, H_now, _ = rebased or (W_blocks, H_now, H_next)
     if not converged and tol > 0:
         warnings.warn(
             f"Maximum number of iterations {max_iter} reached. Increase it to improve convergence.",
