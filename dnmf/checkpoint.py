@@ -196,7 +196,7 @@ def _sample_rows(m):
 
 def _row_bytes(row, dtype):
     if sp.issparse(row):
-        row = sp.csr_matrix(row, copy=True)  # never put in order a view of the input
+        row = sp.csr_matrix(row)
         row.sum_duplicates()
         row.sort_indices()
         return b"".join(

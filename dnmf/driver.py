@@ -351,8 +351,8 @@ def factorize(
         loss and the updates (weighted MU). ``"nan"`` with no NaN in V runs the unmasked
         solver.
     extrapolate : bool
-        Extrapolated HALS (:mod:`dnmf.extrapolation`; ``solver="cd"``, Frobenius loss, no
-        missing values).
+        Extrapolated HALS (:mod:`dnmf.extrapolation`; :func:`dnmf.params.validate_params`
+        allows it with ``solver="cd"`` and no missing values only).
 
     Returns
     -------
@@ -376,8 +376,6 @@ def factorize(
             logger.info("no NaN in V: running the unmasked solver")
             missing = None
     step = StepSpec(solver, float(beta), penalty_W, penalty_H, n_inner, update_H, missing)
-    if extrapolate and (solver != "cd" or step.beta != 2 or step.missing):
-        raise ValueError("extrapolate=True needs solver='cd', the Frobenius loss and no missing values")
     norm_V = float(np.sqrt(stats[3]))
     squared_norm = None if step.missing else float(stats[3])  # the passes need not sum it again
     if start is None:
