@@ -163,3 +163,12 @@ def test_a_plain_checkpoint_does_not_resume_as_extrapolated(tmp_path):
 def test_bad_combinations_are_refused_naming_them(params, error, match):
     with pytest.raises(error, match=match):
         NMF(K, **params).fit(_matrix())
+
+
+def test_a_numpy_bool_is_accepted_and_recorded_as_a_plain_bool(tmp_path):
+    X = _matrix()
+    params = dict(n_components=K, init="random", random_state=0, tol=0.0, max_iter=2, extrapolate=np.bool_(True))
+    checkpointer = ZarrCheckpointer(tmp_path / "c", X, params)
+    run(checkpointer.panels, params, checkpointer=checkpointer)
+    _, metadata = load_checkpoint(tmp_path / "c")
+    assert metadata["params"]["extrapolate"] is True and metadata["all_params"]["extrapolate"] is True
