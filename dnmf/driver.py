@@ -52,9 +52,10 @@ import dask.array as da
 from dask.delayed import Delayed
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
 
 from . import init as initialization
-from . import masked, solvers
+from . import masked, randomized_svd, solvers
 from .extrapolation import Schedule
 from .kernels import Penalty, StepSpec
 from .losses import loss_to_error
@@ -69,6 +70,7 @@ __all__ = [
     "LoopState",
     "factorize",
     "to_numpy",
+    "truncated_svd",
 ]
 
 logger = logging.getLogger(__name__)
@@ -232,14 +234,73 @@ def to_numpy(W):
     return np.asarray(W.compute())
 
 
-def _initial_factors(V, k, init, W, H, stats, random_state, update_H, missing=None):
+def _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, client):
+    """The truncated SVD of V (:mod:`dnmf.randomized_svd`), one pass over V per power iteration.
+
+    Returns
+    -------
+    Y_blocks : list
+        ``Y_i`` of the last pass, one per panel (persisted on a cluster).
+    T, S, Vt : ndarray
+        ``U_i = Y_i T``; see :func:`dnmf.randomized_svd.finish`.
+    """
+    width = randomized_svd.sketch_width(k, shape)
+    Z = randomized_svd.start_basis(shape[1], width, check_random_state(random_state))
+    scale = 1.0 / np.sqrt(squared_norm) if squared_norm > 0 else 1.0
+    last = randomized_svd.power_iterations(k, shape)
+    for t in range(last + 1):
+        Y_blocks, sketch = solvers.sketch_pass(V_blocks, (Z * scale).astype(dtype), keep=t == last)
+        if t < last:
+            P, _ = dask.compute(sketch)[0]
+            Z = randomized_svd.next_basis(P)
+    if client is None:
+        Y_blocks, (P, R) = dask.compute(Y_blocks, sketch)
+    else:
+        Y_blocks, sketch = dask.persist(Y_blocks, sketch)
+        P, R = dask.compute(sketch)[0]
+    return (Y_blocks, *randomized_svd.finish(P, R, k, dtype))
+
+
+def truncated_svd(V, n_components, random_state=None, panel_rows=None):
+    """The truncated SVD ``V ≈ U diag(S) Vt`` that NNDSVD starts from, out of core.
+
+    scikit-learn's ``randomized_svd`` (same oversampling, same number of power iterations,
+    normalized between them) from one pass over V per power iteration
+    (:mod:`dnmf.randomized_svd`), plus the statistics pass for ``||V||``.
+
+    Parameters
+    ----------
+    V : Panels or anything :func:`dnmf.storage.as_panels` accepts
+    n_components : int
+    random_state : int, RandomState or None
+
+    Returns
+    -------
+    U : dask.array.Array of shape (m, k), row-chunked like V
+    S : ndarray of shape (k,)
+    Vt : ndarray of shape (k, n)
+    """
+    if not isinstance(V, Panels):
+        V = as_panels(V, panel_rows=panel_rows)
+    blocks = V.blocks()
+    stats = np.asarray(dask.compute(solvers.stats_pass(blocks))[0])
+    _check_stats(stats, 2.0)
+    Y_blocks, T, S, Vt = _randomized_svd(blocks, V.shape, V.dtype, n_components, random_state, stats[3], _client())
+    U = da.concatenate([
+        da.from_delayed(dask.delayed(np.matmul, pure=True)(y, T), shape=(rows, n_components), dtype=np.float64)
+        for y, rows in zip(Y_blocks, V.row_chunks)
+    ])
+    return U, S, Vt
+
+
+def _initial_factors(V, V_blocks, k, init, W, H, stats, random_state, update_H, client, missing=None):
     shape, dtype, rows = V.shape, V.dtype, V.row_chunks
     mean = stats[2] / stats[5]  # of the observed entries with missing values
     if not update_H:
         H = np.asarray(H)
         if H.shape != (k, shape[1]):
             raise ValueError(f"H has shape {H.shape}, expected (n_components, n_features) = {(k, shape[1])}")
-        initialization._check_factor(H, "H")
+        initialization.check_factor(H, "H")
         return None, H.astype(dtype, copy=False)
     method = initialization.choose_init(init, k, shape)
     if method == "custom":
@@ -247,8 +308,12 @@ def _initial_factors(V, k, init, W, H, stats, random_state, update_H, missing=No
     elif method == "random":
         W0, H0 = initialization.random_init(shape, k, dtype, mean, random_state, rows)
     else:
-        source = V.array if missing != "nan" else V.array.map_blocks(masked.fill_missing, dtype.type(mean))
-        W0, H0 = initialization.nndsvd_init(source, k, method, mean, random_state, rows)
+        if missing == "nan":  # the SVD of V with its missing entries at the mean
+            V_blocks = [dask.delayed(masked.fill_missing, pure=True)(v, dtype.type(mean)) for v in V_blocks]
+        squared_norm = stats[3] + (stats[6] * mean**2 if missing == "nan" else 0.0)
+        Y_blocks, T, S, Vt = _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, client)
+        norms = dask.compute(initialization.svd_part_norms(Y_blocks, T))[0]
+        W0, H0 = initialization.nndsvd_init(Y_blocks, T, S, Vt, norms, method, mean, random_state, rows, dtype)
     W0, H0 = dask.persist(W0, H0)
     return W0, np.asarray(dask.compute(H0)[0])
 
@@ -379,7 +444,7 @@ def factorize(
     norm_V = float(np.sqrt(stats[3]))
     squared_norm = None if step.missing else float(stats[3])  # the passes need not sum it again
     if start is None:
-        W0, H0 = _initial_factors(V, n_components, init, W, H, stats, random_state, update_H, missing)
+        W0, H0 = _initial_factors(V, V_blocks, n_components, init, W, H, stats, random_state, update_H, client, missing)
     else:
         W0, H0 = start.W.rechunk((V.row_chunks, start.W.shape[1])).persist(), np.asarray(start.H)
     k, dtype = H0.shape[0], V.dtype

@@ -2,25 +2,19 @@
 
 ``random`` draws exactly the numbers scikit-learn draws (H first, then W, from one
 ``RandomState``), scaled by ``sqrt(mean(V) / k)``. ``nndsvd``/``nndsvda``/``nndsvdar``
-follow Boutsidis & Gallopoulos (2008) as scikit-learn does, from a randomized SVD of V
-computed out of core by :func:`dask.array.linalg.svd_compressed`.
+follow Boutsidis & Gallopoulos (2008) as scikit-learn does, from a truncated SVD of V
+that the driver computes out of core (:mod:`dnmf.randomized_svd`: scikit-learn's
+normalized power iterations, one pass over V each): this module turns it into factors,
+one task per row panel of W.
 
 Passes over V: the input statistics (one pass, done by the driver for every init),
-plus, for the NNDSVD family, ``2 * SVD_POWER_ITERATIONS + 2`` passes of the SVD.
-
-scikit-learn's ``randomized_svd`` makes 7 power iterations when ``k < 0.1 min(m, n)``
-(16 passes over V), 4 otherwise; dnmf always makes 4 (10 passes), as every pass over V
-costs as much as an iteration out of core. Measured (``scripts/bench_sklearn.py``,
-k = 20): on the dense 20000 x 2000 matrix 7 iterations added 0.6 s (+25%) to the time
-to scikit-learn's final error; on the flat-spectrum 100000 x 20000 tf-idf-like matrix
-HALS was at relative error 0.945258 after 400 iterations from the 4-iteration init and
-0.945189 after 250 from the 7-iteration one (scikit-learn's own init: 0.945127 after
-200; the random test matrices differ, so the local minima do too).
+plus, for the NNDSVD family, ``q + 1`` passes of the SVD, where ``q`` is
+scikit-learn's number of power iterations (:func:`dnmf.randomized_svd.power_iterations`:
+7 for small k, else 4). scikit-learn's own ``randomized_svd`` takes ``2 q + 2`` passes
+for the same subspace.
 """
 
 from __future__ import annotations
-
-import numbers
 
 import dask
 import dask.array as da
@@ -29,20 +23,17 @@ from sklearn.utils import check_random_state
 
 __all__ = [
     "INIT_METHODS",
-    "SVD_POWER_ITERATIONS",
+    "check_factor",
     "choose_init",
     "custom_init",
     "nndsvd_from_svd",
     "nndsvd_init",
     "random_init",
+    "svd_part_norms",
 ]
 
 #: Accepted ``init`` names (``None`` picks one, as scikit-learn does).
 INIT_METHODS = ("random", "nndsvd", "nndsvda", "nndsvdar", "custom")
-#: Oversampling of the randomized SVD, as scikit-learn's ``randomized_svd``.
-SVD_OVERSAMPLES = 10
-#: Power iterations of the randomized SVD (scikit-learn: 7 or 4; see the module docstring).
-SVD_POWER_ITERATIONS = 4
 #: NNDSVD entries below this are set to zero, as scikit-learn.
 NNDSVD_EPS = 1e-6
 
@@ -86,12 +77,6 @@ def random_init(shape, n_components, dtype, mean, random_state, row_chunks):
     ]
     W = np.concatenate(panels) if len(panels) > 1 else panels[0]
     return _row_blocks(W, row_chunks), H
-
-
-def _svd_seed(random_state):
-    if random_state is None or isinstance(random_state, numbers.Integral):
-        return random_state
-    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
 def _part_norms(U):
@@ -152,6 +137,14 @@ def _w_block(U, scale_W, dtype, fill):
     return _finish(np.maximum(U, 0) * scale_W[0] + np.maximum(-U, 0) * scale_W[1], dtype, fill)
 
 
+def _u_part_norms(Y, T):
+    return _part_norms(np.asarray(Y, dtype=np.float64) @ T)
+
+
+def _w_block_of_sketch(Y, T, scale_W, dtype, fill):
+    return _w_block(np.asarray(Y, dtype=np.float64) @ T, scale_W, dtype, fill)
+
+
 def _fills(variant, mean, shape, row_chunks, dtype, random_state):
     """What replaces the zeros of H and of each row block of W."""
     if variant == "nndsvda":
@@ -181,48 +174,40 @@ def nndsvd_from_svd(U, S, Vt, variant, mean, dtype=np.float64, random_state=None
     return _w_block(U, scale_W, dtype, fill_W), _finish(H, dtype, fill_H)
 
 
-def _whole(x):
-    """A small Dask array as one Delayed whose graph keeps the SVD's keys (a Dask array
-    passed to a delayed function is optimized on its own, which would make the SVD's
-    last pass over V run again for it)."""
-    return x.rechunk(-1).to_delayed(optimize_graph=False).ravel()[0]
+def svd_part_norms(Y_blocks, T):
+    """Graph of the squared column norms of the positive and negative parts of ``U = Y T``
+    (2 x k), summed over the row panels (``Y_blocks``: the SVD's last pass)."""
+    return dask.delayed(sum)([dask.delayed(_u_part_norms, pure=True)(y, T) for y in Y_blocks])
 
 
-def nndsvd_init(V, n_components, variant, mean, random_state, row_chunks):
-    """NNDSVD (``variant`` in nndsvd/nndsvda/nndsvdar) from a randomized SVD of V.
-
-    The SVD is :func:`dask.array.linalg.svd_compressed`'s (out of core); the rest is
-    :func:`nndsvd_from_svd`'s NumPy arithmetic, one task per row panel of W.
+def nndsvd_init(Y_blocks, T, S, Vt, part_norms, variant, mean, random_state, row_chunks, dtype):
+    """NNDSVD (``variant`` in nndsvd/nndsvda/nndsvdar) from the driver's randomized SVD.
 
     Parameters
     ----------
-    V : dask.array.Array
-        Row panels of V (dense or sparse blocks).
+    Y_blocks : list of Delayed
+        ``Y_i`` of the SVD's last pass, one per row panel: ``U_i = Y_i T``.
+    T, S, Vt : ndarray
+        See :func:`dnmf.randomized_svd.finish`.
+    part_norms : ndarray of shape (2, k)
+        The computed :func:`svd_part_norms`.
 
     Returns
     -------
-    W : dask.array.Array of shape (m, k)
-    H : Delayed ndarray of shape (k, n)
+    W : dask.array.Array of shape (m, k), row-chunked like V
+    H : ndarray of shape (k, n)
     """
-    U, S, Vt = da.linalg.svd_compressed(
-        V,
-        n_components,
-        n_power_iter=SVD_POWER_ITERATIONS,
-        n_oversamples=SVD_OVERSAMPLES,
-        seed=_svd_seed(random_state),
-        compute=True,  # persist each stage so V streams through every pass instead of staying in memory
-    )
-    dtype = V.dtype
-    U_blocks = U.rechunk({0: row_chunks, 1: -1}).to_delayed(optimize_graph=False).ravel()  # keys shared with S, Vt
-    fill_H, fill_W = _fills(variant, mean, (n_components, V.shape[1]), row_chunks, dtype, random_state)
-    norms = dask.delayed(sum)([dask.delayed(_part_norms)(u) for u in U_blocks])
-    scales = dask.delayed(_nndsvd_scales, nout=2)(norms, _whole(S), _whole(Vt))
-    H = dask.delayed(_finish)(scales[1], dtype, fill_H)
+    dtype = np.dtype(dtype)
+    k = S.size
+    fill_H, fill_W = _fills(variant, mean, (k, Vt.shape[1]), row_chunks, dtype, random_state)
+    scale_W, H = _nndsvd_scales(part_norms, S, Vt)
     W = da.concatenate([
-        da.from_delayed(dask.delayed(_w_block)(u, scales[0], dtype, fill), shape=(rows, n_components), dtype=dtype)
-        for u, rows, fill in zip(U_blocks, row_chunks, fill_W)
+        da.from_delayed(
+            dask.delayed(_w_block_of_sketch, pure=True)(y, T, scale_W, dtype, fill), shape=(rows, k), dtype=dtype
+        )
+        for y, rows, fill in zip(Y_blocks, row_chunks, fill_W)
     ])
-    return W, H
+    return W, _finish(H, dtype, fill_H)
 
 
 def custom_init(W, H, shape, n_components, dtype, row_chunks):
@@ -239,13 +224,14 @@ def custom_init(W, H, shape, n_components, dtype, row_chunks):
         W = W.astype(dtype).rechunk((row_chunks, n_components))
     else:
         W = np.asarray(W)
-        _check_factor(W, "W")
+        check_factor(W, "W")
         W = _row_blocks(W.astype(dtype, copy=True), row_chunks)
-    _check_factor(H, "H")
+    check_factor(H, "H")
     return W, H.astype(dtype, copy=True)
 
 
-def _check_factor(A, name):
+def check_factor(A, name):
+    """``ValueError`` unless a user-given factor is finite, non-negative and not all zeros."""
     if not np.all(np.isfinite(A)):
         raise ValueError(f"custom {name} contains NaN or infinity")
     if A.size and A.min() < 0:

@@ -20,11 +20,11 @@ import dask
 import numpy as np
 from dask.system import CPU_COUNT
 
-from . import kernels, masked, masked_hals
+from . import kernels, masked, masked_hals, randomized_svd
 from .losses import beta_loss, frobenius_loss
 from .process_setting import SharedSetting
 
-__all__ = ["TREE_FAN_IN", "final_pass", "iteration", "prepared_panels", "stats_pass"]
+__all__ = ["TREE_FAN_IN", "final_pass", "iteration", "prepared_panels", "sketch_pass", "stats_pass"]
 
 #: Partials added per node of the tree reduction.
 TREE_FAN_IN = 8
@@ -257,3 +257,26 @@ def stats_pass(V_blocks, missing=None):
     stats = partial(masked.panel_stats, missing=missing) if missing else kernels.panel_stats
     parts = [dask.delayed(stats, pure=True)(v) for v in V_blocks]
     return _tree_sum(parts, _add_stats)
+
+
+def sketch_pass(V_blocks, Z, keep):
+    """Graph of one pass of the randomized SVD (:func:`dnmf.randomized_svd.panel_sketch`).
+
+    Parameters
+    ----------
+    V_blocks : list of Delayed
+    Z : ndarray of shape (n, l)
+        The scaled basis, in V's dtype (one key, shared by every panel task).
+    keep : bool
+        The last pass: the panels' ``Y_i`` and the triangular factor of ``Y`` are returned.
+
+    Returns
+    -------
+    Y_blocks : list of Delayed
+        One per panel (their values are None unless ``keep``).
+    sketch : Delayed ``(P, R)``
+    """
+    Z = dask.delayed(Z, pure=True)
+    panel = _PanelTask(partial(randomized_svd.panel_sketch, keep=keep), len(V_blocks))
+    outputs = [dask.delayed(panel, nout=2)(v, Z) for v in V_blocks]
+    return [out[0] for out in outputs], _tree_sum([out[1] for out in outputs], randomized_svd.add_sketches)

@@ -6,7 +6,7 @@ must have been read exactly (or, for NNDSVD, at most) as many times as the drive
 documents:
 
 * 1 statistics pass, for every init;
-* NNDSVD: the randomized SVD's passes (at most ``2 * SVD_POWER_ITERATIONS + 2``);
+* NNDSVD: the randomized SVD's passes (``q + 1`` for scikit-learn's ``q`` power iterations);
   custom and random: none;
 * 1 pass per outer iteration;
 * beta != 2 (without polish): 1 last pass that evaluates the final loss.
@@ -28,12 +28,12 @@ from zarr.storage import LocalStore, WrapperStore
 from dnmf import CSRMatrix, save_csr
 from dnmf.api import non_negative_factorization
 from dnmf.driver import factorize
-from dnmf.init import SVD_POWER_ITERATIONS
+from dnmf.randomized_svd import power_iterations
 
 M, N, K = 40, 12, 3
 ITERATIONS = 4
 STATS_PASSES = 1
-SVD_PASSES = 2 * SVD_POWER_ITERATIONS + 2
+SVD_PASSES = power_iterations(K, (M, N)) + 1  # one pass per power iteration, and the last
 
 
 class CountingStore(WrapperStore):
@@ -164,8 +164,8 @@ def test_dense_zarr_nndsvd_adds_only_the_svd_passes(dense_store, init, solver, b
 
 
 def test_nndsvd_streams_v_through_the_documented_svd_passes(dense_store):
-    """Reading each chunk only once for an SVD that needs V in 2q + 2 sequential stages
-    means every chunk stayed in memory between the stages."""
+    """The randomized SVD reads each chunk once per power iteration, plus once for its last
+    stage: one pass over V each, as documented."""
     X, V, store, keys = dense_store
     factorize(V, K, init="nndsvda", random_state=0, max_iter=1, tol=0, panel_rows=10)
     assert store.reads() == {key: STATS_PASSES + SVD_PASSES + 1 for key in keys}

@@ -1,0 +1,172 @@
+"""Randomized SVD of V from row panels: the NumPy half (no Dask).
+
+Subspace iteration with one pass over V per power iteration (Halko, Martinsson & Tropp,
+2011, Algorithm 4.4, with the normalization between power iterations that their
+Section 4.5 and scikit-learn's ``randomized_svd`` make). With a basis ``Z`` (n x l, ``l = k
++ oversamples``) each panel task computes, from one read of ``V_i``::
+
+    Y_i = V_i Z            (m_i x l)
+    P_i = V_iᵀ Y_i         (n x l)      summed over panels: P = VᵀV Z
+    R_i = qr(Y_i).R        (l x l)      last pass only; combined by a TSQR tree into Y = QR
+
+Between passes the next basis is ``Z ← orth(P)`` (:func:`next_basis`), so the columns
+never grow with (VᵀV)^q as a plain power iteration makes them (the first singular value
+of a non-negative matrix would swamp every other direction in rounding, or overflow
+float32). ``Z`` is also rotated onto the left singular vectors of ``P``: ``Y = V Z``
+then has nearly orthogonal columns of norms ≈ σ_j, whose products in V's dtype keep
+every direction to the relative accuracy ``eps · σ_1 / σ_j`` that scikit-learn's
+normalized power iterations have.
+
+After ``q`` power iterations (``q + 1`` passes), ``Y = Q R`` (the triangular factor from
+a tree of QR factorizations of the panels' factors, stable in any dtype; with the SVD
+``R = U_R Σ Eᵀ``) gives scikit-learn's small matrix up to a rotation,
+``B = (Q U_R)ᵀ V = Σ⁻¹ Eᵀ Pᵀ``, and its SVD ``B = Û S V̂ᵀ`` gives
+``U = Q U_R Û = Y T`` (:func:`finish`). Directions of ``Y`` at the rounding level of V's
+dtype are dropped (they carry no information, and ``Σ⁻¹`` would magnify their rounding
+into the result); when fewer than k remain, the missing singular triples are zero.
+
+Every product is taken with ``Z`` scaled by ``1 / ||V||_F``, so ``|Y| <= 1`` and
+``|P| <= σ_1 <= ||V||_F``: nothing overflows in float32 whatever the size of V.
+The random start depends on the seed and on n only, so the result does not depend on
+the row chunking beyond rounding; on a matrix with a clear gap in its spectrum it does
+not depend on the seed either.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = [
+    "OVERSAMPLES",
+    "add_sketches",
+    "finish",
+    "next_basis",
+    "panel_sketch",
+    "power_iterations",
+    "sketch_width",
+    "start_basis",
+]
+
+#: Extra directions sampled beyond k, as scikit-learn's ``randomized_svd``.
+OVERSAMPLES = 10
+#: Power iterations when k is small against the matrix (scikit-learn's ``n_iter="auto"``).
+POWER_ITERATIONS_SMALL_K = 7
+#: Power iterations otherwise.
+POWER_ITERATIONS_LARGE_K = 4
+#: "Small k": k below this share of min(m, n) (scikit-learn's rule).
+SMALL_K_SHARE = 0.1
+#: Directions of Y whose singular value is below this many units of rounding (of V's dtype)
+#: times the largest are noise, and dropped.
+NOISE_UNITS = 100
+
+
+def power_iterations(n_components, shape):
+    """scikit-learn's rule: 7 power iterations when ``k < 0.1 min(m, n)``, else 4."""
+    small = n_components < SMALL_K_SHARE * min(shape)
+    return POWER_ITERATIONS_SMALL_K if small else POWER_ITERATIONS_LARGE_K
+
+
+def sketch_width(n_components, shape):
+    """Columns of the sketch: ``k + OVERSAMPLES``, at most ``min(m, n)``."""
+    return int(min(n_components + OVERSAMPLES, *shape))
+
+
+def start_basis(n_features, width, random_state):
+    """The random start: Gaussian columns of unit norm (n x width, float64).
+
+    ``random_state`` is a ``numpy.random.RandomState``; the numbers depend on it and on
+    the shape only.
+    """
+    omega = random_state.normal(size=(n_features, width))
+    norms = np.linalg.norm(omega, axis=0)
+    return omega / np.where(norms == 0, 1.0, norms)
+
+
+def _dense(product):
+    return product.toarray() if sp.issparse(product) else np.asarray(product)
+
+
+def panel_sketch(V, Z, keep):
+    """One panel's share of a pass: ``(Y_i, P_i, G_i)`` (see the module docstring).
+
+    Parameters
+    ----------
+    V : ndarray or scipy.sparse matrix of shape (m_i, n)
+    Z : ndarray of shape (n, l)
+        The scaled basis, in V's dtype.
+    keep : bool
+        The last pass: return ``Y_i`` and ``R_i`` (float64); else both are None.
+
+    Returns
+    -------
+    Y : ndarray of shape (m_i, l) or None
+    sketch : tuple ``(P_i, R_i)``
+        ``P_i`` (n x l) in V's dtype; ``R_i`` (at most l x l, float64) or None.
+    """
+    Y = _dense(V @ Z)
+    P = _dense(V.T @ Y)
+    if not keep:
+        return None, (P, None)
+    return Y, (P, _triangle(Y))
+
+
+def _triangle(A):
+    return np.linalg.qr(np.asarray(A, dtype=np.float64), mode="r")
+
+
+def add_sketches(*sketches):
+    """Combine panel sketches ``(P_i, R_i)``: P summed, the R stacked and factorized again
+    (one node of the tree reduction)."""
+    P = sketches[0][0].copy()
+    for P_i, _ in sketches[1:]:
+        P += P_i
+    if sketches[0][1] is None:
+        return P, None
+    return P, _triangle(np.vstack([R_i for _, R_i in sketches]))
+
+
+def next_basis(P):
+    """``orth(P)`` rotated onto P's left singular vectors (n x l, float64)."""
+    Q, R = np.linalg.qr(np.asarray(P, dtype=np.float64))
+    U_R, _, _ = np.linalg.svd(R)
+    return Q @ U_R
+
+
+def finish(P, R, n_components, dtype):
+    """The truncated SVD from the last pass's sums.
+
+    Parameters
+    ----------
+    P : ndarray of shape (n, l)
+        ``Vᵀ Y``.
+    R : ndarray of shape (r, l)
+        The triangular factor of ``Y = QR``.
+    n_components : int
+    dtype : numpy dtype
+        V's: sets the rounding level below which directions are dropped.
+
+    Returns
+    -------
+    T : ndarray of shape (l, k)
+        ``U = Y T`` (float64).
+    S : ndarray of shape (k,)
+        Singular values, descending (float64).
+    Vt : ndarray of shape (k, n)
+        Right singular vectors (float64).
+    """
+    P = np.asarray(P, dtype=np.float64)
+    width, n = P.shape[1], P.shape[0]
+    _, sigma, Et = np.linalg.svd(R, full_matrices=False)
+    kept = sigma > NOISE_UNITS * np.finfo(dtype).eps * (sigma[0] if sigma.size else 0.0)
+    inverse = 1.0 / sigma[kept]
+    E = Et[kept].T
+    B = inverse[:, None] * (E.T @ P.T)
+    U_B, S, Vt = np.linalg.svd(B, full_matrices=False)
+    T = (E * inverse) @ U_B
+    r = min(n_components, S.size)
+    T_k = np.zeros((width, n_components))
+    S_k = np.zeros(n_components)
+    Vt_k = np.zeros((n_components, n))
+    T_k[:, :r], S_k[:r], Vt_k[:r] = T[:, :r], S[:r], Vt[:r]
+    return T_k, S_k, Vt_k
