@@ -13,9 +13,10 @@ import dask.array as da
 import numpy as np
 
 from . import driver
+from . import init as initialization
 from .losses import beta_to_float
 from .masked import normalize_missing
-from .params import PARAMS, compute_penalties, resolve_solver, validate_params
+from .params import AUTO, PARAMS, compute_penalties, resolve_solver, validate_params
 from .scheduler import use_scheduler
 from .storage import as_panels
 
@@ -45,7 +46,6 @@ def run(
     W=None,
     H=None,
     update_H=True,
-    polish=False,
     callback=None,
     start=None,
     checkpointer=None,
@@ -59,8 +59,9 @@ def run(
     params : dict
         Missing names take their defaults.
     W, H : array-like, optional
-        Custom init (``init="custom"``), or the fixed H when ``update_H=False``.
-    update_H, polish, callback, start, checkpointer
+        Custom init (``init="custom"``), or the fixed H when ``update_H=False``; checked
+        as scikit-learn checks them (shape, dtype, finite, non-negative, not all zeros).
+    update_H, callback, start, checkpointer
         See :func:`dnmf.driver.factorize`.
     as_numpy : bool
         Gather W into a NumPy array (on the scheduler that computed it).
@@ -75,27 +76,39 @@ def run(
     p = {**DEFAULTS, **params}
     validate_params(p)
     panels = as_panels(X, panel_rows=p["panel_rows"])
+    validate_params(p, shape=panels.shape)
     k = p["n_components"]
-    if k is None or k == "auto":
-        k = H.shape[0] if H is not None and (p["init"] == "custom" or not update_H) else panels.shape[1]
-    if H is not None and (p["init"] == "custom" or not update_H) and np.shape(H)[0] != k:
-        raise ValueError(f"H has {np.shape(H)[0]} rows but n_components={k}")
-    if update_H and p["init"] == "custom" and (W is None or H is None):
-        raise ValueError("init='custom' needs both W and H")
-    if update_H and p["init"] != "custom" and (W is not None or H is not None):
+    custom = update_H and p["init"] == "custom"
+    if custom or not update_H:
+        if not update_H and W is not None:
+            warnings.warn("When update_H=False, the provided initial W is not used.", RuntimeWarning)
+            W = None
+        k = initialization.check_custom(W, H, panels.shape, k, panels.dtype, update_H)
+    elif W is not None or H is not None:
         warnings.warn(
             "When init!='custom', provided W or H are ignored. Set init='custom' to use them as initialization.",
             RuntimeWarning,
         )
         W = H = None
+    if k is None or k == AUTO:
+        k = panels.shape[1]
     penalty_W, penalty_H = compute_penalties(p["alpha_W"], p["alpha_H"], p["l1_ratio"], panels.shape)
     if callback is None and p["verbose"]:
         callback = _log_progress
+    solver = resolve_solver(p["solver"])
+    if solver == "mu" and p["init"] == "nndsvd" and update_H:
+        warnings.warn(
+            "The multiplicative update ('mu') solver cannot update zeros present in the initialization, and so "
+            "leads to poorer results when used jointly with init='nndsvd'. You may try init='nndsvda' or "
+            "init='nndsvdar' instead.",
+            UserWarning,
+        )
+    missing = normalize_missing(p["missing_values"])
     with use_scheduler(p["client"]):
         result = driver.factorize(
             panels,
             k,
-            solver=resolve_solver(p["solver"]),
+            solver=solver,
             beta=beta_to_float(p["beta_loss"]),
             init=p["init"],
             W=W,
@@ -105,14 +118,13 @@ def run(
             tol=p["tol"],
             penalty_W=penalty_W,
             penalty_H=penalty_H,
-            n_inner=p["inner_sweeps"],
+            sweeps=p["inner_sweeps"],
             extrapolate=p["extrapolate"],
             random_state=p["random_state"],
-            polish=polish,
             callback=callback,
             start=start,
             checkpointer=checkpointer,
-            missing=normalize_missing(p["missing_values"]),
+            missing=missing,
         )
         if as_numpy:
             result.W = driver.to_numpy(result.W)
@@ -131,7 +143,7 @@ def non_negative_factorization(
     X,
     W=None,
     H=None,
-    n_components=None,
+    n_components="auto",
     *,
     init=None,
     update_H=True,
@@ -144,8 +156,8 @@ def non_negative_factorization(
     l1_ratio=0.0,
     random_state=None,
     verbose=0,
-    inner_sweeps=1,
-    extrapolate=False,
+    inner_sweeps="auto",
+    extrapolate="auto",
     panel_rows=None,
     client=None,
     missing_values=None,
@@ -163,8 +175,8 @@ def non_negative_factorization(
         Initial W for ``init="custom"``.
     H : array-like of shape (n_components, n_features), optional
         Initial H for ``init="custom"``; the fixed H when ``update_H=False``.
-    n_components : int or None
-        Rank; None (or "auto") takes ``H.shape[0]`` if H is used, else ``n_features``.
+    n_components : int, "auto" or None
+        Rank; "auto" (or None) takes ``H.shape[0]`` if H is used, else ``n_features``.
     init, solver, beta_loss, tol, max_iter, alpha_W, alpha_H, l1_ratio, random_state, verbose
         As :class:`dnmf.NMF`.
     update_H : bool
@@ -198,8 +210,5 @@ def non_negative_factorization(
         client=client,
         missing_values=missing_values,
     )
-    if not update_H and W is not None:
-        warnings.warn("When update_H=False, the provided initial W is not used.", RuntimeWarning)
-        W = None
     result = run(X, params, W=W, H=H, update_H=update_H, as_numpy=not _returns_dask(X))
     return result.W, result.H, result.n_iter

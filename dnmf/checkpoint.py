@@ -48,6 +48,7 @@ Layout
         W                   (m, k), as the fit holds it (same dtype: resume is exact)
         H                   (k, n)
         loss_history        (j + 1,) float64, the driver's known losses
+        violations          (iteration,) float64, each pass's HALS violation (empty for MU)
         H_next              (k, n), extrapolated HALS only: the H the next pass starts from
         attrs  format = "dnmf-checkpoint", version, iteration, finished, extrapolation
                (the schedule of an extrapolate=True fit, else null), created,
@@ -153,8 +154,8 @@ logger = logging.getLogger(__name__)
 
 #: ``attrs["format"]`` of a checkpoint group.
 CHECKPOINT_FORMAT = "dnmf-checkpoint"
-#: Layout version (2: with ``SHA256SUMS``).
-CHECKPOINT_VERSION = 2
+#: Layout version (2: with ``SHA256SUMS``; 3: with ``violations``).
+CHECKPOINT_VERSION = 3
 #: Name of the pointer file naming the current checkpoint.
 CURRENT = "CURRENT"
 #: Checkpoint every this many iterations when neither ``every`` nor ``seconds`` is given.
@@ -395,7 +396,7 @@ def _open_checkpoint(path):
         )
     if attrs.get("version", 0) < CHECKPOINT_VERSION:
         raise ValueError(
-            f"checkpoint {path} has layout version {attrs.get('version')}, written without checksums; "
+            f"checkpoint {path} has layout version {attrs.get('version')}, written by an older dnmf; "
             f"this dnmf needs version {CHECKPOINT_VERSION}"
         )
     if not (Path(path) / MANIFEST).is_file():
@@ -543,9 +544,11 @@ def _state_of(path, digest):
     W = da.from_zarr(group["W"], name=f"checkpoint-W-{digest[:32]}")
     H = np.asarray(group["H"][...])
     history = tuple(float(value) for value in np.asarray(group["loss_history"][...]))
+    violations = tuple(float(value) for value in np.asarray(group["violations"][...]))
     H_next = np.asarray(group["H_next"][...]) if "H_next" in group else None
-    extrapolation = attrs.get("extrapolation")
-    state = LoopState(int(attrs["iteration"]), W, H, history, bool(attrs["finished"]), extrapolation, H_next)
+    state = LoopState(
+        int(attrs["iteration"]), W, H, history, bool(attrs["finished"]), attrs.get("extrapolation"), H_next, violations
+    )
     return state, attrs
 
 
@@ -741,6 +744,7 @@ class ZarrCheckpointer:
         pause_for_tests(PAUSE_IN_CHECKPOINT_WRITE, state.iteration)
         write_factor(group, "H", np.asarray(state.H))
         write_factor(group, "loss_history", np.asarray(state.loss_history, dtype=np.float64))
+        write_factor(group, "violations", np.asarray(state.violations, dtype=np.float64))
         if state.H_next is not None:
             write_factor(group, "H_next", np.asarray(state.H_next))
         group.attrs.update(

@@ -257,14 +257,21 @@ def _absolute(path):
     return None if path is None else str(Path(path).expanduser().absolute())
 
 
+def flag(name):
+    """The option a user types for parameter ``name``: ``max_iter`` → ``--max-iter``,
+    ``n_components`` → ``--rank`` (the documented spelling)."""
+    return ALIASES.get(name, (f"--{name.replace('_', '-').lower()}",))[0]
+
+
 def _fit_params(values):
-    """The table's parameters from the command's values (None: the table default), validated."""
+    """The table's parameters from the command's values (None: the table default), validated
+    with messages that name the flags."""
     given = {name: values[name] for name in _PARAM_NAMES if values.get(name) is not None}
     params = {**DEFAULTS, **given}
-    validate_params(params)
+    validate_params(params, spell=flag)
     params["missing_values"] = normalize_missing(params["missing_values"])  # "nan" (a float NaN after parsing)
     if params["init"] == "custom":
-        raise ValueError("init 'custom' needs initial W and H, which the command line cannot pass; use the Python API")
+        raise ValueError("--init custom needs initial W and H, which the command line cannot pass; use the Python API")
     return params
 
 
@@ -373,6 +380,7 @@ def _fit_job(
     check_destination(out, overwrite)
     source = open_matrix(input_path)
     panels = as_panels(source, panel_rows=params["panel_rows"])  # the input's checks, before anything starts
+    validate_params(params, shape=panels.shape, spell=flag)
     check_writable(out, factor_bytes(panels.shape, _components(params, source), panels.dtype), "OUT")
     start = checkpointer = None
     if checkpoint is not None:  # probed, verified and matched before the cluster starts too
@@ -630,7 +638,7 @@ def fit(
     if out is None:
         raise click.UsageError("missing option '--out' (the result group to write)")
     params = _fit_params(values)
-    if params["n_components"] is None:
+    if values.get("n_components") is None:
         raise click.UsageError("missing option '--rank' (the number of components)")
     if checkpoint is None and (checkpoint_every is not None or checkpoint_seconds is not None):
         logger.info("no --checkpoint DIR: --checkpoint-every/--checkpoint-seconds ignored")
@@ -671,7 +679,7 @@ def resume(directory, max_iter, out, from_name, scheduler, workers, memory_limit
     params = dict(metadata["all_params"])
     if max_iter is not None:
         params["max_iter"] = max_iter
-    validate_params({**DEFAULTS, **params})
+    validate_params({**DEFAULTS, **params}, spell=flag)
     result, attrs, elapsed = _fit_job(
         run_info["input"], {**DEFAULTS, **params}, out=out, overwrite=overwrite, checkpoint=directory,
         every=run_info.get("every"), seconds=run_info.get("seconds"),

@@ -98,14 +98,14 @@ def _commands():
     ):
         """Fit each rank of --ranks several times and recommend k by stability (NMFk)."""
         from . import rank as rank_selection
-        from .cli import _absolute, _Bar, _scheduler, _start
+        from .cli import _absolute, _Bar, _scheduler, _start, flag
         from .params import validate_params
         from .storage import open_matrix
 
         _start(verbose, quiet)
         ranks = parse_ranks(ranks)
         params = {name: value for name, value in values.items() if value is not None}
-        validate_params({**params, "n_components": ranks[-1]})
+        validate_params({**params, "n_components": ranks[-1]}, spell=lambda name: "--ranks" if name == "n_components" else flag(name))
         options = dict(replicates=replicates, random_state=seed, concurrency=concurrency)
         if perturbation is not None:
             options["perturbation"] = perturbation

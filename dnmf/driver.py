@@ -7,23 +7,43 @@ if one is, else Dask's threaded scheduler):
    ``||V||²``),
 2. the initialization (random: no pass; NNDSVD: the randomized SVD's passes),
 3. outer iterations, each one graph and one pass over V
-   (:func:`dnmf.solvers.iteration`), persisted; only two floats come back,
-4. optionally a last pass that solves W for the final H (``polish``) or, for the
-   beta-divergences, that evaluates the final loss.
+   (:func:`dnmf.solvers.iteration`), persisted; only three floats come back,
+4. for the beta-divergences, when the returned iterate's loss is not known yet, a
+   last pass that evaluates it.
 
 Stopping rule
 -------------
-Let ``L_t`` be the data-fit loss of iterate t (``L_0`` at the initial factors; for the
-Frobenius loss ``½||V - W_t H_t||²``, else the beta-divergence, penalties excluded) and
-``e_t = sqrt(2 L_t)``, the ``reconstruction_err_``. After every iteration, with ``j``
-the newest iterate whose loss is known (``t`` for Frobenius; ``t - 1`` for the
-beta-divergences, whose loss comes from the next pass), the fit stops when ``j >= 10``
-and ``(e_{j-10} - e_j) / e_j < tol``: the error fell by less than a fraction ``tol`` of
-its current value over the last 10 iterations. (scikit-learn's ``mu`` compares the
-decrease over 10 iterations with the *initial* error, which stops much earlier after a
-good initialization such as NNDSVDA.) It also stops when ``e_j == 0``.
-With ``tol == 0`` it runs ``max_iter`` iterations; reaching ``max_iter`` with
-``tol > 0`` warns with :class:`sklearn.exceptions.ConvergenceWarning`.
+``tol`` has scikit-learn's meaning for each solver. Let ``e_t = sqrt(2 L_t)`` be the
+``reconstruction_err_`` of iterate t (``L_t`` the data-fit loss, penalties excluded;
+``e_0`` at the initial factors).
+
+``solver="cd"`` (HALS)
+    Each pass measures scikit-learn's *violation*: the sum of the absolute projected
+    gradients met by the first sweep of W and of H (:func:`dnmf.kernels.hals_sweeps`).
+    The fit stops after pass t when ``violation_t <= tol * violation_1`` (scikit-learn's
+    rule), or when the error has stalled: ``t >= 10`` and
+    ``(e_{t-10} - e_t) / e_t < tol``. The second test fires on flat problems (tf-idf
+    matrices), where the error stops moving long before the gradient vanishes.
+``solver="mu"``
+    Every 10 iterations, the fit stops when the error fell by less than ``tol`` times
+    the initial error since the last check: ``(e_{t-10} - e_t) / e_0 < tol``
+    (scikit-learn's rule).
+
+For the beta-divergences (and with missing values) the loss of iterate t comes from
+the next pass, which forms ``W H`` panel by panel anyway: when a test on the errors
+fires one pass late, the fit returns the iterate it fired on. With ``tol == 0`` the fit
+runs ``max_iter`` iterations; as scikit-learn, a fit that ran ``max_iter`` iterations
+with ``tol > 0`` warns with :class:`sklearn.exceptions.ConvergenceWarning`.
+
+Acceleration
+------------
+With ``solver="cd"`` (no missing values) the defaults make each pass do more:
+``sweeps="auto"`` runs several HALS sweeps of W and of H per read of V, as many as
+their cost against the pass's products allows (:func:`auto_sweeps`, Gillis & Glineur's
+rule), and ``extrapolate="auto"`` moves both factors on along their last update
+(:mod:`dnmf.extrapolation`). The first pass is never extrapolated, so a one-iteration
+fit is a plain descent step. ``sweeps=1, extrapolate=False`` gives scikit-learn's
+iterates exactly.
 
 Lost workers
 ------------
@@ -68,6 +88,8 @@ __all__ = [
     "FitResult",
     "IterationInfo",
     "LoopState",
+    "acceleration",
+    "auto_sweeps",
     "factorize",
     "to_numpy",
     "truncated_svd",
@@ -113,6 +135,8 @@ class LoopState:
         ``extrapolate=True`` fit, else None.
     H_next : ndarray of shape (k, n) or None
         The H the next pass starts from when it is not ``H`` (extrapolated HALS).
+    violations : tuple of float
+        The HALS violation of passes 1..iteration (empty for MU).
     """
 
     iteration: int
@@ -122,6 +146,7 @@ class LoopState:
     finished: bool = False
     extrapolation: list | None = None
     H_next: np.ndarray | None = None
+    violations: tuple = ()
 
 
 class Checkpointer(Protocol):
@@ -147,12 +172,13 @@ class FitResult:
     n_iter : int
         Outer iterations run (for a frozen-H solve: the most updates any panel made).
     loss_history : list of float
-        ``loss_history[t]`` is the loss of iterate t (index 0: the initial factors);
-        with ``polish`` the last entry is the loss of the polished W.
+        ``loss_history[t]`` is the loss of iterate t (index 0: the initial factors).
     converged : bool
-        The stopping rule fired before ``max_iter``.
+        The stopping rule fired.
     norm_V : float
         ``||V||_F`` (from the statistics pass), for relative errors.
+    violations : list of float
+        HALS: the violation of passes 1..n_iter (see the stopping rule); MU: empty.
     """
 
     W: da.Array
@@ -161,6 +187,7 @@ class FitResult:
     loss_history: list = field(default_factory=list)
     converged: bool = False
     norm_V: float = float("nan")
+    violations: list = field(default_factory=list)
 
     @property
     def loss(self):
@@ -211,8 +238,8 @@ def _check_stats(stats, beta):
         raise ValueError(f"Negative values in data passed to NMF (input minimum is {float(minimum)!r})")
     if beta <= 0 and n_zero:
         raise ValueError(
-            f"When beta_loss <= 0 and X contains zeros ({int(n_zero)} here), the solver "
-            f"may diverge. Please add small values to X, or use a positive beta_loss (got beta_loss={beta!r})."
+            "When beta_loss <= 0 and X contains zeros, the solver may diverge. Please add small values to X, "
+            f"or use a positive beta_loss (X has {int(n_zero)} zeros; beta_loss={beta!r})."
         )
 
 
@@ -235,7 +262,8 @@ def to_numpy(W):
 
 
 def _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, client):
-    """The truncated SVD of V (:mod:`dnmf.randomized_svd`), one pass over V per power iteration.
+    """The truncated SVD of V (:mod:`dnmf.randomized_svd`), one pass over V per power
+    iteration, until the subspace has converged or scikit-learn's number of them is done.
 
     Returns
     -------
@@ -247,17 +275,17 @@ def _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, clien
     width = randomized_svd.sketch_width(k, shape)
     Z = randomized_svd.start_basis(shape[1], width, check_random_state(random_state))
     scale = 1.0 / np.sqrt(squared_norm) if squared_norm > 0 else 1.0
-    last = randomized_svd.power_iterations(k, shape)
-    for t in range(last + 1):
-        Y_blocks, sketch = solvers.sketch_pass(V_blocks, (Z * scale).astype(dtype), keep=t == last)
-        if t < last:
-            P, _ = dask.compute(sketch)[0]
-            Z = randomized_svd.next_basis(P)
-    if client is None:
-        Y_blocks, (P, R) = dask.compute(Y_blocks, sketch)
-    else:
-        Y_blocks, sketch = dask.persist(Y_blocks, sketch)
-        P, R = dask.compute(sketch)[0]
+    sigma = None
+    for _ in range(randomized_svd.power_iterations(k, shape) + 1):
+        Y_blocks, sketch = solvers.sketch_pass(V_blocks, (Z * scale).astype(dtype))
+        if client is None:
+            Y_blocks, (P, R) = dask.compute(Y_blocks, sketch)
+        else:
+            Y_blocks, sketch = dask.persist(Y_blocks, sketch)
+            P, R = dask.compute(sketch)[0]
+        Z, sigma, previous = (*randomized_svd.next_basis(P), sigma)
+        if randomized_svd.converged(sigma, previous, k, dtype):
+            break
     return (Y_blocks, *randomized_svd.finish(P, R, k, dtype))
 
 
@@ -297,14 +325,10 @@ def _initial_factors(V, V_blocks, k, init, W, H, stats, random_state, update_H, 
     shape, dtype, rows = V.shape, V.dtype, V.row_chunks
     mean = stats[2] / stats[5]  # of the observed entries with missing values
     if not update_H:
-        H = np.asarray(H)
-        if H.shape != (k, shape[1]):
-            raise ValueError(f"H has shape {H.shape}, expected (n_components, n_features) = {(k, shape[1])}")
-        initialization.check_factor(H, "H")
-        return None, H.astype(dtype, copy=False)
+        return None, np.asarray(H)
     method = initialization.choose_init(init, k, shape)
     if method == "custom":
-        W0, H0 = initialization.custom_init(W, H, shape, k, dtype, rows)
+        W0, H0 = initialization.custom_init(W, H, rows)
     elif method == "random":
         W0, H0 = initialization.random_init(shape, k, dtype, mean, random_state, rows)
     else:
@@ -318,12 +342,14 @@ def _initial_factors(V, V_blocks, k, init, W, H, stats, random_state, update_H, 
     return W0, np.asarray(dask.compute(H0)[0])
 
 
-def _loop_state(iteration, W_blocks, H, H_next, known, V, k, dtype, finished, schedule):
+def _loop_state(iteration, W_blocks, H, H_next, known, violations, V, k, dtype, finished, schedule):
     """A LoopState of the current (persisted) factors; fetches only H (and H_next)."""
     H_next = None if H_next is H else H_next
     H, H_next = (None if x is None else np.asarray(x) for x in dask.compute(H, H_next))
     W = _as_array(W_blocks, V.row_chunks, k, dtype)
-    return LoopState(iteration, W, H, tuple(known), finished, schedule.as_list() if schedule else None, H_next)
+    return LoopState(
+        iteration, W, H, tuple(known), finished, schedule.as_list() if schedule else None, H_next, tuple(violations)
+    )
 
 
 def _save(checkpointer, state, client, V, k):
@@ -341,14 +367,81 @@ def _save(checkpointer, state, client, V, k):
     return list(W.to_delayed(optimize_graph=False).ravel()), small[0], small[-1]
 
 
-def _stop(errors, tol):
-    """The stopping rule of the module docstring on the known errors e_0..e_j."""
+def _stalled(errors, tol, relative_to):
+    """``(e_{j-10} - e_j) / relative_to < tol`` on the known errors e_0..e_j (False before 10)."""
     j = len(errors) - 1
-    if errors[-1] == 0:
-        return True
-    if tol <= 0 or j < CONVERGENCE_WINDOW:
+    if j < CONVERGENCE_WINDOW:
         return False
-    return (errors[j - CONVERGENCE_WINDOW] - errors[j]) / errors[j] < tol
+    return relative_to == 0 or (errors[j - CONVERGENCE_WINDOW] - errors[j]) / relative_to < tol
+
+
+def _stop(solver, errors, violations, tol):
+    """The stopping rule of the module docstring.
+
+    Returns
+    -------
+    None, or the iterate the rule fired on: ``len(errors) - 1`` (the newest one whose loss
+    is known) for the tests on the errors, ``len(violations)`` (the newest one) for the
+    test on the violation.
+    """
+    j = len(errors) - 1
+    if errors and errors[-1] == 0:
+        return j
+    if tol <= 0:
+        return None
+    if solver == "cd":
+        if violations and (violations[0] == 0 or violations[-1] <= tol * violations[0]):
+            return len(violations)
+        return j if _stalled(errors, tol, errors[-1]) else None
+    if j > 0 and j % CONVERGENCE_WINDOW == 0 and _stalled(errors, tol, errors[0]):
+        return j
+    return None
+
+
+#: ``"auto"`` sweeps: the share of a pass's product cost spent on sweeps (Gillis &
+#: Glineur's alpha).
+SWEEP_SHARE = 0.5
+#: ``"auto"`` sweeps: the most sweeps of a factor per pass. More did not reach a given
+#: error in fewer passes on any benchmark matrix (``scripts/bench_sklearn.py``).
+MAX_AUTO_SWEEPS = 10
+#: ``"auto"`` accelerates matrices with at least this many stored entries. Below, a pass
+#: costs about a millisecond and plain HALS is kept: scikit-learn's iterates, which agree
+#: between float32 and float64 to rounding (extrapolated ones drift apart by ~1e-4).
+AUTO_MIN_ENTRIES = 100_000
+
+
+def auto_sweeps(shape, n_components, entries):
+    """HALS sweeps of W and of H per pass for ``sweeps="auto"`` on a large matrix.
+
+    Gillis & Glineur (2012): a pass costs the products with V (``entries`` = its stored
+    entries, m·n when dense) and the Grams; a sweep of W costs ``m k`` (and ``n k`` for H)
+    per column. With ``rho`` the ratio of the two, each factor gets
+    ``1 + floor(SWEEP_SHARE · rho)`` sweeps, at most :data:`MAX_AUTO_SWEEPS`.
+
+    Returns
+    -------
+    sweeps_W, sweeps_H : int
+    """
+    m, n = shape
+    k = n_components
+    rho_W = 1 + (entries + n * k) / (m * k + m)
+    rho_H = 1 + (entries + m * k) / (n * k + n)
+    return tuple(int(min(MAX_AUTO_SWEEPS, 1 + SWEEP_SHARE * rho)) for rho in (rho_W, rho_H))
+
+
+def acceleration(solver, missing, shape, n_components, entries, sweeps="auto", extrapolate="auto"):
+    """What ``"auto"`` resolves to: ``(sweeps_W, sweeps_H, extrapolate)``.
+
+    HALS without missing values on a matrix of at least :data:`AUTO_MIN_ENTRIES` stored
+    entries gets :func:`auto_sweeps` and extrapolation; everything else one sweep (or MU
+    update) per factor and pass, no extrapolation. Values other than ``"auto"`` are kept.
+    """
+    accelerated = solver == "cd" and not missing and entries >= AUTO_MIN_ENTRIES
+    if sweeps == "auto":
+        sweeps_W, sweeps_H = auto_sweeps(shape, n_components, entries) if accelerated else (1, 1)
+    else:
+        sweeps_W = sweeps_H = int(sweeps)
+    return sweeps_W, sweeps_H, accelerated if isinstance(extrapolate, str) else bool(extrapolate)
 
 
 def factorize(
@@ -365,15 +458,14 @@ def factorize(
     tol=1e-4,
     penalty_W=Penalty(),
     penalty_H=Penalty(),
-    n_inner=1,
+    sweeps="auto",
     random_state=None,
-    polish=False,
     callback=None,
     panel_rows=None,
     start=None,
     checkpointer=None,
     missing=None,
-    extrapolate=False,
+    extrapolate="auto",
 ):
     """Factorize V ≈ W H on the active Dask scheduler (parameters already validated).
 
@@ -393,15 +485,14 @@ def factorize(
         False solves W for a fixed H in one pass (``transform``).
     max_iter, tol : int, float
         See the stopping rule in the module docstring. With ``update_H=False``,
-        ``max_iter`` bounds the updates of each panel's W.
+        ``max_iter`` bounds the updates of each panel's W and ``tol`` stops them as
+        scikit-learn's ``transform`` does (see :func:`dnmf.kernels.transform_panel`).
     penalty_W, penalty_H : Penalty
         Scaled L1/L2 penalties.
-    n_inner : int
-        HALS sweeps (or MU updates) of each factor per pass over V.
+    sweeps : int or "auto"
+        HALS sweeps (or MU updates) of each factor per pass over V; ``"auto"``: see
+        :func:`acceleration`.
     random_state : int, RandomState or None
-    polish : bool
-        End with a pass that solves W for the final H exactly as ``update_H=False``
-        would (so ``fit(X).transform(X)`` equals ``fit_transform(X)``).
     callback : callable, optional
         Called with an :class:`IterationInfo` after each iteration.
     panel_rows : int, optional
@@ -413,11 +504,11 @@ def factorize(
         Asked after every iteration whether to save the state, and given the final one.
     missing : {None, "nan", "absent"}
         Which entries are unobserved (see :mod:`dnmf.masked`): they are left out of the
-        loss and the updates (weighted MU). ``"nan"`` with no NaN in V runs the unmasked
-        solver.
-    extrapolate : bool
+        loss and the updates. ``"nan"`` with no NaN in V runs the unmasked solver.
+    extrapolate : bool or "auto"
         Extrapolated HALS (:mod:`dnmf.extrapolation`; :func:`dnmf.params.validate_params`
-        allows it with ``solver="cd"`` and no missing values only).
+        allows True with ``solver="cd"`` and no missing values only); ``"auto"``: see
+        :func:`acceleration`.
 
     Returns
     -------
@@ -440,24 +531,31 @@ def factorize(
         if missing == "nan" and stats[6] == 0:
             logger.info("no NaN in V: running the unmasked solver")
             missing = None
-    step = StepSpec(solver, float(beta), penalty_W, penalty_H, n_inner, update_H, missing)
     norm_V = float(np.sqrt(stats[3]))
-    squared_norm = None if step.missing else float(stats[3])  # the passes need not sum it again
+    squared_norm = None if missing else float(stats[3])  # the passes need not sum it again
     if start is None:
         W0, H0 = _initial_factors(V, V_blocks, n_components, init, W, H, stats, random_state, update_H, client, missing)
     else:
         W0, H0 = start.W.rechunk((V.row_chunks, start.W.shape[1])).persist(), np.asarray(start.H)
     k, dtype = H0.shape[0], V.dtype
+    entries = size - stats[4] if V.sparse else size  # stored (non-zero) entries: what a pass costs
+    sweeps_W, sweeps_H, extrapolate = acceleration(solver, missing, V.shape, k, entries, sweeps, extrapolate)
+    step = StepSpec(solver, float(beta), penalty_W, penalty_H, sweeps_W, sweeps_H, update_H, missing)
     if step.missing == "nan":  # find the NaN of in-memory panels once, of stored ones at each read
         V_blocks = solvers.prepared_panels(V_blocks, step.missing)
         if V.in_memory:
             V_blocks = list(dask.persist(*V_blocks))
 
     if not update_H:
-        graph = solvers.final_pass(V_blocks, None, H0, step, size, max_iter, TRANSFORM_TOL, squared_norm)
+        panel_tol = TRANSFORM_TOL if step.missing else tol
+        graph = solvers.final_pass(V_blocks, None, H0, step, size, max_iter, panel_tol, squared_norm)
         W_blocks, _, (loss, n_done) = _materialize((*graph[:1], None, graph[1]), client)
-        return FitResult(_as_array(W_blocks, V.row_chunks, k, dtype), H0, int(n_done), [loss], True, norm_V)
+        n_done = int(n_done)
+        if n_done == max_iter and tol > 0:
+            _warn_max_iter(max_iter)
+        return FitResult(_as_array(W_blocks, V.row_chunks, k, dtype), H0, n_done, [loss], n_done < max_iter, norm_V)
 
+    lagged = step.beta != 2 or bool(step.missing)  # the new iterate's loss comes from the next pass
     W_blocks = list(W0.to_delayed().ravel())
     H_now = H_next = H0  # the iterate's H; the H the next pass starts from (extrapolated HALS: may differ)
     schedule = Schedule() if extrapolate else None
@@ -465,22 +563,27 @@ def factorize(
         schedule = Schedule.from_list(start.extrapolation)
         H_next = H0 if start.H_next is None else np.asarray(start.H_next)
     known = [] if start is None else list(start.loss_history)  # loss of iterates 0..j
+    violations = [] if start is None else list(start.violations)  # of passes 1..t
     first = 1 if start is None else start.iteration + 1
     converged = start is not None and start.finished
     n_iter = saved = first - 1
+    previous = None  # the iterate before the newest: returned when a lagged test fires on it
     for n_iter in range(first, max_iter + 1 if not converged else first):
         started = time.perf_counter()
-        this_step = replace(step, extrapolation=schedule.beta) if schedule else step
+        this_step = replace(step, extrapolation=schedule.beta if n_iter > 1 else 0.0) if schedule else step
         graph = solvers.iteration(V_blocks, W_blocks, H_next, this_step, size, squared_norm)
-        W_blocks, (H_now, H_ahead), (before, after) = _materialize(graph, client)
+        previous = (W_blocks, H_now)
+        W_blocks, (H_now, H_ahead), (before, after, violation) = _materialize(graph, client)
         if n_iter == 1:
             known.append(float(before))
-        if step.beta == 2 and not step.missing:  # the new iterate's loss came for free
+        if not lagged:  # the new iterate's loss came for free
             known.append(float(after))
         elif n_iter > 1:
             known.append(float(before))
+        if step.solver == "cd":
+            violations.append(float(violation))
         H_next = H_now
-        if schedule is not None and schedule.accept(known[-1], known[-2]):
+        if schedule is not None and n_iter > 1 and schedule.accept(known[-1], known[-2]):
             H_next = H_ahead
         errors = [loss_to_error(value) for value in known]
         change = (errors[-2] - errors[-1]) / errors[-2] if len(errors) > 1 and errors[-2] else 0.0
@@ -488,35 +591,45 @@ def factorize(
         logger.debug("iteration %d: loss %.6g (relative change %.3g, %.3fs)", n_iter, known[-1], change, seconds)
         if callback is not None:
             callback(IterationInfo(n_iter, max_iter, known[-1], errors[-1], change, seconds))
-        converged = _stop(errors, tol)
+        fired = _stop(step.solver, errors, violations, tol)
+        converged = fired is not None
+        if converged and fired < n_iter:  # a lagged test fired on the iterate before: return it
+            (W_blocks, H_now), n_iter = previous, fired
+            H_next, violations = H_now, violations[:fired]
+        previous = None
         if checkpointer is not None and not converged and checkpointer.due(n_iter):
             # the state inline: a name kept for it would hold the saved W's lineage until the next save
-            rebased = _save(checkpointer, _loop_state(n_iter, W_blocks, H_now, H_next, known, V, k, dtype, False, schedule),
-                            client, V, k)
+            rebased = _save(
+                checkpointer,
+                _loop_state(n_iter, W_blocks, H_now, H_next, known, violations, V, k, dtype, False, schedule),
+                client, V, k,
+            )
             W_blocks, H_now, H_next = rebased or (W_blocks, H_now, H_next)
             saved = n_iter
         if converged:
             break
 
     if checkpointer is not None and saved != n_iter:
-        rebased = _save(checkpointer, _loop_state(n_iter, W_blocks, H_now, H_next, known, V, k, dtype, converged, schedule),
-                        client, V, k)
-        W_blocks, H_now, _ = rebased or (W_blocks, H_now, H_next)
-    if not converged and tol > 0:
-        warnings.warn(
-            f"Maximum number of iterations {max_iter} reached. Increase it to improve convergence.",
-            ConvergenceWarning,
+        rebased = _save(
+            checkpointer,
+            _loop_state(n_iter, W_blocks, H_now, H_next, known, violations, V, k, dtype, converged, schedule),
+            client, V, k,
         )
+        W_blocks, H_now, _ = rebased or (W_blocks, H_now, H_next)
+    if n_iter == max_iter and tol > 0:
+        _warn_max_iter(max_iter)
     H_final = np.asarray(dask.compute(H_now)[0])
-    if polish or len(known) <= n_iter:
-        max_inner = max_iter if polish else 0
-        W_from = None if polish else W_blocks
-        graph = solvers.final_pass(V_blocks, W_from, H_final, step, size, max_inner, TRANSFORM_TOL, squared_norm)
+    if len(known) <= n_iter:  # the returned iterate's loss is not known yet
+        graph = solvers.final_pass(V_blocks, W_blocks, H_final, step, size, 0, 0.0, squared_norm)
         W_blocks, _, (loss, _) = _materialize((graph[0], None, graph[1]), client)
-        loss = float(loss)
-        if len(known) <= n_iter:
-            known.append(loss)
-        else:
-            known[-1] = loss
+        known.append(float(loss))
     W_result = _as_array(W_blocks, V.row_chunks, k, dtype)
-    return FitResult(W_result, H_final, n_iter, known, converged, norm_V)
+    return FitResult(W_result, H_final, n_iter, known, converged, norm_V, violations)
+
+
+def _warn_max_iter(max_iter):
+    """scikit-learn's warning, worded as scikit-learn words it."""
+    warnings.warn(
+        f"Maximum number of iterations {max_iter} reached. Increase it to improve convergence.",
+        ConvergenceWarning,
+    )

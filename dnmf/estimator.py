@@ -46,8 +46,8 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_components : int, "auto" or None, default=None
-        Rank. None or "auto": ``n_features`` (or ``H.shape[0]`` with custom H).
+    n_components : int, "auto" or None, default="auto"
+        Rank. "auto" (or None): ``n_features``, or ``H.shape[0]`` with custom H.
     init : {"random", "nndsvd", "nndsvda", "nndsvdar", "custom"} or None, default=None
         None picks "nndsvda" if ``n_components <= min(n_samples, n_features)``, else
         "random" (as scikit-learn).
@@ -57,8 +57,11 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     beta_loss : float or {"frobenius", "kullback-leibler", "itakura-saito"}, default="frobenius"
         Beta-divergence to minimize; other than "frobenius" needs ``solver="mu"``.
     tol : float, default=1e-4
-        Stop when the error ``sqrt(2 * loss)`` fell by less than ``tol`` times the
-        initial error over the last 10 iterations (see :mod:`dnmf.driver`).
+        Tolerance of the stopping rule, with scikit-learn's meaning: for "cd", stop when
+        the projected-gradient violation of a pass is at most ``tol`` times the first
+        pass's, or when the error fell by less than ``tol`` (relative) over the last 10
+        passes; for "mu", when the error fell by less than ``tol`` times the initial error
+        over the last 10 iterations (see :mod:`dnmf.driver`).
     max_iter : int, default=200
         Maximum number of iterations (passes over X).
     random_state : int, RandomState instance or None, default=None
@@ -71,15 +74,17 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         Share of L1 in the penalties, in [0, 1].
     verbose : int, default=0
         Log every iteration (``logging``, logger ``dnmf``) when > 0.
-    inner_sweeps : int, default=1
-        HALS sweeps (MU updates) of each factor per pass over X; 1 gives exactly
-        scikit-learn's iterates, more reach a given error with fewer reads of X.
-    extrapolate : bool, default=False
-        Extrapolated HALS (``solver="cd"``, no ``missing_values``): each pass moves W and
-        H on along their last update by an adaptive step (Ang & Gillis, 2019; see
-        :mod:`dnmf.extrapolation`). Reaches a given error in several times fewer passes
-        on flat problems such as tf-idf matrices; the iterates are no longer
-        scikit-learn's.
+    inner_sweeps : int or "auto", default="auto"
+        HALS sweeps (MU updates) of each factor per pass over X. "auto": for "cd"
+        without missing values on a matrix of at least 100,000 stored entries, as many
+        as their cost against the pass's products allows (at most 10); else 1 (see
+        :func:`dnmf.driver.acceleration`).
+    extrapolate : bool or "auto", default="auto"
+        Extrapolated HALS (``solver="cd"``, no ``missing_values``): from the second pass
+        on, W and H move on along their last update by an adaptive step (Ang & Gillis,
+        2019; see :mod:`dnmf.extrapolation`). "auto": on where "auto" sweeps are.
+        ``inner_sweeps=1, extrapolate=False`` gives scikit-learn's iterates exactly (as
+        "auto" does on smaller matrices).
     panel_rows : int or None, default=None
         Rows of X per task (default: about 64 MiB; Zarr/Dask inputs: whole stored chunks).
     client : distributed.Client, str or None, default=None
@@ -105,6 +110,7 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     components_ : ndarray of shape (n_components, n_features)
         H, the dictionary.
     n_components_ : int
+        The rank used (``_n_components`` too, as scikit-learn names it).
     reconstruction_err_ : float
         ``sqrt(2 * D(X, WH))`` for the returned W and H: the Frobenius norm of
         ``X - WH`` for the Frobenius loss.
@@ -119,14 +125,13 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
     Notes
     -----
-    ``fit_transform(X)`` returns exactly ``fit(X).transform(X)``: after the last
-    iteration, W is solved for the final H by the same one-pass routine as
-    ``transform`` (scikit-learn returns the last iterate instead, issue #18663).
+    As scikit-learn's, ``fit_transform(X)`` returns the last iterate's W, and
+    ``fit(X).transform(X)`` solves W again with H fixed: the two are close, not equal.
     """
 
     def __init__(
         self,
-        n_components=None,
+        n_components="auto",
         *,
         init=None,
         solver="cd",
@@ -138,8 +143,8 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         alpha_H="same",
         l1_ratio=0.0,
         verbose=0,
-        inner_sweeps=1,
-        extrapolate=False,
+        inner_sweeps="auto",
+        extrapolate="auto",
         panel_rows=None,
         client=None,
         checkpoint=None,
@@ -227,7 +232,6 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             self._params(),
             W=W,
             H=H,
-            polish=True,
             start=start,
             checkpointer=checkpointer,
             as_numpy=not _is_out_of_core(X),
@@ -235,7 +239,7 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         if self.n_features_in_ is None:
             self.n_features_in_ = int(result.H.shape[1])
         self.components_ = result.H
-        self.n_components_ = int(result.H.shape[0])
+        self.n_components_ = self._n_components = int(result.H.shape[0])
         self.n_iter_ = int(result.n_iter)
         self.loss_history_ = [float(v) for v in result.loss_history]
         self.reconstruction_err_ = loss_to_error(result.loss)

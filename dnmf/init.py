@@ -20,10 +20,11 @@ import dask
 import dask.array as da
 import numpy as np
 from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_array, check_non_negative
 
 __all__ = [
     "INIT_METHODS",
-    "check_factor",
+    "check_custom",
     "choose_init",
     "custom_init",
     "nndsvd_from_svd",
@@ -46,8 +47,8 @@ def choose_init(init, n_components, shape):
         raise ValueError(f"init must be one of {INIT_METHODS} or None, got {init!r}")
     if init.startswith("nndsvd") and n_components > min(shape):
         raise ValueError(
-            f"init={init!r} needs n_components <= min(n_samples, n_features) = "
-            f"{min(shape)}, got n_components={n_components}; use init='random'"
+            f"init = {init!r} can only be used when n_components <= min(n_samples, n_features) "
+            f"(n_components={n_components}, min(n_samples, n_features)={min(shape)}); use init='random'"
         )
     return init
 
@@ -210,31 +211,57 @@ def nndsvd_init(Y_blocks, T, S, Vt, part_norms, variant, mean, random_state, row
     return W, _finish(H, dtype, fill_H)
 
 
-def custom_init(W, H, shape, n_components, dtype, row_chunks):
-    """Check user-given W and H (shape, dtype, finite, non-negative) and row-chunk W."""
+def _check_init(A, shape, whom):
+    """scikit-learn's ``_check_init``: finite, of ``shape`` (``"auto"``: any), non-negative,
+    not all zeros; its messages."""
+    A = check_array(A)
+    for axis, (expected, got) in enumerate(zip(shape, A.shape)):
+        if expected != "auto" and got != expected:
+            which = "first" if axis == 0 else "second"
+            raise ValueError(f"Array with wrong {which} dimension passed to {whom}. Expected {expected}, but got {got}.")
+    check_non_negative(A, whom)
+    if np.max(A) == 0:
+        raise ValueError(f"Array passed to {whom} is full of zeros.")
+
+
+def check_custom(W, H, shape, n_components, dtype, update_H):
+    """Check user-given factors as scikit-learn does; returns the rank they imply.
+
+    ``update_H=True`` (``init="custom"``) checks W (m x k) and H (k x n); ``False``
+    (``transform``) checks H. With ``n_components`` "auto" or None, k is ``H.shape[0]``.
+    A Dask W is checked for its shape only (its values are read by the fit).
+
+    Raises
+    ------
+    ValueError
+        A missing, misshapen, non-finite, negative or all-zero factor.
+    TypeError
+        A factor whose dtype is not V's (as scikit-learn: no silent cast).
+    """
     m, n = shape
-    H = np.asarray(H)
-    if H.shape != (n_components, n):
-        raise ValueError(f"custom H has shape {H.shape}, expected (n_components, n_features) = {(n_components, n)}")
-    if W is None:
-        raise ValueError("init='custom' needs both W and H")
-    if W.shape != (m, n_components):
-        raise ValueError(f"custom W has shape {tuple(W.shape)}, expected (n_samples, n_components) = {(m, n_components)}")
+    k = "auto" if n_components in (None, "auto") else n_components
+    if H is None or (update_H and W is None):
+        raise ValueError("init='custom' needs both W and H" if update_H else "update_H=False needs H")
+    _check_init(H, (k, n), "NMF (input H)")
+    k = np.shape(H)[0] if k == "auto" else k
+    if update_H:
+        if isinstance(W, da.Array):
+            if W.shape != (m, k):
+                raise ValueError(f"Array with wrong shape passed to NMF (input W). Expected {(m, k)}, but got {W.shape}.")
+        else:
+            _check_init(W, (m, k), "NMF (input W)")
+        if np.dtype(H.dtype) != dtype or np.dtype(W.dtype) != dtype:
+            raise TypeError(
+                f"H and W should have the same dtype as X. Got H.dtype = {H.dtype} and W.dtype = {W.dtype}."
+            )
+    elif np.dtype(H.dtype) != dtype:
+        raise TypeError(f"H should have the same dtype as X. Got H.dtype = {H.dtype}.")
+    return int(k)
+
+
+def custom_init(W, H, row_chunks):
+    """User-given W and H (checked by :func:`check_custom`) as a row-chunked W and a copy of H."""
+    k = np.shape(H)[0]
     if isinstance(W, da.Array):
-        W = W.astype(dtype).rechunk((row_chunks, n_components))
-    else:
-        W = np.asarray(W)
-        check_factor(W, "W")
-        W = _row_blocks(W.astype(dtype, copy=True), row_chunks)
-    check_factor(H, "H")
-    return W, H.astype(dtype, copy=True)
-
-
-def check_factor(A, name):
-    """``ValueError`` unless a user-given factor is finite, non-negative and not all zeros."""
-    if not np.all(np.isfinite(A)):
-        raise ValueError(f"custom {name} contains NaN or infinity")
-    if A.size and A.min() < 0:
-        raise ValueError(f"custom {name} has negative values (minimum {A.min()})")
-    if A.size and np.max(A) == 0:
-        raise ValueError(f"custom {name} is all zeros; NMF cannot start from zero factors")
+        return W.rechunk((row_chunks, k)), np.array(H, copy=True)
+    return _row_blocks(np.array(W, copy=True), row_chunks), np.array(H, copy=True)

@@ -17,13 +17,14 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from .losses import beta_loss, frobenius_loss, loss_to_error
+
 __all__ = [
     "EPSILON",
     "PanelPartial",
     "Penalty",
     "StepSpec",
     "beta_loss_pieces",
-    "cross_and_norm",
     "extrapolate",
     "frobenius_pieces",
     "hals_sweeps",
@@ -33,7 +34,6 @@ __all__ = [
     "mu_update_w",
     "panel_stats",
     "panel_step",
-    "solve_w_panel",
     "squared_norm",
     "sum_partials",
     "transform_panel",
@@ -45,10 +45,16 @@ __all__ = [
 EPSILON = np.finfo(np.float32).eps
 #: Values of a factor below this are set to zero after MU steps with beta < 1 (as scikit-learn).
 MU_ZERO_THRESHOLD = np.finfo(np.float64).eps
-#: Bytes of a dense panel handled at a time by :func:`cross_and_norm` (stays in cache).
+#: Bytes of a dense panel handled at a time by :func:`panel_step` (stays in cache).
 CACHE_BLOCK_BYTES = 4 * 2**20
+#: Fewest rows in such a block (wide panels: fewer rows would starve the products).
+MIN_BLOCK_ROWS = 256
+#: Bytes of W swept at a time by :func:`hals_sweeps` (stays in the core's cache).
+SWEEP_BLOCK_BYTES = 128 * 2**10
 #: Stored values whose squares :func:`squared_norm` sums in V's dtype before going to float64.
 SQUARES_RUN = 1024
+#: A frozen-H MU solve checks its error every this many updates (scikit-learn's 10).
+MU_CHECK_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -103,42 +109,62 @@ def panel_stats(V):
 # ------------------------------------------------------------------------ HALS (cd)
 
 
+def _numpy_sweep(W, gram, cross):
+    """One HALS sweep in NumPy (scikit-learn's ``_update_cdnmf_fast``, columns vectorized
+    over rows); returns its violation. Used when scikit-learn's compiled kernel is absent."""
+    violation = 0.0
+    for t in range(W.shape[1]):
+        column = W[:, t]
+        grad = W @ gram[:, t] - cross[:, t]
+        violation += float(np.abs(np.where(column == 0, np.minimum(grad, 0), grad)).sum())
+        if gram[t, t] != 0:
+            W[:, t] = np.maximum(column - grad / gram[t, t], 0)
+    return violation
+
+
+def _sweep_kernel():
+    try:  # scikit-learn's own compiled sweep: its numbers, at compiled speed
+        from sklearn.decomposition._cdnmf_fast import _update_cdnmf_fast
+    except ImportError:  # pragma: no cover - every scikit-learn since 0.19 has it
+        return _numpy_sweep
+    return lambda W, gram, cross: float(_update_cdnmf_fast(W, gram, cross, np.arange(W.shape[1], dtype=np.intp)))
+
+
+_SWEEP = _sweep_kernel()
+
+
 def hals_sweeps(W, gram, cross, n_sweeps):
     """Run ``n_sweeps`` HALS column sweeps on ``W`` in place.
 
     Minimizes ``0.5 <W gram, W> - <W, cross>`` over ``W >= 0`` one column at a time,
-    exactly as scikit-learn's ``_update_cdnmf_fast`` (rows are independent, so the
-    column-at-a-time vectorized form gives the same numbers).
+    with scikit-learn's own kernel (``_update_cdnmf_fast``). Rows are independent, so
+    the rows are taken :data:`SWEEP_BLOCK_BYTES` of W at a time and every sweep of a
+    block runs while it is in cache: the same numbers as whole sweeps.
 
     Parameters
     ----------
-    W : ndarray of shape (p, k)
+    W : ndarray of shape (p, k), C-contiguous
         Updated in place.
     gram : ndarray of shape (k, k)
-        ``H Hᵀ`` (plus the L2 penalty on its diagonal).
+        ``H Hᵀ`` (plus the L2 penalty on its diagonal), in W's dtype.
     cross : ndarray of shape (p, k)
-        ``V Hᵀ`` (minus the L1 penalty).
+        ``V Hᵀ`` (minus the L1 penalty), in W's dtype.
     n_sweeps : int
 
     Returns
     -------
-    change : float
-        Squared Frobenius norm of the change made by the last sweep.
+    violation : float
+        scikit-learn's ``violation`` of the first sweep: the sum of the absolute
+        projected gradients met along it (the stopping rule's measure).
     """
-    change = 0.0
-    for _ in range(n_sweeps):
-        change = 0.0
-        for t in range(W.shape[1]):
-            hess = gram[t, t]
-            if hess == 0:
-                continue
-            column = W[:, t]
-            grad = W @ gram[:, t] - cross[:, t]
-            new = np.maximum(column - grad / hess, 0)
-            delta = new - column
-            change += float(np.dot(delta, delta))
-            W[:, t] = new
-    return change
+    rows = max(1, SWEEP_BLOCK_BYTES // max(1, W.shape[1] * W.itemsize))
+    violation = 0.0
+    for start in range(0, W.shape[0], rows):
+        block, block_cross = W[start : start + rows], cross[start : start + rows]
+        violation += _SWEEP(block, gram, block_cross)
+        for _ in range(n_sweeps - 1):
+            _SWEEP(block, gram, block_cross)
+    return violation
 
 
 def extrapolate(new, old, beta):
@@ -323,82 +349,65 @@ def beta_loss_pieces(V, W, H, beta):
 # --------------------------------------------------------------- per-panel W solves
 
 
-def cross_and_norm(V, H):
-    """``(V Hᵀ, ||V||²)`` from one sweep over the panel.
-
-    A dense panel is taken ``CACHE_BLOCK_BYTES`` at a time: each row block's squares
-    are summed right after its product, while the block is still in cache, so the
-    norm costs no extra trip through memory (summing a float32 panel's squares
-    separately in float64 cost as much as both GEMMs). See :func:`squared_norm`.
-
-    Returns
-    -------
-    VHt : ndarray of shape (m_i, k)
-    squared_norm : float
-    """
-    if sp.issparse(V):
-        return _dot(V, H.T), squared_norm(V)
-    V = np.asarray(V)
-    m, n = V.shape
-    VHt = np.empty((m, H.shape[0]), dtype=np.result_type(V.dtype, H.dtype))
-    step = max(1, CACHE_BLOCK_BYTES // max(1, n * V.itemsize))
-    total = 0.0
-    for start in range(0, m, step):
-        block = V[start : start + step]
-        np.matmul(block, H.T, out=VHt[start : start + step])
-        total += squared_norm(block)
-    return VHt, total
-
-
 def _needs_cross(solver, beta):
     """Whether the W-update uses ``V Hᵀ`` (HALS, and MU for the Frobenius loss)."""
     return solver == "cd" or beta == 2
 
 
-def solve_w_panel(V, W, H, solver, beta, penalty, n_inner, tol=0.0, VHt=None):
-    """Update one panel's ``W`` with ``H`` fixed; the first half of every step.
+def _row_ranges(V):
+    """The blocks of rows a panel is taken in: :data:`CACHE_BLOCK_BYTES` of a dense panel
+    (at least :data:`MIN_BLOCK_ROWS` rows), a sparse panel whole (its products gather
+    anyway, and every block would add a k x n partial)."""
+    m = V.shape[0]
+    if sp.issparse(V):
+        return [(0, m)]
+    rows = max(MIN_BLOCK_ROWS, CACHE_BLOCK_BYTES // max(1, V.shape[1] * V.itemsize))
+    return [(start, min(start + rows, m)) for start in range(0, m, rows)]
 
-    Runs up to ``n_inner`` HALS sweeps (``solver == "cd"``) or MU updates (``"mu"``).
-    With ``tol > 0`` it stops once an update changes ``W`` by less than ``tol``
-    relative to its norm (``transform`` solves W to convergence this way).
-    ``VHt`` is ``V Hᵀ`` if the caller has it already (see :func:`cross_and_norm`).
 
-    Returns
-    -------
-    W : ndarray of shape (m_i, k)
-        The updated panel (a new array).
-    VHt : ndarray of shape (m_i, k) or None
-        ``V Hᵀ`` (None for beta-MU, which never needs it).
-    n_done : int
-        Updates made.
-    """
-    W = np.array(W, order="C", copy=True)
-    if VHt is None and _needs_cross(solver, beta):
-        VHt = _dot(V, H.T)
-    HHt = H @ H.T if VHt is not None else None
-    if solver == "cd":
-        gram, cross = _penalized(HHt, VHt, penalty)
+class _WRule:
+    """The W-update of a pass for blocks of rows, with what every block shares (H Hᵀ)."""
 
-        def update(W):
-            hals_sweeps(W, gram, cross, 1)
-            return W
+    def __init__(self, H, solver, beta, penalty):
+        self.H, self.solver, self.beta, self.penalty = H, solver, beta, penalty
+        self.HHt = H @ H.T if _needs_cross(solver, beta) else None
+        if solver == "cd":
+            self.gram = self.HHt.copy()
+            if penalty.l2:
+                self.gram.flat[:: self.gram.shape[0] + 1] += penalty.l2
+        else:
+            self.gamma = mu_gamma(beta)
 
-    else:
-        gamma = mu_gamma(beta)
+    def cross(self, V):
+        """``V Hᵀ`` of a block (None for beta-MU, which never needs it)."""
+        return _dot(V, self.H.T) if _needs_cross(self.solver, self.beta) else None
 
-        def update(W):
-            return mu_update_w(V, W, H, beta, penalty, gamma, HHt=HHt, VHt=VHt)
+    def update(self, V, W, VHt, n_updates):
+        """``n_updates`` HALS sweeps or MU updates of a block's W (in place for HALS).
 
-    n_done = 0
-    while n_done < n_inner:
-        previous = W.copy() if tol > 0 else None
-        W = update(W)
-        n_done += 1
-        if previous is not None:
-            delta = W - previous
-            if np.vdot(delta, delta) <= tol**2 * np.vdot(W, W):
-                break
-    return W, VHt, n_done
+        Returns
+        -------
+        W : ndarray
+        violation : float
+            Of the first HALS sweep (0 for MU).
+        """
+        if self.solver == "cd":
+            cross = VHt - self.penalty.l1 if self.penalty.l1 else VHt
+            return W, hals_sweeps(W, self.gram, cross, n_updates)
+        for _ in range(n_updates):
+            W = mu_update_w(V, W, self.H, self.beta, self.penalty, self.gamma, HHt=self.HHt, VHt=VHt)
+        return W, 0.0
+
+    def loss_pieces(self, V, W, VHt, norm):
+        """The block's loss terms of ``(W, H)`` and its ``WᵀW`` (None for beta != 2)."""
+        if self.beta == 2:
+            cross, gram = frobenius_pieces(W, VHt)
+            return np.array([norm, cross]), gram
+        return beta_loss_pieces(V, W, self.H, self.beta), None
+
+
+def _add(total, part):
+    return part if total is None else total + part
 
 
 def transform_start(V, H, solver):
@@ -424,7 +433,8 @@ class StepSpec:
     beta: float  # 2 Frobenius, 1 KL, 0 IS, or any float (mu only)
     penalty_W: Penalty = Penalty()
     penalty_H: Penalty = Penalty()
-    n_inner: int = 1  # HALS sweeps / MU updates per pass over V
+    sweeps_W: int = 1  # HALS sweeps / MU updates of W per pass over V
+    sweeps_H: int = 1  # ... and of H
     update_H: bool = True
     missing: str | None = None  # None, or a mode of dnmf.masked: the masked kernels run instead
     extrapolation: float = 0.0  # step beta of extrapolated HALS for this pass (dnmf.extrapolation); 0: none
@@ -436,13 +446,15 @@ class PanelPartial(NamedTuple):
     ``loss_terms`` (float64) and ``gram_before`` give the loss of the iterate the step
     started from (see :mod:`dnmf.losses`). ``h_numerator``/``h_denominator`` are
     ``(WᵀV, WᵀW)`` for the Frobenius loss and the MU partials otherwise, from the
-    updated W; both None when H is frozen.
+    updated W; both None when H is frozen. ``violation`` is the HALS sweep's measure of
+    stationarity (see :func:`hals_sweeps`; 0 for MU).
     """
 
     loss_terms: np.ndarray
     gram_before: np.ndarray | None
     h_numerator: np.ndarray | None
     h_denominator: np.ndarray | None
+    violation: float = 0.0
 
     def __add__(self, other):
         return PanelPartial(*(None if a is None else a + b for a, b in zip(self, other)))
@@ -470,25 +482,6 @@ def squared_norm(V):
     return float(np.einsum("ij,ij->i", runs, runs).sum(dtype=np.float64) + np.dot(tail, tail))
 
 
-def _loss_partial(V, W, H, VHt, norm, beta):
-    """This panel's loss pieces for the iterate ``(W, H)``; ``VHt`` is ``V Hᵀ`` and
-    ``norm`` is ``||V||²`` (both None for the beta-divergences)."""
-    if beta == 2:
-        cross, gram = frobenius_pieces(W, VHt)
-        return np.array([norm, cross]), gram
-    return beta_loss_pieces(V, W, H, beta), None
-
-
-def _cross_and_norm_for(V, H, step, norm):
-    """:func:`cross_and_norm` when the step uses them, else ``(None, None)``; with
-    ``norm=False`` only ``V Hᵀ`` (the norm is then reported as 0)."""
-    if not _needs_cross(step.solver, step.beta):
-        return None, None
-    if not norm:
-        return _dot(V, H.T), 0.0
-    return cross_and_norm(V, H)
-
-
 def _in_dtype_of(V, *factors):
     """The factors in V's value dtype (no copy when they already are).
 
@@ -502,10 +495,13 @@ def _in_dtype_of(V, *factors):
 def panel_step(V, W, H, step, norm=True):
     """Update one panel's W, then emit its share of the H-step and of the loss.
 
-    This is the whole per-panel work of one outer iteration: V is used once. With
-    ``step.extrapolation`` the new W is extrapolated before its partials are taken.
-    ``W`` and ``H`` are taken in V's dtype. ``norm=False`` skips ``||V_i||²`` (the
-    caller knows ``||V||²`` already; the first loss term is then 0).
+    This is the whole per-panel work of one outer iteration, and V is used once: a dense
+    panel is taken :data:`CACHE_BLOCK_BYTES` of rows at a time, and each block's products
+    (``V_b Hᵀ`` for the W-update, then ``W_bᵀ V_b`` with the updated rows), sweeps and
+    loss pieces all run while the block is in cache. With ``step.extrapolation`` the new
+    W is extrapolated before its partials are taken. ``W`` and ``H`` are taken in V's
+    dtype. ``norm=False`` skips ``||V_i||²`` (the caller knows ``||V||²`` already; the
+    first loss term is then 0).
 
     Returns
     -------
@@ -513,25 +509,39 @@ def panel_step(V, W, H, step, norm=True):
     partial : PanelPartial
     """
     W, H = _in_dtype_of(V, W, H)
-    VHt, norm = _cross_and_norm_for(V, H, step, norm)
-    W_new, VHt, _ = solve_w_panel(V, W, H, step.solver, step.beta, step.penalty_W, step.n_inner, VHt=VHt)
-    if step.extrapolation:
-        W_new = extrapolate(W_new, W, step.extrapolation)
-    loss_terms, gram_before = _loss_partial(V, W, H, VHt, norm, step.beta)
-    numerator = denominator = None
-    if step.update_H:
-        if step.beta == 2:
-            numerator, denominator = _dot(W_new.T, V), W_new.T @ W_new
-        else:
-            numerator, denominator = mu_h_partials(V, W_new, H, step.beta)
-    return W_new, PanelPartial(loss_terms, gram_before, numerator, denominator)
+    rule = _WRule(H, step.solver, step.beta, step.penalty_W)
+    W_new = np.empty(W.shape, dtype=W.dtype)
+    loss_terms = gram_before = numerator = denominator = None
+    violation = 0.0
+    for start, stop in _row_ranges(V):
+        V_b, W_b = V[start:stop], W[start:stop]
+        VHt = rule.cross(V_b)
+        norm_b = squared_norm(V_b) if norm and step.beta == 2 else 0.0
+        new, block_violation = rule.update(V_b, np.array(W_b, order="C", copy=True), VHt, step.sweeps_W)
+        violation += block_violation
+        if step.extrapolation:
+            new = extrapolate(new, W_b, step.extrapolation)
+        W_new[start:stop] = new
+        terms, gram = rule.loss_pieces(V_b, W_b, VHt, norm_b)
+        loss_terms, gram_before = _add(loss_terms, terms), _add(gram_before, gram)
+        if step.update_H:
+            if step.beta == 2:
+                num, den = _dot(new.T, V_b), new.T @ new
+            else:
+                num, den = mu_h_partials(V_b, new, H, step.beta)
+            numerator, denominator = _add(numerator, num), _add(denominator, den)
+    return W_new, PanelPartial(loss_terms, gram_before, numerator, denominator, violation)
 
 
 def transform_panel(V, W, H, step, max_inner, tol, norm=True):
     """Solve one panel's W with H frozen (from ``W``, or a neutral start if None).
 
     One read of ``V_i`` serves all ``max_inner`` updates; ``max_inner=0`` only
-    evaluates the loss of ``(W, H)``. ``norm`` as in :func:`panel_step`.
+    evaluates the loss of ``(W, H)``. ``tol`` has scikit-learn's meaning for the panel:
+    HALS stops once a sweep's violation is at most ``tol`` times the first sweep's; MU
+    checks every :data:`MU_CHECK_EVERY` updates whether the error fell by less than
+    ``tol`` times the panel's starting error since the last check. ``norm`` as in
+    :func:`panel_step`.
 
     Returns
     -------
@@ -541,12 +551,39 @@ def transform_panel(V, W, H, step, max_inner, tol, norm=True):
     n_done : int
     """
     W, H = _in_dtype_of(V, W, H)
-    if W is None:
-        W = transform_start(V, H, step.solver)
-    VHt, norm = _cross_and_norm_for(V, H, step, norm)
-    W, VHt, n_done = solve_w_panel(V, W, H, step.solver, step.beta, step.penalty_W, max_inner, tol, VHt=VHt)
-    loss_terms, gram = _loss_partial(V, W, H, VHt, norm, step.beta)
-    return W, PanelPartial(loss_terms, gram, None, None), n_done
+    W = transform_start(V, H, step.solver) if W is None else np.array(W, order="C", copy=True)
+    rule = _WRule(H, step.solver, step.beta, step.penalty_W)
+    VHt = rule.cross(V)
+    checks_error = step.solver == "mu" and tol > 0
+    norm_i = squared_norm(V) if (norm or checks_error) and step.beta == 2 else 0.0
+    first = previous = _panel_error(rule, V, W, VHt, norm_i) if checks_error else None
+    n_done = 0
+    while n_done < max_inner:
+        W, violation = rule.update(V, W, VHt, 1)
+        n_done += 1
+        if tol <= 0:
+            continue
+        if step.solver == "cd":
+            first = violation if n_done == 1 else first
+            if first == 0 or violation <= tol * first:
+                break
+        elif n_done % MU_CHECK_EVERY == 0:
+            error = _panel_error(rule, V, W, VHt, norm_i)
+            if first == 0 or (previous - error) / first < tol:
+                break
+            previous = error
+    terms, gram = rule.loss_pieces(V, W, VHt, norm_i if norm else 0.0)
+    return W, PanelPartial(terms, gram, None, None), n_done
+
+
+def _panel_error(rule, V, W, VHt, norm):
+    """``sqrt(2 loss)`` of ``(W, H)`` on one panel (``norm`` is ``||V_i||²``)."""
+    terms, gram = rule.loss_pieces(V, W, VHt, norm)
+    if rule.beta == 2:
+        loss = frobenius_loss(terms[0], terms[1], gram, rule.HHt)
+    else:
+        loss = beta_loss(terms, rule.beta, V.shape[0] * V.shape[1])
+    return loss_to_error(loss)
 
 
 def update_h(H, total, step):
@@ -554,18 +591,21 @@ def update_h(H, total, step):
 
     The HALS H-step is the W-step applied to transposes: Gram ``WᵀW``, cross ``(WᵀV)ᵀ``.
     ``H`` is taken in the dtype of the partials (V's).
+
+    Returns
+    -------
+    H : ndarray of shape (k, n)
+        A new array.
+    violation : float
+        Of the first HALS sweep (0 for MU).
     """
     H = np.asarray(H, dtype=total.h_numerator.dtype)
     if step.solver == "cd":
         Ht = np.array(H.T, order="C", copy=True)
         gram, cross = _penalized(total.h_denominator, total.h_numerator.T, step.penalty_H)
-        hals_sweeps(Ht, gram, cross, step.n_inner)
-        return np.ascontiguousarray(Ht.T)
+        violation = hals_sweeps(Ht, gram, cross, step.sweeps_H)
+        return np.ascontiguousarray(Ht.T), violation
     gamma = mu_gamma(step.beta)
     if step.beta == 2:
-        return mu_update_h(
-            H, total.h_numerator.copy(), total.h_denominator @ H, 2, step.penalty_H, gamma
-        )
-    return mu_update_h(
-        H, total.h_numerator, total.h_denominator, step.beta, step.penalty_H, gamma
-    )
+        return mu_update_h(H, total.h_numerator.copy(), total.h_denominator @ H, 2, step.penalty_H, gamma), 0.0
+    return mu_update_h(H, total.h_numerator, total.h_denominator, step.beta, step.penalty_H, gamma), 0.0

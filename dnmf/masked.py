@@ -79,13 +79,13 @@ ENTRY_CHUNK = 2**16
 FEW_MISSING_SHARE = 0.02
 
 
-def normalize_missing(value):
+def normalize_missing(value, name="missing_values"):
     """``None`` → None; ``np.nan``, ``float("nan")`` or ``"nan"`` → ``"nan"``; ``"absent"`` → ``"absent"``.
 
     Raises
     ------
     ValueError
-        Any other value (named in the message).
+        Any other value (named in the message, the parameter called ``name``).
     """
     if value is None:
         return None
@@ -96,7 +96,7 @@ def normalize_missing(value):
     elif isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isnan(value):
         return "nan"
     raise ValueError(
-        f"missing_values must be None, np.nan (or 'nan': NaN entries are missing) or 'absent' "
+        f"{name} must be None, np.nan (or 'nan': NaN entries are missing) or 'absent' "
         f"(sparse input: absent entries are missing), got {value!r}"
     )
 
@@ -165,8 +165,8 @@ def check_stats(stats, beta, missing):
         raise ValueError(f"Negative values in data passed to NMF (observed minimum is {minimum!r})")
     if beta <= 0 and n_zero:
         raise ValueError(
-            f"When beta_loss <= 0 and X contains zeros ({int(n_zero)} observed here), the solver "
-            "may diverge. Please add small values to X, or use a positive beta_loss."
+            "When beta_loss <= 0 and X contains zeros, the solver may diverge. Please add small values to X, "
+            f"or use a positive beta_loss (X has {int(n_zero)} observed zeros)."
         )
 
 
@@ -514,6 +514,7 @@ class MaskedPartial(NamedTuple):
     loss: float
     h_numerator: np.ndarray | None
     h_denominator: np.ndarray | None
+    violation: float = 0.0  # masked HALS: its sweeps' measure of stationarity (0 for MU)
 
     def __add__(self, other):
         return MaskedPartial(*(None if a is None else a + b for a, b in zip(self, other)))
@@ -533,7 +534,7 @@ def panel_step(V, W, H, step):
     loss = 0.0
     numerator = denominator = None
     for rows, observed in _blocks(V, step.missing, step.beta):
-        W_rows, loss_rows, _ = _solve_rows(observed, W[rows], H, step.beta, step.penalty_W, step.n_inner)
+        W_rows, loss_rows, _ = _solve_rows(observed, W[rows], H, step.beta, step.penalty_W, step.sweeps_W)
         W_new[rows] = W_rows
         loss += loss_rows
         if step.update_H:
@@ -572,11 +573,12 @@ def transform_panel(V, W, H, step, max_inner, tol):
 
 
 def update_h(H, total, step):
-    """The weighted MU H-step from summed :class:`MaskedPartial` s (a new array)."""
+    """The weighted MU H-step from summed :class:`MaskedPartial` s: ``(H, 0.0)`` (a new
+    array, and no HALS violation)."""
     H = np.asarray(H, dtype=total.h_numerator.dtype)
     return _mu_apply(
         H, total.h_numerator.copy(), total.h_denominator.copy(), step.beta, step.penalty_H, mu_gamma(step.beta)
-    )
+    ), 0.0
 
 
 def loss_of(total):

@@ -66,25 +66,30 @@ def hals_sweeps_per_row(A, grams, cross, n_sweeps, penalty, tol=0.0):
 
     Returns
     -------
-    int
+    n_done : int
         Sweeps made.
+    violation : float
+        scikit-learn's violation (summed absolute projected gradients) of the first sweep.
     """
     k = A.shape[1]
     diagonal = np.arange(k)
     hess = grams[:, diagonal, diagonal] + penalty.l2
     cross = cross - penalty.l1 if penalty.l1 else cross
+    violation = 0.0
     for sweep in range(1, n_sweeps + 1):
         change = 0.0
         for t in range(k):
             grad = np.einsum("ik,ik->i", grams[:, t, :], A) + penalty.l2 * A[:, t] - cross[:, t]
+            if sweep == 1:
+                violation += float(np.abs(np.where(A[:, t] == 0, np.minimum(grad, 0), grad)).sum())
             h = hess[:, t]
             new = np.where(h != 0, np.maximum(A[:, t] - grad / np.where(h != 0, h, 1), 0), A[:, t])
             delta = new - A[:, t]
             change += float(np.dot(delta, delta))
             A[:, t] = new
         if tol > 0 and change <= tol**2 * float(np.vdot(A, A)):
-            return sweep
-    return n_sweeps
+            return sweep, violation
+    return n_sweeps, violation
 
 
 def _loss(norm, A, grams, cross):
@@ -105,12 +110,14 @@ def _solve_rows(values, pattern, W, H, penalty, n_sweeps, tol=0.0):
         Loss over the panel's observed entries of the starting and of the returned W.
     n_done : int
         Most sweeps made in a block.
+    violation : float
+        Of the first sweep (see :func:`hals_sweeps_per_row`).
     """
     k = H.shape[0]
     Ht = np.ascontiguousarray(H.T)
     W = np.array(W, copy=True)
     step = max(1, GRAM_BLOCK_BYTES // (k * k * W.itemsize))
-    before = after = 0.0
+    before = after = violation = 0.0
     n_done = 0
     for start in range(0, W.shape[0], step):
         rows = slice(start, min(W.shape[0], start + step))
@@ -119,9 +126,10 @@ def _solve_rows(values, pattern, W, H, penalty, n_sweeps, tol=0.0):
         norm = squared_norm(values[rows])
         before += _loss(norm, W[rows], grams, cross)
         block = W[rows]  # a view: swept in place
-        n_done = max(n_done, hals_sweeps_per_row(block, grams, cross, n_sweeps, penalty, tol))
+        done, block_violation = hals_sweeps_per_row(block, grams, cross, n_sweeps, penalty, tol)
+        n_done, violation = max(n_done, done), violation + block_violation
         after += _loss(norm, block, grams, cross)
-    return W, before, after, n_done
+    return W, before, after, n_done, violation
 
 
 def panel_step(V, W, H, step):
@@ -137,12 +145,12 @@ def panel_step(V, W, H, step):
     """
     W, H = _in_dtype_of(V, W, H)
     values, pattern = _observed(V, step.missing)
-    W_new, loss, _, _ = _solve_rows(values, pattern, W, H, step.penalty_W, step.n_inner)
+    W_new, loss, _, _, violation = _solve_rows(values, pattern, W, H, step.penalty_W, step.sweeps_W)
     numerator = denominator = None
     if step.update_H:
         numerator = np.ascontiguousarray(np.asarray(values.T @ W_new).T)
         denominator = np.ascontiguousarray(np.asarray(pattern.T @ _outer_rows(W_new)).T)
-    return W_new, MaskedPartial(loss, numerator, denominator)
+    return W_new, MaskedPartial(loss, numerator, denominator, violation)
 
 
 def transform_panel(V, W, H, step, max_inner, tol):
@@ -159,15 +167,15 @@ def transform_panel(V, W, H, step, max_inner, tol):
     W, H = _in_dtype_of(V, W, H)
     values, pattern = _observed(V, step.missing)
     start = np.zeros((values.shape[0], H.shape[0]), dtype=H.dtype) if W is None else W
-    W_new, _, loss, done = _solve_rows(values, pattern, start, H, step.penalty_W, max_inner, tol)
+    W_new, _, loss, done, _ = _solve_rows(values, pattern, start, H, step.penalty_W, max_inner, tol)
     return W_new, MaskedPartial(loss, None, None), done
 
 
 def update_h(H, total, step):
-    """The masked HALS H-step from summed partials (a new array)."""
+    """The masked HALS H-step from summed partials: ``(H, violation)`` (a new array)."""
     k = H.shape[0]
     Ht = np.array(np.asarray(H, dtype=total.h_numerator.dtype).T, order="C", copy=True)
     grams = np.ascontiguousarray(total.h_denominator.T).reshape(-1, k, k)
-    hals_sweeps_per_row(Ht, grams, np.ascontiguousarray(total.h_numerator.T), step.n_inner, step.penalty_H)
-    return np.ascontiguousarray(Ht.T)
+    _, violation = hals_sweeps_per_row(Ht, grams, np.ascontiguousarray(total.h_numerator.T), step.sweeps_H, step.penalty_H)
+    return np.ascontiguousarray(Ht.T), violation
 

@@ -21,14 +21,29 @@ from .kernels import Penalty
 from .losses import BETA_LOSS_NAMES, beta_to_float
 from .masked import normalize_missing
 
-__all__ = ["PARAMS", "SOLVERS", "Param", "compute_penalties", "param", "resolve_solver", "validate_params"]
+__all__ = [
+    "AUTO",
+    "PARAMS",
+    "SOLVERS",
+    "Param",
+    "compute_penalties",
+    "param",
+    "resolve_solver",
+    "validate_params",
+]
 
 #: Solver names: "cd" is HALS (scikit-learn's name), "hals" an alias; "mu" multiplicative updates.
 SOLVERS = ("cd", "hals", "mu")
+#: The value that lets dnmf choose (``n_components``, ``inner_sweeps``, ``extrapolate``).
+AUTO = "auto"
 
 
-def _integer(name, low=None, allow_none=False):
-    def check(value):
+# Each check takes the value and the name to call it by: the keyword in Python, the flag
+# (``--max-iter``) on the command line.
+
+
+def _integer(low=None, allow_none=False):
+    def check(value, name):
         if value is None and allow_none:
             return
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -39,8 +54,8 @@ def _integer(name, low=None, allow_none=False):
     return check
 
 
-def _real(name, low=None, high=None):
-    def check(value):
+def _real(low=None, high=None):
+    def check(value, name):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
         if not np.isfinite(value):
@@ -53,8 +68,8 @@ def _real(name, low=None, high=None):
     return check
 
 
-def _one_of(name, options, allow_none=False):
-    def check(value):
+def _one_of(options, allow_none=False):
+    def check(value, name):
         if value is None and allow_none:
             return
         if value not in options:
@@ -63,41 +78,50 @@ def _one_of(name, options, allow_none=False):
     return check
 
 
-def _n_components(value):
-    if value is None or value == "auto":
-        return
-    _integer("n_components", low=1)(value)
+def _or_auto(check):
+    """``check``, with ``"auto"`` allowed too."""
+
+    def with_auto(value, name):
+        if isinstance(value, str) and value == AUTO:
+            return
+        check(value, name)
+
+    return with_auto
 
 
-def _beta_loss(value):
-    if isinstance(value, str):
-        _one_of("beta_loss", tuple(BETA_LOSS_NAMES))(value)
-    else:
-        _real("beta_loss")(value)
+def _n_components(value, name):
+    if value is not None:
+        _or_auto(_integer(low=1))(value, name)
 
 
-def _alpha_H(value):
-    if isinstance(value, str):
-        _one_of("alpha_H", ("same",))(value)
-    else:
-        _real("alpha_H", low=0)(value)
+def _beta_loss(value, name):
+    (_one_of(tuple(BETA_LOSS_NAMES)) if isinstance(value, str) else _real())(value, name)
 
 
-def _random_state(value):
+def _alpha_H(value, name):
+    (_one_of(("same",)) if isinstance(value, str) else _real(low=0))(value, name)
+
+
+def _random_state(value, name):
     if value is None or isinstance(value, np.random.RandomState):
         return
-    _integer("random_state", low=0)(value)
+    _integer(low=0)(value, name)
 
 
-def _boolean(name):
-    def check(value):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
-
-    return check
+def _boolean(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
 
 
-def _anything(value):
+def _boolean_or_auto(value, name):
+    if isinstance(value, str) and value == AUTO:
+        return
+    if not isinstance(value, (bool, np.bool_)):
+        choices = "true, false or auto" if name.startswith("-") else f"True, False or {AUTO!r}"
+        raise TypeError(f"{name} must be {choices}, got {value!r} ({type(value).__name__})")
+
+
+def _anything(value, name):
     return None
 
 
@@ -111,6 +135,10 @@ class Param:
     doc: str
     changes_result: bool = True
 
+    def check_value(self, value, name=None):
+        """Raise ``ValueError``/``TypeError`` for a bad ``value``, calling it ``name``."""
+        self.check(value, name or self.name)
+
     @property
     def option(self):
         """The CLI long option / YAML key: ``alpha_W`` → ``alpha-w``."""
@@ -118,27 +146,30 @@ class Param:
 
 
 PARAMS = (
-    Param("n_components", None, _n_components, "Rank k; None or 'auto' keeps all features (as scikit-learn)."),
-    Param("init", None, _one_of("init", INIT_METHODS, allow_none=True), "Initialization; None picks as scikit-learn."),
-    Param("solver", "cd", _one_of("solver", SOLVERS), "'cd' (HALS, alias 'hals') or 'mu' (multiplicative updates)."),
+    Param("n_components", AUTO, _n_components, "Rank k; 'auto' (or None): all features, or H's rows with custom H."),
+    Param("init", None, _one_of(INIT_METHODS, allow_none=True), "Initialization; None picks as scikit-learn."),
+    Param("solver", "cd", _one_of(SOLVERS), "'cd' (HALS, alias 'hals') or 'mu' (multiplicative updates)."),
     Param("beta_loss", "frobenius", _beta_loss, "'frobenius', 'kullback-leibler', 'itakura-saito' or a float beta."),
-    Param("tol", 1e-4, _real("tol", low=0), "Stop when the error falls by less than tol (relative) over 10 iterations."),
-    Param("max_iter", 200, _integer("max_iter", low=1), "Maximum number of outer iterations (passes over V)."),
+    Param("tol", 1e-4, _real(low=0), "Stopping tolerance, as scikit-learn's (see dnmf.driver)."),
+    Param("max_iter", 200, _integer(low=1), "Maximum number of outer iterations (passes over V)."),
     Param("random_state", None, _random_state, "Seed of the random/nndsvd* initializations."),
-    Param("alpha_W", 0.0, _real("alpha_W", low=0), "Penalty weight on W (scaled by n_features, as scikit-learn)."),
+    Param("alpha_W", 0.0, _real(low=0), "Penalty weight on W (scaled by n_features, as scikit-learn)."),
     Param("alpha_H", "same", _alpha_H, "Penalty weight on H (scaled by n_samples); 'same' uses alpha_W."),
-    Param("l1_ratio", 0.0, _real("l1_ratio", low=0, high=1), "Share of L1 in the penalties (0: pure L2)."),
-    Param("verbose", 0, _integer("verbose", low=0), "Log each iteration at INFO level when > 0.", changes_result=False),
-    Param("inner_sweeps", 1, _integer("inner_sweeps", low=1), "HALS sweeps (or MU updates) per factor per pass over V."),
+    Param("l1_ratio", 0.0, _real(low=0, high=1), "Share of L1 in the penalties (0: pure L2)."),
+    Param("verbose", 0, _integer(low=0), "Log each iteration at INFO level when > 0.", changes_result=False),
     Param(
-        "extrapolate", False, _boolean("extrapolate"),
-        "Extrapolated HALS: fewer passes to a given error, iterates no longer scikit-learn's (solver cd).",
+        "inner_sweeps", AUTO, _or_auto(_integer(low=1)),
+        "HALS sweeps (or MU updates) per factor per pass over V; 'auto': by cost (cd, large V), else 1.",
+    ),
+    Param(
+        "extrapolate", AUTO, _boolean_or_auto,
+        "Extrapolated HALS: fewer passes to a given error; 'auto': on for cd on a large V without missing values.",
     ),
     Param(
         "missing_values", None, normalize_missing,
         "Missing entries, left out of the loss: nan (NaN entries) or absent (sparse: absent entries).",
     ),
-    Param("panel_rows", None, _integer("panel_rows", low=1, allow_none=True), "Rows per panel of V (default: ~64 MiB)."),
+    Param("panel_rows", None, _integer(low=1, allow_none=True), "Rows per panel of V (default: ~64 MiB)."),
     Param("client", None, _anything, "Dask Client or scheduler address; default: the active client, else threads.", changes_result=False),
 )
 
@@ -150,30 +181,57 @@ def param(name):
     return _BY_NAME[name]
 
 
-def validate_params(values):
+def validate_params(values, *, shape=None, spell=None):
     """Check every known parameter in ``values``; the first bad one raises.
 
     ``ValueError``/``TypeError`` name the parameter and the offending value. Also checks
     the combinations: beta-divergences other than Frobenius need ``solver='mu'``;
-    ``extrapolate=True`` needs ``solver='cd'`` and no ``missing_values``.
+    ``extrapolate=True`` needs ``solver='cd'`` and no ``missing_values``; with the
+    matrix's ``shape``, the NNDSVD inits need ``n_components <= min(shape)`` (as
+    scikit-learn words it).
+
+    Parameters
+    ----------
+    values : dict
+    shape : tuple of int, optional
+    spell : callable, optional
+        ``name -> what the user typed`` (the CLI: ``"max_iter" -> "--max-iter"``); the
+        messages use it. Default: the keyword itself.
     """
+    spell = spell or (lambda name: name)
     for name, value in values.items():
         if name in _BY_NAME:
-            _BY_NAME[name].check(value)
+            _BY_NAME[name].check(value, spell(name))
+
+    def typed(name, value, python_separator="="):
+        """``solver='mu'`` in Python, ``--solver mu`` on the command line."""
+        flag = spell(name)
+        return f"{flag} {value}" if flag.startswith("-") else f"{name}{python_separator}{value!r}"
+
     solver = values.get("solver", "cd")
-    beta = beta_to_float(values.get("beta_loss", "frobenius"))
-    if resolve_solver(solver) == "cd" and beta != 2:
+    beta_loss = values.get("beta_loss", "frobenius")
+    if resolve_solver(solver) == "cd" and beta_to_float(beta_loss) != 2:
         raise ValueError(
-            f"Invalid beta_loss parameter: solver 'cd' does not handle beta_loss = {values.get('beta_loss')!r}; "
-            "use solver='mu'"
+            f"Invalid {spell('beta_loss')} parameter: {typed('solver', solver, ' ')} does not handle "
+            f"{typed('beta_loss', beta_loss, ' = ')}; use {typed('solver', 'mu')}"
         )
-    if values.get("extrapolate"):
+    extrapolate = values.get("extrapolate", AUTO)
+    if not isinstance(extrapolate, str) and extrapolate:
         if resolve_solver(solver) != "cd":
-            raise ValueError(f"extrapolate=True needs solver='cd' (extrapolated HALS), got solver={solver!r}")
+            raise ValueError(f"{typed('extrapolate', True)} needs {typed('solver', 'cd')} (extrapolated HALS), "
+                             f"got {typed('solver', solver)}")
         if values.get("missing_values") is not None:
             raise ValueError(
-                f"extrapolate=True does not handle missing_values={values['missing_values']!r}; "
-                "use extrapolate=False"
+                f"{typed('extrapolate', True)} does not handle {typed('missing_values', values['missing_values'])}; "
+                f"use {typed('extrapolate', False)}"
+            )
+    k, init = values.get("n_components"), values.get("init")
+    if shape is not None and isinstance(init, str) and init.startswith("nndsvd") and isinstance(k, numbers.Integral):
+        if k > min(shape):
+            raise ValueError(
+                f"{typed('init', init, ' = ')} can only be used when {spell('n_components')} <= "
+                f"min(n_samples, n_features) ({typed('n_components', k)}, min(n_samples, n_features) = "
+                f"{min(shape)}); use {typed('init', 'random')}"
             )
     return values
 

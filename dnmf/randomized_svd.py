@@ -7,7 +7,7 @@ Section 4.5 and scikit-learn's ``randomized_svd`` make). With a basis ``Z`` (n x
 
     Y_i = V_i Z            (m_i x l)
     P_i = V_iᵀ Y_i         (n x l)      summed over panels: P = VᵀV Z
-    R_i = qr(Y_i).R        (l x l)      last pass only; combined by a TSQR tree into Y = QR
+    R_i = qr(Y_i).R        (l x l)      combined by a TSQR tree into Y = QR
 
 Between passes the next basis is ``Z ← orth(P)`` (:func:`next_basis`), so the columns
 never grow with (VᵀV)^q as a plain power iteration makes them (the first singular value
@@ -17,7 +17,13 @@ then has nearly orthogonal columns of norms ≈ σ_j, whose products in V's dtyp
 every direction to the relative accuracy ``eps · σ_1 / σ_j`` that scikit-learn's
 normalized power iterations have.
 
-After ``q`` power iterations (``q + 1`` passes), ``Y = Q R`` (the triangular factor from
+The passes stop early when the subspace has converged: when the top k singular values
+of ``P`` (estimates of σ_j²) moved by at most the square root of the dtype's rounding
+unit (relative) since the previous pass (:func:`converged`); at most ``q`` power iterations (``q + 1`` passes) are
+made, scikit-learn's number. A matrix with a clear gap after its k-th singular value
+converges in three passes; the flat spectrum of a tf-idf matrix takes all of them.
+
+After the last pass, ``Y = Q R`` (the triangular factor from
 a tree of QR factorizations of the panels' factors, stable in any dtype; with the SVD
 ``R = U_R Σ Eᵀ``) gives scikit-learn's small matrix up to a rotation,
 ``B = (Q U_R)ᵀ V = Σ⁻¹ Eᵀ Pᵀ``, and its SVD ``B = Û S V̂ᵀ`` gives
@@ -40,6 +46,7 @@ import scipy.sparse as sp
 __all__ = [
     "OVERSAMPLES",
     "add_sketches",
+    "converged",
     "finish",
     "next_basis",
     "panel_sketch",
@@ -87,28 +94,24 @@ def _dense(product):
     return product.toarray() if sp.issparse(product) else np.asarray(product)
 
 
-def panel_sketch(V, Z, keep):
-    """One panel's share of a pass: ``(Y_i, P_i, G_i)`` (see the module docstring).
+def panel_sketch(V, Z):
+    """One panel's share of a pass: ``Y_i`` and the sketch ``(P_i, R_i)`` (see the
+    module docstring).
 
     Parameters
     ----------
     V : ndarray or scipy.sparse matrix of shape (m_i, n)
     Z : ndarray of shape (n, l)
         The scaled basis, in V's dtype.
-    keep : bool
-        The last pass: return ``Y_i`` and ``R_i`` (float64); else both are None.
 
     Returns
     -------
-    Y : ndarray of shape (m_i, l) or None
+    Y : ndarray of shape (m_i, l)
     sketch : tuple ``(P_i, R_i)``
-        ``P_i`` (n x l) in V's dtype; ``R_i`` (at most l x l, float64) or None.
+        ``P_i`` (n x l) in V's dtype; ``R_i`` (at most l x l, float64).
     """
     Y = _dense(V @ Z)
-    P = _dense(V.T @ Y)
-    if not keep:
-        return None, (P, None)
-    return Y, (P, _triangle(Y))
+    return Y, (_dense(V.T @ Y), _triangle(Y))
 
 
 def _triangle(A):
@@ -121,16 +124,32 @@ def add_sketches(*sketches):
     P = sketches[0][0].copy()
     for P_i, _ in sketches[1:]:
         P += P_i
-    if sketches[0][1] is None:
-        return P, None
     return P, _triangle(np.vstack([R_i for _, R_i in sketches]))
 
 
 def next_basis(P):
-    """``orth(P)`` rotated onto P's left singular vectors (n x l, float64)."""
+    """``orth(P)`` rotated onto P's left singular vectors, and P's singular values.
+
+    Returns
+    -------
+    Z : ndarray of shape (n, l), float64
+    sigma : ndarray of shape (l,)
+    """
     Q, R = np.linalg.qr(np.asarray(P, dtype=np.float64))
-    U_R, _, _ = np.linalg.svd(R)
-    return Q @ U_R
+    U_R, sigma, _ = np.linalg.svd(R)
+    return Q @ U_R, sigma
+
+
+def converged(sigma, previous, n_components, dtype):
+    """Whether the top ``n_components`` of ``sigma`` moved by at most ``sqrt(eps)`` of
+    V's dtype (relative) from ``previous`` (None: the first pass, never converged): the
+    singular values of the Rayleigh-Ritz step then agree with the exact ones to about
+    the dtype's rounding."""
+    if previous is None:
+        return False
+    top, before = sigma[:n_components], previous[:n_components]
+    scale = np.where(top > 0, top, 1.0)
+    return bool(np.all(np.abs(top - before) <= np.sqrt(np.finfo(dtype).eps) * scale))
 
 
 def finish(P, R, n_components, dtype):

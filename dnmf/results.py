@@ -266,8 +266,9 @@ def write_factor(group, name, X):
         da.store(X.rechunk((rows,) + X.shape[1:]), target, lock=False)
         return target
     X = np.asarray(X)
-    target = group.create_array(name, shape=X.shape, dtype=X.dtype, chunks=X.shape or None)
-    target[...] = X
+    target = group.create_array(name, shape=X.shape, dtype=X.dtype, chunks=tuple(max(1, s) for s in X.shape) or None)
+    if X.size:
+        target[...] = X
     return target
 
 

@@ -139,25 +139,26 @@ def finish_step(H, total, step, size, squared_norm=None):
     -------
     H : ndarray of shape (k, n)
         Updated (or the same, if ``step.update_H`` is False).
-    losses : ndarray of shape (2,)
-        Loss of the iterate the pass started from, and of the new iterate when it is
-        free (Frobenius), else NaN.
+    report : ndarray of shape (3,)
+        Loss of the iterate the pass started from; loss of the new iterate when it is
+        free (Frobenius), else NaN; the pass's HALS violation (W's sweeps and H's; 0 for
+        MU), scikit-learn's measure of stationarity.
     """
     if step.missing:  # the new iterate's loss needs the new H against V: the next pass reports it
         before = masked.loss_of(total)
-        H_new = _masked_kernels(step).update_h(H, total, step) if step.update_H else H
-        return H_new, np.array([before, np.nan])
+        H_new, violation = _masked_kernels(step).update_h(H, total, step) if step.update_H else (H, 0.0)
+        return H_new, np.array([before, np.nan, total.violation + violation])
     total = _known_norm(total, squared_norm, step.beta)
     before = loss_of(total, H, step.beta, size)
     if not step.update_H:
-        return H, np.array([before, np.nan])
-    H_new = kernels.update_h(H, total, step)
+        return H, np.array([before, np.nan, total.violation])
+    H_new, violation = kernels.update_h(H, total, step)
     after = np.nan
     if step.beta == 2:
         squared_norm_V = total.loss_terms[0]
         cross = float(np.vdot(total.h_numerator.astype(np.float64), H_new.astype(np.float64)))
         after = frobenius_loss(squared_norm_V, cross, total.h_denominator, H_new @ H_new.T)
-    return H_new, np.array([before, after])
+    return H_new, np.array([before, after, total.violation + violation])
 
 
 def _masked_kernels(step):
@@ -195,7 +196,7 @@ def iteration(V_blocks, W_blocks, H, step, size, squared_norm=None):
         ``[H_new, H_ahead]``: the updated H and, with ``step.extrapolation``, the
         extrapolated one that may start the next pass (see :mod:`dnmf.extrapolation`;
         else None).
-    losses : Delayed ndarray of shape (2,)
+    report : Delayed ndarray of shape (3,)
         See :func:`finish_step`.
     """
     kernel = _masked_kernels(step).panel_step if step.missing else kernels.panel_step
@@ -259,7 +260,7 @@ def stats_pass(V_blocks, missing=None):
     return _tree_sum(parts, _add_stats)
 
 
-def sketch_pass(V_blocks, Z, keep):
+def sketch_pass(V_blocks, Z):
     """Graph of one pass of the randomized SVD (:func:`dnmf.randomized_svd.panel_sketch`).
 
     Parameters
@@ -267,16 +268,15 @@ def sketch_pass(V_blocks, Z, keep):
     V_blocks : list of Delayed
     Z : ndarray of shape (n, l)
         The scaled basis, in V's dtype (one key, shared by every panel task).
-    keep : bool
-        The last pass: the panels' ``Y_i`` and the triangular factor of ``Y`` are returned.
 
     Returns
     -------
     Y_blocks : list of Delayed
-        One per panel (their values are None unless ``keep``).
+        ``Y_i``, one per panel.
     sketch : Delayed ``(P, R)``
+        ``VᵀY`` and the triangular factor of ``Y``.
     """
     Z = dask.delayed(Z, pure=True)
-    panel = _PanelTask(partial(randomized_svd.panel_sketch, keep=keep), len(V_blocks))
+    panel = _PanelTask(randomized_svd.panel_sketch, len(V_blocks))
     outputs = [dask.delayed(panel, nout=2)(v, Z) for v in V_blocks]
     return [out[0] for out in outputs], _tree_sum([out[1] for out in outputs], randomized_svd.add_sketches)

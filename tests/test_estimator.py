@@ -14,12 +14,17 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dnmf import NMF, non_negative_factorization
 
-#: Our error may exceed scikit-learn's by at most this factor (issue 3).
+#: Our error may exceed scikit-learn's by at most this factor.
 ERROR_SLACK = 1.01
+#: ``fit(X).transform(X)`` is within this share of ``fit_transform(X)`` (Frobenius norm).
+TRANSFORM_CLOSE = 0.05
 
 
 @parametrize_with_checks(
-    [NMF(max_iter=50), NMF(solver="mu", beta_loss="kullback-leibler", max_iter=50, init="nndsvda")]
+    # max_iter=500: scikit-learn's own setting for its NMF in these checks (at 50 its
+    # fit_transform and transform differ by more than the checks allow, and so do ours);
+    # its KL fit needs a tighter tol for the same (ours gives its numbers)
+    [NMF(max_iter=500), NMF(solver="mu", beta_loss="kullback-leibler", max_iter=1000, tol=1e-6, init="nndsvda")]
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
@@ -96,12 +101,16 @@ def test_default_error_on_tfidf_matches_sklearn(tfidf, k):
     "params", [dict(solver="cd"), dict(solver="mu"), dict(solver="mu", beta_loss="kullback-leibler")]
 )
 @pytest.mark.parametrize("sparse", [False, True])
-def test_fit_transform_equals_fit_then_transform(params, sparse):
+def test_fit_transform_is_the_last_iterate_and_transform_comes_close(params, sparse):
+    """As scikit-learn's: ``fit_transform`` returns the last iterate's W (the functional
+    API's numbers), and ``transform`` solves W again for the final H, close to it."""
     X = load_digits().data[:400]
     X = sp.csr_matrix(X) if sparse else X
     W_fit_transform = NMF(n_components=8, random_state=0, **params).fit_transform(X)
+    W_function, _, _ = non_negative_factorization(X, n_components=8, random_state=0, **params)
+    np.testing.assert_array_equal(W_fit_transform, W_function)
     W_transform = NMF(n_components=8, random_state=0, **params).fit(X).transform(X)
-    np.testing.assert_allclose(W_fit_transform, W_transform, rtol=1e-10, atol=1e-12)
+    assert np.linalg.norm(W_transform - W_fit_transform) <= TRANSFORM_CLOSE * np.linalg.norm(W_fit_transform)
 
 
 def test_fitted_attributes_and_inverse_transform():
@@ -172,7 +181,7 @@ def test_non_negative_factorization_matches_sklearn_signature():
         (dict(alpha_H="other"), ValueError, "alpha_H must be one of \\['same'\\], got 'other'"),
         (dict(l1_ratio=2.0), ValueError, "l1_ratio must be <= 1, got 2.0"),
         (dict(inner_sweeps=0), ValueError, "inner_sweeps must be >= 1, got 0"),
-        (dict(n_components=70, init="nndsvda"), ValueError, "init='nndsvda' needs n_components <= "),
+        (dict(n_components=70, init="nndsvda"), ValueError, r"init = 'nndsvda' can only be used when n_components <= "),
     ],
 )
 def test_bad_parameters_name_the_value(params, error, match):

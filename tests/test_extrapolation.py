@@ -48,16 +48,17 @@ def _loss(X, W, H):
 
 
 def _reference(X, W, H, iterations):
-    """Extrapolated HALS on the whole matrix, written out from the module docstring."""
+    """Extrapolated HALS on the whole matrix, written out from the module docstring:
+    the first pass is plain, the schedule starts with the second."""
     schedule, H_next, losses = Schedule(), H, [_loss(X, W, H)]
-    for _ in range(iterations):
-        beta = schedule.beta
+    for t in range(iterations):
+        beta = schedule.beta if t else 0.0
         W_new = _hals(W, H_next.T, np.asarray(X @ H_next.T))
         W = np.maximum(W_new + beta * (W_new - W), 0)
         H_new = _hals(H_next.T, W, np.asarray(X.T @ W)).T
         losses.append(_loss(X, W, H_new))
         H_ahead = np.maximum(H_new + beta * (H_new - H_next), 0)
-        H, H_next = H_new, H_ahead if schedule.accept(losses[-1], losses[-2]) else H_new
+        H, H_next = H_new, H_ahead if t and schedule.accept(losses[-1], losses[-2]) else H_new
     return W, H, losses
 
 
@@ -145,7 +146,7 @@ def test_resume_equals_an_uninterrupted_run_from_a_checkpoint_with_the_extrapola
 
 def test_a_plain_checkpoint_does_not_resume_as_extrapolated(tmp_path):
     X = _matrix()
-    params = dict(n_components=K, init="random", random_state=0, tol=0.0, max_iter=3)
+    params = dict(n_components=K, init="random", random_state=0, tol=0.0, max_iter=3, extrapolate=False)
     checkpointer = ZarrCheckpointer(tmp_path / "c", X, params)
     run(checkpointer.panels, params, checkpointer=checkpointer)
     with pytest.raises(ValueError, match="extrapolate: checkpoint False, now True"):
@@ -157,7 +158,7 @@ def test_a_plain_checkpoint_does_not_resume_as_extrapolated(tmp_path):
     [
         (dict(extrapolate=True, solver="mu"), ValueError, "extrapolate=True needs solver='cd'"),
         (dict(extrapolate=True, missing_values="nan"), ValueError, "extrapolate=True does not handle missing_values"),
-        (dict(extrapolate="yes"), TypeError, "extrapolate must be True or False, got 'yes'"),
+        (dict(extrapolate="yes"), TypeError, "extrapolate must be True, False or 'auto', got 'yes'"),
     ],
 )
 def test_bad_combinations_are_refused_naming_them(params, error, match):

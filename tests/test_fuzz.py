@@ -31,7 +31,7 @@ DOCUMENTED = [
     r"Negative values in data passed to NMF",
     r"Input contains NaN or infinity|Input X contains (NaN|infinity)",
     r"When beta_loss <= 0 and X contains zeros",
-    r"init='nndsvd\w*' needs n_components <= min\(n_samples, n_features\)",
+    r"init = 'nndsvd\w*' can only be used when n_components <= min\(n_samples, n_features\)",
     r"boolean dtype",
     r"solver 'cd' does not handle beta_loss",
 ]

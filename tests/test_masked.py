@@ -113,7 +113,7 @@ def test_panel_step_matches_reference(beta, mode, share):
     data = V_nan if mode == "nan" else sp.csr_matrix(np.where(M, V, 0.0))
     step = StepSpec("mu", beta, missing=mode)
     W1, partial = masked.panel_step(data, W0, H0, step)
-    H1 = masked.update_h(H0, partial, step)
+    H1, _ = masked.update_h(H0, partial, step)
     W_ref, H_ref = reference_iteration(V, M, W0, H0, beta)
     np.testing.assert_allclose(W1, W_ref, rtol=1e-10)
     np.testing.assert_allclose(H1, H_ref, rtol=1e-10)
@@ -138,12 +138,12 @@ def test_kernels_without_missing_entries_equal_unmasked(beta):
     V, _, _, W0, H0 = problem()
     unmasked = StepSpec("mu", beta)
     W_plain, part = panel_step(V, W0, H0, unmasked)
-    H_plain = update_h(H0, part, unmasked)
+    H_plain, _ = update_h(H0, part, unmasked)
     for data, mode in ((V, "nan"), (sp.csr_matrix(V), "absent")):
         step = dataclasses.replace(unmasked, missing=mode)
         W1, partial = masked.panel_step(data, W0, H0, step)
         np.testing.assert_allclose(W1, W_plain, rtol=1e-12)
-        np.testing.assert_allclose(masked.update_h(H0, partial, step), H_plain, rtol=1e-12)
+        np.testing.assert_allclose(masked.update_h(H0, partial, step)[0], H_plain, rtol=1e-12)
 
 
 def test_prepared_panels_leave_the_input_alone():
@@ -215,7 +215,7 @@ def test_masked_hals_follows_reference(mode, penalties):
 def test_masked_hals_row_blocks_add_up(monkeypatch):
     """Row Grams held a block of rows at a time give the numbers of one block."""
     V, M, V_nan, W0, H0 = problem(m=50)
-    step = StepSpec("cd", 2.0, n_inner=2, missing="nan")
+    step = StepSpec("cd", 2.0, sweeps_W=2, sweeps_H=2, missing="nan")
     whole_W, whole = masked_hals.panel_step(V_nan, W0, H0, step)
     monkeypatch.setattr(masked_hals, "GRAM_BLOCK_BYTES", 7 * 3 * 3 * 8)  # blocks of 7 rows
     split_W, split = masked_hals.panel_step(V_nan, W0, H0, step)
@@ -228,7 +228,7 @@ def test_masked_hals_with_everything_stored_is_unmasked_hals(make_matrix, make_f
     """A CSR matrix storing every entry, ``"absent"``: masked HALS gives HALS's factors."""
     X = make_matrix(50, 20, seed=4, positive=True)
     W0, H0 = make_factors(50, 20, 3, seed=4)
-    common = dict(solver="cd", init="custom", W=W0, H=H0, max_iter=20, tol=0, panel_rows=12, n_inner=3)
+    common = dict(solver="cd", init="custom", W=W0, H=H0, max_iter=20, tol=0, panel_rows=12, sweeps=3)
     dense = factorize(X, 3, **common)
     stored = factorize(sp.csr_matrix(X), 3, missing="absent", **common)
     np.testing.assert_allclose(stored.H, dense.H, rtol=1e-9)
@@ -344,7 +344,8 @@ def test_estimator_transform_and_nndsvd_with_nan():
     model = dnmf.NMF(3, solver="mu", missing_values=np.nan, max_iter=50, random_state=0)  # nndsvda on filled V
     W = quiet(model.fit_transform, V_nan)
     assert np.isfinite(W).all() and np.isfinite(model.components_).all() and (W >= 0).all()
-    np.testing.assert_allclose(quiet(model.transform, V_nan), W, rtol=1e-6, atol=1e-10)
+    W_again = quiet(model.transform, V_nan)  # W solved again for the final H: close to the last iterate
+    assert np.linalg.norm(W_again - W) <= 0.05 * np.linalg.norm(W)
     assert model.loss_history_[-1] < model.loss_history_[0]
     assert model.__sklearn_tags__().input_tags.allow_nan
 

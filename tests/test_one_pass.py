@@ -33,7 +33,7 @@ from dnmf.randomized_svd import power_iterations
 M, N, K = 40, 12, 3
 ITERATIONS = 4
 STATS_PASSES = 1
-SVD_PASSES = power_iterations(K, (M, N)) + 1  # one pass per power iteration, and the last
+SVD_PASSES = power_iterations(K, (M, N)) + 1  # at most: one pass per power iteration, and the last
 
 
 class CountingStore(WrapperStore):
@@ -164,11 +164,15 @@ def test_dense_zarr_nndsvd_adds_only_the_svd_passes(dense_store, init, solver, b
 
 
 def test_nndsvd_streams_v_through_the_documented_svd_passes(dense_store):
-    """The randomized SVD reads each chunk once per power iteration, plus once for its last
-    stage: one pass over V each, as documented."""
+    """The randomized SVD reads each chunk once per pass: at most once per power iteration
+    plus once, fewer when the subspace converges first; every chunk as often as the others."""
     X, V, store, keys = dense_store
     factorize(V, K, init="nndsvda", random_state=0, max_iter=1, tol=0, panel_rows=10)
-    assert store.reads() == {key: STATS_PASSES + SVD_PASSES + 1 for key in keys}
+    reads = store.reads()
+    assert set(reads) == keys
+    passes = set(reads.values())
+    assert len(passes) == 1
+    assert STATS_PASSES + 2 + 1 <= passes.pop() <= STATS_PASSES + SVD_PASSES + 1
 
 
 def test_functional_api_reads_each_chunk_once_per_iteration(dense_store, make_factors):

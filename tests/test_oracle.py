@@ -170,7 +170,7 @@ def test_hals_one_sweep_is_sklearn_cd_and_more_sweeps_lower_the_loss(make_matrix
     W0, H0 = make_factors(M, N, K, seed=5)
     losses = {}
     for sweeps in (1, 3):
-        result = factorize(X, K, init="custom", W=W0, H=H0, max_iter=3, tol=0, n_inner=sweeps, panel_rows=PANEL_ROWS)
+        result = factorize(X, K, init="custom", W=W0, H=H0, max_iter=3, tol=0, sweeps=sweeps, panel_rows=PANEL_ROWS)
         losses[sweeps] = result.loss
     W_sk, H_sk, _ = sk_nmf(X, W0.copy(), H0.copy(), n_components=K, init="custom", solver="cd", tol=0, max_iter=3)
     np.testing.assert_allclose(losses[1], _beta_divergence(X, W_sk, H_sk, 2), rtol=1e-10)

@@ -69,7 +69,7 @@ def fitted(tmp_path_factory):
     stored = zarr.open_array(str(where / "V.zarr"), mode="w", shape=V.shape, chunks=(30, 48), dtype=V.dtype)
     stored[...] = V
     params = {**api.DEFAULTS, "n_components": 4, "max_iter": 15, "tol": 0.0, "random_state": 0, "init": "nndsvda"}
-    result = api.run(V, params, polish=True)
+    result = api.run(V, params)
     write_fit(where / "out.zarr", result, params, input_path=str(where / "V.zarr"))
     return where, V
 

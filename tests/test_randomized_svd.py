@@ -20,8 +20,11 @@ from dnmf import randomized_svd
 from dnmf.driver import truncated_svd
 from dnmf.init import nndsvd_from_svd
 
-#: Relative accuracy asked of the singular values, per dtype (scikit-learn's own reach).
+#: Relative accuracy asked of the singular values, per dtype, where scikit-learn's own
+#: error is smaller (the rounding of the dtype).
 ACCURACY = {np.float32: 1e-5, np.float64: 1e-12}
+#: dnmf's error may be this multiple of scikit-learn's (same oversampling and power iterations).
+AS_ACCURATE = 10
 
 
 def planted(m, n, rank, seed=0, noise=0.0, dtype=np.float64, density=1.0):
@@ -70,10 +73,9 @@ def test_singular_values_are_lapacks(dtype, shape, rank, noise, density):
     V = planted(*shape, rank, seed=1, noise=noise, dtype=dtype, density=density)
     exact = np.linalg.svd(dense(V).astype(np.float64), compute_uv=False)[:rank]
     U, S, Vt = svd(V, rank, random_state=0)
-    np.testing.assert_allclose(S, exact, rtol=ACCURACY[dtype])
-    if not sp.issparse(V):
-        reference = sk_randomized_svd(V.astype(np.float64), rank, random_state=0)[1]
-        np.testing.assert_allclose(S, reference, rtol=ACCURACY[dtype])
+    reference = sk_randomized_svd(V, rank, random_state=0)[1]
+    scikit_learns = np.max(np.abs(reference - exact) / exact)
+    assert np.max(np.abs(S - exact) / exact) <= max(AS_ACCURATE * scikit_learns, ACCURACY[dtype])
     # U, S, Vt is the best rank-k approximation: its error is the exact tail's
     V64 = dense(V).astype(np.float64)
     error = np.linalg.norm(V64 - (U * S) @ Vt)

@@ -180,7 +180,7 @@ def test_fit_of_a_stored_corpus_knows_its_labels_and_terms(found, tmp_path, caps
     corpus = dnmf.open_corpus(found.corpus)
     params = {**api.DEFAULTS, "n_components": 2, "max_iter": 30, "tol": 0.0, "random_state": 0, "init": "nndsvda"}
     out = tmp_path / "out.zarr"
-    write_fit(out, api.run(corpus.matrix, params, polish=True), params, input_path=corpus.tfidf_path)
+    write_fit(out, api.run(corpus.matrix, params), params, input_path=corpus.tfidf_path)
 
     assert main(["similar", str(out), "--label", "space-0.txt", "--top", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
