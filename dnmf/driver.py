@@ -61,6 +61,7 @@ the same computations: the result is that of an undisturbed run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -398,12 +399,15 @@ def _stop(solver, errors, violations, tol):
     return None
 
 
-#: ``"auto"`` sweeps: the share of a pass's product cost spent on sweeps (Gillis &
+#: ``"auto"`` sweeps: the share of a pass's product time spent on sweeps (Gillis &
 #: Glineur's alpha).
 SWEEP_SHARE = 0.5
 #: ``"auto"`` sweeps: the most sweeps of a factor per pass. More did not reach a given
 #: error in fewer passes on any benchmark matrix (``scripts/bench_sklearn.py``).
 MAX_AUTO_SWEEPS = 10
+#: Speed of a sweep's flops against a product's (scikit-learn's compiled sweep against
+#: BLAS and SciPy's sparse products, chosen by ``scripts/bench_sklearn.py``'s matrices).
+SWEEP_TO_PRODUCT_SPEED = 0.2
 #: ``"auto"`` accelerates matrices with at least this many stored entries. Below, a pass
 #: costs about a millisecond and plain HALS is kept: scikit-learn's iterates, which agree
 #: between float32 and float64 to rounding (extrapolated ones drift apart by ~1e-4).
@@ -413,10 +417,11 @@ AUTO_MIN_ENTRIES = 100_000
 def auto_sweeps(shape, n_components, entries):
     """HALS sweeps of W and of H per pass for ``sweeps="auto"`` on a large matrix.
 
-    Gillis & Glineur (2012): a pass costs the products with V (``entries`` = its stored
-    entries, m·n when dense) and the Grams; a sweep of W costs ``m k`` (and ``n k`` for H)
-    per column. With ``rho`` the ratio of the two, each factor gets
-    ``1 + floor(SWEEP_SHARE · rho)`` sweeps, at most :data:`MAX_AUTO_SWEEPS`.
+    Gillis & Glineur (2012), in time rather than flops: a pass's two products with V take
+    ``4 entries k`` flops (``entries`` = V's stored entries), a sweep of W ``2 m k²`` and
+    of H ``2 n k²``, at the relative speed :data:`SWEEP_TO_PRODUCT_SPEED`. With
+    ``rho`` the ratio of the two times, each factor gets ``1 + floor(SWEEP_SHARE · rho)``
+    sweeps, at most :data:`MAX_AUTO_SWEEPS`.
 
     Returns
     -------
@@ -424,8 +429,8 @@ def auto_sweeps(shape, n_components, entries):
     """
     m, n = shape
     k = n_components
-    rho_W = 1 + (entries + n * k) / (m * k + m)
-    rho_H = 1 + (entries + m * k) / (n * k + n)
+    rho_W = 2 * SWEEP_TO_PRODUCT_SPEED * entries / (m * k)
+    rho_H = 2 * SWEEP_TO_PRODUCT_SPEED * entries / (n * k)
     return tuple(int(min(MAX_AUTO_SWEEPS, 1 + SWEEP_SHARE * rho)) for rho in (rho_W, rho_H))
 
 
@@ -517,6 +522,28 @@ def factorize(
     if not isinstance(V, Panels):
         V = as_panels(V, panel_rows=panel_rows)
     client = _client()
+    with _local_tasks(client, V):
+        return _factorize(
+            V, client, n_components, solver, beta, init, W, H, update_H, max_iter, tol, penalty_W, penalty_H,
+            sweeps, random_state, callback, start, checkpointer, missing, extrapolate,
+        )
+
+
+def _local_tasks(client, V):
+    """Dask's threads run in-memory dense panels one at a time, with BLAS on every core:
+    their products are bound by memory bandwidth, which parallel tasks only share (a pass
+    over a 256 MB float64 matrix, k = 25: 63 ms against 96 ms with two tasks at once).
+    Sparse products (single-threaded in SciPy) and stored inputs (decompression) keep
+    one task per core."""
+    if client is None and V.in_memory and not V.sparse:
+        return dask.config.set(num_workers=1)
+    return contextlib.nullcontext()
+
+
+def _factorize(
+    V, client, n_components, solver, beta, init, W, H, update_H, max_iter, tol, penalty_W, penalty_H, sweeps,
+    random_state, callback, start, checkpointer, missing, extrapolate,
+):
     if client is not None and V.in_memory:
         V = Panels(V.array.persist(), V.sparse, V.in_memory)  # ship in-memory data once
     V_blocks = V.blocks()
@@ -548,7 +575,7 @@ def factorize(
 
     if not update_H:
         panel_tol = TRANSFORM_TOL if step.missing else tol
-        graph = solvers.final_pass(V_blocks, None, H0, step, size, max_iter, panel_tol, squared_norm)
+        graph = solvers.final_pass(V_blocks, None, H0, step, V.shape, max_iter, panel_tol, squared_norm)
         W_blocks, _, (loss, n_done) = _materialize((*graph[:1], None, graph[1]), client)
         n_done = int(n_done)
         if n_done == max_iter and tol > 0:
@@ -571,7 +598,7 @@ def factorize(
     for n_iter in range(first, max_iter + 1 if not converged else first):
         started = time.perf_counter()
         this_step = replace(step, extrapolation=schedule.beta if n_iter > 1 else 0.0) if schedule else step
-        graph = solvers.iteration(V_blocks, W_blocks, H_next, this_step, size, squared_norm)
+        graph = solvers.iteration(V_blocks, W_blocks, H_next, this_step, V.shape, squared_norm)
         previous = (W_blocks, H_now)
         W_blocks, (H_now, H_ahead), (before, after, violation) = _materialize(graph, client)
         if n_iter == 1:
@@ -620,7 +647,7 @@ def factorize(
         _warn_max_iter(max_iter)
     H_final = np.asarray(dask.compute(H_now)[0])
     if len(known) <= n_iter:  # the returned iterate's loss is not known yet
-        graph = solvers.final_pass(V_blocks, W_blocks, H_final, step, size, 0, 0.0, squared_norm)
+        graph = solvers.final_pass(V_blocks, W_blocks, H_final, step, V.shape, 0, 0.0, squared_norm)
         W_blocks, _, (loss, _) = _materialize((graph[0], None, graph[1]), client)
         known.append(float(loss))
     W_result = _as_array(W_blocks, V.row_chunks, k, dtype)

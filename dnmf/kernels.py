@@ -459,6 +459,12 @@ class PanelPartial(NamedTuple):
     def __add__(self, other):
         return PanelPartial(*(None if a is None else a + b for a, b in zip(self, other)))
 
+    def columns(self, start, stop, beta):
+        """The H-step terms of columns ``start:stop`` of H (the Gram ``WᵀW`` and the column
+        sums of W, for beta 2 and 1, are every column's)."""
+        denominator = self.h_denominator if beta in (1, 2) else self.h_denominator[:, start:stop]
+        return self._replace(h_numerator=self.h_numerator[:, start:stop], h_denominator=denominator)
+
 
 def sum_partials(*partials):
     """Add panel partials (one node of the tree reduction)."""
@@ -590,7 +596,9 @@ def update_h(H, total, step):
     """The H-step from the summed partials: HALS sweeps on Hᵀ or one MU update.
 
     The HALS H-step is the W-step applied to transposes: Gram ``WᵀW``, cross ``(WᵀV)ᵀ``.
-    ``H`` is taken in the dtype of the partials (V's).
+    ``H`` is taken in the dtype of the partials (V's). Every rule updates each column of
+    H on its own, so ``H`` and ``total`` may be a block of columns (see
+    :meth:`PanelPartial.columns`).
 
     Returns
     -------

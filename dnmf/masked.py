@@ -519,6 +519,10 @@ class MaskedPartial(NamedTuple):
     def __add__(self, other):
         return MaskedPartial(*(None if a is None else a + b for a, b in zip(self, other)))
 
+    def columns(self, start, stop, beta=None):
+        """The H-step terms of columns ``start:stop`` of H (both are per column)."""
+        return self._replace(h_numerator=self.h_numerator[:, start:stop], h_denominator=self.h_denominator[:, start:stop])
+
 
 def panel_step(V, W, H, step):
     """Masked counterpart of :func:`dnmf.kernels.panel_step`: update the panel's W, emit

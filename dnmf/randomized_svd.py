@@ -130,14 +130,23 @@ def add_sketches(*sketches):
 def next_basis(P):
     """``orth(P)`` rotated onto P's left singular vectors, and P's singular values.
 
+    From the Gram ``PᵀP = E Λ Eᵀ``: ``Z = P E Λ^-½`` (two products with P, no
+    factorization of the tall P). Directions whose ``Λ`` is below the rounding of the
+    largest are kept at that floor: they only start the next pass, whose basis the power
+    iteration corrects; the last pass is finished from a QR of Y (:func:`finish`).
+
     Returns
     -------
     Z : ndarray of shape (n, l), float64
     sigma : ndarray of shape (l,)
     """
-    Q, R = np.linalg.qr(np.asarray(P, dtype=np.float64))
-    U_R, sigma, _ = np.linalg.svd(R)
-    return Q @ U_R, sigma
+    P = np.asarray(P, dtype=np.float64)
+    eigenvalues, E = np.linalg.eigh(P.T @ P)
+    order = np.argsort(eigenvalues)[::-1]
+    eigenvalues, E = eigenvalues[order], E[:, order]
+    floor = np.finfo(np.float64).eps * max(eigenvalues[0], np.finfo(np.float64).tiny)
+    eigenvalues = np.maximum(eigenvalues, floor)
+    return P @ (E / np.sqrt(eigenvalues)), np.sqrt(eigenvalues)
 
 
 def converged(sigma, previous, n_components, dtype):

@@ -41,7 +41,8 @@ class _BlasThreads:
     ``cores // min(panels, cores)`` threads (1 when there are at least as many panels as
     cores; cores as Dask counts them, cgroup limits included); the original limits come
     back when the last one ends (a :class:`~dnmf.process_setting.SharedSetting`: the
-    limit is process-wide). Limits are only ever lowered (Dask workers started by a
+    limit is process-wide). When Dask's ``num_workers`` setting runs fewer tasks at once
+    (the driver runs in-memory dense panels one at a time), BLAS gets the cores instead. Limits are only ever lowered (Dask workers started by a
     nanny already run BLAS single-threaded).
 
     threadpoolctl (>= 3.6) lets only one "controlling" thread change OpenBLAS's shared
@@ -82,7 +83,8 @@ class _BlasThreads:
         return lambda: self._as_any_thread(limiter.restore_original_limits)
 
     def limited(self, n_panels):
-        threads = max(1, CPU_COUNT // max(1, min(n_panels, CPU_COUNT)))
+        at_once = min(n_panels, CPU_COUNT, dask.config.get("num_workers", None) or CPU_COUNT)
+        threads = max(1, CPU_COUNT // max(1, at_once))
         return self._setting.held(lambda: self._limit(threads))
 
 
@@ -130,9 +132,28 @@ def loss_of(total, H, beta, size):
     return beta_loss(total.loss_terms, beta, size)
 
 
-def finish_step(H, total, step, size, squared_norm=None):
-    """The H-step and the losses of one iteration (one small task).
+def h_columns(H, total, start, stop, step):
+    """The H-step of columns ``start:stop`` of H (one task of the H-step's column blocks).
 
+    Returns
+    -------
+    H : ndarray of shape (k, stop - start)
+    pieces : tuple
+        ``(violation, <WᵀV, H>, H Hᵀ)`` of the block: the HALS violation and this block's
+        share of the new iterate's Frobenius loss (both 0 / None when not needed).
+    """
+    kernels_of = _masked_kernels(step) if step.missing else kernels
+    H_block, violation = kernels_of.update_h(H[:, start:stop], total.columns(start, stop, step.beta), step)
+    if step.beta != 2 or step.missing:
+        return H_block, (violation, 0.0, None)
+    numerator = total.h_numerator[:, start:stop].astype(np.float64)
+    return H_block, (violation, float(np.vdot(numerator, H_block.astype(np.float64))), H_block @ H_block.T)
+
+
+def finish_step(H, total, blocks, step, size, squared_norm=None):
+    """The new H from its column blocks, and the iteration's report (one small task).
+
+    ``blocks`` are :func:`h_columns` results in column order (empty when H is frozen);
     ``squared_norm`` is ``||V||²`` when the panels were told to skip it.
 
     Returns
@@ -146,19 +167,31 @@ def finish_step(H, total, step, size, squared_norm=None):
     """
     if step.missing:  # the new iterate's loss needs the new H against V: the next pass reports it
         before = masked.loss_of(total)
-        H_new, violation = _masked_kernels(step).update_h(H, total, step) if step.update_H else (H, 0.0)
-        return H_new, np.array([before, np.nan, total.violation + violation])
-    total = _known_norm(total, squared_norm, step.beta)
-    before = loss_of(total, H, step.beta, size)
+    else:
+        total = _known_norm(total, squared_norm, step.beta)
+        before = loss_of(total, H, step.beta, size)
     if not step.update_H:
         return H, np.array([before, np.nan, total.violation])
-    H_new, violation = kernels.update_h(H, total, step)
+    H_new = np.concatenate([H_block for H_block, _ in blocks], axis=1)
+    violation = total.violation + sum(pieces[0] for _, pieces in blocks)
     after = np.nan
-    if step.beta == 2:
-        squared_norm_V = total.loss_terms[0]
-        cross = float(np.vdot(total.h_numerator.astype(np.float64), H_new.astype(np.float64)))
-        after = frobenius_loss(squared_norm_V, cross, total.h_denominator, H_new @ H_new.T)
-    return H_new, np.array([before, after, total.violation + violation])
+    if step.beta == 2 and not step.missing:
+        cross = sum(pieces[1] for _, pieces in blocks)
+        gram = sum(pieces[2] for _, pieces in blocks)
+        after = frobenius_loss(total.loss_terms[0], cross, total.h_denominator, gram)
+    return H_new, np.array([before, after, violation])
+
+
+#: The H-step runs in column blocks of at least this many columns, one per core.
+MIN_H_BLOCK_COLUMNS = 1024
+
+
+def column_blocks(n_columns):
+    """``[(start, stop)]``: H's columns split for the H-step's tasks, one block per core
+    (the H-step of each column is independent: any split gives the same numbers)."""
+    count = max(1, min(CPU_COUNT, n_columns // MIN_H_BLOCK_COLUMNS))
+    edges = np.linspace(0, n_columns, count + 1).astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
 
 def _masked_kernels(step):
@@ -173,7 +206,7 @@ def _panel_kernel(kernel, step, squared_norm, **options):
     return partial(kernel, step=step, **options)
 
 
-def iteration(V_blocks, W_blocks, H, step, size, squared_norm=None):
+def iteration(V_blocks, W_blocks, H, step, shape, squared_norm=None):
     """Graph of one outer iteration.
 
     Parameters
@@ -182,8 +215,8 @@ def iteration(V_blocks, W_blocks, H, step, size, squared_norm=None):
         One per row panel.
     H : Delayed or ndarray of shape (k, n)
     step : kernels.StepSpec
-    size : int
-        ``m * n``.
+    shape : tuple of int
+        ``(m, n)``.
     squared_norm : float, optional
         ``||V||²`` if known (the statistics pass has it): the panels then skip summing
         their squares, which is otherwise most of the per-pass cost beyond the two
@@ -201,10 +234,16 @@ def iteration(V_blocks, W_blocks, H, step, size, squared_norm=None):
     """
     kernel = _masked_kernels(step).panel_step if step.missing else kernels.panel_step
     panel = _PanelTask(_panel_kernel(kernel, step, squared_norm), len(V_blocks))
+    H = dask.delayed(H, pure=True) if isinstance(H, np.ndarray) else H  # one key that every task shares
     outputs = [dask.delayed(panel, nout=2)(v, w, H) for v, w in zip(V_blocks, W_blocks)]
     total = _tree_sum([out[1] for out in outputs], kernels.sum_partials)
-    finish = partial(finish_step, step=step, size=size, squared_norm=squared_norm)
-    H_new, losses = dask.delayed(finish, nout=2)(H, total)
+    blocks = []
+    if step.update_H:
+        spans = column_blocks(shape[1])
+        columns = _PanelTask(partial(h_columns, step=step), len(spans))
+        blocks = [dask.delayed(columns, nout=2)(H, total, start, stop) for start, stop in spans]
+    finish = partial(finish_step, step=step, size=shape[0] * shape[1], squared_norm=squared_norm)
+    H_new, losses = dask.delayed(finish, nout=2)(H, total, blocks)
     H_ahead = dask.delayed(kernels.extrapolate)(H_new, H, step.extrapolation) if step.extrapolation else None
     return [out[0] for out in outputs], [H_new, H_ahead], losses
 
@@ -214,7 +253,7 @@ def _final_report(H, total, n_done, beta, size, missing=None, squared_norm=None)
     return np.array([loss, max(n_done)])
 
 
-def final_pass(V_blocks, W_blocks, H, step, size, max_inner, tol, squared_norm=None):
+def final_pass(V_blocks, W_blocks, H, step, shape, max_inner, tol, squared_norm=None):
     """Graph of a pass that solves W with H frozen, and reports its loss.
 
     ``W_blocks=None`` starts from :func:`dnmf.kernels.transform_start` (``transform``);
@@ -232,7 +271,9 @@ def final_pass(V_blocks, W_blocks, H, step, size, max_inner, tol, squared_norm=N
     outputs = [dask.delayed(panel, nout=3)(v, w, H) for v, w in zip(V_blocks, W_blocks)]
     total = _tree_sum([out[1] for out in outputs], kernels.sum_partials)
     n_done = [out[2] for out in outputs]
-    report_of = partial(_final_report, beta=step.beta, size=size, missing=step.missing, squared_norm=squared_norm)
+    report_of = partial(
+        _final_report, beta=step.beta, size=shape[0] * shape[1], missing=step.missing, squared_norm=squared_norm
+    )
     report = dask.delayed(report_of)(H, total, n_done)
     return [out[0] for out in outputs], report
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import dask
 import dask.array as da
 import numpy as np
+from dask.system import CPU_COUNT
 import scipy.sparse as sp
 import zarr
 
@@ -50,6 +51,8 @@ __all__ = [
 CSR_FORMAT = "csr"
 #: Target size of one row panel of V in memory (dense bytes, or data+indices for CSR).
 DEFAULT_PANEL_BYTES = 64 * 2**20
+#: In-memory input is split into at least one panel per core when each holds this much.
+MIN_PARALLEL_PANEL_BYTES = 4 * 2**20
 #: Chunk length (entries) of the 1-D arrays of a CSR group written by :func:`save_csr`.
 CSR_CHUNK_ENTRIES = 2**20
 #: Entries of ``indptr`` read at a time when :meth:`CSRMatrix.from_group` checks it.
@@ -325,6 +328,16 @@ def _rows_for(m, default_rows, panel_rows):
     return _even_bounds(m, panel_rows or default_rows)
 
 
+def _in_memory_rows(m, default_rows, panel_rows, nbytes):
+    """Panels of in-memory input: about ``panel_bytes`` each, but at least one per core
+    while each keeps :data:`MIN_PARALLEL_PANEL_BYTES` (the cores share the work of a pass)."""
+    if panel_rows is None:
+        per_core = max(1, math.ceil(m / CPU_COUNT))
+        if nbytes / CPU_COUNT >= MIN_PARALLEL_PANEL_BYTES:
+            default_rows = min(default_rows, per_core)
+    return _rows_for(m, default_rows, panel_rows)
+
+
 def _view_panels(X, bounds, view, meta):
     """In-memory input as panels that are views of it: panel ``i`` is ``view(X, start_i, stop_i)``.
 
@@ -398,7 +411,7 @@ def _numpy_panels(X, panel_rows, panel_bytes):
     _check_shape(X.shape, "input")
     dtype = _value_dtype(X.dtype, "input")
     X = X.astype(dtype, copy=False)
-    bounds = _rows_for(X.shape[0], _dense_rows(X.shape[1], dtype.itemsize, panel_bytes), panel_rows)
+    bounds = _in_memory_rows(X.shape[0], _dense_rows(X.shape[1], dtype.itemsize, panel_bytes), panel_rows, X.nbytes)
     return Panels(_view_panels(X, bounds, _rows_of, X[:0]), sparse=False, in_memory=True)
 
 
@@ -418,7 +431,8 @@ def _scipy_panels(X, panel_rows, panel_bytes):
     _check_shape(X.shape, "input")
     dtype = _value_dtype(X.dtype, "input")
     X = sp.csr_matrix(X, dtype=dtype)
-    bounds = _rows_for(X.shape[0], _sparse_rows(X.shape[0], X.nnz, dtype.itemsize, panel_bytes), panel_rows)
+    default_rows = _sparse_rows(X.shape[0], X.nnz, dtype.itemsize, panel_bytes)
+    bounds = _in_memory_rows(X.shape[0], default_rows, panel_rows, X.nnz * (dtype.itemsize + 4))
     array = _view_panels(X, bounds, _csr_rows_view, sp.csr_matrix((0, 0), dtype=dtype))
     return Panels(array, sparse=True, in_memory=True)
 
