@@ -75,6 +75,9 @@ EXIT_INTERRUPTED = 130
 #: Exceptions from the library that mean "bad input" (or an unusable destination: OSError):
 #: one ``error:`` line, exit 2.
 LIBRARY_ERRORS = (ValueError, TypeError, OSError)
+#: Defaults of the command line that differ from the Python API's: a command gives the
+#: same numbers every time it is run (scikit-learn's random_state=None draws a new start).
+CLI_DEFAULTS = {"random_state": 0}
 #: Extra option names of some parameters (listed first: they are the documented ones).
 ALIASES = {"n_components": ("--rank",), "random_state": ("--seed",), "missing_values": ("--missing",)}
 #: Parameters that are not plain options: ``client`` is ``--scheduler``, ``verbose`` is ``-v``.
@@ -154,7 +157,7 @@ def _param_options(command):
     """Add one option per row of the parameter table."""
     for spec in reversed([p for p in PARAMS if p.name not in NOT_OPTIONS]):
         names = [*ALIASES.get(spec.name, ()), f"--{spec.option}", spec.name]
-        help_text = f"{spec.doc} [default: {spec.default}]"
+        help_text = f"{spec.doc} [default: {CLI_DEFAULTS.get(spec.name, spec.default)}]"
         command = click.option(*names, type=_SCALAR, default=None, metavar=METAVARS.get(spec.name, "VALUE"), help=help_text)(
             command
         )
@@ -267,7 +270,7 @@ def _fit_params(values):
     """The table's parameters from the command's values (None: the table default), validated
     with messages that name the flags."""
     given = {name: values[name] for name in _PARAM_NAMES if values.get(name) is not None}
-    params = {**DEFAULTS, **given}
+    params = {**DEFAULTS, **CLI_DEFAULTS, **given}
     validate_params(params, spell=flag)
     params["missing_values"] = normalize_missing(params["missing_values"])  # "nan" (a float NaN after parsing)
     if params["init"] == "custom":
@@ -630,7 +633,8 @@ def fit(
         for key, name in keys.items():
             primary.setdefault(name, key)
         resolved = {
-            primary[name]: DEFAULTS[name] if name in _PARAM_NAMES and ctx.params[name] is None else ctx.params[name]
+            primary[name]: {**DEFAULTS, **CLI_DEFAULTS}[name] if name in _PARAM_NAMES and ctx.params[name] is None
+            else ctx.params[name]
             for name in primary
         }
         click.echo(yaml.safe_dump(resolved, sort_keys=False), nl=False)

@@ -78,7 +78,7 @@ from sklearn.utils import check_random_state
 from . import init as initialization
 from . import masked, randomized_svd, solvers
 from .extrapolation import Schedule
-from .kernels import Penalty, StepSpec
+from .kernels import Penalty, StepSpec, aligned
 from .losses import loss_to_error
 from .storage import Panels, as_panels
 
@@ -244,6 +244,13 @@ def _check_stats(stats, beta):
         )
 
 
+def _compute(*graphs):
+    """``dask.compute``, with every array of the results aligned (see
+    :func:`dnmf.kernels.aligned`): what arrives from a worker may sit at any byte offset,
+    and the driver's own products with it would then round another way."""
+    return aligned(dask.compute(*graphs))
+
+
 def _materialize(graph, client):
     """Run one iteration's graph: ``(W_blocks, H, small)`` with W kept where it was computed.
 
@@ -252,14 +259,14 @@ def _materialize(graph, client):
     """
     W_blocks, H, small = graph
     if client is None:
-        return dask.compute(W_blocks, H, small)
+        return _compute(W_blocks, H, small)
     W_blocks, H, small = dask.persist(W_blocks, H, small)
-    return W_blocks, H, dask.compute(small)[0]
+    return W_blocks, H, _compute(small)[0]
 
 
 def to_numpy(W):
-    """Gather a (persisted) Dask array into one NumPy array."""
-    return np.asarray(W.compute())
+    """Gather a (persisted) Dask array into one (aligned) NumPy array."""
+    return aligned(np.asarray(W.compute()))
 
 
 def _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, client):
@@ -280,10 +287,10 @@ def _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, clien
     for _ in range(randomized_svd.power_iterations(k, shape) + 1):
         Y_blocks, sketch = solvers.sketch_pass(V_blocks, (Z * scale).astype(dtype))
         if client is None:
-            Y_blocks, (P, R) = dask.compute(Y_blocks, sketch)
+            Y_blocks, (P, R) = _compute(Y_blocks, sketch)
         else:
             Y_blocks, sketch = dask.persist(Y_blocks, sketch)
-            P, R = dask.compute(sketch)[0]
+            P, R = _compute(sketch)[0]
         Z, sigma, previous = (*randomized_svd.next_basis(P), sigma)
         if randomized_svd.converged(sigma, previous, k, dtype):
             break
@@ -312,9 +319,10 @@ def truncated_svd(V, n_components, random_state=None, panel_rows=None):
     if not isinstance(V, Panels):
         V = as_panels(V, panel_rows=panel_rows)
     blocks = V.blocks()
-    stats = np.asarray(dask.compute(solvers.stats_pass(blocks))[0])
-    _check_stats(stats, 2.0)
-    Y_blocks, T, S, Vt = _randomized_svd(blocks, V.shape, V.dtype, n_components, random_state, stats[3], _client())
+    with solvers.blas_threads(V.n_panels):
+        stats = np.asarray(_compute(solvers.stats_pass(blocks))[0])
+        _check_stats(stats, 2.0)
+        Y_blocks, T, S, Vt = _randomized_svd(blocks, V.shape, V.dtype, n_components, random_state, stats[3], _client())
     U = da.concatenate([
         da.from_delayed(dask.delayed(np.matmul, pure=True)(y, T), shape=(rows, n_components), dtype=np.float64)
         for y, rows in zip(Y_blocks, V.row_chunks)
@@ -337,16 +345,16 @@ def _initial_factors(V, V_blocks, k, init, W, H, stats, random_state, update_H, 
             V_blocks = [dask.delayed(masked.fill_missing, pure=True)(v, dtype.type(mean)) for v in V_blocks]
         squared_norm = stats[3] + (stats[6] * mean**2 if missing == "nan" else 0.0)
         Y_blocks, T, S, Vt = _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, client)
-        norms = dask.compute(initialization.svd_part_norms(Y_blocks, T))[0]
+        norms = _compute(initialization.svd_part_norms(Y_blocks, T))[0]
         W0, H0 = initialization.nndsvd_init(Y_blocks, T, S, Vt, norms, method, mean, random_state, rows, dtype)
     W0, H0 = dask.persist(W0, H0)
-    return W0, np.asarray(dask.compute(H0)[0])
+    return W0, np.asarray(_compute(H0)[0])
 
 
 def _loop_state(iteration, W_blocks, H, H_next, known, violations, V, k, dtype, finished, schedule):
     """A LoopState of the current (persisted) factors; fetches only H (and H_next)."""
     H_next = None if H_next is H else H_next
-    H, H_next = (None if x is None else np.asarray(x) for x in dask.compute(H, H_next))
+    H, H_next = (None if x is None else np.asarray(x) for x in _compute(H, H_next))
     W = _as_array(W_blocks, V.row_chunks, k, dtype)
     return LoopState(
         iteration, W, H, tuple(known), finished, schedule.as_list() if schedule else None, H_next, tuple(violations)
@@ -522,7 +530,7 @@ def factorize(
     if not isinstance(V, Panels):
         V = as_panels(V, panel_rows=panel_rows)
     client = _client()
-    with _local_tasks(client, V):
+    with _local_tasks(client, V), solvers.blas_threads(V.n_panels):
         return _factorize(
             V, client, n_components, solver, beta, init, W, H, update_H, max_iter, tol, penalty_W, penalty_H,
             sweeps, random_state, callback, start, checkpointer, missing, extrapolate,
@@ -544,13 +552,13 @@ def _factorize(
     V, client, n_components, solver, beta, init, W, H, update_H, max_iter, tol, penalty_W, penalty_H, sweeps,
     random_state, callback, start, checkpointer, missing, extrapolate,
 ):
-    if client is not None and V.in_memory:
-        V = Panels(V.array.persist(), V.sparse, V.in_memory)  # ship in-memory data once
+    if client is not None and V.in_memory:  # ship in-memory data once, aligned where it lands
+        V = Panels(V.array.map_blocks(aligned, dtype=V.dtype, meta=V.array._meta).persist(), V.sparse, V.in_memory)
     V_blocks = V.blocks()
     size = V.shape[0] * V.shape[1]
     if missing is not None:
         masked.check_input_kind(V.sparse, missing)
-    stats = np.asarray(dask.compute(solvers.stats_pass(V_blocks, missing))[0])
+    stats = np.asarray(_compute(solvers.stats_pass(V_blocks, missing))[0])
     if missing is None:
         _check_stats(stats, beta)
     else:
@@ -645,7 +653,7 @@ def _factorize(
         W_blocks, H_now, _ = rebased or (W_blocks, H_now, H_next)
     if n_iter == max_iter and tol > 0:
         _warn_max_iter(max_iter)
-    H_final = np.asarray(dask.compute(H_now)[0])
+    H_final = np.asarray(_compute(H_now)[0])
     if len(known) <= n_iter:  # the returned iterate's loss is not known yet
         graph = solvers.final_pass(V_blocks, W_blocks, H_final, step, V.shape, 0, 0.0, squared_norm)
         W_blocks, _, (loss, _) = _materialize((graph[0], None, graph[1]), client)

@@ -22,6 +22,8 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_non_negative
 
+from .solvers import Task
+
 __all__ = [
     "INIT_METHODS",
     "check_custom",
@@ -178,7 +180,12 @@ def nndsvd_from_svd(U, S, Vt, variant, mean, dtype=np.float64, random_state=None
 def svd_part_norms(Y_blocks, T):
     """Graph of the squared column norms of the positive and negative parts of ``U = Y T``
     (2 x k), summed over the row panels (``Y_blocks``: the SVD's last pass)."""
-    return dask.delayed(sum)([dask.delayed(_u_part_norms, pure=True)(y, T) for y in Y_blocks])
+    norms = Task(_u_part_norms, len(Y_blocks))
+    return dask.delayed(Task(_add, len(Y_blocks)))(*[dask.delayed(norms, pure=True)(y, T) for y in Y_blocks])
+
+
+def _add(*parts):
+    return sum(parts[1:], parts[0])
 
 
 def nndsvd_init(Y_blocks, T, S, Vt, part_norms, variant, mean, random_state, row_chunks, dtype):
@@ -202,10 +209,9 @@ def nndsvd_init(Y_blocks, T, S, Vt, part_norms, variant, mean, random_state, row
     k = S.size
     fill_H, fill_W = _fills(variant, mean, (k, Vt.shape[1]), row_chunks, dtype, random_state)
     scale_W, H = _nndsvd_scales(part_norms, S, Vt)
+    block = Task(_w_block_of_sketch, len(Y_blocks))
     W = da.concatenate([
-        da.from_delayed(
-            dask.delayed(_w_block_of_sketch, pure=True)(y, T, scale_W, dtype, fill), shape=(rows, k), dtype=dtype
-        )
+        da.from_delayed(dask.delayed(block, pure=True)(y, T, scale_W, dtype, fill), shape=(rows, k), dtype=dtype)
         for y, rows, fill in zip(Y_blocks, row_chunks, fill_W)
     ])
     return W, _finish(H, dtype, fill_H)

@@ -21,6 +21,7 @@ from .losses import beta_loss, frobenius_loss, loss_to_error
 
 __all__ = [
     "EPSILON",
+    "aligned",
     "PanelPartial",
     "Penalty",
     "StepSpec",
@@ -63,6 +64,32 @@ class Penalty:
 
     l1: float = 0.0
     l2: float = 0.0
+
+
+def aligned(value):
+    """``value`` with every array in it aligned (copied only where it is not).
+
+    Arrays rebuilt from network buffers (a distributed worker's inputs, the driver's
+    results) can sit at any byte offset; NumPy then multiplies them with loops of its own
+    instead of BLAS, which round differently. Aligning every input makes a task's numbers
+    the same wherever its inputs came from. Tuples (partials) and CSR matrices are
+    aligned member by member.
+    """
+    if isinstance(value, np.ndarray):
+        return value if value.flags.aligned else np.require(value, requirements="A")
+    if sp.issparse(value) and value.format == "csr":
+        parts = (value.data, value.indices, value.indptr)
+        if all(part.flags.aligned for part in parts):
+            return value
+        out = sp.csr_matrix(value.shape, dtype=value.dtype)
+        out.data, out.indices, out.indptr = (np.require(part, requirements="A") for part in parts)
+        return out
+    if isinstance(value, tuple):
+        items = [aligned(item) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, list):
+        return [aligned(item) for item in value]
+    return value
 
 
 def _dot(a, b):

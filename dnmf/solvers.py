@@ -24,26 +24,37 @@ from . import kernels, masked, masked_hals, randomized_svd
 from .losses import beta_loss, frobenius_loss
 from .process_setting import SharedSetting
 
-__all__ = ["TREE_FAN_IN", "final_pass", "iteration", "prepared_panels", "sketch_pass", "stats_pass"]
+__all__ = [
+    "TREE_FAN_IN",
+    "Task",
+    "blas_threads",
+    "column_blocks",
+    "final_pass",
+    "iteration",
+    "prepared_panels",
+    "sketch_pass",
+    "stats_pass",
+]
 
 #: Partials added per node of the tree reduction.
 TREE_FAN_IN = 8
 
 
 class _BlasThreads:
-    """Fewer BLAS threads while panel tasks run, so Dask's threads and BLAS's do not fight.
+    """BLAS's thread count while a fit's tasks run: set, so that it is always the same.
 
-    Panel tasks run side by side, one per core, and each calls BLAS on skinny products
-    (k columns). Letting every call also start a BLAS thread per core oversubscribes the
-    cores: on a busy 2-core machine ``Wᵀ W`` took 37 ms with 2 BLAS threads against 2 ms
-    with one, and a pass over a 1.6 GB float32 matrix took 8-16 s (8-12 CPU-s) against
-    2-3 s (2.3 CPU-s). While at least one panel task runs, BLAS is limited to
-    ``cores // min(panels, cores)`` threads (1 when there are at least as many panels as
-    cores; cores as Dask counts them, cgroup limits included); the original limits come
-    back when the last one ends (a :class:`~dnmf.process_setting.SharedSetting`: the
-    limit is process-wide). When Dask's ``num_workers`` setting runs fewer tasks at once
-    (the driver runs in-memory dense panels one at a time), BLAS gets the cores instead. Limits are only ever lowered (Dask workers started by a
-    nanny already run BLAS single-threaded).
+    The rounding of a BLAS product depends on how many threads share it, so a fit whose
+    products ran on 1 thread here and 2 there (an ``OMP_NUM_THREADS`` in one shell and not
+    in another, a resumed run in a worker that a nanny started single-threaded) would not
+    repeat itself bit for bit. Every task of a fit, and the driver's own small products,
+    run with ``cores // tasks at once`` BLAS threads, where tasks at once is
+    ``min(panels, cores, Dask's num_workers)`` (cores as Dask counts them, cgroup limits
+    included): 1 when the panels keep every core busy (Dask's threads and BLAS's would
+    otherwise fight: on a busy 2-core machine ``Wᵀ W`` took 37 ms with 2 BLAS threads
+    against 2 ms with one), every core when one task runs at a time (the driver runs
+    in-memory dense panels that way). The setting is process-wide: a
+    :class:`~dnmf.process_setting.SharedSetting` applies it with the first holder (the
+    driver holds it for a whole fit) and restores it after the last.
 
     threadpoolctl (>= 3.6) lets only one "controlling" thread change OpenBLAS's shared
     pool and silently ignores the others, so both changes are made with that role
@@ -77,24 +88,35 @@ class _BlasThreads:
 
     def _limit(self, threads):
         blas = self._controller()
-        if not any(lib.num_threads > threads for lib in blas.lib_controllers):
+        if all(lib.num_threads == threads for lib in blas.lib_controllers):
             return None
         limiter = self._as_any_thread(lambda: blas.limit(limits=threads))
         return lambda: self._as_any_thread(limiter.restore_original_limits)
 
     def limited(self, n_panels):
+        """Hold the thread count of a fit over ``n_panels`` panels (a context manager)."""
         at_once = min(n_panels, CPU_COUNT, dask.config.get("num_workers", None) or CPU_COUNT)
         threads = max(1, CPU_COUNT // max(1, at_once))
         return self._setting.held(lambda: self._limit(threads))
 
 
+def blas_threads(n_panels):
+    """Context manager: BLAS at the thread count of a fit over ``n_panels`` panels (see
+    :class:`_BlasThreads`); the driver holds it around a fit."""
+    return _BLAS_THREADS.limited(n_panels)
+
+
 _BLAS_THREADS = _BlasThreads()
 
 
-class _PanelTask:
-    """A per-panel kernel run under :class:`_BlasThreads`' limit for ``n_panels`` panels.
+class Task:
+    """A kernel as a task of a graph over ``n_panels`` panels: its array inputs aligned
+    (:func:`dnmf.kernels.aligned`), BLAS under :class:`_BlasThreads`' limit.
 
-    A module-level class (not a closure) so that it pickles for distributed workers.
+    Every task of one graph gets the same limit (it depends on the graph's panel count
+    only), so a BLAS call's thread count, and with it its rounding, never depends on which
+    tasks happen to run at the same time. A module-level class (not a closure) so that it
+    pickles for distributed workers.
     """
 
     def __init__(self, function, n_panels):
@@ -102,12 +124,13 @@ class _PanelTask:
         self.n_panels = n_panels
         self.__name__ = getattr(getattr(function, "func", function), "__name__", "panel")  # task names
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args):
         with _BLAS_THREADS.limited(self.n_panels):
-            return self.function(*args, **kwargs)
+            return self.function(*kernels.aligned(list(args)))
 
 
-def _tree_sum(parts, combine):
+def _tree_sum(parts, combine, n_panels):
+    combine = Task(combine, n_panels)
     while len(parts) > 1:
         parts = [
             dask.delayed(combine, pure=True)(*parts[i : i + TREE_FAN_IN])
@@ -233,18 +256,20 @@ def iteration(V_blocks, W_blocks, H, step, shape, squared_norm=None):
         See :func:`finish_step`.
     """
     kernel = _masked_kernels(step).panel_step if step.missing else kernels.panel_step
-    panel = _PanelTask(_panel_kernel(kernel, step, squared_norm), len(V_blocks))
+    panel = Task(_panel_kernel(kernel, step, squared_norm), len(V_blocks))
     H = dask.delayed(H, pure=True) if isinstance(H, np.ndarray) else H  # one key that every task shares
     outputs = [dask.delayed(panel, nout=2)(v, w, H) for v, w in zip(V_blocks, W_blocks)]
-    total = _tree_sum([out[1] for out in outputs], kernels.sum_partials)
+    total = _tree_sum([out[1] for out in outputs], kernels.sum_partials, len(V_blocks))
     blocks = []
     if step.update_H:
-        spans = column_blocks(shape[1])
-        columns = _PanelTask(partial(h_columns, step=step), len(spans))
-        blocks = [dask.delayed(columns, nout=2)(H, total, start, stop) for start, stop in spans]
-    finish = partial(finish_step, step=step, size=shape[0] * shape[1], squared_norm=squared_norm)
+        columns = Task(partial(h_columns, step=step), len(V_blocks))
+        blocks = [dask.delayed(columns, nout=2)(H, total, start, stop) for start, stop in column_blocks(shape[1])]
+    finish = Task(partial(finish_step, step=step, size=shape[0] * shape[1], squared_norm=squared_norm), len(V_blocks))
     H_new, losses = dask.delayed(finish, nout=2)(H, total, blocks)
-    H_ahead = dask.delayed(kernels.extrapolate)(H_new, H, step.extrapolation) if step.extrapolation else None
+    if step.extrapolation:
+        H_ahead = dask.delayed(Task(partial(kernels.extrapolate, beta=step.extrapolation), len(V_blocks)))(H_new, H)
+    else:
+        H_ahead = None
     return [out[0] for out in outputs], [H_new, H_ahead], losses
 
 
@@ -267,14 +292,14 @@ def final_pass(V_blocks, W_blocks, H, step, shape, max_inner, tol, squared_norm=
     """
     W_blocks = W_blocks if W_blocks is not None else [None] * len(V_blocks)
     kernel = _masked_kernels(step).transform_panel if step.missing else kernels.transform_panel
-    panel = _PanelTask(_panel_kernel(kernel, step, squared_norm, max_inner=max_inner, tol=tol), len(V_blocks))
+    panel = Task(_panel_kernel(kernel, step, squared_norm, max_inner=max_inner, tol=tol), len(V_blocks))
     outputs = [dask.delayed(panel, nout=3)(v, w, H) for v, w in zip(V_blocks, W_blocks)]
-    total = _tree_sum([out[1] for out in outputs], kernels.sum_partials)
+    total = _tree_sum([out[1] for out in outputs], kernels.sum_partials, len(V_blocks))
     n_done = [out[2] for out in outputs]
     report_of = partial(
         _final_report, beta=step.beta, size=shape[0] * shape[1], missing=step.missing, squared_norm=squared_norm
     )
-    report = dask.delayed(report_of)(H, total, n_done)
+    report = dask.delayed(Task(report_of, len(V_blocks)))(H, total, n_done)
     return [out[0] for out in outputs], report
 
 
@@ -282,6 +307,7 @@ def prepared_panels(V_blocks, missing):
     """Graph of the panels made ready for the masked kernels, one task per panel
     (:func:`dnmf.masked.prepare_panel`); the driver persists them for in-memory input."""
     prepare = partial(masked.prepare_panel, missing=missing)
+    prepare = Task(prepare, len(V_blocks))
     return [dask.delayed(prepare, pure=True)(v) for v in V_blocks]
 
 
@@ -297,8 +323,9 @@ def stats_pass(V_blocks, missing=None):
     """Graph of the input-statistics pass: ``[min, n_nonfinite, sum, sum_sq, n_zero, size]``
     (with ``missing``: :func:`dnmf.masked.panel_stats` over observed entries)."""
     stats = partial(masked.panel_stats, missing=missing) if missing else kernels.panel_stats
+    stats = Task(stats, len(V_blocks))
     parts = [dask.delayed(stats, pure=True)(v) for v in V_blocks]
-    return _tree_sum(parts, _add_stats)
+    return _tree_sum(parts, _add_stats, len(V_blocks))
 
 
 def sketch_pass(V_blocks, Z):
@@ -318,6 +345,6 @@ def sketch_pass(V_blocks, Z):
         ``VᵀY`` and the triangular factor of ``Y``.
     """
     Z = dask.delayed(Z, pure=True)
-    panel = _PanelTask(randomized_svd.panel_sketch, len(V_blocks))
+    panel = Task(randomized_svd.panel_sketch, len(V_blocks))
     outputs = [dask.delayed(panel, nout=2)(v, Z) for v in V_blocks]
-    return [out[0] for out in outputs], _tree_sum([out[1] for out in outputs], randomized_svd.add_sketches)
+    return [out[0] for out in outputs], _tree_sum([out[1] for out in outputs], randomized_svd.add_sketches, len(V_blocks))
