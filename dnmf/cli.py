@@ -331,15 +331,19 @@ class _Bar:
 
 
 class _Progress(_Bar):
-    """The driver's callback: iteration / max_iter, loss, relative change, s/iteration, ETA."""
+    """The driver's callback: iteration / max_iter, loss, relative change, s/iteration, ETA.
+
+    ``iteration`` is the last one reported (what a Ctrl-C message names)."""
 
     def __init__(self, max_iter, first, quiet):
         super().__init__(
             max_iter, "fit", "iter", quiet, initial=first,
             bar_format="{desc} |{bar}| {n_fmt}/{total_fmt}{postfix} [{elapsed}<{remaining}]",
         )
+        self.iteration = first
 
     def __call__(self, info):
+        self.iteration = info.iteration
         if self._open() is None:
             return
         self.bar.set_postfix_str(
@@ -399,11 +403,29 @@ def _fit_job(
         started = time.perf_counter()
         try:
             result = run(panels, params, callback=progress, start=start, checkpointer=checkpointer)
+        except KeyboardInterrupt:
+            _quiet_shutdown()  # before the cluster is torn down below
+            raise Interrupted(_interrupted_at(progress.iteration, checkpoint)) from None
         finally:
             progress.close()
         elapsed = time.perf_counter() - started
         attrs = write_fit(out, result, params, input_path=input_path, overwrite=overwrite)
     return result, attrs, elapsed
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a fit, with what the user can do next (the one line ``main`` prints)."""
+
+
+def _interrupted_at(iteration, checkpoint):
+    where = f"interrupted after iteration {iteration}" if iteration else "interrupted before the first iteration"
+    if checkpoint is None:
+        return f"{where}; nothing was saved (--checkpoint DIR keeps the progress of a fit)"
+    try:
+        current = (Path(checkpoint) / ckpt.CURRENT).read_text().strip()
+    except OSError:
+        return f"{where}; no checkpoint was complete yet in {checkpoint}"
+    return f"{where}; the last complete checkpoint is {Path(checkpoint) / current}: resume with `dnmf resume {checkpoint}`"
 
 
 def _summary(out, attrs, elapsed):
@@ -804,6 +826,14 @@ def _warnings_as_lines():
         yield
 
 
+def _quiet_shutdown():
+    """After Ctrl-C the cluster's client is torn down mid-request: its event loop would log
+    the cancelled requests' tracebacks ("Task exception was never retrieved"). The
+    command's one ``error:`` line says what happened instead."""
+    for name in ("asyncio", "distributed", "tornado"):
+        logging.getLogger(name).disabled = True
+
+
 def main(argv=None):
     """Run the ``dnmf`` command line; returns the exit status.
 
@@ -816,8 +846,10 @@ def main(argv=None):
     with _warnings_as_lines():
         try:
             status = cli.main(args=argv, prog_name="dnmf", standalone_mode=False)
-        except (KeyboardInterrupt, click.exceptions.Abort):
-            click.echo("error: interrupted", err=True)
+        except (KeyboardInterrupt, click.exceptions.Abort) as interrupt:
+            _quiet_shutdown()
+            cause = interrupt if isinstance(interrupt, Interrupted) else interrupt.__cause__  # click wraps it in Abort
+            click.echo(f"error: {cause}" if isinstance(cause, Interrupted) else "error: interrupted", err=True)
             return EXIT_INTERRUPTED
         except click.ClickException as error:
             hint = ""

@@ -94,6 +94,10 @@ class _Progress:
         self._thread = threading.Thread(target=self._read, args=(process.stderr,), daemon=True)
         self._thread.start()
 
+    def finish(self):
+        """Wait until the process's stderr is read to its end."""
+        self._thread.join(TIMEOUT)
+
     def _read(self, stream):
         for chunk in iter(lambda: stream.read1(4096), b""):
             self.text += chunk.decode(errors="replace")
@@ -260,6 +264,32 @@ def test_a_checkpoint_changes_nothing_plain_checkpointed_and_resumed_fits_are_bi
         np.testing.assert_array_equal(W_other, W)
         np.testing.assert_array_equal(H_other, H)
         assert attrs_other["loss_history"] == attrs["loss_history"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checkpointed", [True, False], ids=["with-checkpoints", "without"])
+def test_ctrl_c_exits_130_with_one_line_that_says_how_to_resume(tmp_path, stored, checkpointed):
+    data, _ = stored
+    directory = tmp_path / "run.ckpt"
+    extra = ["--checkpoint", directory, "--checkpoint-every", 2] if checkpointed else []
+    process = _start(["fit", data, "--rank", K, "--tol", 0, "--max-iter", 10_000, "--out", tmp_path / "o.zarr",
+                      "--workers", 1, *extra])
+    progress = _Progress(process)
+    _wait_for(lambda: progress.iteration >= 5, process, "iteration 5")
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=TIMEOUT)
+    progress.finish()
+    assert process.returncode == 130
+    tail = progress.text.split("\r")[-1]
+    assert "Traceback" not in progress.text and "Task exception" not in progress.text, progress.text
+    errors = [line for line in tail.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, tail
+    if checkpointed:
+        assert re.search(rf"interrupted after iteration \d+; the last complete checkpoint is {re.escape(str(directory))}"
+                         rf"/ckpt-\d+: resume with `dnmf resume {re.escape(str(directory))}`", errors[0]), errors[0]
+    else:
+        assert "nothing was saved" in errors[0]
+    assert not (tmp_path / "o.zarr").exists()
 
 
 # ------------------------------------------------------------ corrupted checkpoint
