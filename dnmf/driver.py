@@ -23,7 +23,10 @@ Stopping rule
     The fit stops after pass t when ``violation_t <= tol * violation_1`` (scikit-learn's
     rule), or when the error has stalled: ``t >= 10`` and
     ``(e_{t-10} - e_t) / e_t < tol``. The second test fires on flat problems (tf-idf
-    matrices), where the error stops moving long before the gradient vanishes.
+    matrices), where the error stops moving long before the gradient vanishes. With
+    extrapolation the violation is measured at the extrapolated point, where it can be
+    small while the iterates still move fast: the first test then also waits until the
+    error changes by at most ``10 tol`` (relative) per pass, ``|e_{t-1} - e_t| <= 10 tol e_t``.
 ``solver="mu"``
     Every 10 iterations, the fit stops when the error fell by less than ``tol`` times
     the initial error since the last check: ``(e_{t-10} - e_t) / e_0 < tol``
@@ -384,7 +387,12 @@ def _stalled(errors, tol, relative_to):
     return relative_to == 0 or (errors[j - CONVERGENCE_WINDOW] - errors[j]) / relative_to < tol
 
 
-def _stop(solver, errors, violations, tol):
+#: With extrapolation, the violation test also waits until the error moves by less than
+#: this many ``tol`` (relative) per pass (see the stopping rule).
+SETTLED = 10
+
+
+def _stop(solver, errors, violations, tol, extrapolated=False):
     """The stopping rule of the module docstring.
 
     Returns
@@ -399,7 +407,10 @@ def _stop(solver, errors, violations, tol):
     if tol <= 0:
         return None
     if solver == "cd":
-        if violations and (violations[0] == 0 or violations[-1] <= tol * violations[0]):
+        small = violations and (violations[0] == 0 or violations[-1] <= tol * violations[0])
+        if small and extrapolated and j >= 1:
+            small = abs(errors[-2] - errors[-1]) <= SETTLED * tol * errors[-1]
+        if small:
             return len(violations)
         return j if _stalled(errors, tol, errors[-1]) else None
     if j > 0 and j % CONVERGENCE_WINDOW == 0 and _stalled(errors, tol, errors[0]):
@@ -626,7 +637,7 @@ def _factorize(
         logger.debug("iteration %d: loss %.6g (relative change %.3g, %.3fs)", n_iter, known[-1], change, seconds)
         if callback is not None:
             callback(IterationInfo(n_iter, max_iter, known[-1], errors[-1], change, seconds))
-        fired = _stop(step.solver, errors, violations, tol)
+        fired = _stop(step.solver, errors, violations, tol, extrapolated=schedule is not None)
         converged = fired is not None
         if converged and fired < n_iter:  # a lagged test fired on the iterate before: return it
             (W_blocks, H_now), n_iter = previous, fired

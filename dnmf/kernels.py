@@ -106,31 +106,31 @@ def _dot(a, b):
 def panel_stats(V):
     """One-pass statistics of a panel: ``(min, n_nonfinite, sum, sum_sq, n_zero, size)``.
 
-    Sums are accumulated in float64 whatever the panel dtype.
+    Sums are accumulated in float64 whatever the panel dtype, the stored values taken
+    :data:`CACHE_BLOCK_BYTES` at a time (no float64 or boolean copy of the whole panel:
+    under a worker's memory limit those would be twice the panel).
     """
-    data = V.data if sp.issparse(V) else np.asarray(V)
+    data = (V.data if sp.issparse(V) else np.asarray(V)).ravel()
     size = V.shape[0] * V.shape[1]
-    stored = data.size
-    finite = np.isfinite(data)
-    n_nonfinite = int(stored - np.count_nonzero(finite))
-    if n_nonfinite:
-        data = data[finite]
-    implicit_zeros = size - stored
-    minimum = float(data.min()) if data.size else np.inf
+    implicit_zeros = size - data.size
+    step = max(1, CACHE_BLOCK_BYTES // max(1, data.itemsize))
+    minimum, n_nonfinite, total, squares, zeros = np.inf, 0, 0.0, 0.0, implicit_zeros
+    for start in range(0, data.size, step):
+        block = data[start : start + step]
+        finite = np.isfinite(block)
+        bad = block.size - int(np.count_nonzero(finite))
+        if bad:
+            n_nonfinite += bad
+            block = block[finite]
+        if block.size:
+            minimum = min(minimum, float(block.min()))
+            block64 = block.astype(np.float64, copy=False)
+            total += float(block64.sum())
+            squares += float(np.dot(block64, block64))
+            zeros += block.size - int(np.count_nonzero(block))
     if implicit_zeros:
         minimum = min(minimum, 0.0)
-    data64 = data.astype(np.float64, copy=False)
-    return np.array(
-        [
-            minimum,
-            n_nonfinite,
-            data64.sum(),
-            np.dot(data64.ravel(), data64.ravel()),
-            implicit_zeros + (data.size - np.count_nonzero(data)),
-            size,
-        ],
-        dtype=np.float64,
-    )
+    return np.array([minimum, n_nonfinite, total, squares, zeros, size], dtype=np.float64)
 
 
 # ------------------------------------------------------------------------ HALS (cd)

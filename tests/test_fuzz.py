@@ -33,7 +33,7 @@ DOCUMENTED = [
     r"When beta_loss <= 0 and X contains zeros",
     r"init = 'nndsvd\w*' can only be used when n_components <= min\(n_samples, n_features\)",
     r"boolean dtype",
-    r"solver 'cd' does not handle beta_loss",
+    r"solver '(cd|hals)' does not handle beta_loss",
 ]
 #: Relative and (times ||V||^2 for the dtype's rounding) absolute slack of "never increases".
 RTOL = 1e-6

@@ -292,11 +292,12 @@ def test_tol_zero_runs_max_iter_without_warning(solver, beta_loss, make_matrix):
     assert len(result.loss_history) == 13
 
 
-def _documented_stop(solver, errors, violations, tol):
+def _documented_stop(solver, errors, violations, tol, extrapolated=False):
     """First iterate at which the rule of :mod:`dnmf.driver`'s docstring fires, or None.
 
-    cd: ``violation_t <= tol * violation_1``, or ``t >= 10`` and ``(e_{t-10} - e_t) / e_t < tol``;
-    mu: ``t`` a multiple of 10 and ``(e_{t-10} - e_t) / e_0 < tol``; both: ``e_t == 0``.
+    cd: ``violation_t <= tol * violation_1`` (extrapolated: and ``|e_{t-1} - e_t| <= 10 tol e_t``),
+    or ``t >= 10`` and ``(e_{t-10} - e_t) / e_t < tol``; mu: ``t`` a multiple of 10 and
+    ``(e_{t-10} - e_t) / e_0 < tol``; both: ``e_t == 0``.
     """
     for t, error in enumerate(errors):
         if error == 0:
@@ -304,7 +305,8 @@ def _documented_stop(solver, errors, violations, tol):
         if t == 0:
             continue
         if solver == "cd":
-            if violations[t - 1] <= tol * violations[0]:
+            settled = not extrapolated or abs(errors[t - 1] - error) <= 10 * tol * error
+            if violations[t - 1] <= tol * violations[0] and settled:
                 return t
             if t >= CONVERGENCE_WINDOW and (errors[t - CONVERGENCE_WINDOW] - error) / error < tol:
                 return t
@@ -313,8 +315,10 @@ def _documented_stop(solver, errors, violations, tol):
     return None
 
 
-@pytest.mark.parametrize("solver, beta", [("cd", 2.0), ("mu", 2.0), ("mu", 1.0)])
-def test_stops_before_max_iter_where_the_documented_rule_fires(solver, beta, make_factors):
+@pytest.mark.parametrize(
+    "solver, beta, extrapolate", [("cd", 2.0, False), ("cd", 2.0, True), ("mu", 2.0, False), ("mu", 1.0, False)]
+)
+def test_stops_before_max_iter_where_the_documented_rule_fires(solver, beta, extrapolate, make_factors):
     """Rank-2 data plus noise: the error levels off at the noise, and the fit stops at
     the first iteration where the documented rule holds, without a warning; a rule that
     fires on a loss known one pass late returns the iterate it fired on."""
@@ -324,10 +328,10 @@ def test_stops_before_max_iter_where_the_documented_rule_fires(solver, beta, mak
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         result = factorize(X, 2, solver=solver, beta=beta, init="nndsvda", random_state=0, max_iter=max_iter,
-                           tol=tol)
+                           tol=tol, extrapolate=extrapolate)
     assert result.converged
     assert result.n_iter < max_iter
     errors = np.sqrt(2 * np.asarray(result.loss_history))
     assert len(errors) == result.n_iter + 1
     assert len(result.violations) == (result.n_iter if solver == "cd" else 0)
-    assert _documented_stop(solver, errors, result.violations, tol) == result.n_iter
+    assert _documented_stop(solver, errors, result.violations, tol, extrapolate) == result.n_iter
