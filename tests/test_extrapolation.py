@@ -173,3 +173,18 @@ def test_a_numpy_bool_is_accepted_and_recorded_as_a_plain_bool(tmp_path):
     run(checkpointer.panels, params, checkpointer=checkpointer)
     _, metadata = load_checkpoint(tmp_path / "c")
     assert metadata["params"]["extrapolate"] is True and metadata["all_params"]["extrapolate"] is True
+
+
+def test_auto_accelerates_large_hals_fits_only():
+    """``"auto"``: sweeps by cost and extrapolation for HALS on at least AUTO_MIN_ENTRIES stored
+    entries; scikit-learn's plain iteration below, for MU and with missing values."""
+    from dnmf.driver import AUTO_MIN_ENTRIES, MAX_AUTO_SWEEPS, acceleration, auto_sweeps
+
+    large = (20000, 500)
+    assert acceleration("cd", None, large, 10, large[0] * large[1]) == (*auto_sweeps(large, 10, large[0] * large[1]), True)
+    assert auto_sweeps(large, 10, large[0] * large[1]) == (MAX_AUTO_SWEEPS, MAX_AUTO_SWEEPS)
+    assert auto_sweeps((200000, 30000), 20, 2_000_000) == (1, 1)  # 10 entries a row: a sweep costs what a pass does
+    assert acceleration("cd", None, (300, 300), 10, AUTO_MIN_ENTRIES - 1) == (1, 1, False)
+    assert acceleration("mu", None, large, 10, large[0] * large[1]) == (1, 1, False)
+    assert acceleration("cd", "nan", large, 10, large[0] * large[1]) == (1, 1, False)
+    assert acceleration("cd", None, large, 10, large[0] * large[1], sweeps=2, extrapolate=False) == (2, 2, False)
