@@ -1,45 +1,68 @@
-"""dnmf: out-of-core non-negative matrix factorization on Dask and Zarr."""
+"""dnmf: out-of-core non-negative matrix factorization on Dask and Zarr.
+
+The estimator (:class:`NMF`) and function (:func:`non_negative_factorization`) of
+scikit-learn's API, and the input formats. The applications (pictures, topics, similar
+items, rank selection) are names of this package too, imported on first use so that
+``import dnmf`` stays light; they live in :mod:`dnmf.apps`.
+
+Layers, each importing only the ones before it: :mod:`dnmf.numerics` (NumPy kernels),
+:mod:`dnmf.params`, :mod:`dnmf.engine` (Dask graphs, the driver, checkpoints),
+:mod:`dnmf.io` (formats, results), :mod:`dnmf.api`, then :mod:`dnmf.estimator` and
+:mod:`dnmf.apps`, and :mod:`dnmf.cli` on top.
+"""
+
+import importlib
 
 from .api import non_negative_factorization
-from .driver import FitResult, factorize
+from .engine.panels import Panels
+from .engine.state import FitResult
+from .errors import DnmfError
 from .estimator import NMF
-from .storage import CSRMatrix, Panels, as_panels, open_matrix, save_csr
+from .io.storage import CSRMatrix, as_panels, open_matrix, save_csr
+
+#: Names of :mod:`dnmf.apps`, imported when first used.
+_APPS = {
+    "plot": "plots",
+    "plot_components": "plots",
+    "plot_convergence": "plots",
+    "plot_factors": "plots",
+    "plot_reconstruction": "plots",
+    "Neighbor": "similar",
+    "similar": "similar",
+    "Corpus": "topics",
+    "Topics": "topics",
+    "build_corpus": "topics",
+    "find_topics": "topics",
+    "open_corpus": "topics",
+    "top_terms": "topics",
+    "topic_mix": "topics",
+    "RankReport": "rank",
+    "plot_rank_report": "rank",
+    "select_rank": "rank",
+    "recommend": "recommend",
+}
 
 __all__ = [
     "NMF",
     "CSRMatrix",
+    "DnmfError",
     "FitResult",
     "Panels",
     "as_panels",
-    "factorize",
     "non_negative_factorization",
     "open_matrix",
     "save_csr",
+    *_APPS,
 ]
 
-# Interpretable results (issue 7): pictures, topics, similar items.
-from .plots import plot, plot_components, plot_convergence, plot_factors, plot_reconstruction  # noqa: E402
-from .similar import Neighbor, similar  # noqa: E402
-from .topics import Corpus, Topics, build_corpus, find_topics, open_corpus, top_terms, topic_mix  # noqa: E402
 
-__all__ += [
-    "Corpus",
-    "Neighbor",
-    "Topics",
-    "build_corpus",
-    "find_topics",
-    "open_corpus",
-    "plot",
-    "plot_components",
-    "plot_convergence",
-    "plot_factors",
-    "plot_reconstruction",
-    "similar",
-    "top_terms",
-    "topic_mix",
-]
+def __getattr__(name):
+    if name in _APPS:
+        value = getattr(importlib.import_module(f"dnmf.apps.{_APPS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dnmf' has no attribute {name!r}")
 
-# Missing values and rank selection (issue 8).
-from .rank import RankReport, plot_rank_report, select_rank  # noqa: E402
 
-__all__ += ["RankReport", "plot_rank_report", "select_rank"]
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,68 +1,176 @@
-"""The functional API: validated parameters in, a factorization out.
+"""The functional API: one way from a user's input and parameters to a factorization.
 
-:func:`run` is what the estimator and the CLI call; :func:`non_negative_factorization`
-is scikit-learn's function of the same name, returning ``(W, H, n_iter)``.
+:func:`prepare` does everything that can fail on bad input, before any pass over V:
+it validates the parameters (:func:`dnmf.params.resolve`), wraps the input once as
+row panels (:func:`dnmf.io.storage.as_panels`), checks custom factors as scikit-learn
+does, decides the rank, and, when asked to checkpoint, probes the checkpoint directory
+and finds the state to resume from. :func:`run_job` runs the result on the chosen
+scheduler. The estimator and the command line both go this way; :func:`run` is the two
+in one call, and :func:`non_negative_factorization` is scikit-learn's function of the
+same name, returning ``(W, H, n_iter)``.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
+from typing import Any
 
-import dask.array as da
-import numpy as np
+from .engine import driver
+from .engine.checkpoint import ZarrCheckpointer
+from .engine.initialization import check_custom
+from .engine.panels import Panels
+from .engine.scheduler import use_scheduler
+from .engine.state import LoopState
+from .io.storage import as_panels, stays_lazy
+from .params import AUTO, DEFAULTS, FitConfig, resolve
 
-from . import driver
-from . import init as initialization
-from .losses import beta_to_float
-from .masked import normalize_missing
-from .params import AUTO, PARAMS, compute_penalties, resolve_solver, validate_params
-from .scheduler import use_scheduler
-from .storage import as_panels
-
-__all__ = ["DEFAULTS", "non_negative_factorization", "run"]
+__all__ = [
+    "DEFAULTS",
+    "Checkpointing",
+    "Job",
+    "non_negative_factorization",
+    "prepare",
+    "run",
+    "run_job",
+    "truncated_svd",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Default value of every parameter of the table.
-DEFAULTS = {p.name: p.default for p in PARAMS}
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and how often a fit saves its state (see :mod:`dnmf.engine.checkpoint`).
+
+    Attributes
+    ----------
+    directory : str or path-like
+        Absent, empty, or holding checkpoints of the same matrix and result-changing
+        parameters (the fit then resumes from the newest).
+    every : int, optional
+        Save after every ``every``-th iteration.
+    seconds : float, optional
+        Also save when this much time passed since the last save (neither given: every
+        :data:`~dnmf.engine.checkpoint.DEFAULT_EVERY` iterations).
+    run_info : dict, optional
+        JSON-ready notes kept with each checkpoint (the CLI keeps its input and OUT).
+    resume_from : str, optional
+        Resume from this checkpoint of the directory rather than the current one.
+    """
+
+    directory: Any
+    every: int | None = None
+    seconds: float | None = None
+    run_info: dict | None = None
+    resume_from: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A checked fit, ready to run (made by :func:`prepare`).
+
+    Attributes
+    ----------
+    panels : Panels
+        V, wrapped once.
+    config : FitConfig
+        The parameters, normalized, with the rank decided.
+    W, H : array-like or None
+        Custom initial factors, or (``update_H=False``) the fixed H.
+    update_H : bool
+    checkpointer : ZarrCheckpointer or None
+    start : LoopState or None
+        The checkpointed state the fit resumes from.
+    """
+
+    panels: Panels
+    config: FitConfig
+    W: Any = None
+    H: Any = None
+    update_H: bool = True
+    checkpointer: ZarrCheckpointer | None = None
+    start: LoopState | None = None
+
+
+def prepare(X, params, *, W=None, H=None, update_H=True, checkpointing=None, spell=None):
+    """Check everything about a fit of ``X`` that can be checked before it runs.
+
+    Parameters
+    ----------
+    X : anything :func:`dnmf.io.storage.as_panels` accepts
+    params : dict
+        Names of :data:`dnmf.params.PARAMS`; missing ones take their defaults.
+    W, H : array-like, optional
+        Custom init (``init="custom"``), or the fixed H when ``update_H=False``; checked
+        as scikit-learn checks them (shape, dtype, finite, non-negative, not all zeros).
+    update_H : bool
+        False solves W for a fixed H (``transform``).
+    checkpointing : Checkpointing, optional
+    spell : callable, optional
+        ``name -> what the user typed``, for the messages (see
+        :func:`dnmf.params.validate_params`).
+
+    Returns
+    -------
+    Job
+
+    Raises
+    ------
+    dnmf.errors.DnmfError
+        A bad parameter, input, custom factor or checkpoint directory.
+    """
+    config = resolve(params, spell=spell)  # the values alone, before the input is opened
+    panels = as_panels(X, panel_rows=config.panel_rows)
+    config = resolve(params, shape=panels.shape, spell=spell)
+    k = config.n_components
+    if not update_H or config.init == "custom":
+        if not update_H and W is not None:
+            warnings.warn("When update_H=False, the provided initial W is not used.", RuntimeWarning)
+            W = None
+        k = check_custom(W, H, panels.shape, k, panels.dtype, update_H)
+    elif W is not None or H is not None:
+        warnings.warn(
+            "When init!='custom', provided W or H are ignored. Set init='custom' to use them as initialization.",
+            RuntimeWarning,
+        )
+        W = H = None
+    config = config.with_rank(panels.shape[1] if k == AUTO else k)
+    if update_H and config.solver == "mu" and config.init == "nndsvd":
+        warnings.warn(
+            "The multiplicative update ('mu') solver cannot update zeros present in the initialization, and so "
+            "leads to poorer results when used jointly with init='nndsvd'. You may try init='nndsvda' or "
+            "init='nndsvdar' instead.",
+            UserWarning,
+        )
+    checkpointer = start = None
+    if checkpointing is not None and update_H:
+        c = checkpointing
+        checkpointer = ZarrCheckpointer(
+            c.directory, panels, config.params, every=c.every, seconds=c.seconds, run_info=c.run_info,
+            resume_from=c.resume_from,
+        )
+        start = checkpointer.resume_state()
+    return Job(panels, config, W, H, update_H, checkpointer, start)
 
 
 def _log_progress(info):
     logger.info(
         "iteration %d/%d: error %.6g (relative change %.3g, %.3fs)",
-        info.iteration,
-        info.max_iter,
-        info.error,
-        info.relative_change,
-        info.seconds,
+        info.iteration, info.max_iter, info.error, info.relative_change, info.seconds,
     )
 
 
-def run(
-    X,
-    params,
-    *,
-    W=None,
-    H=None,
-    update_H=True,
-    callback=None,
-    start=None,
-    checkpointer=None,
-    as_numpy=False,
-):
-    """Validate ``params`` (names of :data:`dnmf.params.PARAMS`) and factorize ``X``.
+def run_job(job, *, callback=None, as_numpy=False):
+    """Run a :func:`prepare`-d fit on its scheduler (``client``, else the active one).
 
     Parameters
     ----------
-    X : anything :func:`dnmf.storage.as_panels` accepts
-    params : dict
-        Missing names take their defaults.
-    W, H : array-like, optional
-        Custom init (``init="custom"``), or the fixed H when ``update_H=False``; checked
-        as scikit-learn checks them (shape, dtype, finite, non-negative, not all zeros).
-    update_H, callback, start, checkpointer
-        See :func:`dnmf.driver.factorize`.
+    job : Job
+    callback : callable, optional
+        Called with an :class:`~dnmf.engine.state.IterationInfo` after each iteration
+        (default with ``verbose``: a log line per iteration).
     as_numpy : bool
         Gather W into a NumPy array (on the scheduler that computed it).
 
@@ -70,73 +178,45 @@ def run(
     -------
     FitResult
     """
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown parameter(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
-    p = {**DEFAULTS, **params}
-    validate_params(p)
-    panels = as_panels(X, panel_rows=p["panel_rows"])
-    validate_params(p, shape=panels.shape)
-    k = p["n_components"]
-    custom = update_H and p["init"] == "custom"
-    if custom or not update_H:
-        if not update_H and W is not None:
-            warnings.warn("When update_H=False, the provided initial W is not used.", RuntimeWarning)
-            W = None
-        k = initialization.check_custom(W, H, panels.shape, k, panels.dtype, update_H)
-    elif W is not None or H is not None:
-        warnings.warn(
-            "When init!='custom', provided W or H are ignored. Set init='custom' to use them as initialization.",
-            RuntimeWarning,
-        )
-        W = H = None
-    if k is None or k == AUTO:
-        k = panels.shape[1]
-    penalty_W, penalty_H = compute_penalties(p["alpha_W"], p["alpha_H"], p["l1_ratio"], panels.shape)
-    if callback is None and p["verbose"]:
+    if callback is None and job.config.verbose:
         callback = _log_progress
-    solver = resolve_solver(p["solver"])
-    if solver == "mu" and p["init"] == "nndsvd" and update_H:
-        warnings.warn(
-            "The multiplicative update ('mu') solver cannot update zeros present in the initialization, and so "
-            "leads to poorer results when used jointly with init='nndsvd'. You may try init='nndsvda' or "
-            "init='nndsvdar' instead.",
-            UserWarning,
-        )
-    missing = normalize_missing(p["missing_values"])
-    with use_scheduler(p["client"]):
+    with use_scheduler(job.config.client):
         result = driver.factorize(
-            panels,
-            k,
-            solver=solver,
-            beta=beta_to_float(p["beta_loss"]),
-            init=p["init"],
-            W=W,
-            H=H,
-            update_H=update_H,
-            max_iter=p["max_iter"],
-            tol=p["tol"],
-            penalty_W=penalty_W,
-            penalty_H=penalty_H,
-            sweeps=p["inner_sweeps"],
-            extrapolate=p["extrapolate"],
-            random_state=p["random_state"],
-            callback=callback,
-            start=start,
-            checkpointer=checkpointer,
-            missing=missing,
+            job.panels, job.config, W=job.W, H=job.H, update_H=job.update_H, callback=callback, start=job.start,
+            checkpointer=job.checkpointer,
         )
         if as_numpy:
             result.W = driver.to_numpy(result.W)
     return result
 
 
-def _returns_dask(X):
-    import zarr
+def run(X, params, *, W=None, H=None, update_H=True, callback=None, checkpointing=None, as_numpy=False):
+    """:func:`prepare` and :func:`run_job` in one call.
 
-    from .storage import CSRMatrix
+    Returns
+    -------
+    FitResult
+    """
+    job = prepare(X, params, W=W, H=H, update_H=update_H, checkpointing=checkpointing)
+    return run_job(job, callback=callback, as_numpy=as_numpy)
 
-    return isinstance(X, (da.Array, zarr.Array, CSRMatrix, str)) or hasattr(X, "__fspath__")
+
+def truncated_svd(X, n_components, *, random_state=None, panel_rows=None, client=None):
+    """The truncated SVD ``X ≈ U diag(S) Vt`` that NNDSVD starts from, out of core.
+
+    scikit-learn's ``randomized_svd`` (its oversampling and number of power
+    iterations), one pass over X per power iteration (see
+    :mod:`dnmf.numerics.randomized_svd`).
+
+    Returns
+    -------
+    U : dask.array.Array of shape (m, k), row-chunked like the panels
+    S : ndarray of shape (k,)
+    Vt : ndarray of shape (k, n)
+    """
+    panels = as_panels(X, panel_rows=panel_rows)
+    with use_scheduler(client):
+        return driver.truncated_svd(panels, n_components, random_state)
 
 
 def non_negative_factorization(
@@ -164,9 +244,8 @@ def non_negative_factorization(
 ):
     """Compute a non-negative factorization X ≈ W H, as scikit-learn's function.
 
-    Minimizes ``D(X, WH) + penalties`` (see :class:`dnmf.NMF`) with the iterates of
-    scikit-learn's solvers, out of core. With ``update_H=False``, H is fixed and W is
-    solved in one pass over X.
+    Minimizes ``D(X, WH) + penalties`` (see :class:`dnmf.NMF`) out of core. With
+    ``update_H=False``, H is fixed and W is solved in one pass over X.
 
     Parameters
     ----------
@@ -187,28 +266,16 @@ def non_negative_factorization(
     Returns
     -------
     W : ndarray of shape (n_samples, n_components)
-        A Dask array when X is a Dask array, a Zarr array or a path.
+        A Dask array when X is a Dask array, a Zarr array, a CSR group or a path.
     H : ndarray of shape (n_components, n_features)
     n_iter : int
         Iterations run.
     """
     params = dict(
-        n_components=n_components,
-        init=init,
-        solver=solver,
-        beta_loss=beta_loss,
-        tol=tol,
-        max_iter=max_iter,
-        alpha_W=alpha_W,
-        alpha_H=alpha_H,
-        l1_ratio=l1_ratio,
-        random_state=random_state,
-        verbose=verbose,
-        inner_sweeps=inner_sweeps,
-        extrapolate=extrapolate,
-        panel_rows=panel_rows,
-        client=client,
+        n_components=n_components, init=init, solver=solver, beta_loss=beta_loss, tol=tol, max_iter=max_iter,
+        alpha_W=alpha_W, alpha_H=alpha_H, l1_ratio=l1_ratio, random_state=random_state, verbose=verbose,
+        inner_sweeps=inner_sweeps, extrapolate=extrapolate, panel_rows=panel_rows, client=client,
         missing_values=missing_values,
     )
-    result = run(X, params, W=W, H=H, update_H=update_H, as_numpy=not _returns_dask(X))
+    result = run(X, params, W=W, H=H, update_H=update_H, as_numpy=not stays_lazy(X))
     return result.W, result.H, result.n_iter

@@ -1,31 +1,23 @@
 """``dnmf.NMF``: a scikit-learn estimator that is a drop-in for ``sklearn.decomposition.NMF``.
 
-The estimator only validates, converts the input at the boundary and hands the work to
-:func:`dnmf.api.run`; it stores NumPy results only (fitted models pickle and never hold
-a cluster's futures).
+The estimator validates in-memory input as scikit-learn does and hands the rest to
+:mod:`dnmf.api` (the CLI's way too); it keeps NumPy results only (fitted models pickle
+and never hold a cluster's futures).
 """
 
 from __future__ import annotations
 
-import dask.array as da
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import api
-from .checkpoint import ZarrCheckpointer
-from .losses import beta_to_float, loss_to_error
-from .masked import normalize_missing
-from .storage import CSRMatrix, _value_dtype
+from .errors import InputError, ParameterError
+from .io.storage import stays_lazy, value_dtype
+from .numerics.losses import loss_to_error
+from .params import DEFAULTS, beta_to_float, normalize_missing
 
 __all__ = ["NMF"]
-
-
-def _is_out_of_core(X):
-    """Dask, Zarr and path inputs stay lazy; everything else is validated in memory."""
-    import zarr
-
-    return isinstance(X, (da.Array, zarr.Array, CSRMatrix, str)) or hasattr(X, "__fspath__")
 
 
 class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -61,7 +53,7 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         the projected-gradient violation of a pass is at most ``tol`` times the first
         pass's, or when the error fell by less than ``tol`` (relative) over the last 10
         passes; for "mu", when the error fell by less than ``tol`` times the initial error
-        over the last 10 iterations (see :mod:`dnmf.driver`).
+        over the last 10 iterations (see :mod:`dnmf.engine.driver`).
     max_iter : int, default=200
         Maximum number of iterations (passes over X).
     random_state : int, RandomState instance or None, default=None
@@ -78,11 +70,11 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         HALS sweeps (MU updates) of each factor per pass over X. "auto": for "cd"
         without missing values on a matrix of at least 100,000 stored entries, as many
         as their cost against the pass's products allows (at most 10); else 1 (see
-        :func:`dnmf.driver.acceleration`).
+        :func:`dnmf.engine.driver.acceleration`).
     extrapolate : bool or "auto", default="auto"
         Extrapolated HALS (``solver="cd"``, no ``missing_values``): from the second pass
         on, W and H move on along their last update by an adaptive step (Ang & Gillis,
-        2019; see :mod:`dnmf.extrapolation`). "auto": on where "auto" sweeps are.
+        2019; see :mod:`dnmf.numerics.extrapolation`). "auto": on where "auto" sweeps are.
         ``inner_sweeps=1, extrapolate=False`` gives scikit-learn's iterates exactly (as
         "auto" does on smaller matrices).
     panel_rows : int or None, default=None
@@ -96,12 +88,13 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         np.nan (or "nan") marks NaN entries of a dense X as missing; "absent" makes every
         absent entry of a sparse X missing (ratings; stored zeros are observed). The loss
         and ``reconstruction_err_`` are over observed entries only, and ``W @ H``
-        predicts the missing ones (see :mod:`dnmf.masked`).
+        predicts the missing ones (see :mod:`dnmf.numerics.masked`).
     checkpoint : str, path-like or None, default=None
-        Directory of crash-safe checkpoints (see :mod:`dnmf.checkpoint`). ``fit``
+        Directory of crash-safe checkpoints (see :mod:`dnmf.engine.checkpoint`). ``fit``
         resumes automatically when it holds a checkpoint of the same matrix and the same
         result-changing parameters (``max_iter`` may differ), starts afresh when it holds
-        none, and raises ``ValueError`` naming the differences otherwise.
+        none, and raises :class:`~dnmf.errors.CheckpointMismatch` (a ``ValueError``)
+        naming the differences otherwise.
     checkpoint_every : int, default=10
         Save a checkpoint after every ``checkpoint_every`` iterations (and at the end).
 
@@ -173,13 +166,11 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ boundary
 
     def _params(self):
-        params = {name: getattr(self, name) for name in api.DEFAULTS}
-        params["missing_values"] = normalize_missing(params["missing_values"])  # np.nan → "nan" (compares equal)
-        return params
+        return {name: getattr(self, name) for name in DEFAULTS}
 
     def _check_input(self, X, reset):
         """In-memory input through scikit-learn's checks; out-of-core input as is."""
-        if _is_out_of_core(X):
+        if stays_lazy(X):
             if reset:
                 self.n_features_in_ = int(X.shape[1]) if hasattr(X, "shape") else None
                 if hasattr(self, "feature_names_in_"):
@@ -187,7 +178,7 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             return X
         dtype = getattr(X, "dtype", None)
         if dtype is not None and np.dtype(dtype).kind in "bcUS":
-            _value_dtype(dtype, "X")  # boolean, complex, text: an error naming the dtype; scikit-learn checks the rest
+            value_dtype(dtype, "X")  # boolean, complex, text: an error naming the dtype; scikit-learn checks the rest
         return validate_data(
             self,
             X,
@@ -200,7 +191,7 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     def _nan_missing(self):
         try:
             return normalize_missing(self.missing_values) == "nan"
-        except ValueError:
+        except ParameterError:
             return False  # reported by the parameter checks
 
     # ----------------------------------------------------------------------- API
@@ -223,19 +214,8 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             A Dask array for Dask, Zarr or path input.
         """
         X = self._check_input(X, reset=True)
-        data, start, checkpointer = X, None, None
-        if self.checkpoint is not None:
-            checkpointer = ZarrCheckpointer(self.checkpoint, X, self._params(), every=self.checkpoint_every)
-            data, start = checkpointer.panels, checkpointer.resume_state()
-        result = api.run(
-            data,
-            self._params(),
-            W=W,
-            H=H,
-            start=start,
-            checkpointer=checkpointer,
-            as_numpy=not _is_out_of_core(X),
-        )
+        checkpointing = None if self.checkpoint is None else api.Checkpointing(self.checkpoint, every=self.checkpoint_every)
+        result = api.run(X, self._params(), W=W, H=H, checkpointing=checkpointing, as_numpy=not stays_lazy(X))
         if self.n_features_in_ is None:
             self.n_features_in_ = int(result.H.shape[1])
         self.components_ = result.H
@@ -278,12 +258,12 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X = self._check_input(X, reset=False)
         if X.shape[1] != self.components_.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"X has {X.shape[1]} features, but NMF is expecting {self.components_.shape[1]} features as input"
             )
         params = {**self._params(), "n_components": self.n_components_}
         H = self.components_.astype(_transform_dtype(X), copy=False)
-        return api.run(X, params, H=H, update_H=False, as_numpy=not _is_out_of_core(X)).W
+        return api.run(X, params, H=H, update_H=False, as_numpy=not stays_lazy(X)).W
 
     def inverse_transform(self, X):
         """Map W back to the data space: ``X @ components_``.

@@ -151,9 +151,9 @@ def make_csr_zarr(path, rows, cols, density, *, seed=0, log=print):
 
     Returns
     -------
-    dnmf.storage.CSRMatrix, bool
+    dnmf.io.storage.CSRMatrix, bool
     """
-    from dnmf.storage import CSR_FORMAT, open_matrix
+    from dnmf.io.storage import CSR_FORMAT, open_matrix
 
     recipe = {
         "kind": "csr", "rows": rows, "cols": cols, "density": density, "seed": seed,
@@ -319,7 +319,7 @@ def _csr_worker_init(path, bounds, k, seed):
     """Load this worker's panels once (spawned process of :class:`CSRFloor`)."""
     from threadpoolctl import threadpool_limits
 
-    from dnmf.storage import open_matrix
+    from dnmf.io.storage import open_matrix
 
     threadpool_limits(1)
     matrix = open_matrix(path)

@@ -184,7 +184,7 @@ def _row(name, probe, data_gb, flops):
 
 def bench(kind, args):
     """Make (or reuse) the matrix, measure, return the report section for ``kind``."""
-    from dnmf.storage import as_panels
+    from dnmf.io.storage import as_panels
 
     workdir = Path(args.workdir)
     default = DENSE_SHAPE if kind == "dense" else SPARSE_SHAPE
@@ -222,7 +222,7 @@ def bench(kind, args):
     _print_row(threads_row)
 
     if not args.no_cluster:
-        from dnmf.scheduler import local_cluster
+        from dnmf.engine.scheduler import local_cluster
 
         _log("  dnmf on an embedded LocalCluster (default workers, as the CLI starts it):")
         logging.getLogger("distributed").setLevel(logging.ERROR)

@@ -17,7 +17,7 @@ work on the machine skews ratios of wall times. Usage::
 
     python scripts/bench_masked.py [--quick]
 
-3. Masked HALS (``solver="cd"``, :mod:`dnmf.masked_hals`) against weighted MU on the same
+3. Masked HALS (``solver="cd"``, :mod:`dnmf.numerics.masked_hals`) against weighted MU on the same
    matrix: seconds per iteration, and the observed-entry error each reaches after the
    same number of iterations (HALS's per-row Grams cost more per pass at larger k, and
    buy far more per pass).
@@ -38,8 +38,8 @@ import numpy as np
 import scipy.sparse as sp
 import zarr
 
-from dnmf.driver import factorize
-from dnmf.rank import select_rank
+from dnmf.api import run
+from dnmf.apps.rank import select_rank
 
 #: Dense benchmark matrix: rows, columns, rank of the planted part.
 DENSE_SHAPE, RANK = (20000, 1000), 10
@@ -69,10 +69,9 @@ def _seconds_per_iteration(V, missing, beta, iterations):
     times = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        factorize(
-            V, RANK, solver="mu", beta=beta, init="random", random_state=0, max_iter=iterations, tol=0,
-            missing=missing, callback=lambda info: times.append(info.seconds),
-        )
+        params = dict(n_components=RANK, solver="mu", beta_loss=beta, init="random", random_state=0,
+                      max_iter=iterations, tol=0, missing_values=missing)
+        run(V, params, callback=lambda info: times.append(info.seconds))
     return statistics.median(times[1:])
 
 
@@ -109,10 +108,9 @@ def _fit_trace(V, solver, missing, k, iterations):
     times = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = factorize(
-            V, k, solver=solver, init="random", random_state=0, max_iter=iterations, tol=0, missing=missing,
-            callback=lambda info: times.append(info.seconds),
-        )
+        params = dict(n_components=k, solver=solver, init="random", random_state=0, max_iter=iterations, tol=0,
+                      missing_values=missing)
+        result = run(V, params, callback=lambda info: times.append(info.seconds))
     observed = V[~np.isnan(V)].astype(np.float64)
     return statistics.median(times[1:]), result.reconstruction_err / float(np.sqrt(observed @ observed))
 

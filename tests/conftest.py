@@ -1,4 +1,4 @@
-"""Shared fixtures of the engine tests (issue 2): small non-negative matrices, starting
+"""Shared fixtures of the engine tests: small non-negative matrices, starting
 factors and the comparison used against the references.
 
 The helpers are handed out as session-scoped fixtures (plain functions), so that

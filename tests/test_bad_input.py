@@ -1,4 +1,4 @@
-"""Bad input (issue 5): one table of cases, run through the API and through the CLI.
+"""Bad input: one table of cases, run through the API and through the CLI.
 
 Every case gives, from the API (``dnmf.NMF.fit`` and ``non_negative_factorization``, on
 in-memory data and on stored files), a ``ValueError``, ``TypeError`` or
@@ -31,11 +31,10 @@ import scipy.sparse as sp
 import zarr
 
 from dnmf import NMF, non_negative_factorization
-from dnmf.api import run
-from dnmf.checkpoint import ZarrCheckpointer
+from dnmf.api import Checkpointing, run
 from dnmf.cli import main
-from dnmf.results import write_fit
-from dnmf.storage import save_csr
+from dnmf.io.results import write_fit
+from dnmf.io.storage import save_csr
 
 M, N = 30, 10
 #: Seconds a CLI process may take.
@@ -120,8 +119,7 @@ def _write_inputs(root):
     # a checkpoint of "good", to be refused for "other"
     paths["checkpoint"] = root / "good.ckpt"
     params = dict(n_components=2, init="random", random_state=0, tol=0.0, max_iter=2)
-    checkpointer = ZarrCheckpointer(paths["checkpoint"], str(paths["good"]), params, every=1)
-    run(checkpointer.panels, params, checkpointer=checkpointer)
+    run(str(paths["good"]), params, checkpointing=Checkpointing(paths["checkpoint"], every=1))
     paths["missing"] = root / "nowhere" / "missing.zarr"
     return paths
 

@@ -21,8 +21,9 @@ from distributed import Client, LocalCluster, futures_of
 
 from dnmf import save_csr
 from dnmf.api import non_negative_factorization as nmf
-from dnmf.driver import factorize, to_numpy
-from dnmf.scheduler import connect
+from dnmf.engine.driver import to_numpy
+from fitting import fit
+from dnmf.engine.scheduler import connect
 
 M, N, K = 60, 14, 4
 PANEL_ROWS = 9
@@ -87,12 +88,12 @@ CASES = [("numpy", "cd", 2.0), ("scipy", "mu", 1.0), ("zarr", "mu", 1.0), ("csr-
 @pytest.mark.parametrize("source, solver, beta", CASES, ids=[f"{source}-{solver}" for source, solver, _ in CASES])
 def test_cluster_fit_equals_threaded_fit_and_leaves_nothing_behind(client, inputs, source, solver, beta, relerr):
     X, W0, H0, sources = inputs
-    kwargs = dict(solver=solver, beta=beta, init="custom", W=W0, H=H0, max_iter=4, tol=0, panel_rows=PANEL_ROWS)
-    threaded = factorize(sources[source], K, **kwargs)
+    kwargs = dict(solver=solver, beta_loss=beta, init="custom", W=W0, H=H0, max_iter=4, tol=0, panel_rows=PANEL_ROWS)
+    threaded = fit(sources[source], K, **kwargs)
     assert not futures_of(threaded.W)  # the reference really ran off the cluster
 
     with client.as_current():
-        result = factorize(sources[source], K, **kwargs)
+        result = fit(sources[source], K, **kwargs)
         W = to_numpy(result.W)
     futures = futures_of(result.W)
     assert futures and all(future.client is client for future in futures)  # it ran on the cluster
@@ -113,7 +114,7 @@ def test_cluster_holds_the_same_after_few_and_many_iterations(client, inputs):
     held = []
     for iterations in (2, 6):
         with client.as_current():
-            result = factorize(X, K, init="custom", W=W0, H=H0, max_iter=iterations, tol=0, panel_rows=PANEL_ROWS)
+            result = fit(X, K, init="custom", W=W0, H=H0, max_iter=iterations, tol=0, panel_rows=PANEL_ROWS)
         assert _wait_until(lambda: _idle(client) and len(_held_keys(client)) <= len(futures_of(result.W)))
         held.append(len(_held_keys(client)))
         del result
@@ -124,16 +125,14 @@ def test_cluster_holds_the_same_after_few_and_many_iterations(client, inputs):
 def test_extrapolated_fit_checkpointed_on_the_cluster_equals_the_threaded_fit(client, inputs, relerr, tmp_path):
     """Extrapolated HALS on the cluster, continuing after each save from the saved W, H
     and extrapolated H (see ``driver._save``), gives the threaded fit's factors."""
-    from dnmf.api import run
-    from dnmf.checkpoint import ZarrCheckpointer
+    from dnmf.api import Checkpointing, run
 
     X, _, _, sources = inputs
     params = dict(n_components=K, init="random", random_state=0, tol=0.0, max_iter=8, extrapolate=True,
                   panel_rows=PANEL_ROWS)
     threaded = run(sources["scipy"], params)
-    checkpointer = ZarrCheckpointer(tmp_path / "c", sources["scipy"], params, every=3)
     with client.as_current():
-        result = run(checkpointer.panels, params, checkpointer=checkpointer)
+        result = run(sources["scipy"], params, checkpointing=Checkpointing(tmp_path / "c", every=3))
         W = to_numpy(result.W)
     assert futures_of(result.W)  # it ran on the cluster
     assert relerr(W, to_numpy(threaded.W)) <= 1e-8
@@ -186,7 +185,7 @@ def test_scheduler_address_with_stored_input_returns_dask_result_on_the_cluster(
 def test_embedded_cluster_workers_start_without_malloc_trim_threshold(monkeypatch):
     """The CLI's embedded cluster does not give its workers Dask's MALLOC_TRIM_THRESHOLD_
     (it halved their Zarr reads); a value in this process's environment still reaches them."""
-    from dnmf.scheduler import local_cluster
+    from dnmf.engine.scheduler import local_cluster
 
     def threshold():
         import os

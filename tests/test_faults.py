@@ -1,4 +1,4 @@
-"""Faults (issue 5), each against real processes, files and mounts.
+"""Faults, each against real processes, files and mounts.
 
 - The driver (``dnmf fit``) is SIGKILLed at three points: mid-iteration (progress seen
   past a checkpoint, the next one not written), right after a checkpoint (the moment
@@ -43,20 +43,20 @@ import scipy.sparse as sp
 import zarr
 
 from dnmf import NMF
-from dnmf.api import run
-from dnmf.checkpoint import (
+from dnmf.api import Checkpointing, run
+from dnmf.engine.checkpoint import (
     CURRENT,
     MANIFEST,
     CorruptCheckpointError,
-    ZarrCheckpointer,
     load_checkpoint,
     verify_checkpoint,
 )
 from dnmf.cli import main
-from dnmf.driver import FitResult
-from dnmf.generate import generate
-from dnmf.results import TEMP_PREFIX, check_writable, read_result, write_fit
-from dnmf.storage import open_matrix, save_csr
+from dnmf.engine.state import FitResult
+from dnmf.io.generate import generate
+from dnmf.engine.durable import TEMP_PREFIX, check_writable
+from dnmf.io.results import read_result, write_fit
+from dnmf.io.storage import open_matrix, save_csr
 
 #: Seconds any one process or wait may take.
 TIMEOUT = 240
@@ -328,8 +328,7 @@ def checkpointed(tmp_path):
     """A 6-iteration fit checkpointed every 2 iterations (ckpt-4 and ckpt-6 kept), and V."""
     X = np.abs(np.random.RandomState(0).standard_normal((90, 20)))
     params = {**PARAMS, "n_components": 3, "max_iter": 6, "panel_rows": 30}
-    checkpointer = ZarrCheckpointer(tmp_path / "c", X, params, every=2)
-    run(checkpointer.panels, params, checkpointer=checkpointer)
+    run(X, params, checkpointing=Checkpointing(tmp_path / "c", every=2))
     return tmp_path / "c", X, params
 
 
@@ -358,9 +357,8 @@ def test_a_corrupted_checkpoint_is_refused_naming_the_file_and_the_previous_one(
 def test_resume_from_the_previous_checkpoint_equals_an_uninterrupted_run(checkpointed):
     directory, X, params = checkpointed
     _flip_a_byte(_chunk_of_W(directory / "ckpt-000006"))
-    checkpointer = ZarrCheckpointer(directory, X, {**params, "max_iter": 9}, every=2, resume_from="ckpt-000004")
-    resumed = run(checkpointer.panels, {**params, "max_iter": 9}, start=checkpointer.resume_state(),
-                  checkpointer=checkpointer, as_numpy=True)
+    checkpointing = Checkpointing(directory, every=2, resume_from="ckpt-000004")
+    resumed = run(X, {**params, "max_iter": 9}, checkpointing=checkpointing, as_numpy=True)
     straight = run(X, {**params, "max_iter": 9}, as_numpy=True)
     np.testing.assert_array_equal(resumed.W, straight.W)
     np.testing.assert_array_equal(resumed.H, straight.H)
@@ -590,7 +588,7 @@ def cluster(tmp_path_factory):
         cluster.start()
         yield cluster
     finally:
-        from dnmf.scheduler import connect
+        from dnmf.engine.scheduler import connect
 
         with contextlib.suppress(Exception):
             connect(cluster.address).close()
@@ -680,10 +678,9 @@ def test_worker_killed_mid_fit_from_the_api_the_fit_completes_as_undisturbed(
         if info.iteration == 9:
             cluster.kill_worker()
 
-    checkpointer = ZarrCheckpointer(tmp_path / "c", str(dense), params, every=2) if checkpoints else None
+    checkpointing = Checkpointing(tmp_path / "c", every=2) if checkpoints else None
     try:
-        result = run(checkpointer.panels if checkpoints else str(dense), params, checkpointer=checkpointer,
-                     callback=callback, as_numpy=True)
+        result = run(str(dense), params, checkpointing=checkpointing, callback=callback, as_numpy=True)
     finally:
         cluster.add_worker()
     np.testing.assert_array_equal(result.W, alone[dense].W)

@@ -1,4 +1,4 @@
-"""Fuzzing ``NMF.fit_transform`` (issue 5): random shapes, densities, scales, dtypes, input
+"""Fuzzing ``NMF.fit_transform``: random shapes, densities, scales, dtypes, input
 kinds (NumPy, SciPy CSR, Dask and Zarr arrays with random chunks), panel sizes and
 parameter combinations, some of them invalid.
 

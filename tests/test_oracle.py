@@ -18,11 +18,12 @@ from sklearn.decomposition._nmf import _beta_divergence, _initialize_nmf
 from sklearn.utils.extmath import randomized_svd
 
 from dnmf.api import non_negative_factorization as nmf
-from dnmf.driver import factorize, to_numpy
-from dnmf.init import nndsvd_from_svd
-from dnmf.losses import beta_to_float
+from dnmf.engine.driver import to_numpy
+from fitting import fit
+from dnmf.engine.initialization import nndsvd_from_svd
+from dnmf.params import beta_to_float
 from dnmf.params import compute_penalties
-from dnmf.solvers import TREE_FAN_IN
+from dnmf.engine.solvers import TREE_FAN_IN
 
 M, N, K = 29, 13, 5
 #: 10 panels of 3 rows: more than TREE_FAN_IN, so the reduction tree has two levels.
@@ -88,10 +89,9 @@ def test_loss_history_is_sklearn_beta_divergence_of_each_iterate(solver, beta_lo
     X = _data(make_matrix, beta_loss, sparse, np.float64)
     W0, H0 = make_factors(M, N, K, seed=3)
     beta = beta_to_float(beta_loss)
-    penalty_W, penalty_H = compute_penalties(0.02, "same", 0.5, X.shape)
-    result = factorize(
-        X, K, solver=solver, beta=beta, init="custom", W=W0, H=H0, max_iter=ITERATIONS, tol=0,
-        penalty_W=penalty_W, penalty_H=penalty_H, panel_rows=PANEL_ROWS,
+    result = fit(
+        X, K, solver=solver, beta_loss=beta, init="custom", W=W0, H=H0, max_iter=ITERATIONS, tol=0,
+        alpha_W=0.02, l1_ratio=0.5, panel_rows=PANEL_ROWS,
     )
     assert result.n_iter == ITERATIONS
     assert len(result.loss_history) == ITERATIONS + 1
@@ -132,7 +132,7 @@ def test_nndsvd_from_sklearns_svd_is_sklearns_init(variant, make_matrix):
 
 def test_random_init_of_float32_input_is_float32():
     """Both factors are drawn in V's dtype (a float64 scale must not promote them)."""
-    from dnmf.init import random_init
+    from dnmf.engine.initialization import random_init
 
     W, H = random_init((7, 5), 3, np.dtype(np.float32), np.float64(2.0), 0, (4, 3))
     assert W.dtype == np.float32 and H.dtype == np.float32
@@ -150,7 +150,7 @@ def test_random_init_draws_sklearn_numbers(random_state, dtype, make_matrix):
         return np.random.RandomState(42) if random_state == "instance" else random_state
 
     W_init, H_init = _initialize_nmf(X, K, init="random", random_state=seed())
-    result = factorize(X, K, init="random", random_state=seed(), max_iter=1, tol=0, panel_rows=PANEL_ROWS)
+    result = fit(X, K, init="random", random_state=seed(), max_iter=1, tol=0, panel_rows=PANEL_ROWS)
     np.testing.assert_allclose(
         result.loss_history[0], _beta_divergence(X, W_init, H_init, 2), rtol=1e-10 if dtype == np.float64 else 1e-5
     )
@@ -170,7 +170,7 @@ def test_hals_one_sweep_is_sklearn_cd_and_more_sweeps_lower_the_loss(make_matrix
     W0, H0 = make_factors(M, N, K, seed=5)
     losses = {}
     for sweeps in (1, 3):
-        result = factorize(X, K, init="custom", W=W0, H=H0, max_iter=3, tol=0, sweeps=sweeps, panel_rows=PANEL_ROWS)
+        result = fit(X, K, init="custom", W=W0, H=H0, max_iter=3, tol=0, inner_sweeps=sweeps, panel_rows=PANEL_ROWS)
         losses[sweeps] = result.loss
     W_sk, H_sk, _ = sk_nmf(X, W0.copy(), H0.copy(), n_components=K, init="custom", solver="cd", tol=0, max_iter=3)
     np.testing.assert_allclose(losses[1], _beta_divergence(X, W_sk, H_sk, 2), rtol=1e-10)

@@ -1,0 +1,76 @@
+"""``dnmf generate`` and ``dnmf info``: make a test matrix, describe what is on disk."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..io.describe import describe
+from ..io.generate import DEFAULT_DTYPE, DEFAULT_NOISE, DEFAULT_RANK, DEFAULT_SEED, DEFAULT_SHAPE, DTYPES, generate
+from .options import Bar, absolute, output_options
+
+__all__ = ["COMMANDS", "generate_command", "info"]
+
+
+@click.command("generate")
+@click.argument("out", metavar="OUT.zarr")
+@click.option("--shape", nargs=2, type=click.IntRange(min=1), default=DEFAULT_SHAPE, metavar="M N", show_default=True)
+@click.option("--rank", type=click.IntRange(min=1), default=DEFAULT_RANK, metavar="K", show_default=True)
+@click.option(
+    "--noise", type=float, default=DEFAULT_NOISE, metavar="F", show_default=True,
+    help="Amplitude of the uniform [0, F) noise added.",
+)
+@click.option(
+    "--density", type=float, default=None, metavar="D", help="Keep each entry with probability D and write a CSR group.",
+)
+@click.option("--chunks", "chunk_rows", type=click.IntRange(min=1), default=None, metavar="ROWS", help="Rows per stored chunk.")
+@click.option("--dtype", type=click.Choice(DTYPES), default=DEFAULT_DTYPE, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, metavar="S", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
+@output_options
+def generate_command(out, shape, rank, noise, density, chunk_rows, dtype, seed, overwrite, quiet, verbose):
+    """Write a synthetic non-negative low-rank + noise matrix (dense Zarr, or CSR with --density)."""
+    out = absolute(out)
+    bar = Bar(shape[0], "generate", "rows", quiet)
+    try:
+        info = generate(
+            out, shape, rank, noise=noise, density=density, chunk_rows=chunk_rows, dtype=dtype, seed=seed,
+            overwrite=overwrite, progress=bar.update,
+        )
+    finally:
+        bar.close()
+    if not quiet:
+        kind = "dense" if density is None else f"CSR, nnz={info['nnz']}"
+        click.echo(f"wrote {out}: {shape[0]} x {shape[1]} {dtype} ({kind}), rank {rank} + uniform noise {noise}")
+
+
+def _format_value(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={_format_value(item)}" for key, item in value.items())
+    if isinstance(value, list) and value and all(isinstance(item, int) for item in value):
+        return " x ".join(str(item) for item in value) if len(value) <= 3 else f"{len(value)} values"
+    return str(value)
+
+
+@click.command()
+@click.argument("path", metavar="PATH")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@output_options
+def info(path, as_json, quiet, verbose):
+    """Describe an input matrix, a fit/transform result or a checkpoint directory."""
+    described = describe(path)
+    if as_json:
+        click.echo(json.dumps(described, indent=2, default=str))
+        return
+    width = max(len(key) for key in described)
+    for key, value in described.items():
+        if key in ("bytes", "stored_bytes"):
+            value = f"{value} ({value / 2**20:.1f} MiB)"
+        click.echo(f"{key:<{width}}  {_format_value(value)}")
+
+
+#: The commands of this module, registered on the ``dnmf`` group by :mod:`dnmf.cli.main`.
+COMMANDS = (generate_command, info)

@@ -1,0 +1,301 @@
+"""``dnmf fit``, ``dnmf resume``, ``dnmf transform`` and ``dnmf demo``: run factorizations.
+
+Each one checks everything it can before the cluster starts (:func:`dnmf.api.prepare`:
+the options, the input, the checkpoint directory; then OUT's destination and free
+space), runs on an embedded ``LocalCluster`` or ``--scheduler``, shows a progress bar
+and writes its result atomically (:mod:`dnmf.io.results`).
+
+``dnmf fit --config FILE.yaml`` reads a mapping whose keys are the command's long option
+names (without ``--``); options given on the command line override the file, and an
+unknown key is an error listing the valid ones. ``--show-config`` prints the resolved
+options as such a file and exits.
+
+After a corrupted checkpoint, ``dnmf resume DIR --from NAME`` resumes from the older,
+intact checkpoint that the error names.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import yaml
+
+from .. import api
+from ..engine.checkpoint import CURRENT, load_checkpoint
+from ..engine.durable import check_destination, check_writable, factor_bytes
+from ..errors import InputError, ParameterError
+from ..io.generate import DEFAULT_DTYPE, DEFAULT_NOISE, DEFAULT_SEED, generate
+from ..io.results import FIT_KIND, read_result, write_fit, write_transform
+from ..io.storage import open_matrix, value_dtype
+from ..params import DEFAULTS
+from .options import (
+    CLI_DEFAULTS,
+    Bar,
+    Progress,
+    absolute,
+    check_paths,
+    config_option,
+    fit_values,
+    flag,
+    output_options,
+    param_options,
+    resolved_config,
+    running_on,
+    scheduler_options,
+)
+
+__all__ = ["COMMANDS", "Interrupted", "demo", "fit", "quiet_shutdown", "resume", "transform"]
+
+logger = logging.getLogger(__name__)
+
+#: Shape, rank and iterations of ``dnmf demo``.
+DEMO_SHAPE = (20000, 1000)
+DEMO_RANK = 10
+DEMO_MAX_ITER = 50
+#: Names of the demo's files in its work directory.
+DEMO_INPUT = "demo-input.zarr"
+DEMO_OUTPUT = "demo-result.zarr"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a fit, with what the user can do next (the one line ``main`` prints)."""
+
+
+def quiet_shutdown():
+    """After Ctrl-C the cluster's client is torn down mid-request: its event loop would log
+    the cancelled requests' tracebacks ("Task exception was never retrieved"). The
+    command's one ``error:`` line says what happened instead."""
+    for name in ("asyncio", "distributed", "tornado"):
+        logging.getLogger(name).disabled = True
+
+
+def _interrupted_at(iteration, checkpoint):
+    where = f"interrupted after iteration {iteration}" if iteration else "interrupted before the first iteration"
+    if checkpoint is None:
+        return f"{where}; nothing was saved (--checkpoint DIR keeps the progress of a fit)"
+    try:
+        current = (Path(checkpoint) / CURRENT).read_text().strip()
+    except OSError:
+        return f"{where}; no checkpoint was complete yet in {checkpoint}"
+    return f"{where}; the last complete checkpoint is {Path(checkpoint) / current}: resume with `dnmf resume {checkpoint}`"
+
+
+def _fit_job(input_path, params, *, out, overwrite, checkpoint=None, every=None, seconds=None, resume_from=None,
+             scheduler=None, quiet=False):
+    """Fit ``input_path`` (checkpointing and resuming if asked) and write OUT.
+
+    Returns
+    -------
+    attrs : dict
+        The attributes written to OUT.
+    seconds : float
+        Wall time of the fit (without cluster start-up and writing OUT).
+    """
+    input_path, out, checkpoint = absolute(input_path), absolute(out), absolute(checkpoint)
+    check_paths(input_path, out, checkpoint)
+    checkpointing = None
+    if checkpoint is not None:
+        run_info = {"input": input_path, "out": out, "every": every, "seconds": seconds}
+        checkpointing = api.Checkpointing(checkpoint, every, seconds, run_info, resume_from)
+    job = api.prepare(input_path, params, checkpointing=checkpointing, spell=flag)
+    check_destination(out, overwrite)
+    check_writable(out, factor_bytes(job.panels.shape, job.config.n_components, job.panels.dtype), "OUT")
+    if job.start is not None and not quiet:
+        click.echo(f"resuming {checkpoint} from iteration {job.start.iteration}", err=True)
+    with running_on(**(scheduler or {}), quiet=quiet):
+        progress = Progress(job.config.max_iter, 0 if job.start is None else job.start.iteration, quiet)
+        started = time.perf_counter()
+        try:
+            result = api.run_job(job, callback=progress)
+        except KeyboardInterrupt:
+            quiet_shutdown()  # before the cluster is torn down below
+            raise Interrupted(_interrupted_at(progress.iteration, checkpoint)) from None
+        finally:
+            progress.close()
+        elapsed = time.perf_counter() - started
+        attrs = write_fit(out, result, job.config.params, input_path=input_path, overwrite=overwrite)
+    return attrs, elapsed
+
+
+def _summary(out, attrs, elapsed):
+    return (
+        f"wrote {out}: n_iter={attrs['n_iter']}, reconstruction_err={attrs['reconstruction_err']:.6g}, "
+        f"relative_err={attrs['relative_err']:.4g} ({elapsed:.1f} s)"
+    )
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT")
+@param_options
+@click.option("--out", "-o", metavar="OUT.zarr", default=None, help="Result group to write (required).")
+@click.option(
+    "--checkpoint", metavar="DIR", default=None, help="Checkpoint directory; a matching checkpoint there is resumed.",
+)
+@click.option(
+    "--checkpoint-every", type=click.IntRange(min=1), metavar="N", default=None, help="Checkpoint every N iterations.",
+)
+@click.option(
+    "--checkpoint-seconds", type=click.FloatRange(min=0, min_open=True), metavar="S", default=None,
+    help="Also checkpoint every S seconds.",
+)
+@scheduler_options
+@click.option("--overwrite", is_flag=True, default=False, help="Replace an existing OUT.")
+@config_option
+@click.option("--show-config", is_flag=True, help="Print the resolved options as YAML and exit.")
+@output_options
+def fit(input_path, out, checkpoint, checkpoint_every, checkpoint_seconds, scheduler, workers, memory_limit, threads,
+        overwrite, show_config, quiet, verbose, **values):
+    """Factorize INPUT (Zarr array, Zarr CSR group, .npy or .npz) and write OUT.zarr.
+
+    OUT is a Zarr group with arrays W and H and attrs n_iter, reconstruction_err,
+    relative_err, loss_history and params.
+    """
+    if show_config:
+        click.echo(yaml.safe_dump(resolved_config(click.get_current_context()), sort_keys=False), nl=False)
+        return
+    if out is None:
+        raise click.UsageError("missing option '--out' (the result group to write)")
+    params = {**CLI_DEFAULTS, **fit_values(values)}
+    if "n_components" not in params:
+        raise click.UsageError("missing option '--rank' (the number of components)")
+    if params.get("init") == "custom":
+        raise ParameterError("--init custom needs initial W and H, which the command line cannot pass; use the Python API")
+    if checkpoint is None and (checkpoint_every is not None or checkpoint_seconds is not None):
+        logger.info("no --checkpoint DIR: --checkpoint-every/--checkpoint-seconds ignored")
+    attrs, elapsed = _fit_job(
+        input_path, params, out=out, overwrite=overwrite, checkpoint=checkpoint, every=checkpoint_every,
+        seconds=checkpoint_seconds,
+        scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads), quiet=quiet,
+    )
+    if not quiet:
+        click.echo(_summary(absolute(out), attrs, elapsed))
+
+
+@click.command()
+@click.argument("directory", metavar="DIR")
+@click.option(
+    "--max-iter", type=click.IntRange(min=1), metavar="N", default=None, help="New iteration limit (counts all iterations).",
+)
+@click.option("--out", "-o", metavar="OUT.zarr", default=None, help="Write here instead of the OUT of the original fit.")
+@click.option(
+    "--from", "from_name", metavar="NAME", default=None,
+    help="Resume from this checkpoint of DIR (e.g. ckpt-000010), such as the intact one a checksum error names.",
+)
+@scheduler_options
+@click.option("--overwrite", is_flag=True, default=False, help="Replace an existing OUT.")
+@output_options
+def resume(directory, max_iter, out, from_name, scheduler, workers, memory_limit, threads, overwrite, quiet, verbose):
+    """Finish the checkpointed `dnmf fit` in DIR and write its OUT."""
+    directory = absolute(directory)
+    _, metadata = load_checkpoint(directory, name=from_name)
+    run_info = metadata["run"]
+    if not run_info.get("input"):
+        raise InputError(f"{directory} was not written by `dnmf fit` (it records no input); resume it from Python")
+    out = out or run_info.get("out")
+    params = {**DEFAULTS, **metadata["all_params"], **({} if max_iter is None else {"max_iter": max_iter})}
+    attrs, elapsed = _fit_job(
+        run_info["input"], params, out=out, overwrite=overwrite, checkpoint=directory, every=run_info.get("every"),
+        seconds=run_info.get("seconds"), resume_from=from_name,
+        scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads), quiet=quiet,
+    )
+    if not quiet:
+        click.echo(_summary(absolute(out), attrs, elapsed))
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT")
+@click.option("--model", required=True, metavar="OUT.zarr", help="A result of `dnmf fit` (its H is used).")
+@click.option("--out", "-o", required=True, metavar="W.zarr", help="Group to write (array W and errors).")
+@click.option(
+    "--max-iter", type=click.IntRange(min=1), metavar="N", default=None,
+    help="Updates per panel. [default: the model's max_iter]",
+)
+@scheduler_options
+@click.option("--overwrite", is_flag=True, default=False, help="Replace an existing OUT.")
+@output_options
+def transform(input_path, model, out, max_iter, scheduler, workers, memory_limit, threads, overwrite, quiet, verbose):
+    """Project the rows of INPUT on a fitted H: solve W >= 0 with H fixed, write W.zarr."""
+    input_path, model, out = absolute(input_path), absolute(model), absolute(out)
+    check_paths(input_path, out)
+    fitted = read_result(model)
+    if fitted.kind != FIT_KIND:
+        raise InputError(f"{model} is a transform result; --model needs the OUT of `dnmf fit`")
+    params = {**DEFAULTS, **fitted.attrs["params"], "n_components": int(fitted.H.shape[0])}
+    if max_iter is not None:
+        params["max_iter"] = max_iter
+    source = open_matrix(input_path)
+    H = fitted.H.astype(value_dtype(source.dtype, input_path), copy=False)  # as the estimator: H in X's dtype
+    job = api.prepare(source, params, H=H, update_H=False, spell=flag)
+    check_destination(out, overwrite)
+    check_writable(out, factor_bytes((job.panels.shape[0], 0), job.config.n_components, job.panels.dtype), "OUT")
+    with running_on(scheduler, workers, memory_limit, threads, quiet=quiet):
+        started = time.perf_counter()
+        result = api.run_job(job)
+        elapsed = time.perf_counter() - started
+        attrs = write_transform(out, result, model=model, input_path=input_path, overwrite=overwrite)
+    if not quiet:
+        rows, k = result.W.shape
+        click.echo(f"wrote {out}: W {rows} x {k}, relative_err={attrs['relative_err']:.4g} ({elapsed:.1f} s)")
+
+
+@click.command()
+@click.option(
+    "--workdir", metavar="DIR", default=None,
+    help=f"Keep {DEMO_INPUT} and {DEMO_OUTPUT} here (replaced if present). [default: a temporary directory, removed]",
+)
+@click.option("--shape", nargs=2, type=click.IntRange(min=1), default=DEMO_SHAPE, metavar="M N", show_default=True)
+@click.option("--rank", type=click.IntRange(min=1), default=DEMO_RANK, metavar="K", show_default=True)
+@click.option("--max-iter", type=click.IntRange(min=1), default=DEMO_MAX_ITER, metavar="N", show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, metavar="S", show_default=True)
+@click.option(
+    "--workers", type=click.IntRange(min=1), metavar="N", default=None, help="Workers of the embedded LocalCluster.",
+)
+@click.option("--memory-limit", metavar="SIZE", default=None, help="Memory limit per worker. [default: auto]")
+@click.option(
+    "--processes", is_flag=True, default=False, help="Workers in their own processes (as `dnmf fit`), not threads."
+)
+@output_options
+def demo(workdir, shape, rank, max_iter, seed, workers, memory_limit, processes, quiet, verbose):
+    """Generate a low-rank + noise matrix in Zarr and factorize it on an embedded cluster.
+
+    The cluster's workers are threads of this process by default: they start at once,
+    which suits a job this size.
+    """
+    temporary = workdir is None
+    where = Path(tempfile.mkdtemp(prefix="dnmf-demo-") if temporary else absolute(workdir))
+    where.mkdir(parents=True, exist_ok=True)
+    data, out = where / DEMO_INPUT, where / DEMO_OUTPUT
+    try:
+        started = time.perf_counter()
+        bar = Bar(shape[0], "generate", "rows", quiet)
+        try:
+            generated = generate(data, shape, rank, noise=DEFAULT_NOISE, seed=seed, overwrite=True, progress=bar.update)
+        finally:
+            bar.close()
+        generated_in = time.perf_counter() - started
+        params = {"n_components": rank, "max_iter": max_iter, "tol": 0.0, "random_state": seed}
+        attrs, elapsed = _fit_job(
+            data, params, out=out, overwrite=True,
+            scheduler=dict(workers=workers, memory_limit=memory_limit, threads=not processes), quiet=quiet,
+        )
+        lines = [
+            f"dnmf demo: V is {shape[0]} x {shape[1]} {DEFAULT_DTYPE}, rank {rank} + uniform noise "
+            f"[0, {DEFAULT_NOISE}) (generated in {generated_in:.1f} s)",
+            f"fit: {attrs['n_iter']} iterations in {elapsed:.1f} s ({elapsed / max(1, attrs['n_iter']):.3f} s/iteration)",
+            f"relative error {attrs['relative_err']:.4f} (noise floor ~{generated['noise_floor']:.4f})",
+            f"files: {data}, {out}" if not temporary else "files: removed (use --workdir DIR to keep them)",
+        ]
+        if not quiet:
+            click.echo("\n".join(lines))
+    finally:
+        if temporary:
+            shutil.rmtree(where, ignore_errors=True)
+
+
+#: The commands of this module, registered on the ``dnmf`` group by :mod:`dnmf.cli.main`.
+COMMANDS = (fit, resume, transform, demo)

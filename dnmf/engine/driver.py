@@ -1,0 +1,569 @@
+"""The outer loop: the only place that calls ``persist`` or ``compute``.
+
+``factorize`` runs, on whatever Dask scheduler is active (a ``distributed.Client``
+if one is, else Dask's threaded scheduler):
+
+1. one statistics pass over V (validation: negative / non-finite entries; mean and
+   ``||V||²``),
+2. the initialization (random: no pass; NNDSVD: the randomized SVD's passes),
+3. outer iterations, each one graph and one pass over V
+   (:func:`dnmf.engine.solvers.iteration`), persisted; only three floats come back,
+4. for the beta-divergences, when the returned iterate's loss is not known yet, a
+   last pass that evaluates it.
+
+Stopping rule
+-------------
+``tol`` has scikit-learn's meaning for each solver. Let ``e_t = sqrt(2 L_t)`` be the
+``reconstruction_err_`` of iterate t (``L_t`` the data-fit loss, penalties excluded;
+``e_0`` at the initial factors).
+
+``solver="cd"`` (HALS)
+    Each pass measures scikit-learn's *violation*: the sum of the absolute projected
+    gradients met by the first sweep of W and of H (:func:`dnmf.numerics.kernels.hals_sweeps`).
+    The fit stops after pass t when ``violation_t <= tol * violation_1`` (scikit-learn's
+    rule), or when the error has stalled: ``t >= 10`` and
+    ``(e_{t-10} - e_t) / e_t < tol``. The second test fires on flat problems (tf-idf
+    matrices), where the error stops moving long before the gradient vanishes. With
+    extrapolation the violation is measured at the extrapolated point, where it can be
+    small while the iterates still move fast: the first test then also waits until the
+    error changes by at most ``10 tol`` (relative) per pass, ``|e_{t-1} - e_t| <= 10 tol e_t``.
+``solver="mu"``
+    Every 10 iterations, the fit stops when the error fell by less than ``tol`` times
+    the initial error since the last check: ``(e_{t-10} - e_t) / e_0 < tol``
+    (scikit-learn's rule).
+
+For the beta-divergences (and with missing values) the loss of iterate t comes from
+the next pass, which forms ``W H`` panel by panel anyway: when a test on the errors
+fires one pass late, the fit returns the iterate it fired on. With ``tol == 0`` the fit
+runs ``max_iter`` iterations; as scikit-learn, a fit that ran ``max_iter`` iterations
+with ``tol > 0`` warns with :class:`sklearn.exceptions.ConvergenceWarning`.
+
+Acceleration
+------------
+With ``solver="cd"`` (no missing values) the defaults make each pass do more:
+``sweeps="auto"`` runs several HALS sweeps of W and of H per read of V, as many as
+their cost against the pass's products allows (:func:`auto_sweeps`, Gillis & Glineur's
+rule), and ``extrapolate="auto"`` moves both factors on along their last update
+(:mod:`dnmf.numerics.extrapolation`). The first pass is never extrapolated, so a one-iteration
+fit is a plain descent step. ``sweeps=1, extrapolate=False`` gives scikit-learn's
+iterates exactly.
+
+Lost workers
+------------
+On a ``distributed`` cluster W and H live in workers' memory only. When a worker dies,
+Dask recomputes the keys it held from their lineage: the tasks that produced them, back
+to data it can read again. Every iteration's W depends on the previous one, so that
+lineage reaches back to the initial factors; the scheduler keeps a record of every task
+on it (a few per panel per iteration) and, after losing W, replays the iterations from
+the start. With a checkpointer, the driver continues after each save from the saved
+copy (:meth:`Checkpointer.save` returns the state with W read back from its files), so
+the lineage, the scheduler's records and a replay reach back to the last checkpoint
+only. Either way a lost worker costs time, not the fit, and the replayed iterations are
+the same computations: the result is that of an undisturbed run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+from dataclasses import replace
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.delayed import Delayed
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+
+from ..errors import InputError
+from ..numerics import masked, randomized_svd
+from ..numerics.extrapolation import Schedule
+from ..numerics.kernels import StepSpec, aligned
+from ..numerics.losses import loss_to_error
+from . import initialization, solvers
+from .state import FitResult, InputStats, IterationInfo, LoopState
+
+__all__ = [
+    "CONVERGENCE_WINDOW",
+    "TRANSFORM_TOL",
+    "acceleration",
+    "active_client",
+    "auto_sweeps",
+    "compute",
+    "factorize",
+    "persist",
+    "store",
+    "to_numpy",
+    "truncated_svd",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Iterations over which the relative decrease of the error is compared with ``tol``.
+CONVERGENCE_WINDOW = 10
+#: Relative change of W below which a frozen-H solve (``transform``) stops.
+TRANSFORM_TOL = 1e-7
+
+
+#: Values of Dask's ``scheduler`` setting that ask for a local scheduler (no cluster).
+LOCAL_SCHEDULERS = ("threads", "threading", "sync", "synchronous", "single-threaded")
+
+
+def active_client():
+    """The active ``distributed.Client``, or None (threaded scheduler).
+
+    A local scheduler set in Dask's config wins over a default client, as it does for
+    ``dask.compute`` (:mod:`dnmf.apps.rank` runs whole fits inside worker tasks that way)."""
+    if dask.config.get("scheduler", None) in LOCAL_SCHEDULERS:
+        return None
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _as_array(blocks, row_chunks, k, dtype):
+    """One Dask array from W's blocks (persisted Delayed or in-memory arrays)."""
+    pieces = [
+        da.from_delayed(block, shape=(rows, k), dtype=dtype)
+        if isinstance(block, Delayed)
+        else da.from_array(block, chunks=block.shape, name=False)
+        for block, rows in zip(blocks, row_chunks)
+    ]
+    return pieces[0] if len(pieces) == 1 else da.concatenate(pieces, axis=0)
+
+
+def _check_stats(stats, beta):
+    if stats.n_nonfinite:
+        raise InputError(f"Input contains NaN or infinity ({stats.n_nonfinite} entries)")
+    if stats.minimum < 0:
+        raise InputError(f"Negative values in data passed to NMF (input minimum is {stats.minimum!r})")
+    if beta <= 0 and stats.n_zero:
+        raise InputError(
+            "When beta_loss <= 0 and X contains zeros, the solver may diverge. Please add small values to X, "
+            f"or use a positive beta_loss (X has {stats.n_zero} zeros; beta_loss={beta!r})."
+        )
+
+
+def compute(*graphs, scheduler=None):
+    """``dask.compute`` (on ``scheduler`` if given), with every array of the results
+    aligned (see :func:`dnmf.numerics.kernels.aligned`): what arrives from a worker may
+    sit at any byte offset, and the driver's own products with it would then round
+    another way."""
+    return aligned(dask.compute(*graphs, **({} if scheduler is None else {"scheduler": scheduler})))
+
+
+def persist(*graphs):
+    """``dask.persist``: on a cluster the results stay in the workers' memory."""
+    return dask.persist(*graphs)
+
+
+def store(source, target):
+    """Write the Dask array ``source`` into the Zarr array ``target``, each block by the
+    task (the worker) that holds it."""
+    da.store(source, target, lock=False)
+
+
+def _materialize(graph, client):
+    """Run one iteration's graph: ``(W_blocks, H, small)`` with W kept where it was computed.
+
+    On a cluster W and H are persisted there and only the small result travels; on the
+    local threaded scheduler one ``compute`` hands back the in-memory blocks directly.
+    """
+    W_blocks, H, small = graph
+    if client is None:
+        return compute(W_blocks, H, small)
+    W_blocks, H, small = dask.persist(W_blocks, H, small)
+    return W_blocks, H, compute(small)[0]
+
+
+def to_numpy(W):
+    """Gather a (persisted) Dask array into one (aligned) NumPy array."""
+    return aligned(np.asarray(W.compute()))
+
+
+def _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, client):
+    """The truncated SVD of V (:mod:`dnmf.numerics.randomized_svd`), one pass over V per power
+    iteration, until the subspace has converged or scikit-learn's number of them is done.
+
+    Returns
+    -------
+    Y_blocks : list
+        ``Y_i`` of the last pass, one per panel (persisted on a cluster).
+    T, S, Vt : ndarray
+        ``U_i = Y_i T``; see :func:`dnmf.numerics.randomized_svd.finish`.
+    """
+    width = randomized_svd.sketch_width(k, shape)
+    Z = randomized_svd.start_basis(shape[1], width, check_random_state(random_state))
+    scale = 1.0 / np.sqrt(squared_norm) if squared_norm > 0 else 1.0
+    sigma = None
+    for _ in range(randomized_svd.power_iterations(k, shape) + 1):
+        Y_blocks, sketch = solvers.sketch_pass(V_blocks, (Z * scale).astype(dtype))
+        if client is None:
+            Y_blocks, (P, R) = compute(Y_blocks, sketch)
+        else:
+            Y_blocks, sketch = dask.persist(Y_blocks, sketch)
+            P, R = compute(sketch)[0]
+        Z, sigma, previous = (*randomized_svd.next_basis(P), sigma)
+        if randomized_svd.converged(sigma, previous, k, dtype):
+            break
+    return (Y_blocks, *randomized_svd.finish(P, R, k, dtype))
+
+
+def truncated_svd(V, n_components, random_state=None):
+    """The truncated SVD ``V ≈ U diag(S) Vt`` that NNDSVD starts from, out of core.
+
+    scikit-learn's ``randomized_svd`` (same oversampling, same number of power iterations,
+    normalized between them) from one pass over V per power iteration
+    (:mod:`dnmf.numerics.randomized_svd`), plus the statistics pass for ``||V||``.
+
+    Parameters
+    ----------
+    V : Panels
+    n_components : int
+    random_state : int, RandomState or None
+
+    Returns
+    -------
+    U : dask.array.Array of shape (m, k), row-chunked like V
+    S : ndarray of shape (k,)
+    Vt : ndarray of shape (k, n)
+    """
+    blocks = V.blocks()
+    with solvers.blas_threads(V.n_panels):
+        stats = InputStats.of(compute(solvers.stats_pass(blocks))[0])
+        _check_stats(stats, 2.0)
+        Y_blocks, T, S, Vt = _randomized_svd(
+            blocks, V.shape, V.dtype, n_components, random_state, stats.squared_norm, active_client()
+        )
+    return initialization.singular_vectors(Y_blocks, T, V.row_chunks), S, Vt
+
+
+def _initial_factors(V, V_blocks, config, W, H, stats, update_H, client):
+    shape, dtype, rows = V.shape, V.dtype, V.row_chunks
+    k, init, random_state, missing = config.n_components, config.init, config.random_state, config.missing_values
+    mean = stats.mean  # of the observed entries with missing values
+    if not update_H:
+        return None, np.asarray(H)
+    method = initialization.choose_init(init, k, shape)
+    if method == "custom":
+        W0, H0 = initialization.custom_init(W, H, rows)
+    elif method == "random":
+        W0, H0 = initialization.random_init(shape, k, dtype, mean, random_state, rows)
+    else:
+        if missing == "nan":  # the SVD of V with its missing entries at the mean
+            V_blocks = solvers.filled_panels(V_blocks, dtype.type(mean))
+        squared_norm = stats.squared_norm + (stats.n_nan * mean**2 if missing == "nan" else 0.0)
+        Y_blocks, T, S, Vt = _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, client)
+        norms = compute(initialization.svd_part_norms(Y_blocks, T))[0]
+        W0, H0 = initialization.nndsvd_init(Y_blocks, T, S, Vt, norms, method, mean, random_state, rows, dtype)
+    W0, H0 = dask.persist(W0, H0)
+    return W0, np.asarray(compute(H0)[0])
+
+
+def _loop_state(iteration, W_blocks, H, H_next, known, violations, V, k, dtype, finished, schedule):
+    """A LoopState of the current (persisted) factors; fetches only H (and H_next)."""
+    H_next = None if H_next is H else H_next
+    H, H_next = (None if x is None else np.asarray(x) for x in compute(H, H_next))
+    W = _as_array(W_blocks, V.row_chunks, k, dtype)
+    return LoopState(
+        iteration, W, H, tuple(known), finished, schedule.as_list() if schedule else None, H_next, tuple(violations)
+    )
+
+
+def _save(checkpointer, state, client, V, k):
+    """Save ``state``; on a cluster, continue from the durable copy the checkpointer returns
+    (cuts the lineage Dask keeps; see "Lost workers"). Returns ``(W_blocks, H, H_next)`` to go
+    on with, or None to keep the current ones."""
+    saved = checkpointer.save(state)
+    if client is None or not isinstance(saved, LoopState):
+        return None
+    W = saved.W.rechunk((V.row_chunks, k))
+    small = [dask.delayed(np.asarray(x), pure=True) for x in (saved.H, saved.H_next) if x is not None]
+    W, small = dask.persist(W, small)
+    # Unoptimized: each block's graph holds the futures themselves (an optimized one only
+    # names the keys, which are released as soon as ``W`` goes out of scope).
+    return list(W.to_delayed(optimize_graph=False).ravel()), small[0], small[-1]
+
+
+def _stalled(errors, tol, relative_to):
+    """``(e_{j-10} - e_j) / relative_to < tol`` on the known errors e_0..e_j (False before 10)."""
+    j = len(errors) - 1
+    if j < CONVERGENCE_WINDOW:
+        return False
+    return relative_to == 0 or (errors[j - CONVERGENCE_WINDOW] - errors[j]) / relative_to < tol
+
+
+#: With extrapolation, the violation test also waits until the error moves by less than
+#: this many ``tol`` (relative) per pass (see the stopping rule).
+SETTLED = 10
+
+
+def _stop(solver, errors, violations, tol, extrapolated=False):
+    """The stopping rule of the module docstring.
+
+    Returns
+    -------
+    None, or the iterate the rule fired on: ``len(errors) - 1`` (the newest one whose loss
+    is known) for the tests on the errors, ``len(violations)`` (the newest one) for the
+    test on the violation.
+    """
+    j = len(errors) - 1
+    if errors and errors[-1] == 0:
+        return j
+    if tol <= 0:
+        return None
+    if solver == "cd":
+        small = violations and (violations[0] == 0 or violations[-1] <= tol * violations[0])
+        if small and extrapolated and j >= 1:
+            small = abs(errors[-2] - errors[-1]) <= SETTLED * tol * errors[-1]
+        if small:
+            return len(violations)
+        return j if _stalled(errors, tol, errors[-1]) else None
+    if j > 0 and j % CONVERGENCE_WINDOW == 0 and _stalled(errors, tol, errors[0]):
+        return j
+    return None
+
+
+#: ``"auto"`` sweeps: the share of a pass's product time spent on sweeps (Gillis &
+#: Glineur's alpha).
+SWEEP_SHARE = 0.5
+#: ``"auto"`` sweeps: the most sweeps of a factor per pass. More did not reach a given
+#: error in fewer passes on any benchmark matrix (``scripts/bench_sklearn.py``).
+MAX_AUTO_SWEEPS = 10
+#: Speed of a sweep's flops against a product's (scikit-learn's compiled sweep against
+#: BLAS and SciPy's sparse products, chosen by ``scripts/bench_sklearn.py``'s matrices).
+SWEEP_TO_PRODUCT_SPEED = 0.2
+#: ``"auto"`` accelerates matrices with at least this many stored entries. Below, a pass
+#: costs about a millisecond and plain HALS is kept: scikit-learn's iterates, which agree
+#: between float32 and float64 to rounding (extrapolated ones drift apart by ~1e-4).
+AUTO_MIN_ENTRIES = 100_000
+
+
+def auto_sweeps(shape, n_components, entries):
+    """HALS sweeps of W and of H per pass for ``sweeps="auto"`` on a large matrix.
+
+    Gillis & Glineur (2012), in time rather than flops: a pass's two products with V take
+    ``4 entries k`` flops (``entries`` = V's stored entries), a sweep of W ``2 m k²`` and
+    of H ``2 n k²``, at the relative speed :data:`SWEEP_TO_PRODUCT_SPEED`. With
+    ``rho`` the ratio of the two times, each factor gets ``1 + floor(SWEEP_SHARE · rho)``
+    sweeps, at most :data:`MAX_AUTO_SWEEPS`.
+
+    Returns
+    -------
+    sweeps_W, sweeps_H : int
+    """
+    m, n = shape
+    k = n_components
+    rho_W = 2 * SWEEP_TO_PRODUCT_SPEED * entries / (m * k)
+    rho_H = 2 * SWEEP_TO_PRODUCT_SPEED * entries / (n * k)
+    return tuple(int(min(MAX_AUTO_SWEEPS, 1 + SWEEP_SHARE * rho)) for rho in (rho_W, rho_H))
+
+
+def acceleration(solver, missing, shape, n_components, entries, sweeps="auto", extrapolate="auto"):
+    """What ``"auto"`` resolves to: ``(sweeps_W, sweeps_H, extrapolate)``.
+
+    HALS without missing values on a matrix of at least :data:`AUTO_MIN_ENTRIES` stored
+    entries gets :func:`auto_sweeps` and extrapolation; everything else one sweep (or MU
+    update) per factor and pass, no extrapolation. Values other than ``"auto"`` are kept.
+    """
+    accelerated = solver == "cd" and not missing and entries >= AUTO_MIN_ENTRIES
+    if sweeps == "auto":
+        sweeps_W, sweeps_H = auto_sweeps(shape, n_components, entries) if accelerated else (1, 1)
+    else:
+        sweeps_W = sweeps_H = int(sweeps)
+    return sweeps_W, sweeps_H, accelerated if isinstance(extrapolate, str) else bool(extrapolate)
+
+
+def factorize(V, config, *, W=None, H=None, update_H=True, callback=None, start=None, checkpointer=None):
+    """Factorize V ≈ W H on the active Dask scheduler.
+
+    Parameters
+    ----------
+    V : Panels
+    config : dnmf.params.FitConfig
+        With its rank decided (:meth:`~dnmf.params.FitConfig.with_rank`). ``max_iter``
+        and ``tol`` follow the stopping rule of the module docstring; with
+        ``update_H=False`` they bound and stop each panel's updates as scikit-learn's
+        ``transform`` does (see :func:`dnmf.numerics.kernels.transform_panel`).
+        ``sweeps`` and ``extrapolate`` ``"auto"``: see :func:`acceleration`. With
+        ``missing="nan"`` and no NaN in V, the unmasked solver runs.
+    W, H : array-like, optional
+        Custom initial factors (``init="custom"``, checked by
+        :func:`dnmf.engine.initialization.check_custom`); with ``update_H=False``, H is
+        the fixed dictionary and W is solved for.
+    update_H : bool
+        False solves W for a fixed H in one pass (``transform``).
+    callback : callable, optional
+        Called with an :class:`~dnmf.engine.state.IterationInfo` after each iteration.
+    start : LoopState, optional
+        Continue from this state instead of initializing (resume). Same V, chunking
+        and parameters give the iterates of a run that was never interrupted, bit for bit.
+    checkpointer : Checkpointer, optional
+        Asked after every iteration whether to save the state, and given the final one.
+
+    Returns
+    -------
+    FitResult
+    """
+    client = active_client()
+    with _local_tasks(client, V), solvers.blas_threads(V.n_panels):
+        if client is not None and V.in_memory:  # ship in-memory data once, aligned where it lands
+            V = replace(V, array=V.array.map_blocks(aligned, dtype=V.dtype, meta=V.array._meta).persist())
+        V_blocks = V.blocks()
+        stats, missing = _statistics(V, V_blocks, config)
+        config = replace(config, missing_values=missing)
+        if start is None:
+            W0, H0 = _initial_factors(V, V_blocks, config, W, H, stats, update_H, client)
+        else:
+            W0, H0 = start.W.rechunk((V.row_chunks, start.W.shape[1])).persist(), np.asarray(start.H)
+        step, extrapolate = _step(config, V, stats, H0.shape[0], update_H)
+        if step.missing == "nan":  # find the NaN of in-memory panels once, of stored ones at each read
+            V_blocks = solvers.prepared_panels(V_blocks, step.missing)
+            if V.in_memory:
+                V_blocks = list(dask.persist(*V_blocks))
+        if not update_H:
+            return _solve_w(V, V_blocks, H0, step, config, stats, client)
+        return _iterate(V, V_blocks, W0, H0, step, extrapolate, config, stats, client, callback, start, checkpointer)
+
+
+def _local_tasks(client, V):
+    """Dask's threads run in-memory dense panels one at a time, with BLAS on every core:
+    their products are bound by memory bandwidth, which parallel tasks only share. Sparse
+    products (single-threaded in SciPy) and stored inputs (decompression) keep one task
+    per core."""
+    if client is None and V.in_memory and not V.sparse:
+        return dask.config.set(num_workers=1)
+    return contextlib.nullcontext()
+
+
+def _statistics(V, V_blocks, config):
+    """The statistics pass, its checks, and the missing-value mode the fit runs in."""
+    missing = config.missing_values
+    if missing is not None:
+        masked.check_input_kind(V.sparse, missing)
+    stats = InputStats.of(compute(solvers.stats_pass(V_blocks, missing))[0])
+    if missing is None:
+        _check_stats(stats, config.beta_loss)
+    else:
+        masked.check_stats(np.asarray(stats, dtype=np.float64), config.beta_loss, missing)
+        if missing == "nan" and stats.n_nan == 0:
+            logger.info("no NaN in V: running the unmasked solver")
+            missing = None
+    return stats, missing
+
+
+def _step(config, V, stats, k, update_H):
+    """``(step, extrapolate)``: the :class:`~dnmf.numerics.kernels.StepSpec` of every pass
+    and whether to extrapolate, their "auto" choices resolved."""
+    size = V.shape[0] * V.shape[1]
+    entries = size - stats.n_zero if V.sparse else size  # stored (non-zero) entries: what a pass costs
+    sweeps_W, sweeps_H, extrapolate = acceleration(
+        config.solver, config.missing_values, V.shape, k, entries, config.inner_sweeps, config.extrapolate
+    )
+    penalty_W, penalty_H = config.penalties(V.shape)
+    return StepSpec(config.solver, config.beta_loss, penalty_W, penalty_H, sweeps_W, sweeps_H, update_H, config.missing_values), extrapolate
+
+
+def _known_norm(stats, step):
+    """``||V||²`` for the passes (which then need not sum it again), None with missing values."""
+    return None if step.missing else stats.squared_norm
+
+
+def _solve_w(V, V_blocks, H, step, config, stats, client):
+    """``transform``: W for the fixed H, from one pass over V."""
+    panel_tol = TRANSFORM_TOL if step.missing else config.tol
+    graph = solvers.final_pass(V_blocks, None, H, step, V.shape, config.max_iter, panel_tol, _known_norm(stats, step))
+    W_blocks, _, (loss, n_done) = _materialize((*graph[:1], None, graph[1]), client)
+    n_done = int(n_done)
+    if n_done == config.max_iter and config.tol > 0:
+        _warn_max_iter(config.max_iter)
+    W = _as_array(W_blocks, V.row_chunks, H.shape[0], V.dtype)
+    return FitResult(W, H, n_done, [loss], n_done < config.max_iter, stats.norm)
+
+
+def _iterate(V, V_blocks, W0, H0, step, extrapolate, config, stats, client, callback, start, checkpointer):
+    """The outer loop (see the module docstring)."""
+    k, dtype = H0.shape[0], V.dtype
+    lagged = step.beta != 2 or bool(step.missing)  # the new iterate's loss comes from the next pass
+    W_blocks = list(W0.to_delayed().ravel())
+    H_now = H_next = H0  # the iterate's H; the H the next pass starts from (extrapolated HALS: may differ)
+    schedule = Schedule() if extrapolate else None
+    if start is not None and schedule is not None and start.extrapolation:
+        schedule = Schedule.from_list(start.extrapolation)
+        H_next = H0 if start.H_next is None else np.asarray(start.H_next)
+    known = [] if start is None else list(start.loss_history)  # loss of iterates 0..j
+    violations = [] if start is None else list(start.violations)  # of passes 1..t
+    first = 1 if start is None else start.iteration + 1
+    converged = start is not None and start.finished
+    n_iter = saved = first - 1
+    previous = None  # the iterate before the newest: returned when a lagged test fires on it
+    for n_iter in range(first, config.max_iter + 1 if not converged else first):
+        started = time.perf_counter()
+        this_step = replace(step, extrapolation=schedule.beta if n_iter > 1 else 0.0) if schedule else step
+        graph = solvers.iteration(V_blocks, W_blocks, H_next, this_step, V.shape, _known_norm(stats, step))
+        previous = (W_blocks, H_now)
+        W_blocks, (H_now, H_ahead), (before, after, violation) = _materialize(graph, client)
+        if n_iter == 1:
+            known.append(float(before))
+        if not lagged:  # the new iterate's loss came for free
+            known.append(float(after))
+        elif n_iter > 1:
+            known.append(float(before))
+        if step.solver == "cd":
+            violations.append(float(violation))
+        H_next = H_now
+        if schedule is not None and n_iter > 1 and schedule.accept(known[-1], known[-2]):
+            H_next = H_ahead
+        errors = [loss_to_error(value) for value in known]
+        change = (errors[-2] - errors[-1]) / errors[-2] if len(errors) > 1 and errors[-2] else 0.0
+        seconds = time.perf_counter() - started
+        logger.debug("iteration %d: loss %.6g (relative change %.3g, %.3fs)", n_iter, known[-1], change, seconds)
+        if callback is not None:
+            callback(IterationInfo(n_iter, config.max_iter, known[-1], errors[-1], change, seconds))
+        fired = _stop(step.solver, errors, violations, config.tol, extrapolated=schedule is not None)
+        converged = fired is not None
+        if converged and fired < n_iter:  # a lagged test fired on the iterate before: return it
+            (W_blocks, H_now), n_iter = previous, fired
+            H_next, violations = H_now, violations[:fired]
+        previous = None
+        if checkpointer is not None and not converged and checkpointer.due(n_iter):
+            # the state inline: a name kept for it would hold the saved W's lineage until the next save
+            rebased = _save(
+                checkpointer,
+                _loop_state(n_iter, W_blocks, H_now, H_next, known, violations, V, k, dtype, False, schedule),
+                client, V, k,
+            )
+            W_blocks, H_now, H_next = rebased or (W_blocks, H_now, H_next)
+            saved = n_iter
+        if converged:
+            break
+
+    if checkpointer is not None and saved != n_iter:
+        rebased = _save(
+            checkpointer,
+            _loop_state(n_iter, W_blocks, H_now, H_next, known, violations, V, k, dtype, converged, schedule),
+            client, V, k,
+        )
+        W_blocks, H_now, _ = rebased or (W_blocks, H_now, H_next)
+    if n_iter == config.max_iter and config.tol > 0:
+        _warn_max_iter(config.max_iter)
+    H_final = np.asarray(compute(H_now)[0])
+    if len(known) <= n_iter:  # the returned iterate's loss is not known yet
+        graph = solvers.final_pass(V_blocks, W_blocks, H_final, step, V.shape, 0, 0.0, _known_norm(stats, step))
+        W_blocks, _, (loss, _) = _materialize((graph[0], None, graph[1]), client)
+        known.append(float(loss))
+    W_result = _as_array(W_blocks, V.row_chunks, k, dtype)
+    return FitResult(W_result, H_final, n_iter, known, converged, stats.norm, violations)
+
+
+def _warn_max_iter(max_iter):
+    """scikit-learn's warning, worded as scikit-learn words it."""
+    warnings.warn(
+        f"Maximum number of iterations {max_iter} reached. Increase it to improve convergence.",
+        ConvergenceWarning,
+    )

@@ -1,0 +1,358 @@
+"""The Dask graphs of one pass over V; the only module that builds solver graphs.
+
+One outer iteration is one graph::
+
+    panel i:  (V_i, W_i, H) ──panel_step──> W_i', partial_i        (one task per panel)
+    partials ──tree of sum_partials (fan-in TREE_FAN_IN)──> total
+    (H, total) ──finish_step──> H', [loss of (W, H), loss of (W', H')]
+    (H', H) ──extrapolate──> H' moved on                         (extrapolated HALS only)
+
+V_i is read by exactly one task per pass. W stays as one block per panel; H and the
+k x k Grams are the only things every panel task receives. Nothing here computes:
+the driver persists what these functions return.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import dask
+import numpy as np
+from dask.system import CPU_COUNT
+
+from ..numerics import kernels, masked, masked_hals, randomized_svd
+from ..numerics.losses import beta_loss, frobenius_loss
+from .process_setting import SharedSetting
+
+__all__ = [
+    "TREE_FAN_IN",
+    "Task",
+    "blas_threads",
+    "column_blocks",
+    "filled_panels",
+    "final_pass",
+    "iteration",
+    "prepared_panels",
+    "sketch_pass",
+    "stats_pass",
+]
+
+#: Partials added per node of the tree reduction.
+TREE_FAN_IN = 8
+
+
+class _BlasThreads:
+    """BLAS's thread count while a fit's tasks run: set, so that it is always the same.
+
+    The rounding of a BLAS product depends on how many threads share it, so a fit whose
+    products ran on 1 thread here and 2 there (an ``OMP_NUM_THREADS`` in one shell and not
+    in another, a resumed run in a worker that a nanny started single-threaded) would not
+    repeat itself bit for bit. Every task of a fit, and the driver's own small products,
+    run with ``cores // tasks at once`` BLAS threads, where tasks at once is
+    ``min(panels, cores, Dask's num_workers)`` (cores as Dask counts them, cgroup limits
+    included): 1 when the panels keep every core busy (Dask's threads and BLAS's would
+    otherwise fight: on a busy 2-core machine ``Wᵀ W`` took 37 ms with 2 BLAS threads
+    against 2 ms with one), every core when one task runs at a time (the driver runs
+    in-memory dense panels that way). The setting is process-wide: a
+    :class:`~dnmf.engine.process_setting.SharedSetting` applies it with the first holder (the
+    driver holds it for a whole fit) and restores it after the last.
+
+    threadpoolctl (>= 3.6) lets only one "controlling" thread change OpenBLAS's shared
+    pool and silently ignores the others, so both changes are made with that role
+    explicitly cleared before and after.
+    """
+
+    def __init__(self):
+        self._setting = SharedSetting()
+        self._blas = None
+
+    def _controller(self):
+        if self._blas is None:
+            from threadpoolctl import ThreadpoolController
+
+            self._blas = ThreadpoolController().select(user_api="blas")
+        return self._blas
+
+    @staticmethod
+    def _as_any_thread(change):
+        """Run ``change`` (a threadpoolctl call) whatever thread controlled OpenBLAS before."""
+        import threadpoolctl
+
+        clear = getattr(getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None)
+        if clear is None:  # threadpoolctl without the controlling-thread rule
+            return change()
+        clear(force=True)
+        try:
+            return change()
+        finally:
+            clear(force=True)
+
+    def _limit(self, threads):
+        blas = self._controller()
+        if all(lib.num_threads == threads for lib in blas.lib_controllers):
+            return None
+        limiter = self._as_any_thread(lambda: blas.limit(limits=threads))
+        return lambda: self._as_any_thread(limiter.restore_original_limits)
+
+    def limited(self, n_panels):
+        """Hold the thread count of a fit over ``n_panels`` panels (a context manager)."""
+        at_once = min(n_panels, CPU_COUNT, dask.config.get("num_workers", None) or CPU_COUNT)
+        threads = max(1, CPU_COUNT // max(1, at_once))
+        return self._setting.held(lambda: self._limit(threads))
+
+
+def blas_threads(n_panels):
+    """Context manager: BLAS at the thread count of a fit over ``n_panels`` panels (see
+    :class:`_BlasThreads`); the driver holds it around a fit."""
+    return _BLAS_THREADS.limited(n_panels)
+
+
+_BLAS_THREADS = _BlasThreads()
+
+
+class Task:
+    """A kernel as a task of a graph over ``n_panels`` panels: its array inputs aligned
+    (:func:`dnmf.numerics.kernels.aligned`), BLAS under :class:`_BlasThreads`' limit.
+
+    Every task of one graph gets the same limit (it depends on the graph's panel count
+    only), so a BLAS call's thread count, and with it its rounding, never depends on which
+    tasks happen to run at the same time. A module-level class (not a closure) so that it
+    pickles for distributed workers.
+    """
+
+    def __init__(self, function, n_panels):
+        self.function = function
+        self.n_panels = n_panels
+        self.__name__ = getattr(getattr(function, "func", function), "__name__", "panel")  # task names
+
+    def __call__(self, *args):
+        with _BLAS_THREADS.limited(self.n_panels):
+            return self.function(*kernels.aligned(list(args)))
+
+
+def _tree_sum(parts, combine, n_panels):
+    combine = Task(combine, n_panels)
+    while len(parts) > 1:
+        parts = [
+            dask.delayed(combine, pure=True)(*parts[i : i + TREE_FAN_IN])
+            for i in range(0, len(parts), TREE_FAN_IN)
+        ]
+    return parts[0]
+
+
+def _known_norm(total, squared_norm, beta):
+    """``total`` with ``||V||²`` put in its first loss term when the caller knows it
+    (Frobenius panels then skipped it, see :func:`iteration`)."""
+    if squared_norm is None or beta != 2:
+        return total
+    return total._replace(loss_terms=np.array([squared_norm, *total.loss_terms[1:]], dtype=np.float64))
+
+
+def loss_of(total, H, beta, size):
+    """The loss of the iterate whose pieces ``total`` (a PanelPartial) holds, with ``H``."""
+    if beta == 2:
+        squared_norm_V, cross = total.loss_terms
+        return frobenius_loss(squared_norm_V, cross, total.gram_before, H @ H.T)
+    return beta_loss(total.loss_terms, beta, size)
+
+
+def h_columns(H, total, start, stop, step):
+    """The H-step of columns ``start:stop`` of H (one task of the H-step's column blocks).
+
+    Returns
+    -------
+    H : ndarray of shape (k, stop - start)
+    pieces : tuple
+        ``(violation, <WᵀV, H>, H Hᵀ)`` of the block: the HALS violation and this block's
+        share of the new iterate's Frobenius loss (both 0 / None when not needed).
+    """
+    kernels_of = _masked_kernels(step) if step.missing else kernels
+    H_block, violation = kernels_of.update_h(H[:, start:stop], total.columns(start, stop, step.beta), step)
+    if step.beta != 2 or step.missing:
+        return H_block, (violation, 0.0, None)
+    numerator = total.h_numerator[:, start:stop].astype(np.float64)
+    return H_block, (violation, float(np.vdot(numerator, H_block.astype(np.float64))), H_block @ H_block.T)
+
+
+def finish_step(H, total, blocks, step, size, squared_norm=None):
+    """The new H from its column blocks, and the iteration's report (one small task).
+
+    ``blocks`` are :func:`h_columns` results in column order (empty when H is frozen);
+    ``squared_norm`` is ``||V||²`` when the panels were told to skip it.
+
+    Returns
+    -------
+    H : ndarray of shape (k, n)
+        Updated (or the same, if ``step.update_H`` is False).
+    report : ndarray of shape (3,)
+        Loss of the iterate the pass started from; loss of the new iterate when it is
+        free (Frobenius), else NaN; the pass's HALS violation (W's sweeps and H's; 0 for
+        MU), scikit-learn's measure of stationarity.
+    """
+    if step.missing:  # the new iterate's loss needs the new H against V: the next pass reports it
+        before = masked.loss_of(total)
+    else:
+        total = _known_norm(total, squared_norm, step.beta)
+        before = loss_of(total, H, step.beta, size)
+    if not step.update_H:
+        return H, np.array([before, np.nan, total.violation])
+    H_new = np.concatenate([H_block for H_block, _ in blocks], axis=1)
+    violation = total.violation + sum(pieces[0] for _, pieces in blocks)
+    after = np.nan
+    if step.beta == 2 and not step.missing:
+        cross = sum(pieces[1] for _, pieces in blocks)
+        gram = sum(pieces[2] for _, pieces in blocks)
+        after = frobenius_loss(total.loss_terms[0], cross, total.h_denominator, gram)
+    return H_new, np.array([before, after, violation])
+
+
+#: The H-step runs in column blocks of at least this many columns, one per core.
+MIN_H_BLOCK_COLUMNS = 1024
+
+
+def column_blocks(n_columns):
+    """``[(start, stop)]``: H's columns split for the H-step's tasks, one block per core
+    (the H-step of each column is independent: any split gives the same numbers)."""
+    count = max(1, min(CPU_COUNT, n_columns // MIN_H_BLOCK_COLUMNS))
+    edges = np.linspace(0, n_columns, count + 1).astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+def _masked_kernels(step):
+    """The kernels for missing values: masked HALS for ``solver="cd"``, weighted MU otherwise."""
+    return masked_hals if step.solver == "cd" else masked
+
+
+def _panel_kernel(kernel, step, squared_norm, **options):
+    """``kernel`` with its options; Frobenius panels skip ``||V_i||²`` when it is known."""
+    if squared_norm is not None and step.beta == 2 and not step.missing:
+        options["norm"] = False
+    return partial(kernel, step=step, **options)
+
+
+def iteration(V_blocks, W_blocks, H, step, shape, squared_norm=None):
+    """Graph of one outer iteration.
+
+    Parameters
+    ----------
+    V_blocks, W_blocks : list of Delayed
+        One per row panel.
+    H : Delayed or ndarray of shape (k, n)
+    step : kernels.StepSpec
+    shape : tuple of int
+        ``(m, n)``.
+    squared_norm : float, optional
+        ``||V||²`` if known (the statistics pass has it): the panels then skip summing
+        their squares, which is otherwise most of the per-pass cost beyond the two
+        products (about 6% of a float32 pass).
+
+    Returns
+    -------
+    W_blocks : list of Delayed
+    H : list of Delayed
+        ``[H_new, H_ahead]``: the updated H and, with ``step.extrapolation``, the
+        extrapolated one that may start the next pass (see :mod:`dnmf.numerics.extrapolation`;
+        else None).
+    report : Delayed ndarray of shape (3,)
+        See :func:`finish_step`.
+    """
+    kernel = _masked_kernels(step).panel_step if step.missing else kernels.panel_step
+    panel = Task(_panel_kernel(kernel, step, squared_norm), len(V_blocks))
+    H = dask.delayed(H, pure=True) if isinstance(H, np.ndarray) else H  # one key that every task shares
+    outputs = [dask.delayed(panel, nout=2)(v, w, H) for v, w in zip(V_blocks, W_blocks)]
+    total = _tree_sum([out[1] for out in outputs], kernels.sum_partials, len(V_blocks))
+    blocks = []
+    if step.update_H:
+        columns = Task(partial(h_columns, step=step), len(V_blocks))
+        blocks = [dask.delayed(columns, nout=2)(H, total, start, stop) for start, stop in column_blocks(shape[1])]
+    finish = Task(partial(finish_step, step=step, size=shape[0] * shape[1], squared_norm=squared_norm), len(V_blocks))
+    H_new, losses = dask.delayed(finish, nout=2)(H, total, blocks)
+    if step.extrapolation:
+        H_ahead = dask.delayed(Task(partial(kernels.extrapolate, beta=step.extrapolation), len(V_blocks)))(H_new, H)
+    else:
+        H_ahead = None
+    return [out[0] for out in outputs], [H_new, H_ahead], losses
+
+
+def _final_report(H, total, n_done, beta, size, missing=None, squared_norm=None):
+    loss = masked.loss_of(total) if missing else loss_of(_known_norm(total, squared_norm, beta), H, beta, size)
+    return np.array([loss, max(n_done)])
+
+
+def final_pass(V_blocks, W_blocks, H, step, shape, max_inner, tol, squared_norm=None):
+    """Graph of a pass that solves W with H frozen, and reports its loss.
+
+    ``W_blocks=None`` starts from :func:`dnmf.numerics.kernels.transform_start` (``transform``);
+    ``max_inner=0`` only evaluates the loss of ``(W, H)``; ``squared_norm`` as in
+    :func:`iteration`.
+
+    Returns
+    -------
+    W_blocks : list of Delayed
+    report : Delayed ndarray ``[loss, most updates made in a panel]``
+    """
+    W_blocks = W_blocks if W_blocks is not None else [None] * len(V_blocks)
+    kernel = _masked_kernels(step).transform_panel if step.missing else kernels.transform_panel
+    panel = Task(_panel_kernel(kernel, step, squared_norm, max_inner=max_inner, tol=tol), len(V_blocks))
+    outputs = [dask.delayed(panel, nout=3)(v, w, H) for v, w in zip(V_blocks, W_blocks)]
+    total = _tree_sum([out[1] for out in outputs], kernels.sum_partials, len(V_blocks))
+    n_done = [out[2] for out in outputs]
+    report_of = partial(
+        _final_report, beta=step.beta, size=shape[0] * shape[1], missing=step.missing, squared_norm=squared_norm
+    )
+    report = dask.delayed(Task(report_of, len(V_blocks)))(H, total, n_done)
+    return [out[0] for out in outputs], report
+
+
+def filled_panels(V_blocks, value):
+    """Graph of dense panels with their NaN at ``value`` (the SVD of V with missing values),
+    one task per panel (:func:`dnmf.numerics.masked.fill_missing`)."""
+    fill = Task(masked.fill_missing, len(V_blocks))
+    return [dask.delayed(fill, pure=True)(v, value) for v in V_blocks]
+
+
+def prepared_panels(V_blocks, missing):
+    """Graph of the panels made ready for the masked kernels, one task per panel
+    (:func:`dnmf.numerics.masked.prepare_panel`); the driver persists them for in-memory input."""
+    prepare = partial(masked.prepare_panel, missing=missing)
+    prepare = Task(prepare, len(V_blocks))
+    return [dask.delayed(prepare, pure=True)(v) for v in V_blocks]
+
+
+def _add_stats(*stats):
+    total = np.array(stats[0], dtype=np.float64)
+    for item in stats[1:]:
+        total[0] = min(total[0], item[0])
+        total[1:] += item[1:]
+    return total
+
+
+def stats_pass(V_blocks, missing=None):
+    """Graph of the input-statistics pass: ``[min, n_nonfinite, sum, sum_sq, n_zero, size]``
+    (with ``missing``: :func:`dnmf.numerics.masked.panel_stats` over observed entries)."""
+    stats = partial(masked.panel_stats, missing=missing) if missing else kernels.panel_stats
+    stats = Task(stats, len(V_blocks))
+    parts = [dask.delayed(stats, pure=True)(v) for v in V_blocks]
+    return _tree_sum(parts, _add_stats, len(V_blocks))
+
+
+def sketch_pass(V_blocks, Z):
+    """Graph of one pass of the randomized SVD (:func:`dnmf.numerics.randomized_svd.panel_sketch`).
+
+    Parameters
+    ----------
+    V_blocks : list of Delayed
+    Z : ndarray of shape (n, l)
+        The scaled basis, in V's dtype (one key, shared by every panel task).
+
+    Returns
+    -------
+    Y_blocks : list of Delayed
+        ``Y_i``, one per panel.
+    sketch : Delayed ``(P, R)``
+        ``VᵀY`` and the triangular factor of ``Y``.
+    """
+    Z = dask.delayed(Z, pure=True)
+    panel = Task(randomized_svd.panel_sketch, len(V_blocks))
+    outputs = [dask.delayed(panel, nout=2)(v, Z) for v in V_blocks]
+    return [out[0] for out in outputs], _tree_sum([out[1] for out in outputs], randomized_svd.add_sketches, len(V_blocks))

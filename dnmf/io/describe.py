@@ -1,0 +1,120 @@
+"""What ``dnmf info`` shows: a description of an input matrix, a fit or transform result,
+or a checkpoint directory, as a plain dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..engine import checkpoint as ckpt
+from ..errors import InputError, NotFoundError
+from .results import FIT_KIND, read_result, stored_attrs
+from .storage import CSRMatrix, open_matrix
+
+__all__ = ["describe"]
+
+
+def _disk_bytes(path):
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _describe_matrix(path):
+    matrix = open_matrix(path)
+    info = {"path": path, "shape": list(matrix.shape), "dtype": str(matrix.dtype)}
+    if isinstance(matrix, CSRMatrix):
+        m, n = matrix.shape
+        info.update(
+            kind="CSR group (Zarr)",
+            chunks=f"{matrix.data.chunks[0]} entries per chunk of indices/data",
+            nnz=matrix.nnz,
+            density=matrix.nnz / (m * n),
+            bytes=int(matrix.nnz * (matrix.dtype.itemsize + matrix.indices.dtype.itemsize) + (m + 1) * 8),
+        )
+    elif hasattr(matrix, "format") and not isinstance(matrix, np.ndarray):  # scipy.sparse from .npz
+        info.update(kind="SciPy sparse (.npz)", chunks=None, nnz=int(matrix.nnz), density=matrix.nnz / np.prod(matrix.shape))
+        info["bytes"] = int(matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes)
+    elif isinstance(matrix, np.ndarray):
+        info.update(kind="NumPy array (.npy, memory-mapped)", chunks=None, nnz="not counted (dense)", bytes=int(matrix.nbytes))
+    else:
+        info.update(
+            kind="dense Zarr array",
+            chunks=list(matrix.chunks),
+            nnz="not counted (dense)",
+            bytes=int(np.prod(matrix.shape) * matrix.dtype.itemsize),
+        )
+    info["stored_bytes"] = _disk_bytes(path)
+    generator = stored_attrs(path).get("generator")
+    if generator:
+        info["generator"] = generator
+    return info
+
+
+def _describe_checkpoint(path):
+    state, metadata = ckpt.load_checkpoint(path)
+    fingerprint = metadata["fingerprint"]
+    history = state.loss_history
+    return {
+        "path": path,
+        "kind": "dnmf checkpoint directory",
+        "current": Path(metadata["path"]).name,
+        "checkpoints": metadata["checkpoints"],
+        "iteration": state.iteration,
+        "finished": state.finished,
+        "loss": history[-1] if history else None,
+        "shape": fingerprint["shape"],
+        "dtype": fingerprint["dtype"],
+        "sparse": fingerprint["sparse"],
+        "W": list(state.W.shape),
+        "H": list(state.H.shape),
+        "input": metadata["run"].get("input"),
+        "out": metadata["run"].get("out"),
+        "params": metadata["all_params"],
+        "created": metadata["created"],
+        "stored_bytes": _disk_bytes(path),
+    }
+
+
+def _describe_result(result):
+    attrs = result.attrs
+    info = {
+        "path": result.path,
+        "kind": "dnmf fit result" if result.kind == FIT_KIND else "dnmf transform result",
+        "W": list(result.W.shape),
+        "dtype": str(result.W.dtype),
+        "n_iter": attrs.get("n_iter"),
+        "reconstruction_err": attrs.get("reconstruction_err"),
+        "relative_err": attrs.get("relative_err"),
+    }
+    if result.kind == FIT_KIND:
+        history = attrs.get("loss_history") or []
+        info.update(
+            H=list(result.H.shape),
+            loss=history[-1] if history else None,
+            converged=attrs.get("converged"),
+            params=attrs.get("params"),
+        )
+    else:
+        info["model"] = attrs.get("model")
+    info["input"] = attrs.get("input")
+    info["stored_bytes"] = _disk_bytes(result.path)
+    return info
+
+
+def describe(path):
+    """What ``dnmf info`` shows about ``path``: an input matrix, a result or a checkpoint directory."""
+    path = str(Path(path).expanduser().absolute())
+    target = Path(path)
+    if not target.exists():
+        raise NotFoundError(f"not found: {path}")
+    if target.is_dir() and ((target / ckpt.CURRENT).exists() or any(target.glob("ckpt-*"))):
+        return _describe_checkpoint(path)
+    if target.suffix not in (".npy", ".npz"):
+        try:
+            return _describe_result(read_result(path))
+        except InputError:
+            pass
+    return _describe_matrix(path)

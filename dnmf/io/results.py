@@ -1,0 +1,205 @@
+"""Result groups, written whole or not at all.
+
+``dnmf fit`` writes a fit result and ``dnmf transform`` a projection; both are Zarr
+groups, and both (like everything else the package writes) appear on disk by one
+atomic rename: the group is written into a hidden sibling directory, every file is
+``fsync``-ed, then the directory is renamed to its final name. A crash leaves either no
+OUT or a complete one, never half of one.
+
+Fit result (``kind = "dnmf-fit"``)::
+
+    OUT/                   Zarr group
+      W                    (m, k) float32 or float64, row-chunked
+      H                    (k, n)
+      attrs  kind, version, n_iter, converged, reconstruction_err,
+             relative_err (= reconstruction_err / ||V||_F), loss_history,
+             params (every entry of :data:`dnmf.params.PARAMS` but ``client``), input
+
+Transform result (``kind = "dnmf-transform"``): the same with ``W`` only, plus the
+``model`` it used.
+
+Factors held on a Dask cluster are written by the workers themselves
+(:func:`dnmf.engine.durable.write_factor`); the paths are then expected to be shared by
+the client and the workers, as the inputs already are. The writes and the probe of the
+destination before a fit are :mod:`dnmf.engine.durable`'s.
+
+Test hook: with the environment variable ``DNMF_TEST_PAUSE_IN_RESULT_WRITE=SECONDS``,
+:func:`write_fit` and :func:`write_transform` sleep that long after W is written into
+the hidden directory and before the group is completed and renamed, so that a test can
+kill the process in the middle of writing OUT. Unset (always, outside tests) it costs
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import zarr
+
+from ..engine.durable import pause_for_tests, publish_directory, write_factor
+from ..errors import InputError, NotFoundError
+from ..params import jsonable
+
+__all__ = [
+    "FIT_KIND",
+    "PAUSE_IN_RESULT_WRITE",
+    "RESULT_VERSION",
+    "TRANSFORM_KIND",
+    "Result",
+    "open_kind",
+    "read_result",
+    "stored_attrs",
+    "write_fit",
+    "write_transform",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``attrs["kind"]`` of a fit result.
+FIT_KIND = "dnmf-fit"
+#: ``attrs["kind"]`` of a transform result.
+TRANSFORM_KIND = "dnmf-transform"
+#: Layout version written in ``attrs["version"]``.
+RESULT_VERSION = 1
+#: Environment variable of the test hook that pauses inside :func:`write_fit`/:func:`write_transform`.
+PAUSE_IN_RESULT_WRITE = "DNMF_TEST_PAUSE_IN_RESULT_WRITE"
+
+
+def _relative(error, norm):
+    if not (norm > 0) or not math.isfinite(norm):
+        return 0.0 if error == 0 else float("inf")
+    return float(error / norm)
+
+
+def write_fit(path, result, params, *, input_path=None, overwrite=False):
+    """Write a fit result group (layout in the module docstring).
+
+    Parameters
+    ----------
+    path : str or path-like
+    result : dnmf.engine.state.FitResult
+    params : dict
+        The parameters of the fit (names of :data:`dnmf.params.PARAMS`).
+    input_path : str, optional
+        Recorded in ``attrs["input"]``.
+    overwrite : bool
+        Replace an existing ``path``; otherwise ``FileExistsError``.
+    """
+    error = float(result.reconstruction_err)
+    attrs = {
+        "kind": FIT_KIND,
+        "version": RESULT_VERSION,
+        "n_iter": int(result.n_iter),
+        "converged": bool(result.converged),
+        "reconstruction_err": error,
+        "relative_err": _relative(error, result.norm_V),
+        "loss_history": [float(loss) for loss in result.loss_history],
+        "params": {name: jsonable(value) for name, value in params.items() if name != "client"},
+        "input": None if input_path is None else str(input_path),
+    }
+    with publish_directory(path, overwrite) as temp:
+        group = zarr.open_group(str(temp), mode="w")
+        write_factor(group, "W", result.W)
+        pause_for_tests(PAUSE_IN_RESULT_WRITE)
+        write_factor(group, "H", result.H)
+        group.attrs.update(attrs)
+    logger.info("wrote %s (n_iter=%d, relative error %.4g)", path, attrs["n_iter"], attrs["relative_err"])
+    return attrs
+
+
+def write_transform(path, result, *, model=None, input_path=None, overwrite=False):
+    """Write a transform result group: ``W`` and its errors (see the module docstring)."""
+    error = float(result.reconstruction_err)
+    attrs = {
+        "kind": TRANSFORM_KIND,
+        "version": RESULT_VERSION,
+        "n_iter": int(result.n_iter),
+        "reconstruction_err": error,
+        "relative_err": _relative(error, result.norm_V),
+        "model": None if model is None else str(model),
+        "input": None if input_path is None else str(input_path),
+    }
+    with publish_directory(path, overwrite) as temp:
+        group = zarr.open_group(str(temp), mode="w")
+        write_factor(group, "W", result.W)
+        pause_for_tests(PAUSE_IN_RESULT_WRITE)
+        group.attrs.update(attrs)
+    logger.info("wrote %s (relative error %.4g)", path, attrs["relative_err"])
+    return attrs
+
+
+# ----------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Result:
+    """A result group opened read-only.
+
+    Attributes
+    ----------
+    path : str
+    kind : str
+        :data:`FIT_KIND` or :data:`TRANSFORM_KIND`.
+    W : zarr.Array
+    H : ndarray or None
+        None for a transform result.
+    attrs : dict
+    """
+
+    path: str
+    kind: str
+    W: zarr.Array
+    H: np.ndarray | None
+    attrs: dict
+
+
+def open_kind(path, noun, kinds):
+    """The Zarr group at ``path`` (which exists; read-only) and its attributes, if
+    ``attrs['kind']`` is one of ``kinds``; ``noun`` names what was expected in the errors.
+
+    Raises
+    ------
+    InputError
+        ``path`` is not a Zarr group, or a group of another kind.
+    """
+    try:
+        group = zarr.open_group(store=path, mode="r")
+    except Exception as error:  # zarr raises several types for "not a group"
+        raise InputError(f"{path} is not a {noun} (not a Zarr group: {error})") from None
+    attrs = dict(group.attrs)
+    if attrs.get("kind") not in kinds:
+        raise InputError(f"{path} is not a {noun}: attrs['kind'] is {attrs.get('kind')!r}")
+    return group, attrs
+
+
+def read_result(path):
+    """Open a result group read-only.
+
+    Raises
+    ------
+    NotFoundError
+        Nothing at ``path``.
+    InputError
+        ``path`` is not a dnmf result.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise NotFoundError(f"result not found: {path}")
+    group, attrs = open_kind(path, "dnmf result", (FIT_KIND, TRANSFORM_KIND))
+    kind = attrs["kind"]
+    if "W" not in group or (kind == FIT_KIND and "H" not in group):
+        raise InputError(f"{path} is an incomplete dnmf result: missing W or H")
+    H = np.asarray(group["H"][...]) if kind == FIT_KIND else None
+    return Result(path, kind, group["W"], H, attrs)
+
+
+def stored_attrs(path):
+    """The attributes of the Zarr array or group at ``path`` (opened read-only), or ``{}``."""
+    try:
+        return dict(zarr.open(store=os.fspath(path), mode="r").attrs)
+    except Exception:  # not Zarr: no attributes to show
+        return {}

@@ -1,0 +1,232 @@
+"""One pass over V per outer iteration, counted at the store.
+
+V is written to Zarr on disk and opened through a store that wraps the real
+``LocalStore`` and counts every read of a chunk key. After N iterations every chunk
+must have been read exactly (or, for NNDSVD, at most) as many times as the driver
+documents:
+
+* 1 statistics pass, for every init;
+* NNDSVD: the randomized SVD's passes (``q + 1`` for scikit-learn's ``q`` power iterations);
+  custom and random: none;
+* 1 pass per outer iteration;
+* beta != 2 (without polish): 1 last pass that evaluates the final loss.
+
+The per-iteration count is checked too: between two progress callbacks every chunk is
+read exactly once.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import zarr
+from zarr.storage import LocalStore, WrapperStore
+
+from dnmf import CSRMatrix, save_csr
+from dnmf.api import non_negative_factorization
+from fitting import fit
+from dnmf.numerics.randomized_svd import power_iterations
+
+M, N, K = 40, 12, 3
+ITERATIONS = 4
+STATS_PASSES = 1
+SVD_PASSES = power_iterations(K, (M, N)) + 1  # at most: one pass per power iteration, and the last
+
+
+class CountingStore(WrapperStore):
+    """A real store that counts reads of chunk keys (``c/...`` or ``<array>/c/...``).
+
+    Copies made by zarr (``with_read_only``) share the counter.
+    """
+
+    def __init__(self, store, counts=None):
+        super().__init__(store)
+        self.counts = collections.Counter() if counts is None else counts
+
+    def _with_store(self, store):
+        return type(self)(store, self.counts)
+
+    def _count(self, key):
+        if key.startswith("c/") or "/c/" in key:
+            self.counts[key] += 1
+
+    async def get(self, key, prototype, byte_range=None):
+        self._count(key)
+        return await super().get(key, prototype, byte_range)
+
+    async def get_partial_values(self, prototype, key_ranges):
+        key_ranges = list(key_ranges)
+        for key, _ in key_ranges:
+            self._count(key)
+        return await super().get_partial_values(prototype, key_ranges)
+
+    def reads(self, prefix=""):
+        """``{chunk key: reads}`` of the keys that start with ``prefix``."""
+        return {key: count for key, count in self.counts.items() if key.startswith(prefix)}
+
+
+def _chunk_keys(array, prefix=""):
+    """Every stored chunk key of a Zarr array (default ``/``-separated encoding)."""
+    grid = [range(-(-size // chunk)) for size, chunk in zip(array.shape, array.chunks)]
+    return {prefix + "c/" + "/".join(map(str, index)) for index in np.ndindex(*[len(g) for g in grid])}
+
+
+class PassRecorder:
+    """Progress callback: chunk reads done when each iteration was reported."""
+
+    def __init__(self, store, prefix=""):
+        self.store, self.prefix, self.totals = store, prefix, []
+
+    def __call__(self, info):
+        self.totals.append(sum(self.store.reads(self.prefix).values()))
+
+
+@pytest.fixture
+def dense_store(tmp_path, make_matrix):
+    """V (40 x 12) in a Zarr v3 array of 5 x 6 chunks (column-chunked too), opened
+    read-only through a counting store."""
+    X = make_matrix(M, N, seed=0)
+    path = tmp_path / "v.zarr"
+    written = zarr.create_array(str(path), data=X, chunks=(5, 6), zarr_format=3)
+    keys = _chunk_keys(written)
+    assert len(keys) == 16
+    store = CountingStore(LocalStore(str(path), read_only=True))
+    V = zarr.open_array(store=store, mode="r")
+    store.counts.clear()
+    return X, V, store, keys
+
+
+def _init_args(init, make_factors):
+    if init == "custom":
+        W0, H0 = make_factors(M, N, K, seed=1)
+        return dict(init="custom", W=W0, H=H0)
+    return dict(init=init, random_state=0)
+
+
+EXACT = [
+    # init, solver, beta, passes besides the statistics pass and the iterations
+    ("custom", "cd", 2.0, 0),
+    ("custom", "mu", 2.0, 0),
+    ("random", "cd", 2.0, 0),
+    ("custom", "mu", 1.0, 1),
+    ("custom", "mu", 0.5, 1),
+    ("random", "mu", 3.0, 1),
+]
+
+
+PANELLINGS = [
+    # (init, solver, beta, final), panel_rows: 10 = 2 stored chunks per panel; 7 is rounded
+    # down to whole stored chunks; None = the memory target (here one panel).
+    *[(case, 10) for case in EXACT],
+    (EXACT[0], 7),
+    (EXACT[3], 7),
+    (EXACT[0], None),
+    (EXACT[3], None),
+]
+
+
+@pytest.mark.parametrize(
+    "case, panel_rows", PANELLINGS, ids=[f"{i}-{s}-{b}-panel{p}" for (i, s, b, _), p in PANELLINGS]
+)
+def test_dense_zarr_chunks_read_once_per_iteration(dense_store, make_factors, case, panel_rows):
+    init, solver, beta, final = case
+    X, V, store, keys = dense_store
+    recorder = PassRecorder(store)
+    result = fit(
+        V, K, solver=solver, beta_loss=beta, max_iter=ITERATIONS, tol=0, panel_rows=panel_rows, callback=recorder,
+        **_init_args(init, make_factors),
+    )
+    assert result.n_iter == ITERATIONS
+    expected = STATS_PASSES + ITERATIONS + final
+    assert store.reads() == {key: expected for key in keys}
+    # Iteration by iteration: the first report follows the statistics pass and one
+    # iteration; each further one exactly one more pass.
+    n_chunks = len(keys)
+    assert recorder.totals == [(STATS_PASSES + t) * n_chunks for t in range(1, ITERATIONS + 1)]
+
+
+@pytest.mark.parametrize("init, solver, beta", [("nndsvd", "cd", 2.0), ("nndsvda", "mu", 1.0), ("nndsvdar", "cd", 2.0)])
+def test_dense_zarr_nndsvd_adds_only_the_svd_passes(dense_store, init, solver, beta):
+    X, V, store, keys = dense_store
+    recorder = PassRecorder(store)
+    fit(V, K, solver=solver, beta_loss=beta, init=init, random_state=0, max_iter=ITERATIONS, tol=0, panel_rows=10,
+              callback=recorder)
+    final = 0 if beta == 2 else 1
+    reads = store.reads()
+    assert set(reads) == keys
+    assert max(reads.values()) <= STATS_PASSES + SVD_PASSES + ITERATIONS + final
+    n_chunks = len(keys)
+    assert np.all(np.diff(recorder.totals) == n_chunks)
+    assert reads == {key: reads[next(iter(keys))] for key in keys}  # every chunk equally often
+
+
+def test_nndsvd_streams_v_through_the_documented_svd_passes(dense_store):
+    """The randomized SVD reads each chunk once per pass: at most once per power iteration
+    plus once, fewer when the subspace converges first; every chunk as often as the others."""
+    X, V, store, keys = dense_store
+    fit(V, K, init="nndsvda", random_state=0, max_iter=1, tol=0, panel_rows=10)
+    reads = store.reads()
+    assert set(reads) == keys
+    passes = set(reads.values())
+    assert len(passes) == 1
+    assert STATS_PASSES + 2 + 1 <= passes.pop() <= STATS_PASSES + SVD_PASSES + 1
+
+
+def test_functional_api_reads_each_chunk_once_per_iteration(dense_store, make_factors):
+    X, V, store, keys = dense_store
+    W0, H0 = make_factors(M, N, K, seed=1)
+    W, H, n_iter = non_negative_factorization(
+        V, W0, H0, n_components=K, init="custom", solver="mu", beta_loss="kullback-leibler", tol=0,
+        max_iter=ITERATIONS, panel_rows=10,
+    )
+    assert n_iter == ITERATIONS
+    W.compute()  # the result is persisted: gathering it reads nothing
+    assert store.reads() == {key: STATS_PASSES + ITERATIONS + 1 for key in keys}
+
+
+@pytest.fixture
+def csr_store(tmp_path, make_matrix):
+    """V as a CSR group whose 1-D chunks (13 entries) straddle the panel edges."""
+    X = sp.csr_matrix(make_matrix(M, N, seed=2, density=0.4))
+    path = tmp_path / "v-csr.zarr"
+    save_csr(X, path, chunk_entries=13)
+    store = CountingStore(LocalStore(str(path), read_only=True))
+    group = zarr.open_group(store=store, mode="r")
+    V = CSRMatrix.from_group(group)
+    keys = {name: _chunk_keys(group[name], name + "/") for name in ("indptr", "indices", "data")}
+    assert len(keys["data"]) > 5
+    store.counts.clear()
+    return X, V, store, keys
+
+
+@pytest.mark.parametrize("init, solver, beta, final", EXACT, ids=[f"{i}-{s}-{b}" for i, s, b, _ in EXACT])
+def test_csr_group_chunks_read_once_per_iteration(csr_store, make_factors, init, solver, beta, final):
+    X, V, store, keys = csr_store
+    panel_rows = 6  # panel edges fall inside chunks of indices/data
+    assert any(int(X.indptr[r]) % 13 for r in range(panel_rows, M, panel_rows))
+    recorder = PassRecorder(store, "data/")
+    result = fit(
+        V, K, solver=solver, beta_loss=beta, max_iter=ITERATIONS, tol=0, panel_rows=panel_rows, callback=recorder,
+        **_init_args(init, make_factors),
+    )
+    assert result.n_iter == ITERATIONS
+    expected = STATS_PASSES + ITERATIONS + final
+    assert store.reads("data/") == {key: expected for key in keys["data"]}
+    assert store.reads("indices/") == {key: expected for key in keys["indices"]}
+    # indptr: additionally, its entries at the panel edges are read once when panels are formed.
+    assert set(store.reads("indptr/")) == keys["indptr"]
+    assert all(expected <= count <= expected + 1 for count in store.reads("indptr/").values())
+    n_chunks = len(keys["data"])
+    assert recorder.totals == [(STATS_PASSES + t) * n_chunks for t in range(1, ITERATIONS + 1)]
+
+
+def test_csr_group_result_matches_in_memory_input(csr_store, make_factors, relerr):
+    X, V, store, keys = csr_store
+    W0, H0 = make_factors(M, N, K, seed=1)
+    stored = fit(V, K, init="custom", W=W0, H=H0, max_iter=3, tol=0, panel_rows=6)
+    memory = fit(X, K, init="custom", W=W0, H=H0, max_iter=3, tol=0, panel_rows=6)
+    assert relerr(stored.W, memory.W) < 1e-12
+    assert relerr(stored.H, memory.H) < 1e-12
