@@ -32,6 +32,10 @@ Stopping rule
     the initial error since the last check: ``(e_{t-10} - e_t) / e_0 < tol``
     (scikit-learn's rule).
 
+An exact fit gets no rule of its own: an error at rounding level is noise (whether the
+computed loss is 0 or 1e-16 depends on the order of the panel sums), while the tests
+above compare against ``tol``.
+
 For the beta-divergences (and with missing values) the loss of iterate t comes from
 the next pass, which forms ``W H`` panel by panel anyway: when a test on the errors
 fires one pass late, the fit returns the iterate it fired on. With ``tol == 0`` the fit
@@ -313,8 +317,6 @@ def _stop(solver, errors, violations, tol, extrapolated=False):
     test on the violation.
     """
     j = len(errors) - 1
-    if errors and errors[-1] == 0:
-        return j
     if tol <= 0:
         return None
     if solver == "cd":

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import zarr
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dnmf import save_csr
@@ -103,8 +103,14 @@ def test_dense_inputs_and_chunkings_agree(p, make_matrix, make_factors, relerr, 
         _assert_same(name, _fit(V, p, make_factors, **kwargs), reference, relerr)
 
 
+#: An exact fit: one chunking's loss rounds to 0.0, another's to 2e-16.
+EXACT_FIT = dict(m=7, n=3, k=3, seed=34799, density=0.3, solver_beta=("cd", 2.0), init="custom", panel_rows=1,
+                 row_chunk=1, col_chunk=1, zarr_chunks=(1, 1), csr_entries=1)
+
+
 @SETTINGS
 @given(p=problems())
+@example(p=EXACT_FIT)
 def test_sparse_inputs_and_chunkings_agree(p, make_matrix, make_factors, relerr, tmp_path_factory):
     X = _matrix(p, make_matrix)
     reference = _fit(X, p, make_factors)

@@ -298,11 +298,9 @@ def _documented_stop(solver, errors, violations, tol, extrapolated=False):
 
     cd: ``violation_t <= tol * violation_1`` (extrapolated: and ``|e_{t-1} - e_t| <= 10 tol e_t``),
     or ``t >= 10`` and ``(e_{t-10} - e_t) / e_t < tol``; mu: ``t`` a multiple of 10 and
-    ``(e_{t-10} - e_t) / e_0 < tol``; both: ``e_t == 0``.
+    ``(e_{t-10} - e_t) / e_0 < tol``.
     """
     for t, error in enumerate(errors):
-        if error == 0:
-            return t
         if t == 0:
             continue
         if solver == "cd":
