@@ -20,6 +20,7 @@ __all__ = [
     "DnmfError",
     "InputError",
     "InputTypeError",
+    "MissingDependencyError",
     "NotFoundError",
     "ParameterError",
     "ParameterTypeError",
@@ -48,6 +49,11 @@ class ParameterTypeError(DnmfError, TypeError):
 
 class NotFoundError(DnmfError, FileNotFoundError):
     """An input, result or checkpoint directory is not where it was said to be."""
+
+
+class MissingDependencyError(DnmfError, ImportError):
+    """An optional package that this input or output needs is not installed (the message
+    says which extra to install)."""
 
 
 class DestinationError(DnmfError, OSError):

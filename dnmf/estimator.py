@@ -13,6 +13,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import api
 from .errors import InputError, ParameterError
+from .io.adata import is_anndata
+from .io.formats import open_anndata
 from .io.storage import stays_lazy, value_dtype
 from .numerics.losses import loss_to_error
 from .params import DEFAULTS, beta_to_float, normalize_missing
@@ -169,7 +171,10 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         return {name: getattr(self, name) for name in DEFAULTS}
 
     def _check_input(self, X, reset):
-        """In-memory input through scikit-learn's checks; out-of-core input as is."""
+        """In-memory input through scikit-learn's checks; out-of-core input as is (an
+        AnnData: its matrix, see :func:`dnmf.io.formats.open_anndata`)."""
+        if is_anndata(X):
+            X = open_anndata(X)
         if stays_lazy(X):
             if reset:
                 self.n_features_in_ = int(X.shape[1]) if hasattr(X, "shape") else None

@@ -411,7 +411,7 @@ def test_cli_in_real_processes_one_line_and_a_traceback_only_with_verbose(untouc
     error found before the cluster starts (the traceback, then the error line last)."""
     cases = [
         (_fit_args(untouched["negative"], tmp_path, where=("--workers", 1)),
-         r"^error: Negative values in data passed to NMF \(input minimum is -2\.0\)$"),
+         r"^error: \S+negative\S*: Negative values in data passed to NMF \(input minimum is -2\.0\)$"),
         ([*_fit_args(untouched["missing"], tmp_path), "-v"], None),
     ]
     processes = [

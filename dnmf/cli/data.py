@@ -57,11 +57,12 @@ def _format_value(value):
 
 @click.command()
 @click.argument("path", metavar="PATH")
+@click.option("--layer", metavar="NAME", default=None, help="Describe this layer of an AnnData file instead of X.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @output_options
-def info(path, as_json, quiet, verbose):
+def info(path, layer, as_json, quiet, verbose):
     """Describe an input matrix, a fit/transform result or a checkpoint directory."""
-    described = describe(path)
+    described = describe(path, layer=layer)
     if as_json:
         click.echo(json.dumps(described, indent=2, default=str))
         return

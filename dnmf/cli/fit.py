@@ -30,8 +30,9 @@ from ..engine.checkpoint import CURRENT, load_checkpoint
 from ..engine.durable import check_destination, check_writable, factor_bytes
 from ..errors import InputError, ParameterError
 from ..io.generate import DEFAULT_DTYPE, DEFAULT_NOISE, DEFAULT_SEED, generate
-from ..io.results import FIT_KIND, read_result, write_fit, write_transform
-from ..io.storage import open_matrix, value_dtype
+from ..io.formats import matrix_labels
+from ..io.results import FIT_KIND, H5AD_SUFFIX, read_result, write_fit, write_transform
+from ..io.storage import value_dtype
 from ..params import DEFAULTS
 from .options import (
     CLI_DEFAULTS,
@@ -42,6 +43,8 @@ from .options import (
     config_option,
     fit_values,
     flag,
+    input_options,
+    open_input,
     output_options,
     param_options,
     resolved_config,
@@ -85,9 +88,10 @@ def _interrupted_at(iteration, checkpoint):
     return f"{where}; the last complete checkpoint is {Path(checkpoint) / current}: resume with `dnmf resume {checkpoint}`"
 
 
-def _fit_job(input_path, params, *, out, overwrite, checkpoint=None, every=None, seconds=None, resume_from=None,
-             scheduler=None, quiet=False):
-    """Fit ``input_path`` (checkpointing and resuming if asked) and write OUT.
+def _fit_job(input_path, params, *, out, overwrite, read=None, checkpoint=None, every=None, seconds=None,
+             resume_from=None, scheduler=None, quiet=False):
+    """Fit ``input_path`` (read as ``read`` says: :data:`~dnmf.cli.options.READ_OPTIONS`;
+    checkpointing and resuming if asked) and write OUT.
 
     Returns
     -------
@@ -98,11 +102,13 @@ def _fit_job(input_path, params, *, out, overwrite, checkpoint=None, every=None,
     """
     input_path, out, checkpoint = absolute(input_path), absolute(out), absolute(checkpoint)
     check_paths(input_path, out, checkpoint)
+    read = {name: value for name, value in (read or {}).items() if value is not None}
+    source = open_input(input_path, **read, quiet=quiet)
     checkpointing = None
     if checkpoint is not None:
-        run_info = {"input": input_path, "out": out, "every": every, "seconds": seconds}
+        run_info = {"input": input_path, "read": read, "out": out, "every": every, "seconds": seconds}
         checkpointing = api.Checkpointing(checkpoint, every, seconds, run_info, resume_from)
-    job = api.prepare(input_path, params, checkpointing=checkpointing, spell=flag)
+    job = api.prepare(source, params, checkpointing=checkpointing, spell=flag)
     check_destination(out, overwrite)
     check_writable(out, factor_bytes(job.panels.shape, job.config.n_components, job.panels.dtype), "OUT")
     if job.start is not None and not quiet:
@@ -112,13 +118,16 @@ def _fit_job(input_path, params, *, out, overwrite, checkpoint=None, every=None,
         started = time.perf_counter()
         try:
             result = api.run_job(job, callback=progress)
+        except InputError as error:  # found by the statistics pass: name the file
+            raise InputError(f"{input_path}: {error}") from None
         except KeyboardInterrupt:
             quiet_shutdown()  # before the cluster is torn down below
             raise Interrupted(_interrupted_at(progress.iteration, checkpoint)) from None
         finally:
             progress.close()
         elapsed = time.perf_counter() - started
-        attrs = write_fit(out, result, job.config.params, input_path=input_path, overwrite=overwrite)
+        labels = matrix_labels(input_path) if out.endswith(H5AD_SUFFIX) else (None, None)
+        attrs = write_fit(out, result, job.config.params, input_path=input_path, overwrite=overwrite, labels=labels)
     return attrs, elapsed
 
 
@@ -131,8 +140,12 @@ def _summary(out, attrs, elapsed):
 
 @click.command()
 @click.argument("input_path", metavar="INPUT")
+@input_options
 @param_options
-@click.option("--out", "-o", metavar="OUT.zarr", default=None, help="Result group to write (required).")
+@click.option(
+    "--out", "-o", metavar="OUT.zarr", default=None,
+    help="Result to write (required): a Zarr group, or an AnnData file if it ends in .h5ad.",
+)
 @click.option(
     "--checkpoint", metavar="DIR", default=None, help="Checkpoint directory; a matching checkpoint there is resumed.",
 )
@@ -148,12 +161,17 @@ def _summary(out, attrs, elapsed):
 @config_option
 @click.option("--show-config", is_flag=True, help="Print the resolved options as YAML and exit.")
 @output_options
-def fit(input_path, out, checkpoint, checkpoint_every, checkpoint_seconds, scheduler, workers, memory_limit, threads,
-        overwrite, show_config, quiet, verbose, **values):
-    """Factorize INPUT (Zarr array, Zarr CSR group, .npy or .npz) and write OUT.zarr.
+def fit(input_path, layer, dtype, store, out, checkpoint, checkpoint_every, checkpoint_seconds, scheduler, workers,
+        memory_limit, threads, overwrite, show_config, quiet, verbose, **values):
+    """Factorize INPUT and write OUT.zarr (or OUT.h5ad).
+
+    INPUT: a Zarr array or CSR group, .npy, .npz, an AnnData file (.h5ad or Zarr; X or
+    --layer), a 10x Genomics .h5 file or MEX directory, or MatrixMarket (.mtx, .mtx.gz).
 
     OUT is a Zarr group with arrays W and H and attrs n_iter, reconstruction_err,
-    relative_err, loss_history and params.
+    relative_err, loss_history and params; an OUT ending in .h5ad is an AnnData file with
+    INPUT's obs/var names, obsm["X_nmf"] = W, varm["NMF_components"] = H transposed and
+    the same record in uns["nmf"].
     """
     if show_config:
         click.echo(yaml.safe_dump(resolved_config(click.get_current_context()), sort_keys=False), nl=False)
@@ -168,7 +186,8 @@ def fit(input_path, out, checkpoint, checkpoint_every, checkpoint_seconds, sched
     if checkpoint is None and (checkpoint_every is not None or checkpoint_seconds is not None):
         logger.info("no --checkpoint DIR: --checkpoint-every/--checkpoint-seconds ignored")
     attrs, elapsed = _fit_job(
-        input_path, params, out=out, overwrite=overwrite, checkpoint=checkpoint, every=checkpoint_every,
+        input_path, params, out=out, overwrite=overwrite, read=dict(layer=layer, dtype=dtype, store=store),
+        checkpoint=checkpoint, every=checkpoint_every,
         seconds=checkpoint_seconds,
         scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads), quiet=quiet,
     )
@@ -199,7 +218,8 @@ def resume(directory, max_iter, out, from_name, scheduler, workers, memory_limit
     out = out or run_info.get("out")
     params = {**DEFAULTS, **metadata["all_params"], **({} if max_iter is None else {"max_iter": max_iter})}
     attrs, elapsed = _fit_job(
-        run_info["input"], params, out=out, overwrite=overwrite, checkpoint=directory, every=run_info.get("every"),
+        run_info["input"], params, out=out, overwrite=overwrite, read=run_info.get("read"), checkpoint=directory,
+        every=run_info.get("every"),
         seconds=run_info.get("seconds"), resume_from=from_name,
         scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads), quiet=quiet,
     )
@@ -209,6 +229,7 @@ def resume(directory, max_iter, out, from_name, scheduler, workers, memory_limit
 
 @click.command()
 @click.argument("input_path", metavar="INPUT")
+@input_options
 @click.option("--model", required=True, metavar="OUT.zarr", help="A result of `dnmf fit` (its H is used).")
 @click.option("--out", "-o", required=True, metavar="W.zarr", help="Group to write (array W and errors).")
 @click.option(
@@ -218,7 +239,8 @@ def resume(directory, max_iter, out, from_name, scheduler, workers, memory_limit
 @scheduler_options
 @click.option("--overwrite", is_flag=True, default=False, help="Replace an existing OUT.")
 @output_options
-def transform(input_path, model, out, max_iter, scheduler, workers, memory_limit, threads, overwrite, quiet, verbose):
+def transform(input_path, layer, dtype, store, model, out, max_iter, scheduler, workers, memory_limit, threads, overwrite,
+              quiet, verbose):
     """Project the rows of INPUT on a fitted H: solve W >= 0 with H fixed, write W.zarr."""
     input_path, model, out = absolute(input_path), absolute(model), absolute(out)
     check_paths(input_path, out)
@@ -228,7 +250,7 @@ def transform(input_path, model, out, max_iter, scheduler, workers, memory_limit
     params = {**DEFAULTS, **fitted.attrs["params"], "n_components": int(fitted.H.shape[0])}
     if max_iter is not None:
         params["max_iter"] = max_iter
-    source = open_matrix(input_path)
+    source = open_input(input_path, layer=layer, dtype=dtype, store=store, quiet=quiet)
     H = fitted.H.astype(value_dtype(source.dtype, input_path), copy=False)  # as the estimator: H in X's dtype
     job = api.prepare(source, params, H=H, update_H=False, spell=flag)
     check_destination(out, overwrite)

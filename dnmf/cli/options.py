@@ -22,11 +22,13 @@ from tqdm import tqdm
 
 from ..engine.scheduler import local_cluster, use_scheduler
 from ..errors import InputError
+from ..io.storage import open_matrix
 from ..params import DEFAULTS, PARAMS
 
 __all__ = [
     "ALIASES",
     "CLI_DEFAULTS",
+    "READ_OPTIONS",
     "SCALAR",
     "SESSION",
     "Bar",
@@ -38,6 +40,8 @@ __all__ = [
     "resolved_config",
     "fit_values",
     "flag",
+    "input_options",
+    "open_input",
     "output_options",
     "param_options",
     "running_on",
@@ -160,6 +164,37 @@ def scheduler_options(command):
         help="Run on the Dask scheduler at ADDRESS (tcp://HOST:PORT) instead of an embedded LocalCluster.",
     )(command)
     return command
+
+
+#: What ``--layer``, ``--dtype`` and ``--store`` are, by option name (kept by ``dnmf resume``).
+READ_OPTIONS = ("layer", "dtype", "store")
+
+
+def input_options(command):
+    """``--layer``, ``--dtype`` and ``--store``: how INPUT is read (:func:`open_input`)."""
+    command = click.option(
+        "--store", metavar="DIR", default=None,
+        help="Where a MatrixMarket, 10x MEX or CSC AnnData INPUT is converted (once) to a Zarr CSR group. "
+        "[default: beside INPUT, INPUT.csr.zarr]",
+    )(command)
+    command = click.option(
+        "--dtype", type=click.Choice(["float32", "float64"]), default=None,
+        help="Compute in this dtype. [default: INPUT's float dtype; float32 for integer counts of AnnData, "
+        "10x and MatrixMarket files]",
+    )(command)
+    return click.option(
+        "--layer", metavar="NAME", default=None, help="Factorize this layer of an AnnData INPUT instead of X.",
+    )(command)
+
+
+def open_input(input_path, *, layer=None, dtype=None, store=None, quiet=False):
+    """INPUT opened read-only (:func:`dnmf.io.storage.open_matrix`); a conversion shows a
+    progress bar of the entries read (two passes)."""
+    bar = Bar(None, "convert", "entries", quiet)
+    try:
+        return open_matrix(input_path, layer=layer, dtype=dtype, store=absolute(store), progress=bar.update)
+    finally:
+        bar.close()
 
 
 def output_options(command):

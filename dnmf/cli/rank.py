@@ -28,7 +28,18 @@ from ..errors import InputError
 from ..io.results import FIT_KIND, read_result
 from ..io.storage import CSRMatrix, open_matrix
 from ..params import normalize_missing, validate_params
-from .options import Bar, absolute, fit_values, flag, output_options, param_options, running_on, scheduler_options
+from .options import (
+    Bar,
+    absolute,
+    fit_values,
+    flag,
+    input_options,
+    open_input,
+    output_options,
+    param_options,
+    running_on,
+    scheduler_options,
+)
 
 __all__ = ["COMMANDS", "parse_ranks", "rank_command", "recommend_command"]
 
@@ -61,6 +72,7 @@ def parse_ranks(text):
 
 @click.command("rank")
 @click.argument("input_path", metavar="INPUT")
+@input_options
 @click.option("--ranks", required=True, metavar="FIRST:LAST[:STEP]", help="Ranks to try, e.g. 2:20 or 3,5,8.")
 @click.option("--replicates", type=click.IntRange(min=2), default=3, show_default=True, metavar="R",
               help="Fits per rank.")
@@ -78,7 +90,7 @@ def parse_ranks(text):
 @scheduler_options
 @output_options
 def rank_command(
-    input_path, ranks, replicates, perturbation, threshold, seed, concurrency, out, plot_path, scheduler, workers,
+    input_path, layer, dtype, store, ranks, replicates, perturbation, threshold, seed, concurrency, out, plot_path, scheduler, workers,
     memory_limit, threads, quiet, verbose, **values
 ):
     """Fit each rank of --ranks several times and recommend k by stability (NMFk)."""
@@ -92,12 +104,12 @@ def rank_command(
         options["perturbation"] = perturbation
     if threshold is not None:
         options["threshold"] = threshold
-    open_matrix(absolute(input_path))  # bad input fails here, before the cluster starts
+    source = open_input(absolute(input_path), layer=layer, dtype=dtype, store=store, quiet=quiet)  # before the cluster
     with running_on(scheduler, workers, memory_limit, threads, quiet=quiet):
         bar = Bar(len(ranks) * replicates, "rank", "fit", quiet)
         try:
             report = rank_selection.select_rank(
-                absolute(input_path), ranks, callback=lambda k, r: bar.update(1), **options, **params
+                source, ranks, callback=lambda k, r: bar.update(1), **options, **params
             )
         finally:
             bar.close()

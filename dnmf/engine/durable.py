@@ -75,8 +75,11 @@ def fsync_directory(path):
 
 
 def fsync_tree(path):
-    """Flush every file and directory under ``path`` (and ``path``'s parent) to disk."""
+    """Flush every file and directory under ``path`` (a file: it alone), and ``path``'s
+    parent, to disk."""
     path = Path(path)
+    if path.is_file():
+        _fsync_path(path)
     for root, _, files in os.walk(path, topdown=False):
         for name in files:
             _fsync_path(os.path.join(root, name))
@@ -174,12 +177,12 @@ def check_writable(path, nbytes=0, what="output", into=False):
 
 @contextlib.contextmanager
 def publish_directory(path, overwrite=False):
-    """Write a directory elsewhere, then move it to ``path`` in one rename.
+    """Write a directory (or a single file) elsewhere, then move it to ``path`` in one rename.
 
-    Yields the temporary directory (a hidden sibling of ``path``, so the final rename
+    Yields the temporary path (a hidden sibling of ``path``, so the final rename
     stays on one file system). On success its content is flushed to disk and it becomes
     ``path``; an existing ``path`` is replaced only when ``overwrite`` is True (it is
-    renamed aside first and deleted after). On error the temporary directory is removed.
+    renamed aside first and deleted after). On error the temporary path is removed.
     """
     path = Path(path).absolute()
     check_destination(path, overwrite)

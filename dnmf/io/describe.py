@@ -9,10 +9,23 @@ import numpy as np
 
 from ..engine import checkpoint as ckpt
 from ..errors import InputError, NotFoundError
+from .adata import anndata_summary
+from .formats import format_of
+from .mtx import read_header
 from .results import FIT_KIND, read_result, stored_attrs
 from .storage import CSRMatrix, open_matrix
+from .tenx import mex_files, open_10x_h5
 
-__all__ = ["describe"]
+__all__ = ["FORMAT_TITLES", "describe"]
+
+#: How ``dnmf info`` names the files of :mod:`dnmf.io.formats`.
+FORMAT_TITLES = {
+    "h5ad": "AnnData (.h5ad)",
+    "anndata-zarr": "AnnData (Zarr store)",
+    "10x-h5": "10x Genomics HDF5 (cells x features)",
+    "10x-mex": "10x Genomics MEX directory (cells x features)",
+    "mtx": "MatrixMarket",
+}
 
 
 def _disk_bytes(path):
@@ -104,12 +117,33 @@ def _describe_result(result):
     return info
 
 
-def describe(path):
-    """What ``dnmf info`` shows about ``path``: an input matrix, a result or a checkpoint directory."""
+def _describe_format(path, kind, layer):
+    """A file of :mod:`dnmf.io.formats`, from its metadata: nothing is converted."""
+    info = {"path": path, "kind": FORMAT_TITLES[kind]}
+    if kind in ("h5ad", "anndata-zarr"):
+        info.update(anndata_summary(path, layer))
+    elif kind == "10x-h5":
+        matrix = open_10x_h5(path, lambda stored: stored)
+        info.update(shape=list(matrix.shape), stored_dtype=str(matrix.data.dtype), nnz=matrix.nnz)
+    else:
+        rows, columns, entries, field = read_header(mex_files(path)["matrix"] if kind == "10x-mex" else path)
+        info.update(shape=[columns, rows] if kind == "10x-mex" else [rows, columns], field=field, nnz=entries)
+    if isinstance(info.get("nnz"), int) and "shape" in info:
+        info["density"] = info["nnz"] / max(1, int(np.prod(info["shape"])))
+    info["stored_bytes"] = _disk_bytes(path)
+    return info
+
+
+def describe(path, layer=None):
+    """What ``dnmf info`` shows about ``path``: an input matrix, a result or a checkpoint
+    directory (``layer``: of an AnnData file)."""
     path = str(Path(path).expanduser().absolute())
     target = Path(path)
     if not target.exists():
         raise NotFoundError(f"not found: {path}")
+    kind = format_of(path)
+    if kind is not None:
+        return _describe_format(path, kind, layer)
     if target.is_dir() and ((target / ckpt.CURRENT).exists() or any(target.glob("ckpt-*"))):
         return _describe_checkpoint(path)
     if target.suffix not in (".npy", ".npz"):

@@ -26,7 +26,7 @@ import zarr
 from ..engine.durable import publish_directory
 from ..errors import ParameterError
 from ..params import jsonable
-from .storage import CSR_CHUNK_ENTRIES, CSR_FORMAT
+from .csr import CSR_CHUNK_ENTRIES, CSR_FORMAT
 
 __all__ = [
     "BLOCK_ENTRIES",

@@ -18,6 +18,10 @@ Fit result (``kind = "dnmf-fit"``)::
 Transform result (``kind = "dnmf-transform"``): the same with ``W`` only, plus the
 ``model`` it used.
 
+A fit written to a path ending in ``.h5ad`` is an AnnData file instead (same atomic
+rename): the input's ``obs``/``var`` names, ``obsm["X_nmf"]`` = W (written row panel by
+row panel), ``varm["NMF_components"]`` = Hᵀ and these attributes in ``uns["nmf"]``.
+
 Factors held on a Dask cluster are written by the workers themselves
 (:func:`dnmf.engine.durable.write_factor`); the paths are then expected to be shared by
 the client and the workers, as the inputs already are. The writes and the probe of the
@@ -37,15 +41,19 @@ import math
 import os
 from dataclasses import dataclass
 
+import dask.array as da
 import numpy as np
 import zarr
 
+from ..engine.driver import to_numpy
 from ..engine.durable import pause_for_tests, publish_directory, write_factor
 from ..errors import InputError, NotFoundError
 from ..params import jsonable
+from .adata import write_h5ad
 
 __all__ = [
     "FIT_KIND",
+    "H5AD_SUFFIX",
     "PAUSE_IN_RESULT_WRITE",
     "RESULT_VERSION",
     "TRANSFORM_KIND",
@@ -65,6 +73,10 @@ FIT_KIND = "dnmf-fit"
 TRANSFORM_KIND = "dnmf-transform"
 #: Layout version written in ``attrs["version"]``.
 RESULT_VERSION = 1
+#: A fit written to a path with this ending is an AnnData file.
+H5AD_SUFFIX = ".h5ad"
+#: Rows of an in-memory W written at a time into an ``.h5ad`` file.
+H5AD_ROWS = 2**16
 #: Environment variable of the test hook that pauses inside :func:`write_fit`/:func:`write_transform`.
 PAUSE_IN_RESULT_WRITE = "DNMF_TEST_PAUSE_IN_RESULT_WRITE"
 
@@ -75,8 +87,24 @@ def _relative(error, norm):
     return float(error / norm)
 
 
-def write_fit(path, result, params, *, input_path=None, overwrite=False):
-    """Write a fit result group (layout in the module docstring).
+def _fit_attrs(result, params, input_path):
+    error = float(result.reconstruction_err)
+    return {
+        "kind": FIT_KIND,
+        "version": RESULT_VERSION,
+        "n_iter": int(result.n_iter),
+        "converged": bool(result.converged),
+        "reconstruction_err": error,
+        "relative_err": _relative(error, result.norm_V),
+        "loss_history": [float(loss) for loss in result.loss_history],
+        "params": {name: jsonable(value) for name, value in params.items() if name != "client"},
+        "input": None if input_path is None else str(input_path),
+    }
+
+
+def write_fit(path, result, params, *, input_path=None, overwrite=False, labels=(None, None)):
+    """Write a fit result (layout in the module docstring); a path ending in ``.h5ad``
+    gets an AnnData file instead (:func:`dnmf.io.adata.write_h5ad`).
 
     Parameters
     ----------
@@ -88,27 +116,51 @@ def write_fit(path, result, params, *, input_path=None, overwrite=False):
         Recorded in ``attrs["input"]``.
     overwrite : bool
         Replace an existing ``path``; otherwise ``FileExistsError``.
+    labels : tuple
+        ``(row labels, column labels)`` for an ``.h5ad`` file (each None: ``"0"``, ``"1"``, ...).
+
+    Returns
+    -------
+    dict
+        The attributes written.
     """
-    error = float(result.reconstruction_err)
-    attrs = {
-        "kind": FIT_KIND,
-        "version": RESULT_VERSION,
-        "n_iter": int(result.n_iter),
-        "converged": bool(result.converged),
-        "reconstruction_err": error,
-        "relative_err": _relative(error, result.norm_V),
-        "loss_history": [float(loss) for loss in result.loss_history],
-        "params": {name: jsonable(value) for name, value in params.items() if name != "client"},
-        "input": None if input_path is None else str(input_path),
-    }
+    attrs = _fit_attrs(result, params, input_path)
     with publish_directory(path, overwrite) as temp:
-        group = zarr.open_group(str(temp), mode="w")
-        write_factor(group, "W", result.W)
-        pause_for_tests(PAUSE_IN_RESULT_WRITE)
-        write_factor(group, "H", result.H)
-        group.attrs.update(attrs)
+        if os.fspath(path).endswith(H5AD_SUFFIX):
+            m, n = result.W.shape[0], result.H.shape[1]
+            rows, columns = (names if names is not None else [str(i) for i in range(size)]
+                             for names, size in zip(labels, (m, n)))
+            write_h5ad(temp, _row_panels(result.W), np.asarray(result.H), obs_names=rows, var_names=columns,
+                       uns=_without_none(attrs))
+            pause_for_tests(PAUSE_IN_RESULT_WRITE)
+        else:
+            group = zarr.open_group(str(temp), mode="w")
+            write_factor(group, "W", result.W)
+            pause_for_tests(PAUSE_IN_RESULT_WRITE)
+            write_factor(group, "H", result.H)
+            group.attrs.update(attrs)
     logger.info("wrote %s (n_iter=%d, relative error %.4g)", path, attrs["n_iter"], attrs["relative_err"])
     return attrs
+
+
+def _row_panels(W):
+    """W's row panels as NumPy arrays, one at a time (a Dask W is never gathered whole)."""
+    if isinstance(W, da.Array):
+        for i in range(W.numblocks[0]):
+            yield to_numpy(W.blocks[i])
+        return
+    W = np.asarray(W)
+    for start in range(0, W.shape[0], H5AD_ROWS):
+        yield W[start : start + H5AD_ROWS]
+
+
+def _without_none(value):
+    """A JSON-like value with the None entries of its mappings left out (AnnData writes no None)."""
+    if isinstance(value, dict):
+        return {key: _without_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, (list, tuple)):
+        return [_without_none(item) for item in value if item is not None]
+    return value
 
 
 def write_transform(path, result, *, model=None, input_path=None, overwrite=False):

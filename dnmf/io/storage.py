@@ -7,28 +7,18 @@ chunked in row panels only (one chunk spans all columns), whose blocks are ndarr
 or SciPy CSR matrices, with float32 or float64 values. Nothing downstream branches
 on where the data came from.
 
-Sparse matrices in Zarr (the "CSR group" layout)
-------------------------------------------------
-A Zarr group with three 1-D arrays and two attributes::
-
-    indptr   int64,   m + 1 entries, non-decreasing, indptr[0] == 0, indptr[m] == nnz
-    indices  int32 (or int64 if n > 2**31 - 1), nnz entries, column of each value
-    data     float32 or float64, nnz entries
-    attrs    {"format": "csr", "shape": [m, n]}
-
-Write one with :func:`save_csr`; open any input with :func:`open_matrix`.
-Inputs are always opened read-only. Opening a CSR group checks its layout, including
-every entry of ``indptr`` (read once, in blocks of :data:`INDPTR_CHECK_ENTRIES`), so that
-an inconsistent group is refused at the boundary, naming the row, before any pass.
+Sparse matrices in Zarr use the "CSR group" layout of :mod:`dnmf.io.csr` (write one with
+:func:`save_csr`). The files of single-cell biology and text mining (AnnData ``.h5ad``
+and Zarr stores, 10x Genomics HDF5 and MEX, MatrixMarket) are read by :mod:`dnmf.io.formats`.
+Open any input with :func:`open_matrix`; inputs are always opened read-only.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 import dask
 import dask.array as da
@@ -38,7 +28,11 @@ import zarr
 from dask.system import CPU_COUNT
 
 from ..engine.panels import Panels
-from ..errors import DestinationExistsError, InputError, InputTypeError, NotFoundError, ParameterError
+from ..errors import InputError, InputTypeError, NotFoundError, ParameterError
+from .adata import CastArray, is_anndata
+from .csr import CSR_FORMAT, CSRMatrix, save_csr
+from .formats import open_anndata, open_format, read_as
+from .hdf5 import Dataset
 
 __all__ = [
     "CSR_FORMAT",
@@ -51,168 +45,68 @@ __all__ = [
     "value_dtype",
 ]
 
-#: ``attrs["format"]`` of a CSR group.
-CSR_FORMAT = "csr"
 #: Target size of one row panel of V in memory (dense bytes, or data+indices for CSR).
 DEFAULT_PANEL_BYTES = 64 * 2**20
 #: In-memory input is split into at least one panel per core when each holds this much.
 MIN_PARALLEL_PANEL_BYTES = 4 * 2**20
-#: Chunk length (entries) of the 1-D arrays of a CSR group written by :func:`save_csr`.
-CSR_CHUNK_ENTRIES = 2**20
-#: Entries of ``indptr`` read at a time when :meth:`CSRMatrix.from_group` checks it.
-INDPTR_CHECK_ENTRIES = 2**22
 #: Value dtypes kept as they are; everything else numeric becomes float64 (as scikit-learn).
 KEPT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-# ------------------------------------------------------------------ CSR groups in Zarr
-
-
-@dataclass(frozen=True)
-class CSRMatrix:
-    """A read-only CSR matrix stored in a Zarr group (see the module docstring)."""
-
-    indptr: zarr.Array
-    indices: zarr.Array
-    data: zarr.Array
-    shape: tuple[int, int]
-    path: str | None = None
-
-    @property
-    def dtype(self):
-        """Value dtype."""
-        return self.data.dtype
-
-    @property
-    def nnz(self):
-        """Number of stored entries."""
-        return int(self.data.shape[0])
-
-    @property
-    def ndim(self):
-        """Always 2."""
-        return 2
-
-    def read_rows(self, start, stop):
-        """Rows ``start:stop`` as a SciPy CSR matrix (reads only what those rows hold)."""
-        return read_csr_rows(self.indptr, self.indices, self.data, start, stop, self.shape[1])
-
-    @classmethod
-    def from_group(cls, group, path=None):
-        """Check a group's layout and wrap it; ``ValueError`` naming what is wrong."""
-        where = path or "the Zarr group"
-        if group.attrs.get("format") != CSR_FORMAT:
-            raise InputError(
-                f"{where} is not a CSR matrix: attrs['format'] is "
-                f"{group.attrs.get('format')!r}, expected {CSR_FORMAT!r}"
-            )
-        missing = [name for name in ("indptr", "indices", "data") if name not in group]
-        if missing:
-            raise InputError(f"{where} is not a CSR matrix: missing array(s) {missing}")
-        shape = group.attrs.get("shape")
-        if not (isinstance(shape, (list, tuple)) and len(shape) == 2):
-            raise InputError(f"{where}: attrs['shape'] must be [rows, columns], got {shape!r}")
-        m, n = (int(s) for s in shape)
-        indptr, indices, data = group["indptr"], group["indices"], group["data"]
-        if indptr.shape != (m + 1,):
-            raise InputError(
-                f"{where}: indptr has shape {indptr.shape}, expected ({m + 1},) for {m} rows"
-            )
-        if indices.shape != data.shape:
-            raise InputError(
-                f"{where}: indices has {indices.shape[0]} entries but data has {data.shape[0]}"
-            )
-        ends = indptr[[0, m]] if m else indptr[:]
-        if int(ends[0]) != 0 or int(ends[-1]) != data.shape[0]:
-            raise InputError(
-                f"{where}: inconsistent indptr: starts at {int(ends[0])} and ends at "
-                f"{int(ends[-1])}, expected 0 and nnz={data.shape[0]}"
-            )
-        _check_indptr_order(indptr, where)
-        return cls(indptr, indices, data, (m, n), path)
-
-
-def _check_indptr_order(indptr, where):
-    """``ValueError`` naming the first row where ``indptr`` decreases (read in blocks)."""
-    size = indptr.shape[0]
-    for start in range(0, max(size - 1, 0), INDPTR_CHECK_ENTRIES):
-        block = np.asarray(indptr[start : min(start + INDPTR_CHECK_ENTRIES + 1, size)], dtype=np.int64)
-        steps = np.diff(block)
-        if steps.size and steps.min() < 0:
-            row = start + int(np.argmax(steps < 0))
-            raise InputError(
-                f"{where}: inconsistent indptr: it decreases at row {row} "
-                f"(indptr[{row}] = {int(block[row - start])} > indptr[{row + 1}] = {int(block[row - start + 1])})"
-            )
-
-
-def read_csr_rows(indptr, indices, data, start, stop, n_columns):
-    """Rows ``start:stop`` of a CSR matrix held in three 1-D (Zarr) arrays."""
-    pointers = np.asarray(indptr[start : stop + 1], dtype=np.int64)
-    if np.any(np.diff(pointers) < 0):
-        raise InputError(f"inconsistent indptr: decreasing within rows {start}:{stop}")
-    first, last = int(pointers[0]), int(pointers[-1])
-    return sp.csr_matrix(
-        (np.asarray(data[first:last]), np.asarray(indices[first:last]), pointers - first),
-        shape=(stop - start, n_columns),
-    )
-
-
-def save_csr(X, path, *, chunk_entries=CSR_CHUNK_ENTRIES, overwrite=False):
-    """Write a sparse (or dense) matrix to ``path`` as a Zarr CSR group.
-
-    Parameters
-    ----------
-    X : scipy.sparse matrix or array-like of shape (m, n)
-    path : str or path-like
-    chunk_entries : int
-        Chunk length of the ``indices``/``data`` arrays.
-    overwrite : bool
-        Replace an existing group at ``path``; otherwise ``FileExistsError``.
-
-    Returns
-    -------
-    CSRMatrix
-        The written matrix, opened read-only.
-    """
-    X = sp.csr_matrix(X)
-    X.sort_indices()
-    if Path(path).exists() and not overwrite:
-        raise DestinationExistsError(f"{path} exists; pass overwrite=True to replace it")
-    group = zarr.open_group(str(path), mode="w")
-    m, n = X.shape
-    index_dtype = np.int32 if n <= np.iinfo(np.int32).max else np.int64
-    size = max(1, min(chunk_entries, X.nnz))
-    group.create_array("indptr", data=X.indptr.astype(np.int64), chunks=(max(1, min(chunk_entries, m + 1)),))
-    group.create_array("indices", data=X.indices.astype(index_dtype), chunks=(size,))
-    group.create_array("data", data=X.data, chunks=(size,))
-    group.attrs.update({"format": CSR_FORMAT, "shape": [m, n]})
-    return open_matrix(path)
-
-
-def open_matrix(path):
+def open_matrix(path, *, layer=None, dtype=None, store=None, progress=None):
     """Open a stored matrix read-only.
 
     Parameters
     ----------
     path : str or path-like
-        A dense 2-D Zarr array, a Zarr CSR group, a ``.npy`` file (memory-mapped) or a
-        ``.npz`` file written by ``scipy.sparse.save_npz``.
+        A dense 2-D Zarr array, a Zarr CSR group, a ``.npy`` file (memory-mapped), a
+        ``.npz`` file written by ``scipy.sparse.save_npz``, or a file of
+        :mod:`dnmf.io.formats`: AnnData (``.h5ad`` or Zarr), 10x Genomics (``.h5`` or a
+        MEX directory), MatrixMarket (``.mtx``, ``.mtx.gz``).
+    layer : str, optional
+        For AnnData files: read ``layers[layer]`` instead of ``X``.
+    dtype : {"float32", "float64"}, optional
+        Read values as this dtype. By default float32 and float64 are kept, the integer
+        counts of AnnData, 10x and MatrixMarket files are read as float32, and other
+        integers as float64 (as scikit-learn).
+    store : path, optional
+        Where a MatrixMarket, MEX or CSC AnnData input is converted to a CSR group, once
+        (default: beside the input, see :mod:`dnmf.io.formats`).
+    progress : callable, optional
+        Called with the number of entries read as a conversion goes.
 
     Returns
     -------
-    zarr.Array, CSRMatrix, numpy.memmap or scipy.sparse.csr_matrix
+    zarr.Array, CSRMatrix, Dataset, numpy.memmap or scipy.sparse.csr_matrix
 
     Raises
     ------
-    FileNotFoundError
+    NotFoundError
         Nothing at ``path``.
-    ValueError
+    InputError
         ``path`` holds something else.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise NotFoundError(f"input not found: {path}")
+    opened = open_format(path, layer=layer, dtype=dtype, store=store, progress=progress)
+    if opened is not None:
+        return opened
+    if layer is not None:
+        raise ParameterError(f"layer={layer!r}: {path} is not an AnnData file (only those have layers)")
+    opened = _open_plain(path)
+    if dtype is None:
+        return opened
+    values = read_as(opened.dtype, dtype)
+    if isinstance(opened, CSRMatrix):
+        return dataclasses.replace(opened, values=values)
+    if isinstance(opened, zarr.Array):
+        return CastArray(opened, values)
+    return opened.astype(values)
+
+
+def _open_plain(path):
+    """A Zarr array or CSR group, ``.npy`` or ``.npz`` file."""
     if path.endswith(".npy"):
         try:
             return np.load(path, mmap_mode="r")
@@ -321,7 +215,9 @@ def _as_dtype(block, dtype):
 def stays_lazy(X):
     """Whether results for ``X`` stay Dask arrays: Dask, Zarr, CSR-group and path inputs
     (which may not fit in memory); NumPy, SciPy and pandas inputs give NumPy results."""
-    return isinstance(X, (da.Array, zarr.Array, CSRMatrix, Panels, str, os.PathLike))
+    if is_anndata(X):
+        return bool(X.isbacked)
+    return isinstance(X, (da.Array, zarr.Array, Dataset, CastArray, CSRMatrix, Panels, str, os.PathLike))
 
 
 def as_panels(X, panel_rows=None, panel_bytes=DEFAULT_PANEL_BYTES):
@@ -347,12 +243,14 @@ def as_panels(X, panel_rows=None, panel_bytes=DEFAULT_PANEL_BYTES):
         raise ParameterError(f"panel_rows must be a positive integer, got {panel_rows!r}")
     if isinstance(X, (str, os.PathLike)):
         X = open_matrix(X)
+    if is_anndata(X):
+        X = open_anndata(X)
     if isinstance(X, Panels):
         return X
     if isinstance(X, CSRMatrix):
         return _csr_group_panels(X, panel_rows, panel_bytes)
-    if isinstance(X, zarr.Array):
-        return _zarr_panels(X, panel_rows, panel_bytes)
+    if isinstance(X, (zarr.Array, Dataset, CastArray)):
+        return _stored_dense_panels(X, panel_rows, panel_bytes)
     if isinstance(X, da.Array):
         return _dask_panels(X, panel_rows, panel_bytes)
     if sp.issparse(X):
@@ -404,9 +302,10 @@ def _stored_multiple(chunk_rows, m, default_rows, panel_rows):
     return tuple(min(per_panel, m - s) for s in starts)
 
 
-def _zarr_panels(X, panel_rows, panel_bytes):
-    _check_shape(X.shape, "Zarr input")
-    dtype = value_dtype(X.dtype, "Zarr input")
+def _stored_dense_panels(X, panel_rows, panel_bytes):
+    """Panels of a dense stored array (Zarr, HDF5) in whole stored row chunks."""
+    _check_shape(X.shape, "stored input")
+    dtype = value_dtype(X.dtype, "stored input")
     m, n = X.shape
     bounds = _stored_multiple(X.chunks[0], m, _dense_rows(n, dtype.itemsize, panel_bytes), panel_rows)
     edges = np.concatenate([[0], np.cumsum(bounds)]).astype(int)
@@ -417,7 +316,7 @@ def _zarr_panels(X, panel_rows, panel_bytes):
 
 
 def _read_dense_rows(X, start, stop, dtype):
-    """Rows ``start:stop`` of a dense Zarr array, as ``dtype``."""
+    """Rows ``start:stop`` of a dense stored array, as ``dtype``."""
     return np.asarray(X[start:stop]).astype(dtype, copy=False)
 
 

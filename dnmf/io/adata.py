@@ -1,0 +1,235 @@
+"""AnnData: ``.h5ad`` files, AnnData Zarr stores and ``anndata.AnnData`` objects.
+
+Rows are ``obs`` (cells), columns ``var`` (genes). The matrix is ``X`` or one of
+``layers`` (``layer="counts"``), read from the file element by element as AnnData's
+on-disk format lays it out: a dense array, or a group with ``encoding-type``
+``csr_matrix`` (read as it is, row panels straight from ``data``/``indices``/``indptr``)
+or ``csc_matrix`` (transposed once, out of core, into a CSR group; see
+:mod:`dnmf.io.convert`). An ``AnnData`` opened with ``backed="r"`` is read from its file;
+an in-memory one is used as the NumPy/SciPy matrix it holds.
+
+:func:`write_h5ad` writes a fit as an AnnData file: the input's ``obs``/``var`` names,
+``obsm["X_nmf"]`` = W (streamed in row panels), ``varm["NMF_components"]`` = Hᵀ, and the
+fit's parameters and errors in ``uns["nmf"]``; no ``X``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from ..errors import InputError, MissingDependencyError
+from .csr import CSRMatrix
+from .hdf5 import Dataset, is_hdf5, open_file
+
+__all__ = [
+    "ANNDATA_ENCODING",
+    "COMPONENTS_KEY",
+    "USAGE_KEY",
+    "UNS_KEY",
+    "anndata_element",
+    "anndata_labels",
+    "anndata_summary",
+    "is_anndata",
+    "is_anndata_zarr",
+    "write_h5ad",
+]
+
+#: ``attrs["encoding-type"]`` of an AnnData file's root.
+ANNDATA_ENCODING = "anndata"
+#: Where :func:`write_h5ad` puts W, Hᵀ and the fit's record.
+USAGE_KEY, COMPONENTS_KEY, UNS_KEY = "X_nmf", "NMF_components", "nmf"
+
+
+def _anndata():
+    try:
+        import anndata
+    except ImportError:
+        raise MissingDependencyError("AnnData files need anndata: pip install \"dnmf[anndata]\"") from None
+    return anndata
+
+
+def is_anndata(X):
+    """Whether ``X`` is an ``anndata.AnnData`` (checked without importing anndata)."""
+    return any(cls.__name__ == "AnnData" and cls.__module__.startswith("anndata") for cls in type(X).__mro__)
+
+
+def is_anndata_zarr(path):
+    """Whether ``path`` is a Zarr group written by AnnData."""
+    try:
+        return zarr.open_group(store=os.fspath(path), mode="r").attrs.get("encoding-type") == ANNDATA_ENCODING
+    except Exception:  # not a Zarr group
+        return False
+
+
+def _root(path):
+    """The root group of an AnnData file (h5py) or store (Zarr), checked."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        root = zarr.open_group(store=path, mode="r")
+    elif is_hdf5(path):
+        root = open_file(path)
+    else:
+        raise InputError(f"{path} is not an AnnData file (neither HDF5 nor a Zarr store)")
+    if root.attrs.get("encoding-type") != ANNDATA_ENCODING:
+        raise InputError(f"{path} is not an AnnData file (its root's encoding-type is {root.attrs.get('encoding-type')!r})")
+    return root
+
+
+def _layers(root):
+    """Names of an AnnData file's layers."""
+    return sorted(root["layers"].keys()) if "layers" in root else []
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def anndata_summary(path, layer=None):
+    """What an AnnData file holds, read from its metadata (nothing converted): the
+    element's encoding, shape, stored dtype and entries, and the layers."""
+    root = _root(path)
+    name = "X" if layer is None else f"layers/{layer}"
+    summary = {"element": name, "layers": _layers(root)}
+    if name in root:
+        element = root[name]
+        encoding = element.attrs.get("encoding-type", "array")
+        sparse = encoding in ("csr_matrix", "csc_matrix") and "data" in element
+        summary.update(
+            encoding=encoding,
+            shape=[int(s) for s in (element.attrs["shape"] if sparse else element.shape)],
+            stored_dtype=str(element["data"].dtype if sparse else element.dtype),
+            nnz=int(element["data"].shape[0]) if sparse else "not counted (dense)",
+        )
+    return summary
+
+
+def anndata_element(path, layer, values_of, convert):
+    """The matrix ``X`` (or ``layers/<layer>``) of an AnnData file or store.
+
+    Parameters
+    ----------
+    path : path
+    layer : str or None
+    values_of : callable
+        ``values_of(stored_dtype)``: the dtype values are read as.
+    convert : callable
+        ``convert(entries, shape, dtype)`` for a CSC element: writes the CSR group and
+        returns it (``entries()`` yields ``(rows, columns, values)`` blocks).
+
+    Returns
+    -------
+    CSRMatrix, zarr.Array or Dataset
+    """
+    path = os.fspath(path)
+    root = _root(path)
+    name = "X" if layer is None else f"layers/{layer}"
+    if layer is not None and layer not in _layers(root):
+        raise InputError(f"{path} has no layer {layer!r}; its layers are {_layers(root) or 'none'}")
+    if name not in root:
+        raise InputError(f"{path} has no X; name one of its layers ({_layers(root) or 'none'})")
+    element = root[name]
+    encoding = element.attrs.get("encoding-type", "array")
+    where = f"{path}:{name}"
+    if encoding in ("csr_matrix", "csc_matrix"):
+        missing = [part for part in ("data", "indices", "indptr") if part not in element]
+        if missing:
+            raise InputError(f"{where} is a {encoding} missing {missing}")
+        shape = tuple(int(s) for s in element.attrs["shape"])
+        values = values_of(element["data"].dtype)
+        if encoding == "csc_matrix":
+            return convert(lambda: _csc_entries(element), shape, values)
+        parts = [_part(path, element, f"{name}/{part}") for part in ("indptr", "indices", "data")]
+        return CSRMatrix.checked(*parts, shape, where, path=path, values=values)
+    if encoding != "array" or getattr(element, "ndim", 0) != 2:
+        raise InputError(f"{where} is a {encoding!r} element; dnmf reads dense arrays, csr_matrix and csc_matrix")
+    values = values_of(element.dtype)
+    if isinstance(element, zarr.Array):
+        return element if element.dtype == values else CastArray(element, values)
+    return Dataset(path, name, values)
+
+
+def _part(path, element, name):
+    return element[name.rsplit("/", 1)[1]] if isinstance(element, zarr.Group) else Dataset(path, name)
+
+
+#: Columns of a CSC element read at a time when transposing it.
+CSC_BLOCK_ENTRIES = 2**22
+
+
+def _csc_entries(element):
+    """``(rows, columns, values)`` blocks of a stored CSC element, column block by block."""
+    indptr = np.asarray(element["indptr"][:], dtype=np.int64)
+    column = 0
+    n = indptr.size - 1
+    while column < n:
+        stop = min(n, max(column + 1, int(np.searchsorted(indptr, indptr[column] + CSC_BLOCK_ENTRIES, side="right")) - 1))
+        lo, hi = int(indptr[column]), int(indptr[stop])
+        rows = np.asarray(element["indices"][lo:hi], dtype=np.int64)
+        columns = np.repeat(np.arange(column, stop), np.diff(indptr[column : stop + 1]))
+        yield rows, columns, np.asarray(element["data"][lo:hi])
+        column = stop
+
+
+class CastArray:
+    """A dense stored array read as another dtype (integer counts as float32)."""
+
+    def __init__(self, array, dtype):
+        self.array, self.dtype = array, np.dtype(dtype)
+        self.shape, self.ndim, self.chunks = array.shape, array.ndim, array.chunks
+
+    def __getitem__(self, key):
+        return np.asarray(self.array[key]).astype(self.dtype, copy=False)
+
+
+def anndata_labels(path):
+    """``(obs_names, var_names)`` of an AnnData file or store."""
+    root = _root(path)
+    return tuple(_index(root, axis) for axis in ("obs", "var"))
+
+
+def _index(root, axis):
+    frame = root[axis]
+    column = frame[frame.attrs.get("_index", "_index")]
+    values = column.asstr()[()] if hasattr(column, "asstr") else column[...]
+    return [_text(value) for value in np.asarray(values).ravel()]
+
+
+def write_h5ad(path, W_panels, H, *, obs_names, var_names, uns):
+    """Write a fit as an ``.h5ad`` file at ``path`` (a new file).
+
+    Parameters
+    ----------
+    path : path
+    W_panels : iterable of ndarray
+        W's row panels, in order (written as they come: W is never whole here).
+    H : ndarray of shape (k, n)
+    obs_names, var_names : sequence of str
+    uns : dict
+        The fit's record (JSON-like), stored as ``uns["nmf"]``.
+    """
+    anndata = _anndata()
+    import h5py
+    import pandas as pd
+
+    obs_names, var_names = [str(name) for name in obs_names], [str(name) for name in var_names]
+    k = H.shape[0]
+    skeleton = anndata.AnnData(
+        obs=pd.DataFrame(index=pd.Index(obs_names)), var=pd.DataFrame(index=pd.Index(var_names)),
+        varm={COMPONENTS_KEY: np.ascontiguousarray(H.T)}, uns={UNS_KEY: uns},
+    )
+    skeleton.write_h5ad(Path(path))
+    with h5py.File(path, "r+") as handle:
+        usage = handle["obsm"].create_dataset(
+            USAGE_KEY, shape=(len(obs_names), k), dtype=H.dtype, chunks=(max(1, min(len(obs_names), 2**16)), k),
+        )
+        usage.attrs["encoding-type"], usage.attrs["encoding-version"] = "array", "0.2.0"
+        row = 0
+        for panel in W_panels:
+            usage[row : row + panel.shape[0]] = panel
+            row += panel.shape[0]
+        if row != len(obs_names):
+            raise InputError(f"W has {row} rows but there are {len(obs_names)} obs names")
