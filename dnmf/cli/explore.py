@@ -21,6 +21,7 @@ import click
 from ..apps.plots import PLOT_KINDS, SAMPLE_COLUMNS, SAMPLE_ROWS
 from ..apps.topics import DEFAULT_TOP
 from ..errors import InputError, NotFoundError, ParameterError
+from ..io.formats import matrix_labels
 from .options import absolute, output_options
 
 __all__ = ["COMMANDS", "plot_command", "similar_command", "topics_command"]
@@ -37,6 +38,16 @@ def _corpus_of_result(result):
     from ..apps.topics import corpus_of
 
     return corpus_of(result.attrs.get("input"))
+
+
+def _row_labels_of_result(result):
+    """The documents of a `dnmf topics` corpus, or the row labels of a labelled input
+    (AnnData obs names, 10x barcodes), if OUT is its fit."""
+    corpus = _corpus_of_result(result)
+    if corpus is not None:
+        return corpus.documents
+    source = result.attrs.get("input")
+    return matrix_labels(source)[0] if source and Path(source).exists() else None
 
 
 # ---------------------------------------------------------------------------- plot
@@ -136,7 +147,8 @@ def topics_command(docs, rank, top, column, label_column, store, max_iter, seed,
 @click.option("--row", type=click.IntRange(min=0), default=None, metavar="I", help="Query: row I of V (of W).")
 @click.option("--label", default=None, metavar="TEXT", help="Query: the row labelled TEXT.")
 @click.option("--labels", "labels_path", metavar="FILE", default=None,
-              help="Labels of the rows, one a line. [default: the documents of a `dnmf topics` corpus, if OUT is its fit]")
+              help="Labels of the rows, one a line. [default: the documents of a `dnmf topics` corpus, or the obs "
+              "names / barcodes of an AnnData or 10x input, if OUT is its fit]")
 @click.option("--top", type=click.IntRange(min=1), default=SIMILAR_TOP, show_default=True, metavar="N")
 @output_options
 def similar_command(result_path, row, label, labels_path, top, quiet, verbose):
@@ -149,8 +161,7 @@ def similar_command(result_path, row, label, labels_path, top, quiet, verbose):
     result = read_result(absolute(result_path))
     labels = absolute(labels_path)
     if labels is None:
-        corpus = _corpus_of_result(result)
-        labels = None if corpus is None else corpus.documents
+        labels = _row_labels_of_result(result)
     if label is not None and labels is None:
         raise ParameterError(f"--label {label!r} needs labels: pass --labels FILE (one label per row of V)")
     query = row if row is not None else label

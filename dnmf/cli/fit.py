@@ -103,7 +103,7 @@ def _fit_job(input_path, params, *, out, overwrite, read=None, checkpoint=None, 
     input_path, out, checkpoint = absolute(input_path), absolute(out), absolute(checkpoint)
     check_paths(input_path, out, checkpoint)
     read = {name: value for name, value in (read or {}).items() if value is not None}
-    source = open_input(input_path, **read, quiet=quiet)
+    source = open_input(input_path, **read, out=out, quiet=quiet)
     checkpointing = None
     if checkpoint is not None:
         run_info = {"input": input_path, "read": read, "out": out, "every": every, "seconds": seconds}
@@ -250,7 +250,7 @@ def transform(input_path, layer, dtype, store, model, out, max_iter, scheduler, 
     params = {**DEFAULTS, **fitted.attrs["params"], "n_components": int(fitted.H.shape[0])}
     if max_iter is not None:
         params["max_iter"] = max_iter
-    source = open_input(input_path, layer=layer, dtype=dtype, store=store, quiet=quiet)
+    source = open_input(input_path, layer=layer, dtype=dtype, store=store, out=out, quiet=quiet)
     H = fitted.H.astype(value_dtype(source.dtype, input_path), copy=False)  # as the estimator: H in X's dtype
     job = api.prepare(source, params, H=H, update_H=False, spell=flag)
     check_destination(out, overwrite)

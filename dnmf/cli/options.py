@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..engine.scheduler import local_cluster, use_scheduler
 from ..errors import InputError
+from ..io.formats import default_store
 from ..io.storage import open_matrix
 from ..params import DEFAULTS, PARAMS
 
@@ -175,7 +176,7 @@ def input_options(command):
     command = click.option(
         "--store", metavar="DIR", default=None,
         help="Where a MatrixMarket, 10x MEX or CSC AnnData INPUT is converted (once) to a Zarr CSR group. "
-        "[default: beside INPUT, INPUT.csr.zarr]",
+        "[default: INPUT's name + .csr.zarr, beside OUT]",
     )(command)
     command = click.option(
         "--dtype", type=click.Choice(["float32", "float64"]), default=None,
@@ -187,9 +188,12 @@ def input_options(command):
     )(command)
 
 
-def open_input(input_path, *, layer=None, dtype=None, store=None, quiet=False):
-    """INPUT opened read-only (:func:`dnmf.io.storage.open_matrix`); a conversion shows a
+def open_input(input_path, *, layer=None, dtype=None, store=None, out=None, quiet=False):
+    """INPUT opened read-only (:func:`dnmf.io.storage.open_matrix`). A conversion goes to
+    ``store``, by default beside ``out`` (the command's OUT; else beside INPUT), and shows a
     progress bar of the entries read (two passes)."""
+    if store is None and out is not None:
+        store = Path(out).absolute().parent / default_store(input_path, layer).name
     bar = Bar(None, "convert", "entries", quiet)
     try:
         return open_matrix(input_path, layer=layer, dtype=dtype, store=absolute(store), progress=bar.update)

@@ -104,7 +104,7 @@ def rank_command(
         options["perturbation"] = perturbation
     if threshold is not None:
         options["threshold"] = threshold
-    source = open_input(absolute(input_path), layer=layer, dtype=dtype, store=store, quiet=quiet)  # before the cluster
+    source = open_input(absolute(input_path), layer=layer, dtype=dtype, store=store, out=out, quiet=quiet)
     with running_on(scheduler, workers, memory_limit, threads, quiet=quiet):
         bar = Bar(len(ranks) * replicates, "rank", "fit", quiet)
         try:

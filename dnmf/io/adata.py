@@ -18,9 +18,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import zarr
 
+from ..engine.driver import to_numpy
 from ..errors import InputError, MissingDependencyError
 from .csr import CSRMatrix
 from .hdf5 import Dataset, is_hdf5, open_file
@@ -35,6 +37,7 @@ __all__ = [
     "anndata_summary",
     "is_anndata",
     "is_anndata_zarr",
+    "row_panels",
     "write_h5ad",
 ]
 
@@ -198,14 +201,32 @@ def _index(root, axis):
     return [_text(value) for value in np.asarray(values).ravel()]
 
 
-def write_h5ad(path, W_panels, H, *, obs_names, var_names, uns):
+#: Rows of an in-memory W written at a time by :func:`write_h5ad`.
+WRITE_ROWS = 2**16
+
+
+def row_panels(W):
+    """W's row panels as NumPy arrays, one at a time: the blocks of a Dask W (never
+    gathered whole), slices of an array, or the panels of an iterable as they come."""
+    if isinstance(W, da.Array):
+        for i in range(W.numblocks[0]):
+            yield to_numpy(W.blocks[i])
+    elif hasattr(W, "shape"):
+        for start in range(0, W.shape[0], WRITE_ROWS):
+            yield np.asarray(W[start : start + WRITE_ROWS])
+    else:
+        yield from W
+
+
+def write_h5ad(path, W, H, *, obs_names, var_names, uns):
     """Write a fit as an ``.h5ad`` file at ``path`` (a new file).
 
     Parameters
     ----------
     path : path
-    W_panels : iterable of ndarray
-        W's row panels, in order (written as they come: W is never whole here).
+    W : ndarray, dask.array.Array or iterable of ndarray
+        W, or its row panels in order (see :func:`row_panels`: written as they come, W
+        is never whole here).
     H : ndarray of shape (k, n)
     obs_names, var_names : sequence of str
     uns : dict
@@ -228,7 +249,7 @@ def write_h5ad(path, W_panels, H, *, obs_names, var_names, uns):
         )
         usage.attrs["encoding-type"], usage.attrs["encoding-version"] = "array", "0.2.0"
         row = 0
-        for panel in W_panels:
+        for panel in row_panels(W):
             usage[row : row + panel.shape[0]] = panel
             row += panel.shape[0]
         if row != len(obs_names):

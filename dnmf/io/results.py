@@ -41,11 +41,9 @@ import math
 import os
 from dataclasses import dataclass
 
-import dask.array as da
 import numpy as np
 import zarr
 
-from ..engine.driver import to_numpy
 from ..engine.durable import pause_for_tests, publish_directory, write_factor
 from ..errors import InputError, NotFoundError
 from ..params import jsonable
@@ -75,8 +73,6 @@ TRANSFORM_KIND = "dnmf-transform"
 RESULT_VERSION = 1
 #: A fit written to a path with this ending is an AnnData file.
 H5AD_SUFFIX = ".h5ad"
-#: Rows of an in-memory W written at a time into an ``.h5ad`` file.
-H5AD_ROWS = 2**16
 #: Environment variable of the test hook that pauses inside :func:`write_fit`/:func:`write_transform`.
 PAUSE_IN_RESULT_WRITE = "DNMF_TEST_PAUSE_IN_RESULT_WRITE"
 
@@ -130,7 +126,7 @@ def write_fit(path, result, params, *, input_path=None, overwrite=False, labels=
             m, n = result.W.shape[0], result.H.shape[1]
             rows, columns = (names if names is not None else [str(i) for i in range(size)]
                              for names, size in zip(labels, (m, n)))
-            write_h5ad(temp, _row_panels(result.W), np.asarray(result.H), obs_names=rows, var_names=columns,
+            write_h5ad(temp, result.W, np.asarray(result.H), obs_names=rows, var_names=columns,
                        uns=_without_none(attrs))
             pause_for_tests(PAUSE_IN_RESULT_WRITE)
         else:
@@ -141,17 +137,6 @@ def write_fit(path, result, params, *, input_path=None, overwrite=False, labels=
             group.attrs.update(attrs)
     logger.info("wrote %s (n_iter=%d, relative error %.4g)", path, attrs["n_iter"], attrs["relative_err"])
     return attrs
-
-
-def _row_panels(W):
-    """W's row panels as NumPy arrays, one at a time (a Dask W is never gathered whole)."""
-    if isinstance(W, da.Array):
-        for i in range(W.numblocks[0]):
-            yield to_numpy(W.blocks[i])
-        return
-    W = np.asarray(W)
-    for start in range(0, W.shape[0], H5AD_ROWS):
-        yield W[start : start + H5AD_ROWS]
 
 
 def _without_none(value):

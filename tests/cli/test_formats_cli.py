@@ -60,6 +60,26 @@ def test_fit_10x_and_matrix_market(files, name, tmp_path):
     assert (tmp_path / "store.zarr").exists() == (name != "filtered_feature_bc_matrix.h5")  # 10x .h5 needs none
 
 
+def test_a_conversion_goes_beside_out_by_default(files, tmp_path):
+    where, _ = files
+    before = sorted(path.name for path in where.iterdir())
+    dnmf("fit", where / "counts.mtx.gz", "--rank", K, "--max-iter", 5, "--out", tmp_path / "out.zarr", "--threads",
+         "--quiet")
+    assert (tmp_path / "counts.mtx.gz.csr.zarr").is_dir()
+    assert sorted(path.name for path in where.iterdir()) == before  # nothing written beside the input
+
+
+def test_similar_names_cells_by_their_barcodes(files, tmp_path, capsys):
+    where, _ = files
+    out = tmp_path / "out.zarr"
+    dnmf("fit", where / "filtered_feature_bc_matrix.h5", "--rank", K, "--max-iter", 20, "--out", out, "--threads",
+         "--quiet")
+    status, printed, err = call(capsys, "similar", out, "--label", "cell7", "--top", 3)
+    assert status == 0, err
+    assert printed.splitlines()[0] == "most similar to 'cell7':"
+    assert all(line.split()[-1].startswith("cell") for line in printed.splitlines()[2:]), printed
+
+
 def test_layer_is_read_and_kept_by_resume(files, tmp_path):
     where, X = files
     checkpoint, out = tmp_path / "run.ckpt", tmp_path / "out.zarr"
