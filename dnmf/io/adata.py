@@ -15,6 +15,7 @@ fit's parameters and errors in ``uns["nmf"]``; no ``X``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import zarr
 from ..engine.driver import to_numpy
 from ..errors import InputError, MissingDependencyError
 from .csr import CSRMatrix
-from .hdf5 import Dataset, is_hdf5, open_file
+from .hdf5 import Dataset, is_hdf5, opened
 
 __all__ = [
     "ANNDATA_ENCODING",
@@ -68,18 +69,21 @@ def is_anndata_zarr(path):
         return False
 
 
+@contextlib.contextmanager
 def _root(path):
-    """The root group of an AnnData file (h5py) or store (Zarr), checked."""
+    """The root group of an AnnData file (h5py, closed after the block) or store (Zarr), checked."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        root = zarr.open_group(store=path, mode="r")
+        files = contextlib.nullcontext(zarr.open_group(store=path, mode="r"))
     elif is_hdf5(path):
-        root = open_file(path)
+        files = opened(path)
     else:
         raise InputError(f"{path} is not an AnnData file (neither HDF5 nor a Zarr store)")
-    if root.attrs.get("encoding-type") != ANNDATA_ENCODING:
-        raise InputError(f"{path} is not an AnnData file (its root's encoding-type is {root.attrs.get('encoding-type')!r})")
-    return root
+    with files as root:
+        if root.attrs.get("encoding-type") != ANNDATA_ENCODING:
+            encoding = root.attrs.get("encoding-type")
+            raise InputError(f"{path} is not an AnnData file (its root's encoding-type is {encoding!r})")
+        yield root
 
 
 def _layers(root):
@@ -94,20 +98,20 @@ def _text(value):
 def anndata_summary(path, layer=None):
     """What an AnnData file holds, read from its metadata (nothing converted): the
     element's encoding, shape, stored dtype and entries, and the layers."""
-    root = _root(path)
-    name = "X" if layer is None else f"layers/{layer}"
-    summary = {"element": name, "layers": _layers(root)}
-    if name in root:
-        element = root[name]
-        encoding = element.attrs.get("encoding-type", "array")
-        sparse = encoding in ("csr_matrix", "csc_matrix") and "data" in element
-        summary.update(
-            encoding=encoding,
-            shape=[int(s) for s in (element.attrs["shape"] if sparse else element.shape)],
-            stored_dtype=str(element["data"].dtype if sparse else element.dtype),
-            nnz=int(element["data"].shape[0]) if sparse else "not counted (dense)",
-        )
-    return summary
+    with _root(path) as root:
+        name = "X" if layer is None else f"layers/{layer}"
+        summary = {"element": name, "layers": _layers(root)}
+        if name in root:
+            element = root[name]
+            encoding = element.attrs.get("encoding-type", "array")
+            sparse = encoding in ("csr_matrix", "csc_matrix") and "data" in element
+            summary.update(
+                encoding=encoding,
+                shape=[int(s) for s in (element.attrs["shape"] if sparse else element.shape)],
+                stored_dtype=str(element["data"].dtype if sparse else element.dtype),
+                nnz=int(element["data"].shape[0]) if sparse else "not counted (dense)",
+            )
+        return summary
 
 
 def anndata_element(path, layer, values_of, convert):
@@ -128,31 +132,31 @@ def anndata_element(path, layer, values_of, convert):
     CSRMatrix, zarr.Array or Dataset
     """
     path = os.fspath(path)
-    root = _root(path)
-    name = "X" if layer is None else f"layers/{layer}"
-    if layer is not None and layer not in _layers(root):
-        raise InputError(f"{path} has no layer {layer!r}; its layers are {_layers(root) or 'none'}")
-    if name not in root:
-        raise InputError(f"{path} has no X; name one of its layers ({_layers(root) or 'none'})")
-    element = root[name]
-    encoding = element.attrs.get("encoding-type", "array")
-    where = f"{path}:{name}"
-    if encoding in ("csr_matrix", "csc_matrix"):
-        missing = [part for part in ("data", "indices", "indptr") if part not in element]
-        if missing:
-            raise InputError(f"{where} is a {encoding} missing {missing}")
-        shape = tuple(int(s) for s in element.attrs["shape"])
-        values = values_of(element["data"].dtype)
-        if encoding == "csc_matrix":
-            return convert(lambda: _csc_entries(element), shape, values)
-        parts = [_part(path, element, f"{name}/{part}") for part in ("indptr", "indices", "data")]
-        return CSRMatrix.checked(*parts, shape, where, path=path, values=values)
-    if encoding != "array" or getattr(element, "ndim", 0) != 2:
-        raise InputError(f"{where} is a {encoding!r} element; dnmf reads dense arrays, csr_matrix and csc_matrix")
-    values = values_of(element.dtype)
-    if isinstance(element, zarr.Array):
-        return element if element.dtype == values else CastArray(element, values)
-    return Dataset(path, name, values)
+    with _root(path) as root:
+        name = "X" if layer is None else f"layers/{layer}"
+        if layer is not None and layer not in _layers(root):
+            raise InputError(f"{path} has no layer {layer!r}; its layers are {_layers(root) or 'none'}")
+        if name not in root:
+            raise InputError(f"{path} has no X; name one of its layers ({_layers(root) or 'none'})")
+        element = root[name]
+        encoding = element.attrs.get("encoding-type", "array")
+        where = f"{path}:{name}"
+        if encoding in ("csr_matrix", "csc_matrix"):
+            missing = [part for part in ("data", "indices", "indptr") if part not in element]
+            if missing:
+                raise InputError(f"{where} is a {encoding} missing {missing}")
+            shape = tuple(int(s) for s in element.attrs["shape"])
+            values = values_of(element["data"].dtype)
+            if encoding == "csc_matrix":
+                return convert(lambda: _csc_entries(element), shape, values)
+            parts = [_part(path, element, f"{name}/{part}") for part in ("indptr", "indices", "data")]
+            return CSRMatrix.checked(*parts, shape, where, path=path, values=values)
+        if encoding != "array" or getattr(element, "ndim", 0) != 2:
+            raise InputError(f"{where} is a {encoding!r} element; dnmf reads dense arrays, csr_matrix and csc_matrix")
+        values = values_of(element.dtype)
+        if isinstance(element, zarr.Array):
+            return element if element.dtype == values else CastArray(element, values)
+        return Dataset(path, name, values)
 
 
 def _part(path, element, name):
@@ -190,8 +194,8 @@ class CastArray:
 
 def anndata_labels(path):
     """``(obs_names, var_names)`` of an AnnData file or store."""
-    root = _root(path)
-    return tuple(_index(root, axis) for axis in ("obs", "var"))
+    with _root(path) as root:
+        return tuple(_index(root, axis) for axis in ("obs", "var"))
 
 
 def _index(root, axis):

@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import InputError, ParameterError
 from .adata import anndata_element, anndata_labels, is_anndata, is_anndata_zarr
 from .convert import converted, entries_to_csr, source_record
-from .hdf5 import is_hdf5, open_file
+from .hdf5 import is_hdf5, opened
 from .mtx import convert_mtx, is_mtx, read_header
 from .tenx import is_mex, mex_files, mex_labels, open_10x_h5, open_mex, tenx_h5_labels
 
@@ -72,7 +72,8 @@ def format_of(path):
     if path.endswith(".h5ad"):
         return "h5ad"
     if path.endswith((".h5", ".hdf5")) or is_hdf5(path):
-        return "h5ad" if "encoding-type" in open_file(path).attrs else "10x-h5"
+        with opened(path) as handle:
+            return "h5ad" if "encoding-type" in handle.attrs else "10x-h5"
     return None
 
 

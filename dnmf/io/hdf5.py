@@ -1,30 +1,29 @@
 """HDF5 datasets as the panel readers need them: opened by name in the process that reads.
 
 An ``h5py.Dataset`` holds an open file handle, which neither pickles nor crosses to a
-worker process. :class:`Dataset` is the file's path and the dataset's name: each process
-opens the file once (read-only, cached in :data:`_OPEN`) on its first read, so the
-reading tasks of :mod:`dnmf.io.storage` run on any worker that sees the file.
+worker process. :class:`Dataset` is the file's path and the dataset's name: every read
+opens the file (read-only), reads its slice and closes it, so the reading tasks of
+:mod:`dnmf.io.storage` run on any worker that sees the file, and no process keeps the
+file open between reads (HDF5 refuses to rewrite a file that a process holds open). An
+open costs well under a millisecond; a panel read, tens of milliseconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import threading
 
 import numpy as np
 
 from ..errors import InputError, MissingDependencyError
 
-__all__ = ["Dataset", "is_hdf5", "open_file"]
+__all__ = ["Dataset", "is_hdf5", "opened"]
 
 #: The first bytes of every HDF5 file.
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Entries a contiguous (unchunked) 1-D dataset counts as one chunk (for sharing reads).
 CONTIGUOUS_CHUNK_ENTRIES = 2**20
 
-#: ``{path: h5py.File}`` opened by this process.
-_OPEN = {}
-_LOCK = threading.Lock()
 
 
 def _h5py():
@@ -46,17 +45,17 @@ def is_hdf5(path):
         return False
 
 
-def open_file(path):
-    """The read-only ``h5py.File`` of ``path`` in this process (opened once)."""
+@contextlib.contextmanager
+def opened(path):
+    """The read-only ``h5py.File`` of ``path`` for the block (closed after: a file that
+    dnmf reads stays free to be replaced by its owner)."""
     path = os.fspath(path)
-    with _LOCK:
-        handle = _OPEN.get(path)
-        if handle is None or not handle.id.valid:
-            try:
-                handle = _OPEN[path] = _h5py().File(path, "r")
-            except OSError as error:
-                raise InputError(f"{path} is not a readable HDF5 file ({error})") from None
-        return handle
+    try:
+        handle = _h5py().File(path, "r")
+    except OSError as error:
+        raise InputError(f"{path} is not a readable HDF5 file ({' '.join(str(error).split())})") from None
+    with handle:
+        yield handle
 
 
 class Dataset:
@@ -74,11 +73,13 @@ class Dataset:
 
     def __init__(self, path, name, dtype=None):
         self.path, self.name = os.fspath(path), name
-        stored = open_file(self.path)[name]
-        self.shape, self.ndim = tuple(stored.shape), stored.ndim
-        self.stored_dtype = stored.dtype
-        self.dtype = np.dtype(dtype) if dtype is not None else stored.dtype
-        self.chunks = stored.chunks or (CONTIGUOUS_CHUNK_ENTRIES if self.ndim == 1 else 1, *self.shape[1:])
+        with opened(self.path) as handle:
+            stored = handle[name]
+            self.shape, self.ndim = tuple(stored.shape), stored.ndim
+            self.stored_dtype = stored.dtype
+            chunks = stored.chunks
+        self.dtype = np.dtype(dtype) if dtype is not None else self.stored_dtype
+        self.chunks = chunks or (CONTIGUOUS_CHUNK_ENTRIES if self.ndim == 1 else 1, *self.shape[1:])
 
     def __reduce__(self):
         return (Dataset, (self.path, self.name, self.dtype))
@@ -86,11 +87,9 @@ class Dataset:
     def __repr__(self):
         return f"Dataset({self.path!r}, {self.name!r}, shape={self.shape}, dtype={self.dtype})"
 
-    def _stored(self):
-        return open_file(self.path)[self.name]
-
     def __getitem__(self, key):
-        return np.asarray(self._stored()[key]).astype(self.dtype, copy=False)
+        with opened(self.path) as handle:
+            return np.asarray(handle[self.name][key]).astype(self.dtype, copy=False)
 
     def __len__(self):
         return self.shape[0]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .csr import CSRMatrix
-from .hdf5 import Dataset, open_file
+from .hdf5 import Dataset, opened
 from .mtx import convert_mtx, read_header
 
 __all__ = ["H5_DATASETS", "is_mex", "mex_files", "mex_labels", "open_10x_h5", "open_mex", "tenx_h5_labels"]
@@ -33,8 +33,7 @@ MEX_NAMES = {
 }
 
 
-def _matrix_group(path):
-    handle = open_file(path)
+def _matrix_group(handle, path):
     if "matrix" not in handle:
         raise InputError(f"{path}: not a 10x Genomics HDF5 file (no group 'matrix'; it holds {sorted(handle)})")
     group = handle["matrix"]
@@ -48,17 +47,19 @@ def open_10x_h5(path, values_of):
     """The cells x features matrix of a 10x HDF5 file; ``values_of(stored dtype)`` is
     the dtype its values are read as."""
     path = os.fspath(path)
-    group = _matrix_group(path)
-    features, barcodes = (int(s) for s in group["shape"][()])
+    with opened(path) as handle:
+        group = _matrix_group(handle, path)
+        features, barcodes = (int(s) for s in group["shape"][()])
+        values = values_of(group["data"].dtype)
     parts = (Dataset(path, f"matrix/{name}") for name in ("indptr", "indices", "data"))
-    values = values_of(group["data"].dtype)
     return CSRMatrix.checked(*parts, (barcodes, features), path, path=path, values=values)
 
 
 def tenx_h5_labels(path):
     """``(barcodes, feature names)`` of a 10x HDF5 file."""
-    group = _matrix_group(os.fspath(path))
-    return _strings(group["barcodes"][()]), _strings(group["features/name"][()])
+    with opened(path) as handle:
+        group = _matrix_group(handle, os.fspath(path))
+        return _strings(group["barcodes"][()]), _strings(group["features/name"][()])
 
 
 def _strings(values):

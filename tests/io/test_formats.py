@@ -192,6 +192,16 @@ def test_hdf5_datasets_pickle_by_name(files):
     assert copy.path == dataset.path and copy.name == "X/data"
 
 
+def test_a_replaced_file_is_read_anew(tmp_path):
+    """The per-process cache of open HDF5 files never serves a file that was replaced."""
+    path = tmp_path / "cells.h5ad"
+    adata_of(counts(seed=1)).write_h5ad(path)
+    first = open_matrix(path).read_rows(0, M).toarray()
+    adata_of(counts(seed=2)).write_h5ad(path)
+    np.testing.assert_array_equal(open_matrix(path).read_rows(0, M).toarray(), counts(seed=2).toarray())
+    assert not np.array_equal(first, counts(seed=2).toarray())
+
+
 def test_fit_written_as_h5ad(files, tmp_path):
     """``--out result.h5ad``'s writer: obs/var names, W, Hᵀ and the fit's record."""
     from dnmf.io.results import write_fit
