@@ -14,7 +14,7 @@ from .formats import format_of
 from .mtx import read_header
 from .results import FIT_KIND, read_result, stored_attrs
 from .storage import CSRMatrix, open_matrix
-from .tenx import mex_files, open_10x_h5
+from .tenx import mex_files, tenx_h5_summary
 
 __all__ = ["FORMAT_TITLES", "describe"]
 
@@ -123,8 +123,7 @@ def _describe_format(path, kind, layer):
     if kind in ("h5ad", "anndata-zarr"):
         info.update(anndata_summary(path, layer))
     elif kind == "10x-h5":
-        matrix = open_10x_h5(path, lambda stored: stored)
-        info.update(shape=list(matrix.shape), stored_dtype=str(matrix.data.dtype), nnz=matrix.nnz)
+        info.update(tenx_h5_summary(path))
     else:
         rows, columns, entries, field = read_header(mex_files(path)["matrix"] if kind == "10x-mex" else path)
         info.update(shape=[columns, rows] if kind == "10x-mex" else [rows, columns], field=field, nnz=entries)

@@ -113,8 +113,15 @@ def open_format(path, *, layer=None, dtype=None, store=None, progress=None):
     def values_of(stored):
         return read_as(stored, dtype)
 
-    def record(values):
-        return source_record(path, layer=layer, dtype=str(values))
+    def reuse_or_write(values, write):
+        """The conversion in ``store``: reused while current, else ``write(record, overwrite)``."""
+        record = source_record(path, layer=layer, dtype=str(values))
+        return converted(store, record, lambda overwrite: write(record, overwrite))
+
+    def convert(entries, shape, values):
+        return reuse_or_write(values, lambda record, overwrite: entries_to_csr(
+            entries, shape, store, values, source=record, what=path, progress=progress, overwrite=overwrite,
+        ))
 
     if kind == "10x-h5":
         return open_10x_h5(path, values_of)
@@ -122,19 +129,9 @@ def open_format(path, *, layer=None, dtype=None, store=None, progress=None):
         matrix_file = mex_files(path)["matrix"] if kind == "10x-mex" else path
         values = values_of(np.float64 if read_header(matrix_file)[3] == "real" else np.int64)
         read = open_mex if kind == "10x-mex" else convert_mtx
-        return converted(
-            store, record(values),
-            lambda overwrite: read(path, store, values, source=record(values), progress=progress, overwrite=overwrite),
-        )
-
-    def convert(entries, shape, values):
-        return converted(
-            store, record(values),
-            lambda overwrite: entries_to_csr(
-                entries, shape, store, values, source=record(values), what=path, progress=progress, overwrite=overwrite,
-            ),
-        )
-
+        return reuse_or_write(values, lambda record, overwrite: read(
+            path, store, values, source=record, progress=progress, overwrite=overwrite,
+        ))
     return anndata_element(path, layer, values_of, convert)
 
 

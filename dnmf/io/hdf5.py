@@ -76,9 +76,8 @@ class Dataset:
         with opened(self.path) as handle:
             stored = handle[name]
             self.shape, self.ndim = tuple(stored.shape), stored.ndim
-            self.stored_dtype = stored.dtype
-            chunks = stored.chunks
-        self.dtype = np.dtype(dtype) if dtype is not None else self.stored_dtype
+            stored_dtype, chunks = stored.dtype, stored.chunks
+        self.dtype = np.dtype(dtype) if dtype is not None else stored_dtype
         self.chunks = chunks or (CONTIGUOUS_CHUNK_ENTRIES if self.ndim == 1 else 1, *self.shape[1:])
 
     def __reduce__(self):
@@ -90,9 +89,6 @@ class Dataset:
     def __getitem__(self, key):
         with opened(self.path) as handle:
             return np.asarray(handle[self.name][key]).astype(self.dtype, copy=False)
-
-    def __len__(self):
-        return self.shape[0]
 
     def get_coordinate_selection(self, positions):
         """The entries at ``positions`` (a 1-D dataset; any order)."""

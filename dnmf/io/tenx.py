@@ -21,7 +21,8 @@ from .csr import CSRMatrix
 from .hdf5 import Dataset, opened
 from .mtx import convert_mtx, read_header
 
-__all__ = ["H5_DATASETS", "is_mex", "mex_files", "mex_labels", "open_10x_h5", "open_mex", "tenx_h5_labels"]
+__all__ = ["H5_DATASETS", "is_mex", "mex_files", "mex_labels", "open_10x_h5", "open_mex", "tenx_h5_labels",
+           "tenx_h5_summary"]
 
 #: What a 10x HDF5 file's ``matrix`` group holds.
 H5_DATASETS = ("data", "indices", "indptr", "shape", "barcodes", "features/name")
@@ -53,6 +54,14 @@ def open_10x_h5(path, values_of):
         values = values_of(group["data"].dtype)
     parts = (Dataset(path, f"matrix/{name}") for name in ("indptr", "indices", "data"))
     return CSRMatrix.checked(*parts, (barcodes, features), path, path=path, values=values)
+
+
+def tenx_h5_summary(path):
+    """Shape (cells x features), stored dtype and entries of a 10x HDF5 file, from its metadata."""
+    with opened(path) as handle:
+        group = _matrix_group(handle, os.fspath(path))
+        features, barcodes = (int(s) for s in group["shape"][()])
+        return {"shape": [barcodes, features], "stored_dtype": str(group["data"].dtype), "nnz": int(group["data"].shape[0])}
 
 
 def tenx_h5_labels(path):

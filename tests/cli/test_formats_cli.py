@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.io
 import scipy.sparse as sp
+import zarr
 
 anndata = pytest.importorskip("anndata")
 pytest.importorskip("h5py")
@@ -102,6 +103,26 @@ def test_info_reads_metadata_only(files, capsys):
     assert not (where / "cells.h5ad.csc.csr.zarr").exists()  # nothing converted
     status, out, _ = call(capsys, "info", where / "mex", "--json")
     assert json.loads(out)["shape"] == [M, N]
+    status, out, _ = call(capsys, "info", where / "filtered_feature_bc_matrix.h5", "--json")
+    described = json.loads(out)
+    assert (described["shape"], described["stored_dtype"], described["nnz"]) == ([M, N], "int32", counts(seed=5).nnz)
+
+
+def test_dtype_and_layer_reach_fit_and_transform(files, tmp_path):
+    where, X = files
+    model, projected = tmp_path / "model.zarr", tmp_path / "w.zarr"
+    dnmf("fit", where / "cells.h5ad", "--dtype", "float64", "--rank", K, "--max-iter", 10, "--out", model,
+         "--threads", "--quiet")
+    W, H, _ = read_factors(model)
+    assert W.dtype == H.dtype == np.float64
+    projections = {}
+    for layer in ("X", "doubled"):
+        out = tmp_path / f"w-{layer}.zarr"
+        dnmf("transform", where / "cells.h5ad", *(("--layer", layer) if layer != "X" else ()), "--model", model,
+             "--out", out, "--threads", "--quiet")
+        projections[layer] = zarr.open_group(str(out), mode="r")["W"][...]
+    assert projections["X"].dtype == np.float32  # integer counts read as float32 (H cast to the input's dtype)
+    np.testing.assert_allclose(projections["doubled"], 2 * projections["X"], rtol=1e-3, atol=1e-3)  # layer = 2 X
 
 
 def _bad_files(where, X):
