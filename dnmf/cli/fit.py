@@ -102,6 +102,7 @@ def _fit_job(input_path, params, *, out, overwrite, read=None, checkpoint=None, 
     """
     input_path, out, checkpoint = absolute(input_path), absolute(out), absolute(checkpoint)
     check_paths(input_path, out, checkpoint)
+    check_destination(out, overwrite)  # before a conversion of INPUT, which may take minutes
     read = {name: value for name, value in (read or {}).items() if value is not None}
     source = open_input(input_path, **read, out=out, quiet=quiet)
     checkpointing = None
@@ -109,7 +110,6 @@ def _fit_job(input_path, params, *, out, overwrite, read=None, checkpoint=None, 
         run_info = {"input": input_path, "read": read, "out": out, "every": every, "seconds": seconds}
         checkpointing = api.Checkpointing(checkpoint, every, seconds, run_info, resume_from)
     job = api.prepare(source, params, checkpointing=checkpointing, spell=flag)
-    check_destination(out, overwrite)
     check_writable(out, factor_bytes(job.panels.shape, job.config.n_components, job.panels.dtype), "OUT")
     if job.start is not None and not quiet:
         click.echo(f"resuming {checkpoint} from iteration {job.start.iteration}", err=True)
@@ -250,10 +250,10 @@ def transform(input_path, layer, dtype, store, model, out, max_iter, scheduler, 
     params = {**DEFAULTS, **fitted.attrs["params"], "n_components": int(fitted.H.shape[0])}
     if max_iter is not None:
         params["max_iter"] = max_iter
+    check_destination(out, overwrite)  # before a conversion of INPUT
     source = open_input(input_path, layer=layer, dtype=dtype, store=store, out=out, quiet=quiet)
     H = fitted.H.astype(value_dtype(source.dtype, input_path), copy=False)  # as the estimator: H in X's dtype
     job = api.prepare(source, params, H=H, update_H=False, spell=flag)
-    check_destination(out, overwrite)
     check_writable(out, factor_bytes((job.panels.shape[0], 0), job.config.n_components, job.panels.dtype), "OUT")
     with running_on(scheduler, workers, memory_limit, threads, quiet=quiet):
         started = time.perf_counter()

@@ -70,6 +70,15 @@ def test_a_conversion_goes_beside_out_by_default(files, tmp_path):
     assert sorted(path.name for path in where.iterdir()) == before  # nothing written beside the input
 
 
+def test_an_existing_out_is_refused_before_any_conversion(files, tmp_path, capsys):
+    where, _ = files
+    (tmp_path / "out.zarr").mkdir()
+    status, _, err = call(capsys, "fit", where / "counts.mtx.gz", "--rank", K, "--out", tmp_path / "out.zarr",
+                          "--threads", "--quiet")
+    assert_one_error_line(status, err, "already exists")
+    assert not (tmp_path / "counts.mtx.gz.csr.zarr").exists()
+
+
 def test_similar_names_cells_by_their_barcodes(files, tmp_path, capsys):
     where, _ = files
     out = tmp_path / "out.zarr"
