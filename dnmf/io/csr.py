@@ -25,7 +25,7 @@ import zarr
 
 from ..errors import DestinationExistsError, InputError
 
-__all__ = ["CSR_CHUNK_ENTRIES", "CSR_FORMAT", "INDPTR_CHECK_ENTRIES", "CSRMatrix", "read_csr_rows", "save_csr"]
+__all__ = ["CSR_CHUNK_ENTRIES", "CSR_FORMAT", "INDPTR_CHECK_ENTRIES", "CSRMatrix", "save_csr"]
 
 #: ``attrs["format"]`` of a CSR group.
 CSR_FORMAT = "csr"
@@ -73,10 +73,16 @@ class CSRMatrix:
         """Always 2."""
         return 2
 
-    def read_rows(self, start, stop):
-        """Rows ``start:stop`` as a SciPy CSR matrix (reads only what those rows hold)."""
-        rows = read_csr_rows(self.indptr, self.indices, self.data, start, stop, self.shape[1])
-        return rows if self.values is None else rows.astype(self.values)
+    def read_rows(self, start, stop, dtype=None):
+        """Rows ``start:stop`` as a SciPy CSR matrix with values as ``dtype`` (by default
+        :attr:`dtype`): one slice of each array, nothing else read or copied."""
+        pointers = np.asarray(self.indptr[start : stop + 1], dtype=np.int64)
+        if np.any(np.diff(pointers) < 0):
+            raise InputError(f"{self.path or 'CSR input'}: inconsistent indptr: decreasing within rows {start}:{stop}")
+        first, last = int(pointers[0]), int(pointers[-1])
+        data = np.asarray(self.data[first:last]).astype(dtype or self.dtype, copy=False)
+        indices = np.asarray(self.indices[first:last])
+        return sp.csr_matrix((data, indices, pointers - first), shape=(stop - start, self.shape[1]))
 
     @classmethod
     def from_group(cls, group, path=None):
@@ -130,18 +136,6 @@ def _check_indptr_order(indptr, where):
                 f"{where}: inconsistent indptr: it decreases at row {row} "
                 f"(indptr[{row}] = {int(block[row - start])} > indptr[{row + 1}] = {int(block[row - start + 1])})"
             )
-
-
-def read_csr_rows(indptr, indices, data, start, stop, n_columns):
-    """Rows ``start:stop`` of a CSR matrix held in three 1-D (Zarr) arrays."""
-    pointers = np.asarray(indptr[start : stop + 1], dtype=np.int64)
-    if np.any(np.diff(pointers) < 0):
-        raise InputError(f"inconsistent indptr: decreasing within rows {start}:{stop}")
-    first, last = int(pointers[0]), int(pointers[-1])
-    return sp.csr_matrix(
-        (np.asarray(data[first:last]), np.asarray(indices[first:last]), pointers - first),
-        shape=(stop - start, n_columns),
-    )
 
 
 def save_csr(X, path, *, chunk_entries=CSR_CHUNK_ENTRIES, overwrite=False):

@@ -15,7 +15,6 @@ Open any input with :func:`open_matrix`; inputs are always opened read-only.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
 import os
@@ -328,83 +327,27 @@ def _stack(reads, bounds, n, dtype, meta):
     return pieces[0] if len(pieces) == 1 else da.concatenate(pieces, axis=0)
 
 
-def _read_span(array, lo, hi, shared, *shared_chunks):
-    """``array[lo:hi]`` of a 1-D Zarr array, taking the stored chunks numbered in
-    ``shared`` from ``shared_chunks`` (read by their own tasks) and reading the others."""
-    if hi <= lo:
-        return np.empty(0, array.dtype)
-    size = array.chunks[0]
-    given = dict(zip(shared, shared_chunks))
-    first, last = lo // size, (hi - 1) // size
-    pieces, j = [], first
-    while j <= last:
-        if j in given:
-            pieces.append(given[j])
-            j += 1
-            continue
-        stop = j  # chunks j..stop-1 are read here, in one call
-        while stop <= last and stop not in given:
-            stop += 1
-        pieces.append(array[j * size : min(stop * size, array.shape[0])])
-        j = stop
-    joined = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-    return joined[lo - first * size : hi - first * size]
-
-
-def _span_reads(array, spans):
-    """Delayed ``array[lo:hi]`` for each ``(lo, hi)`` so that each stored chunk is read once.
-
-    A chunk that two spans share (a panel edge falls inside it) is read by a task of its
-    own whose result both spans use; every other chunk is read by its span's task.
-    """
-    size = array.chunks[0]
-    source = array  # a small handle: every task carries it (no shared key to resubmit)
-    users = collections.Counter(j for lo, hi in spans if hi > lo for j in range(lo // size, (hi - 1) // size + 1))
-    shared = {
-        j: dask.delayed(_rows_of, pure=True)(source, j * size, min((j + 1) * size, array.shape[0]))
-        for j, count in users.items()
-        if count > 1
-    }
-    reads = []
-    for lo, hi in spans:
-        ends = {lo // size, (hi - 1) // size} if hi > lo else set()
-        mine = sorted(j for j in ends if j in shared)
-        reads.append(dask.delayed(_read_span, pure=True)(source, lo, hi, mine, *(shared[j] for j in mine)))
-    return reads
-
-
-def _assemble_csr(pointers, indices, data, n_columns, dtype):
-    """A CSR panel (values as ``dtype``) from its slice of ``indptr`` (absolute) and its entries."""
-    pointers = np.asarray(pointers, dtype=np.int64)
-    if np.any(np.diff(pointers) < 0):
-        raise InputError("inconsistent indptr: decreasing within a panel")
-    data = np.asarray(data).astype(dtype, copy=False)
-    return sp.csr_matrix((data, indices, pointers - pointers[0]), shape=(len(pointers) - 1, n_columns))
+def _read_csr_panel(X, start, stop, dtype):
+    """Rows ``start:stop`` of a stored CSR matrix as a CSR panel of ``dtype``."""
+    return X.read_rows(start, stop, dtype)
 
 
 def _csr_group_panels(X, panel_rows, panel_bytes):
-    """Panels of a CSR group; every stored chunk of its arrays is read once per pass.
+    """Panels of a stored CSR matrix (a Zarr CSR group, AnnData, 10x), each read whole by one task.
 
-    The ``indptr`` values at the panel edges are read here (once) to know which chunks of
-    ``indices``/``data`` each panel needs; a chunk shared by two panels is one task.
+    One task per panel, depending on nothing, reads its slices of ``indptr``, ``indices``
+    and ``data`` and assembles them where they were read: a pass moves no part of V
+    between workers, and Dask's scheduler queues the reads as root tasks, so a worker
+    reads a panel only when it can start on it. A stored chunk that straddles a panel
+    edge is read by both panels (see :data:`dnmf.io.csr.CSR_CHUNK_ENTRIES`).
     """
     _check_shape(X.shape, "CSR input")
     dtype = value_dtype(X.dtype, "CSR input")
     m, n = X.shape
     bounds = _rows_for(m, _sparse_rows(m, X.nnz, dtype.itemsize, panel_bytes), panel_rows)
-    edges = np.concatenate([[0], np.cumsum(bounds)]).astype(np.int64)
-    entries = np.asarray(X.indptr.get_coordinate_selection(edges), dtype=np.int64)
-    if np.any(np.diff(entries) < 0):
-        raise InputError(f"{X.path or 'CSR input'}: inconsistent indptr: decreasing at panel edges")
-    pointer_spans = list(zip(edges[:-1], edges[1:] + 1))
-    entry_spans = list(zip(entries[:-1], entries[1:]))
-    parts = zip(
-        _span_reads(X.indptr, pointer_spans),
-        _span_reads(X.indices, entry_spans),
-        _span_reads(X.data, entry_spans),
-    )
+    edges = np.concatenate([[0], np.cumsum(bounds)]).astype(np.int64).tolist()
     reads = tuple(
-        dask.delayed(_assemble_csr, pure=True)(pointers, indices, data, n, dtype) for pointers, indices, data in parts
+        dask.delayed(_read_csr_panel, pure=True)(X, start, stop, dtype) for start, stop in zip(edges[:-1], edges[1:])
     )
     array = _stack(reads, bounds, n, dtype, sp.csr_matrix((0, 0), dtype=dtype))
     return Panels(array, sparse=True, in_memory=False, reads=reads, nnz=X.nnz)

@@ -547,7 +547,8 @@ def panel_step(V, W, H, step, norm=True):
     loss_terms = gram_before = numerator = denominator = None
     violation = 0.0
     for start, stop in _row_ranges(V):
-        V_b, W_b = V[start:stop], W[start:stop]
+        V_b = V if stop - start == V.shape[0] else V[start:stop]  # a sparse slice is a copy
+        W_b = W[start:stop]
         VHt = rule.cross(V_b)
         norm_b = squared_norm(V_b) if norm and step.beta == 2 else 0.0
         new, block_violation = rule.update(V_b, np.array(W_b, order="C", copy=True), VHt, step.sweeps_W)
