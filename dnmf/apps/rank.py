@@ -53,14 +53,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dask
-import dask.array as da
 import numpy as np
 import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 
 from .. import api
 from ..engine.driver import active_client, persist
-from ..engine.panels import Panels
 from ..engine.process_setting import SharedSetting
 from ..engine.scheduler import use_scheduler
 from ..errors import ParameterError, ParameterTypeError
@@ -236,7 +234,7 @@ def recommend_rank(scores, threshold=STABILITY_THRESHOLD):
 # ----------------------------------------------------------------------- replicates
 
 
-def _perturb(block, seed, index, amplitude):
+def _perturb(block, index, seed, amplitude):
     """``block * (1 + amplitude * U(-1, 1))`` drawn from ``(seed, index)`` (a new array;
     NaN stay NaN, a sparse block keeps its pattern)."""
     rng = np.random.default_rng([seed, index])
@@ -249,17 +247,8 @@ def _perturb(block, seed, index, amplitude):
 
 
 def _perturbed(panels, seed, amplitude):
-    """Panels of V perturbed by :func:`_perturb`, drawn in each panel task (never stored)."""
-    if amplitude == 0:
-        return panels
-    reads = tuple(dask.delayed(_perturb, pure=True)(b, seed, i, amplitude) for i, b in enumerate(panels.blocks()))
-    meta = panels.array._meta
-    pieces = [
-        da.from_delayed(read, shape=(rows, panels.shape[1]), dtype=panels.dtype, meta=meta)
-        for read, rows in zip(reads, panels.row_chunks)
-    ]
-    array = pieces[0] if len(pieces) == 1 else da.concatenate(pieces, axis=0)
-    return Panels(array, panels.sparse, in_memory=False, reads=reads)
+    """Panels of V perturbed by :func:`_perturb`, drawn as each panel is read (never stored)."""
+    return panels if amplitude == 0 else panels.map_panels(_perturb, seed, amplitude)
 
 
 def _local_dask():

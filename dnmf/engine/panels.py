@@ -3,11 +3,42 @@ produce it)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import dask
 import dask.array as da
 
-__all__ = ["Panels"]
+__all__ = ["PanelRead", "Panels", "stacked"]
+
+
+class PanelRead:
+    """One panel of a stored V, read inside the task that uses it: ``function(*args)``
+    (arguments that are themselves PanelReads are read first).
+
+    Graph builders pass it to a panel task as a plain argument, not as a task of its own,
+    and :class:`dnmf.engine.solvers.Task` calls it where the task runs. A panel is read
+    where, and only when, it is worked on, and is freed with its task: no read panel
+    waits in a worker's memory for its consumer, and none moves between workers. (With
+    reads as tasks of their own, a scheduler that ran ahead of the consumers could hold
+    the whole of V in memory, and sometimes did.)
+    """
+
+    __slots__ = ("function", "args")
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __call__(self):
+        return self.function(*(arg() if isinstance(arg, PanelRead) else arg for arg in self.args))
+
+    def __reduce__(self):
+        return (PanelRead, (self.function, *self.args))
+
+    def __dask_tokenize__(self):
+        return dask.base.tokenize(self.function, *self.args)
+
+    def __repr__(self):
+        return f"PanelRead({getattr(self.function, '__name__', self.function)}, ...)"
 
 
 @dataclass(frozen=True)
@@ -23,11 +54,12 @@ class Panels:
     in_memory : bool
         The data lives in this process (NumPy/SciPy input): a distributed run ships it
         to the cluster once instead of with every iteration's graph.
-    reads : tuple of Delayed, optional
-        For stored inputs, the task reading each panel. Iteration graphs use these
-        directly; ``array`` wraps the same tasks for whole-array algorithms (the SVD).
-        Keeping the two apart stops a cluster from seeing one key with two definitions
-        (``array``'s optimized graph renames what it fuses).
+    reads : tuple of PanelRead (or Delayed), optional
+        For stored inputs, how to read each panel; graphs pass these to the panel tasks
+        (:class:`PanelRead`). ``array`` wraps the same reads for whole-array algorithms.
+        (Delayed panels, as :meth:`map_panels` makes of in-memory ones, stay apart from
+        ``array`` too: a cluster must not see one key with two definitions, and
+        ``array``'s optimized graph renames what it fuses.)
     nnz : int or None
         Stored entries, when the source knows them without a pass (SciPy matrices, CSR
         groups).
@@ -63,7 +95,32 @@ class Panels:
         return len(self.array.chunks[0])
 
     def blocks(self):
-        """One Delayed per panel, in row order."""
+        """One per panel, in row order: a :class:`PanelRead` for stored inputs, else a
+        Delayed; what the graph builders of :mod:`dnmf.engine.solvers` take as panels."""
         if self.reads is not None:
             return list(self.reads)
         return list(self.array.to_delayed().ravel())
+
+    def map_panels(self, function, *args):
+        """V with panel ``i`` replaced by ``function(panel_i, i, *args)``, made each time the
+        panel is read (nothing is stored)."""
+        reads = tuple(
+            PanelRead(function, block, i, *args) if isinstance(block, PanelRead)
+            else dask.delayed(function, pure=True)(block, i, *args)
+            for i, block in enumerate(self.blocks())
+        )
+        array = stacked(reads, self.row_chunks, self.shape[1], self.dtype, self.array._meta)
+        return replace(self, array=array, reads=reads, in_memory=False)
+
+
+def stacked(reads, row_chunks, n_columns, dtype, meta):
+    """A row-panel Dask array whose panel ``i`` is ``reads[i]`` (a :class:`PanelRead` or a
+    Delayed), for whole-array algorithms."""
+    pieces = [
+        da.from_delayed(
+            dask.delayed(read, pure=True)() if isinstance(read, PanelRead) else read,
+            shape=(int(rows), n_columns), dtype=dtype, meta=meta,
+        )
+        for read, rows in zip(reads, row_chunks)
+    ]
+    return pieces[0] if len(pieces) == 1 else da.concatenate(pieces, axis=0)

@@ -22,6 +22,7 @@ from dask.system import CPU_COUNT
 
 from ..numerics import kernels, masked, masked_hals, randomized_svd
 from ..numerics.losses import beta_loss, frobenius_loss
+from .panels import PanelRead
 from .process_setting import SharedSetting
 
 __all__ = [
@@ -111,7 +112,8 @@ _BLAS_THREADS = _BlasThreads()
 
 
 class Task:
-    """A kernel as a task of a graph over ``n_panels`` panels: its array inputs aligned
+    """A kernel as a task of a graph over ``n_panels`` panels: its panels read here
+    (:class:`~dnmf.engine.panels.PanelRead`), its array inputs aligned
     (:func:`dnmf.numerics.kernels.aligned`), BLAS under :class:`_BlasThreads`' limit.
 
     Every task of one graph gets the same limit (it depends on the graph's panel count
@@ -127,7 +129,8 @@ class Task:
 
     def __call__(self, *args):
         with _BLAS_THREADS.limited(self.n_panels):
-            return self.function(*kernels.aligned(list(args)))
+            args = [arg() if isinstance(arg, PanelRead) else arg for arg in args]
+            return self.function(*kernels.aligned(args))
 
 
 def _tree_sum(parts, combine, n_panels):
@@ -304,19 +307,25 @@ def final_pass(V_blocks, W_blocks, H, step, shape, max_inner, tol, squared_norm=
     return [out[0] for out in outputs], report
 
 
+def _each_panel(function, V_blocks, n_panels):
+    """``function(V_i)`` for every panel: for a panel read in its task (a PanelRead), as
+    part of that read; else as a task of its own."""
+    task = Task(function, n_panels)
+    return [
+        PanelRead(function, v) if isinstance(v, PanelRead) else dask.delayed(task, pure=True)(v) for v in V_blocks
+    ]
+
+
 def filled_panels(V_blocks, value):
-    """Graph of dense panels with their NaN at ``value`` (the SVD of V with missing values),
-    one task per panel (:func:`dnmf.numerics.masked.fill_missing`)."""
-    fill = Task(masked.fill_missing, len(V_blocks))
-    return [dask.delayed(fill, pure=True)(v, value) for v in V_blocks]
+    """Dense panels with their NaN at ``value`` (the SVD of V with missing values), see
+    :func:`dnmf.numerics.masked.fill_missing`."""
+    return _each_panel(partial(masked.fill_missing, value=value), V_blocks, len(V_blocks))
 
 
 def prepared_panels(V_blocks, missing):
-    """Graph of the panels made ready for the masked kernels, one task per panel
-    (:func:`dnmf.numerics.masked.prepare_panel`); the driver persists them for in-memory input."""
-    prepare = partial(masked.prepare_panel, missing=missing)
-    prepare = Task(prepare, len(V_blocks))
-    return [dask.delayed(prepare, pure=True)(v) for v in V_blocks]
+    """The panels made ready for the masked kernels (:func:`dnmf.numerics.masked.prepare_panel`);
+    the driver persists them for in-memory input."""
+    return _each_panel(partial(masked.prepare_panel, missing=missing), V_blocks, len(V_blocks))
 
 
 def _add_stats(*stats):

@@ -26,7 +26,7 @@ import scipy.sparse as sp
 import zarr
 from dask.system import CPU_COUNT
 
-from ..engine.panels import Panels
+from ..engine.panels import PanelRead, Panels, stacked
 from ..errors import InputError, InputTypeError, NotFoundError, ParameterError
 from .adata import CastArray, is_anndata
 from .csr import CSR_FORMAT, CSRMatrix, save_csr
@@ -308,10 +308,8 @@ def _stored_dense_panels(X, panel_rows, panel_bytes):
     m, n = X.shape
     bounds = _stored_multiple(X.chunks[0], m, _dense_rows(n, dtype.itemsize, panel_bytes), panel_rows)
     edges = np.concatenate([[0], np.cumsum(bounds)]).astype(int)
-    reads = tuple(
-        dask.delayed(_read_dense_rows, pure=True)(X, int(a), int(b), dtype) for a, b in zip(edges[:-1], edges[1:])
-    )
-    return Panels(_stack(reads, bounds, n, dtype, np.empty((0, 0), dtype)), sparse=False, in_memory=False, reads=reads)
+    reads = tuple(PanelRead(_read_dense_rows, X, int(a), int(b), dtype) for a, b in zip(edges[:-1], edges[1:]))
+    return Panels(stacked(reads, bounds, n, dtype, np.empty((0, 0), dtype)), sparse=False, in_memory=False, reads=reads)
 
 
 def _read_dense_rows(X, start, stop, dtype):
@@ -319,37 +317,20 @@ def _read_dense_rows(X, start, stop, dtype):
     return np.asarray(X[start:stop]).astype(dtype, copy=False)
 
 
-def _stack(reads, bounds, n, dtype, meta):
-    """A row-panel Dask array over per-panel read tasks."""
-    pieces = [
-        da.from_delayed(read, shape=(int(rows), n), dtype=dtype, meta=meta) for read, rows in zip(reads, bounds)
-    ]
-    return pieces[0] if len(pieces) == 1 else da.concatenate(pieces, axis=0)
-
-
-def _read_csr_panel(X, start, stop, dtype):
-    """Rows ``start:stop`` of a stored CSR matrix as a CSR panel of ``dtype``."""
-    return X.read_rows(start, stop, dtype)
-
-
 def _csr_group_panels(X, panel_rows, panel_bytes):
-    """Panels of a stored CSR matrix (a Zarr CSR group, AnnData, 10x), each read whole by one task.
+    """Panels of a stored CSR matrix (a Zarr CSR group, AnnData, 10x).
 
-    One task per panel, depending on nothing, reads its slices of ``indptr``, ``indices``
-    and ``data`` and assembles them where they were read: a pass moves no part of V
-    between workers, and Dask's scheduler queues the reads as root tasks, so a worker
-    reads a panel only when it can start on it. A stored chunk that straddles a panel
-    edge is read by both panels (see :data:`dnmf.io.csr.CSR_CHUNK_ENTRIES`).
+    Each panel's read (:class:`~dnmf.engine.panels.PanelRead`) takes its slices of
+    ``indptr``, ``indices`` and ``data`` and assembles them, inside the task that uses
+    the panel. A stored chunk that straddles a panel edge is read by both panels.
     """
     _check_shape(X.shape, "CSR input")
     dtype = value_dtype(X.dtype, "CSR input")
     m, n = X.shape
     bounds = _rows_for(m, _sparse_rows(m, X.nnz, dtype.itemsize, panel_bytes), panel_rows)
     edges = np.concatenate([[0], np.cumsum(bounds)]).astype(np.int64).tolist()
-    reads = tuple(
-        dask.delayed(_read_csr_panel, pure=True)(X, start, stop, dtype) for start, stop in zip(edges[:-1], edges[1:])
-    )
-    array = _stack(reads, bounds, n, dtype, sp.csr_matrix((0, 0), dtype=dtype))
+    reads = tuple(PanelRead(CSRMatrix.read_rows, X, start, stop, dtype) for start, stop in zip(edges[:-1], edges[1:]))
+    array = stacked(reads, bounds, n, dtype, sp.csr_matrix((0, 0), dtype=dtype))
     return Panels(array, sparse=True, in_memory=False, reads=reads, nnz=X.nnz)
 
 

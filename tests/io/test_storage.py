@@ -20,6 +20,7 @@ import zarr
 from dnmf import CSRMatrix, Panels, as_panels, open_matrix, save_csr
 from dnmf.api import non_negative_factorization as nmf
 from dnmf.engine.driver import to_numpy
+from dnmf.engine.panels import PanelRead
 from fitting import fit
 from dnmf.io.storage import CSR_FORMAT
 
@@ -62,6 +63,11 @@ def _backend(name, X, tmp_path):
     return open_matrix(tmp_path / "v-csr.zarr") if name == "csr-group" else str(tmp_path / "v-csr.zarr")
 
 
+def read_blocks(panels):
+    """Every panel as the panel tasks get it: read (a PanelRead) or computed (a Delayed)."""
+    return [block() if isinstance(block, PanelRead) else block.compute() for block in panels.blocks()]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 class TestBackendConformance:
     """What every input form must satisfy at the boundary."""
@@ -76,11 +82,13 @@ class TestBackendConformance:
         assert panels.array.numblocks[1] == 1  # one chunk spans all columns
         assert sum(panels.row_chunks) == M and panels.n_panels == len(panels.blocks())
         assert panels.sparse == (backend in ("scipy-csr", "scipy-coo", "npz", "dask-sparse", "csr-group", "csr-path"))
-        blocks = [block.compute() for block in panels.blocks()]
+        blocks = read_blocks(panels)
         assert all(sp.isspmatrix_csr(b) if panels.sparse else isinstance(b, np.ndarray) for b in blocks)
         assert all(b.dtype == dtype for b in blocks)
         stacked = sp.vstack(blocks).toarray() if panels.sparse else np.vstack(blocks)
         assert np.array_equal(stacked, X)
+        whole = panels.array.compute()  # what whole-array algorithms see: the same panels
+        assert np.array_equal(whole.toarray() if panels.sparse else whole, X)
 
     def test_fit_equals_numpy_fit(self, backend, X, tmp_path, make_factors, relerr):
         W0, H0 = make_factors(M, N, 3, seed=1)
@@ -128,7 +136,7 @@ def test_csr_group_panels_for_any_panel_size(chunk_entries, make_matrix, tmp_pat
     matrix = save_csr(X, tmp_path / "m.zarr", chunk_entries=chunk_entries)
     for panel_rows in (1, 2, 3, 4, 6, 7, 11, M):
         panels = as_panels(matrix, panel_rows=panel_rows)
-        blocks = dask.compute(*panels.blocks())
+        blocks = read_blocks(panels)
         assert [b.shape[0] for b in blocks] == list(panels.row_chunks)
         assert np.array_equal(sp.vstack(blocks).toarray(), X), panel_rows
 
