@@ -7,7 +7,8 @@ One outer iteration is one graph::
     (H, total) ──finish_step──> H', [loss of (W, H), loss of (W', H')]
     (H', H) ──extrapolate──> H' moved on                         (extrapolated HALS only)
 
-V_i is read by exactly one task per pass. W stays as one block per panel; H and the
+V_i is read by exactly one task per pass: a stored panel inside that task (a
+:class:`~dnmf.engine.panels.PanelRead`, called by :class:`Task`). W stays as one block per panel; H and the
 k x k Grams are the only things every panel task receives. Nothing here computes:
 the driver persists what these functions return.
 """

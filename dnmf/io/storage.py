@@ -230,7 +230,8 @@ def as_panels(X, panel_rows=None, panel_bytes=DEFAULT_PANEL_BYTES):
     panel_rows : int, optional
         Rows per panel. By default panels hold about ``panel_bytes``; for Zarr and Dask
         inputs panels are whole multiples of the stored row chunks, so each stored chunk
-        belongs to exactly one panel and is read once per pass.
+        belongs to exactly one panel and is read once per pass (a CSR group's chunks of
+        entries cannot follow row edges: one straddling two panels is read by both).
     panel_bytes : int
         Memory target of one panel.
 
