@@ -18,9 +18,9 @@ class PanelRead:
     Graph builders pass it to a panel task as a plain argument, not as a task of its own,
     and :class:`dnmf.engine.solvers.Task` calls it where the task runs. A panel is read
     where, and only when, it is worked on, and is freed with its task: no read panel
-    waits in a worker's memory for its consumer, and none moves between workers. (With
-    reads as tasks of their own, a scheduler that ran ahead of the consumers could hold
-    the whole of V in memory, and sometimes did.)
+    waits in a worker's memory for its consumer, and none moves between workers. (Reads
+    as tasks of their own let a scheduler run them ahead of their consumers and hold the
+    whole of V in memory.)
     """
 
     __slots__ = ("function", "args")

@@ -7,8 +7,8 @@ One outer iteration is one graph::
     (H, total) ──finish_step──> H', [loss of (W, H), loss of (W', H')]
     (H', H) ──extrapolate──> H' moved on                         (extrapolated HALS only)
 
-V_i is read by exactly one task per pass: a stored panel inside that task (a
-:class:`~dnmf.engine.panels.PanelRead`, called by :class:`Task`). W stays as one block per panel; H and the
+V_i is read by exactly one task per pass (a stored panel inside that task: see
+:class:`~dnmf.engine.panels.PanelRead`). W stays as one block per panel; H and the
 k x k Grams are the only things every panel task receives. Nothing here computes:
 the driver persists what these functions return.
 """
@@ -308,10 +308,10 @@ def final_pass(V_blocks, W_blocks, H, step, shape, max_inner, tol, squared_norm=
     return [out[0] for out in outputs], report
 
 
-def _each_panel(function, V_blocks, n_panels):
+def _each_panel(function, V_blocks):
     """``function(V_i)`` for every panel: for a panel read in its task (a PanelRead), as
     part of that read; else as a task of its own."""
-    task = Task(function, n_panels)
+    task = Task(function, len(V_blocks))
     return [
         PanelRead(function, v) if isinstance(v, PanelRead) else dask.delayed(task, pure=True)(v) for v in V_blocks
     ]
@@ -320,13 +320,13 @@ def _each_panel(function, V_blocks, n_panels):
 def filled_panels(V_blocks, value):
     """Dense panels with their NaN at ``value`` (the SVD of V with missing values), see
     :func:`dnmf.numerics.masked.fill_missing`."""
-    return _each_panel(partial(masked.fill_missing, value=value), V_blocks, len(V_blocks))
+    return _each_panel(partial(masked.fill_missing, value=value), V_blocks)
 
 
 def prepared_panels(V_blocks, missing):
     """The panels made ready for the masked kernels (:func:`dnmf.numerics.masked.prepare_panel`);
     the driver persists them for in-memory input."""
-    return _each_panel(partial(masked.prepare_panel, missing=missing), V_blocks, len(V_blocks))
+    return _each_panel(partial(masked.prepare_panel, missing=missing), V_blocks)
 
 
 def _add_stats(*stats):

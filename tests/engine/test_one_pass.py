@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 
+import dask
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -245,3 +246,37 @@ def test_csr_group_result_matches_in_memory_input(csr_store, make_factors, reler
     memory = fit(X, K, init="custom", W=W0, H=H0, max_iter=3, tol=0, panel_rows=6)
     assert relerr(stored.W, memory.W) < 1e-12
     assert relerr(stored.H, memory.H) < 1e-12
+
+
+@pytest.mark.parametrize("stored", ["csr", "dense"])
+def test_a_pass_reads_each_stored_panel_inside_the_task_that_uses_it(stored, tmp_path, make_matrix):
+    """The panel tasks of a pass over a stored V depend on W_i and H only: no task of
+    the graph just reads a panel (its result could wait in a worker's memory for its
+    consumer, and the whole of V with it)."""
+    from dask.core import get_dependencies
+    from dask.utils import key_split
+
+    from dnmf.engine import solvers
+    from dnmf.engine.panels import PanelRead
+    from dnmf.numerics.kernels import StepSpec
+
+    X = make_matrix(M, N, seed=2, density=0.4)
+    if stored == "csr":
+        source = save_csr(sp.csr_matrix(X), tmp_path / "v.zarr", chunk_entries=13)
+    else:
+        source = zarr.create_array(str(tmp_path / "v.zarr"), data=X, chunks=(5, N))
+    panels = as_panels(source, panel_rows=10)
+    blocks = panels.blocks()
+    assert len(blocks) == 4 and all(isinstance(block, PanelRead) for block in blocks)
+    W_blocks = [dask.delayed(np.ones((rows, K)), pure=True) for rows in panels.row_chunks]
+    W_out, _, report = solvers.iteration(blocks, W_blocks, np.ones((K, N)), StepSpec("cd", 2.0), panels.shape)
+    graph = dict(report.__dask_graph__())
+    steps = [key for key in graph if key_split(key) == "panel_step"]
+    assert len(steps) == 4
+    W_keys = {w.key for w in W_blocks}
+    for key in steps:
+        dependencies = get_dependencies(graph, key)
+        assert len(dependencies) == 2 and len(dependencies & W_keys) == 1
+    rows = dask.compute(*[dask.delayed(block)() for block in blocks], scheduler="sync")
+    whole = np.vstack([r.toarray() if sp.issparse(r) else r for r in rows])
+    np.testing.assert_array_equal(whole, X)
