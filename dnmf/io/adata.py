@@ -10,7 +10,7 @@ an in-memory one is used as the NumPy/SciPy matrix it holds.
 
 :func:`write_h5ad` writes a fit as an AnnData file: the input's ``obs``/``var`` names,
 ``obsm["X_nmf"]`` = W (streamed in row panels), ``varm["NMF_components"]`` = Hᵀ, and the
-fit's parameters and errors in ``uns["nmf"]``; no ``X``.
+fit's parameters and errors in ``uns["nmf"]``; no ``X``. :func:`read_h5ad_fit` reads it back.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ __all__ = [
     "anndata_summary",
     "is_anndata",
     "is_anndata_zarr",
+    "read_h5ad_fit",
     "row_panels",
     "write_h5ad",
 ]
@@ -258,3 +259,37 @@ def write_h5ad(path, W, H, *, obs_names, var_names, uns):
             row += panel.shape[0]
         if row != len(obs_names):
             raise InputError(f"W has {row} rows but there are {len(obs_names)} obs names")
+
+
+def _plain(value):
+    """What AnnData reads back from ``uns`` as plain Python (NumPy scalars and arrays
+    become numbers, strings, booleans and lists): the JSON-like record that was written."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def read_h5ad_fit(path):
+    """The fit :func:`write_h5ad` wrote at ``path``: ``(W, H, record)``, or None if the
+    file holds no such fit.
+
+    W is lazy (a Dask array over ``obsm["X_nmf"]``, read by row chunks, never whole here);
+    H is ``varm["NMF_components"]ᵀ``; the record is ``uns["nmf"]`` as plain Python.
+    """
+    _anndata()
+    from anndata.io import read_elem
+
+    usage, components, record = f"obsm/{USAGE_KEY}", f"varm/{COMPONENTS_KEY}", f"uns/{UNS_KEY}"
+    with opened(path) as handle:
+        if not all(name in handle for name in (usage, components, record)):
+            return None
+        H = np.ascontiguousarray(np.asarray(handle[components][...]).T)
+        uns = _plain(read_elem(handle[record]))
+    W = Dataset(path, usage)
+    return da.from_array(W, chunks=(W.chunks[0], W.shape[1]), name=False), H, uns

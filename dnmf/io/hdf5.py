@@ -21,7 +21,7 @@ __all__ = ["Dataset", "is_hdf5", "opened"]
 
 #: The first bytes of every HDF5 file.
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
-#: Entries a contiguous (unchunked) 1-D dataset counts as one chunk (for sharing reads).
+#: Entries a contiguous (unchunked) 1-D dataset counts as one chunk (for readers that go by chunks).
 CONTIGUOUS_CHUNK_ENTRIES = 2**20
 
 

@@ -20,7 +20,8 @@ Transform result (``kind = "dnmf-transform"``): the same with ``W`` only, plus t
 
 A fit written to a path ending in ``.h5ad`` is an AnnData file instead (same atomic
 rename): the input's ``obs``/``var`` names, ``obsm["X_nmf"]`` = W (written row panel by
-row panel), ``varm["NMF_components"]`` = Hᵀ and these attributes in ``uns["nmf"]``.
+row panel), ``varm["NMF_components"]`` = Hᵀ and these attributes in ``uns["nmf"]``;
+:func:`read_result` reads both kinds.
 
 Factors held on a Dask cluster are written by the workers themselves
 (:func:`dnmf.engine.durable.write_factor`); the paths are then expected to be shared by
@@ -47,7 +48,8 @@ import zarr
 from ..engine.durable import pause_for_tests, publish_directory, write_factor
 from ..errors import InputError, NotFoundError
 from ..params import jsonable
-from .adata import write_h5ad
+from .adata import COMPONENTS_KEY, UNS_KEY, USAGE_KEY, read_h5ad_fit, write_h5ad
+from .hdf5 import is_hdf5
 
 __all__ = [
     "FIT_KIND",
@@ -181,7 +183,7 @@ class Result:
     path : str
     kind : str
         :data:`FIT_KIND` or :data:`TRANSFORM_KIND`.
-    W : zarr.Array
+    W : zarr.Array, or dask.array.Array (an ``.h5ad`` fit)
     H : ndarray or None
         None for a transform result.
     attrs : dict
@@ -214,7 +216,7 @@ def open_kind(path, noun, kinds):
 
 
 def read_result(path):
-    """Open a result group read-only.
+    """Open a result read-only: a result group, or a fit written as an ``.h5ad`` file.
 
     Raises
     ------
@@ -226,12 +228,27 @@ def read_result(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise NotFoundError(f"result not found: {path}")
+    if path.endswith(H5AD_SUFFIX):
+        return _read_h5ad_result(path)
     group, attrs = open_kind(path, "dnmf result", (FIT_KIND, TRANSFORM_KIND))
     kind = attrs["kind"]
     if "W" not in group or (kind == FIT_KIND and "H" not in group):
         raise InputError(f"{path} is an incomplete dnmf result: missing W or H")
     H = np.asarray(group["H"][...]) if kind == FIT_KIND else None
     return Result(path, kind, group["W"], H, attrs)
+
+
+def _read_h5ad_result(path):
+    fit = read_h5ad_fit(path) if is_hdf5(path) else None
+    if fit is None:
+        raise InputError(
+            f"{path} is not a dnmf result: it has no obsm['{USAGE_KEY}'], varm['{COMPONENTS_KEY}'] and "
+            f"uns['{UNS_KEY}'] (what dnmf fit --out FILE.h5ad writes)"
+        )
+    W, H, attrs = fit
+    if attrs.get("kind") != FIT_KIND:
+        raise InputError(f"{path} is not a dnmf result: uns['{UNS_KEY}']['kind'] is {attrs.get('kind')!r}")
+    return Result(path, FIT_KIND, W, H, {"input": None, **attrs})
 
 
 def stored_attrs(path):

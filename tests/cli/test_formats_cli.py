@@ -90,6 +90,44 @@ def test_similar_names_cells_by_their_barcodes(files, tmp_path, capsys):
     assert all(line.split()[-1].startswith("cell") for line in printed.splitlines()[2:]), printed
 
 
+def test_a_fit_written_as_h5ad_is_a_result_like_a_zarr_one(files, tmp_path, capsys):
+    """``--out x.h5ad`` can be read back wherever a result is: ``transform --model``,
+    ``similar``, ``plot`` and ``read_result`` (the same W, H and record as the Zarr result)."""
+    from dnmf.io.results import read_result
+
+    where, _ = files
+    outputs = {suffix: tmp_path / f"model.{suffix}" for suffix in ("zarr", "h5ad")}
+    for out in outputs.values():
+        dnmf("fit", where / "cells.h5ad", "--rank", K, "--max-iter", 10, "--out", out, "--threads", "--quiet")
+    zarr_result, h5ad_result = read_result(outputs["zarr"]), read_result(outputs["h5ad"])
+    np.testing.assert_array_equal(np.asarray(h5ad_result.W), zarr_result.W[...])
+    np.testing.assert_array_equal(h5ad_result.H, zarr_result.H)
+    assert h5ad_result.kind == zarr_result.kind
+    for key in ("n_iter", "converged", "reconstruction_err", "relative_err", "loss_history", "input"):
+        assert h5ad_result.attrs[key] == zarr_result.attrs[key], key
+    assert h5ad_result.attrs["params"]["n_components"] == K
+    projected = {}
+    for suffix, model in outputs.items():
+        out = tmp_path / f"w-{suffix}.zarr"
+        dnmf("transform", where / "cells.h5ad", "--model", model, "--out", out, "--threads", "--quiet")
+        projected[suffix] = zarr.open_group(str(out), mode="r")["W"][...]
+    np.testing.assert_array_equal(projected["h5ad"], projected["zarr"])
+    status, printed, err = call(capsys, "similar", outputs["h5ad"], "--label", "cell7", "--top", 3)
+    assert status == 0, err
+    assert printed.splitlines()[0] == "most similar to 'cell7':"
+    status, _, err = call(capsys, "plot", outputs["h5ad"], "--kind", "factors", "--out", tmp_path / "factors.png")
+    assert status == 0, err
+    assert (tmp_path / "factors.png").stat().st_size > 0
+
+
+def test_an_h5ad_that_holds_no_fit_is_not_a_model(files, tmp_path, capsys):
+    where, _ = files
+    status, _, err = call(capsys, "transform", where / "cells.h5ad", "--model", where / "cells.h5ad",
+                          "--out", tmp_path / "w.zarr", "--threads", "--quiet")
+    assert_one_error_line(status, err, "is not a dnmf result")
+    assert not (tmp_path / "w.zarr").exists()
+
+
 def test_layer_is_read_and_kept_by_resume(files, tmp_path):
     where, X = files
     checkpoint, out = tmp_path / "run.ckpt", tmp_path / "out.zarr"
