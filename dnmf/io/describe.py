@@ -12,7 +12,7 @@ from ..errors import InputError, NotFoundError
 from .adata import anndata_summary
 from .formats import format_of
 from .mtx import read_header
-from .results import FIT_KIND, read_result, stored_attrs
+from .results import FIT_KIND, H5AD_SUFFIX, read_result, stored_attrs
 from .storage import CSRMatrix, open_matrix
 from .tenx import mex_files, tenx_h5_summary
 
@@ -141,6 +141,11 @@ def describe(path, layer=None):
     if not target.exists():
         raise NotFoundError(f"not found: {path}")
     kind = format_of(path)
+    if kind is not None and path.endswith(H5AD_SUFFIX) and layer is None:
+        try:  # a fit written as .h5ad is shown as the result it is
+            return _describe_result(read_result(path))
+        except InputError:
+            pass
     if kind is not None:
         return _describe_format(path, kind, layer)
     if target.is_dir() and ((target / ckpt.CURRENT).exists() or any(target.glob("ckpt-*"))):

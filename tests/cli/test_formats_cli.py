@@ -92,7 +92,8 @@ def test_similar_names_cells_by_their_barcodes(files, tmp_path, capsys):
 
 def test_a_fit_written_as_h5ad_is_a_result_like_a_zarr_one(files, tmp_path, capsys):
     """``--out x.h5ad`` can be read back wherever a result is: ``transform --model``,
-    ``similar``, ``plot`` and ``read_result`` (the same W, H and record as the Zarr result)."""
+    ``similar``, ``plot``, ``info`` and ``read_result`` (the same W, H and record as the
+    Zarr result)."""
     from dnmf.io.results import read_result
 
     where, _ = files
@@ -118,6 +119,10 @@ def test_a_fit_written_as_h5ad_is_a_result_like_a_zarr_one(files, tmp_path, caps
     status, _, err = call(capsys, "plot", outputs["h5ad"], "--kind", "factors", "--out", tmp_path / "factors.png")
     assert status == 0, err
     assert (tmp_path / "factors.png").stat().st_size > 0
+    status, printed, err = call(capsys, "info", outputs["h5ad"], "--json")
+    assert status == 0, err
+    described = json.loads(printed)
+    assert described["kind"] == "dnmf fit result" and described["n_iter"] == zarr_result.attrs["n_iter"]
 
 
 def test_an_h5ad_that_holds_no_fit_is_not_a_model(files, tmp_path, capsys):
