@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -106,6 +107,28 @@ def test_cluster_fit_equals_threaded_fit_and_leaves_nothing_behind(client, input
     del result, futures
     assert _wait_until(lambda: not _held_keys(client)), f"left on the cluster: {sorted(map(str, _held_keys(client)))}"
     assert _idle(client)
+
+
+def test_a_wide_matrix_sends_its_h_and_svd_basis_to_the_workers_once(client, tmp_path, relerr):
+    """n = 150,000: the first H and the SVD's basis (12 and 18 MB) are scattered to the
+    workers, not sent inside each pass's graph (Dask warns of graphs over 10 MB); the fit
+    equals the threaded one and leaves nothing on the cluster."""
+    X = sp.random(300, 150_000, density=4e-4, random_state=1, format="csr", dtype=np.float32)
+    X.data += 0.1
+    path = save_csr(X, tmp_path / "wide.zarr")
+    kwargs = dict(max_iter=3, tol=0, random_state=0)
+    threaded = fit(path, 20, **kwargs)
+    with client.as_current(), warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*large graph.*")
+        result = fit(path, 20, **kwargs)
+        W = to_numpy(result.W)
+    assert relerr(W, to_numpy(threaded.W)) <= 1e-6 and relerr(result.H, threaded.H) <= 1e-6
+    futures = futures_of(result.W)
+    assert _wait_until(lambda: _idle(client) and _held_keys(client) <= {f.key for f in futures}), sorted(
+        map(str, _held_keys(client) - {f.key for f in futures})
+    )
+    del result, futures
+    assert _wait_until(lambda: not _held_keys(client)), f"left on the cluster: {sorted(map(str, _held_keys(client)))}"
 
 
 def test_cluster_holds_the_same_after_few_and_many_iterations(client, inputs):

@@ -172,6 +172,20 @@ def store(source, target):
     da.store(source, target, lock=False)
 
 
+#: On a cluster, an array of at least this many bytes that every panel task of a pass
+#: needs (the first H, the SVD's basis) goes to each worker once, scattered, rather than
+#: inside the pass's graph through the scheduler (Dask warns of graphs over 10 MB).
+SHIP_BYTES = 2**20
+
+
+def _shipped(array, client):
+    """``array`` for a pass's graph: on a cluster, a big ndarray scattered to every worker
+    (a Future); otherwise as it is."""
+    if client is None or not isinstance(array, np.ndarray) or array.nbytes < SHIP_BYTES:
+        return array
+    return client.scatter(array, broadcast=True, hash=False)
+
+
 def _materialize(graph, client):
     """Run one iteration's graph: ``(W_blocks, H, small)`` with W kept where it was computed.
 
@@ -206,7 +220,7 @@ def _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, clien
     scale = 1.0 / np.sqrt(squared_norm) if squared_norm > 0 else 1.0
     sigma = None
     for _ in range(randomized_svd.power_iterations(k, shape) + 1):
-        Y_blocks, sketch = solvers.sketch_pass(V_blocks, (Z * scale).astype(dtype))
+        Y_blocks, sketch = solvers.sketch_pass(V_blocks, _shipped((Z * scale).astype(dtype), client))
         if client is None:
             Y_blocks, (P, R) = compute(Y_blocks, sketch)
         else:
@@ -479,7 +493,9 @@ def _known_norm(stats, step):
 def _solve_w(V, V_blocks, H, step, config, stats, client):
     """``transform``: W for the fixed H, from one pass over V."""
     panel_tol = TRANSFORM_TOL if step.missing else config.tol
-    graph = solvers.final_pass(V_blocks, None, H, step, V.shape, config.max_iter, panel_tol, _known_norm(stats, step))
+    graph = solvers.final_pass(
+        V_blocks, None, _shipped(H, client), step, V.shape, config.max_iter, panel_tol, _known_norm(stats, step)
+    )
     W_blocks, _, (loss, n_done) = _materialize((*graph[:1], None, graph[1]), client)
     n_done = int(n_done)
     if n_done == config.max_iter and config.tol > 0:
@@ -507,7 +523,7 @@ def _iterate(V, V_blocks, W0, H0, step, extrapolate, config, stats, client, call
     for n_iter in range(first, config.max_iter + 1 if not converged else first):
         started = time.perf_counter()
         this_step = replace(step, extrapolation=schedule.beta if n_iter > 1 else 0.0) if schedule else step
-        graph = solvers.iteration(V_blocks, W_blocks, H_next, this_step, V.shape, _known_norm(stats, step))
+        graph = solvers.iteration(V_blocks, W_blocks, _shipped(H_next, client), this_step, V.shape, _known_norm(stats, step))
         previous = (W_blocks, H_now)
         W_blocks, (H_now, H_ahead), (before, after, violation) = _materialize(graph, client)
         if n_iter == 1:
@@ -556,7 +572,9 @@ def _iterate(V, V_blocks, W0, H0, step, extrapolate, config, stats, client, call
         _warn_max_iter(config.max_iter)
     H_final = np.asarray(compute(H_now)[0])
     if len(known) <= n_iter:  # the returned iterate's loss is not known yet
-        graph = solvers.final_pass(V_blocks, W_blocks, H_final, step, V.shape, 0, 0.0, _known_norm(stats, step))
+        graph = solvers.final_pass(
+            V_blocks, W_blocks, _shipped(H_final, client), step, V.shape, 0, 0.0, _known_norm(stats, step)
+        )
         W_blocks, _, (loss, _) = _materialize((graph[0], None, graph[1]), client)
         known.append(float(loss))
     W_result = _as_array(W_blocks, V.row_chunks, k, dtype)

@@ -241,7 +241,7 @@ def iteration(V_blocks, W_blocks, H, step, shape, squared_norm=None):
     ----------
     V_blocks, W_blocks : list of Delayed
         One per row panel.
-    H : Delayed or ndarray of shape (k, n)
+    H : ndarray of shape (k, n), or a Delayed or Future of one
     step : kernels.StepSpec
     shape : tuple of int
         ``(m, n)``.
@@ -287,7 +287,7 @@ def final_pass(V_blocks, W_blocks, H, step, shape, max_inner, tol, squared_norm=
     """Graph of a pass that solves W with H frozen, and reports its loss.
 
     ``W_blocks=None`` starts from :func:`dnmf.numerics.kernels.transform_start` (``transform``);
-    ``max_inner=0`` only evaluates the loss of ``(W, H)``; ``squared_norm`` as in
+    ``max_inner=0`` only evaluates the loss of ``(W, H)``; ``H`` and ``squared_norm`` as in
     :func:`iteration`.
 
     Returns
@@ -296,6 +296,7 @@ def final_pass(V_blocks, W_blocks, H, step, shape, max_inner, tol, squared_norm=
     report : Delayed ndarray ``[loss, most updates made in a panel]``
     """
     W_blocks = W_blocks if W_blocks is not None else [None] * len(V_blocks)
+    H = dask.delayed(H, pure=True) if isinstance(H, np.ndarray) else H  # one key that every task shares
     kernel = _masked_kernels(step).transform_panel if step.missing else kernels.transform_panel
     panel = Task(_panel_kernel(kernel, step, squared_norm, max_inner=max_inner, tol=tol), len(V_blocks))
     outputs = [dask.delayed(panel, nout=3)(v, w, H) for v, w in zip(V_blocks, W_blocks)]
@@ -352,7 +353,7 @@ def sketch_pass(V_blocks, Z):
     Parameters
     ----------
     V_blocks : list of Delayed
-    Z : ndarray of shape (n, l)
+    Z : ndarray of shape (n, l), or a Future of one
         The scaled basis, in V's dtype (one key, shared by every panel task).
 
     Returns
@@ -362,7 +363,7 @@ def sketch_pass(V_blocks, Z):
     sketch : Delayed ``(P, R)``
         ``VᵀY`` and the triangular factor of ``Y``.
     """
-    Z = dask.delayed(Z, pure=True)
+    Z = dask.delayed(Z, pure=True) if isinstance(Z, np.ndarray) else Z
     panel = Task(randomized_svd.panel_sketch, len(V_blocks))
     outputs = [dask.delayed(panel, nout=2)(v, Z) for v in V_blocks]
     return [out[0] for out in outputs], _tree_sum([out[1] for out in outputs], randomized_svd.add_sketches, len(V_blocks))
