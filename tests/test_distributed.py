@@ -109,18 +109,23 @@ def test_cluster_fit_equals_threaded_fit_and_leaves_nothing_behind(client, input
     assert _idle(client)
 
 
-def test_a_wide_matrix_sends_its_h_and_svd_basis_to_the_workers_once(client, tmp_path, relerr):
-    """n = 150,000: the first H and the SVD's basis (12 and 18 MB) are scattered to the
-    workers, not sent inside each pass's graph (Dask warns of graphs over 10 MB); the fit
-    equals the threaded one and leaves nothing on the cluster."""
+@pytest.mark.parametrize("checkpointed", [False, True], ids=["plain", "checkpointed"])
+def test_a_wide_matrix_sends_its_h_and_svd_basis_to_the_workers_once(client, tmp_path, relerr, checkpointed):
+    """n = 150,000: the first H, the SVD's basis and an H read back from a checkpoint
+    (12, 18 and 12 MB) are scattered to the workers, not sent inside a graph (Dask warns
+    of graphs over 10 MB); the fit equals the threaded one and leaves nothing on the
+    cluster."""
+    from dnmf.api import Checkpointing, run
+
     X = sp.random(300, 150_000, density=4e-4, random_state=1, format="csr", dtype=np.float32)
     X.data += 0.1
     path = save_csr(X, tmp_path / "wide.zarr")
-    kwargs = dict(max_iter=3, tol=0, random_state=0)
-    threaded = fit(path, 20, **kwargs)
+    params = dict(n_components=20, max_iter=3, tol=0, random_state=0)
+    threaded = run(path, params)
+    checkpointing = Checkpointing(tmp_path / "run.ckpt", every=1) if checkpointed else None
     with client.as_current(), warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*large graph.*")
-        result = fit(path, 20, **kwargs)
+        result = run(path, params, checkpointing=checkpointing)
         W = to_numpy(result.W)
     assert relerr(W, to_numpy(threaded.W)) <= 1e-6 and relerr(result.H, threaded.H) <= 1e-6
     futures = futures_of(result.W)

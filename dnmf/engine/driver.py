@@ -173,8 +173,9 @@ def store(source, target):
 
 
 #: On a cluster, an array of at least this many bytes that every panel task of a pass
-#: needs (the first H, the SVD's basis) goes to each worker once, scattered, rather than
-#: inside the pass's graph through the scheduler (Dask warns of graphs over 10 MB).
+#: needs (the first H, the SVD's basis, an H read back from a checkpoint) goes to each
+#: worker once, scattered, rather than inside a graph through the scheduler (Dask warns
+#: of graphs over 10 MB).
 SHIP_BYTES = 2**20
 
 
@@ -301,7 +302,7 @@ def _save(checkpointer, state, client, V, k):
     if client is None or not isinstance(saved, LoopState):
         return None
     W = saved.W.rechunk((V.row_chunks, k))
-    small = [dask.delayed(np.asarray(x), pure=True) for x in (saved.H, saved.H_next) if x is not None]
+    small = [dask.delayed(_shipped(np.asarray(x), client), pure=True) for x in (saved.H, saved.H_next) if x is not None]
     W, small = dask.persist(W, small)
     # Unoptimized: each block's graph holds the futures themselves (an optimized one only
     # names the keys, which are released as soon as ``W`` goes out of scope).
