@@ -175,7 +175,7 @@ def store(source, target):
 #: On a cluster, an array of at least this many bytes that every panel task of a pass
 #: needs (the first H, the SVD's basis, an H read back from a checkpoint) goes to each
 #: worker once, scattered, rather than inside a graph through the scheduler (Dask warns
-#: of graphs over 10 MB).
+#: of graphs over 10 MB); so do the row blocks of a W made here (random or custom init).
 SHIP_BYTES = 2**20
 
 
@@ -185,6 +185,20 @@ def _shipped(array, client):
     if client is None or not isinstance(array, np.ndarray) or array.nbytes < SHIP_BYTES:
         return array
     return client.scatter(array, broadcast=True, hash=False)
+
+
+def _shipped_rows(W, client):
+    """A W made in this process (a Dask array over an ndarray) for the fit's graphs: on a
+    cluster, when big, its row blocks scattered to the workers rather than the whole
+    array inside a graph; otherwise as it is."""
+    if client is None or W.nbytes < SHIP_BYTES:
+        return W
+    blocks = compute(*W.to_delayed().ravel(), scheduler="sync")
+    futures = client.scatter(list(blocks), hash=False)
+    return da.concatenate(
+        [da.from_delayed(dask.delayed(f, pure=True), shape=b.shape, dtype=b.dtype) for f, b in zip(futures, blocks)],
+        axis=0,
+    )
 
 
 def _materialize(graph, client):
@@ -280,6 +294,8 @@ def _initial_factors(V, V_blocks, config, W, H, stats, update_H, client):
         Y_blocks, T, S, Vt = _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, client)
         norms = compute(initialization.svd_part_norms(Y_blocks, T))[0]
         W0, H0 = initialization.nndsvd_init(Y_blocks, T, S, Vt, norms, method, mean, random_state, rows, dtype)
+    if method == "random" or (method == "custom" and not isinstance(W, da.Array)):
+        W0 = _shipped_rows(W0, client)  # made here, in memory
     W0, H0 = dask.persist(W0, H0)
     return W0, np.asarray(compute(H0)[0])
 
