@@ -109,25 +109,34 @@ def test_cluster_fit_equals_threaded_fit_and_leaves_nothing_behind(client, input
     assert _idle(client)
 
 
+def _cluster_fit_as_threaded(client, relerr, path, params, **options):
+    """The fit of ``path`` on the cluster, where any "large graph" warning is an error,
+    after checking that it equals the fit on the threaded scheduler."""
+    from dnmf.api import run
+
+    threaded = run(path, params, **{key: value for key, value in options.items() if key != "checkpointing"})
+    with client.as_current(), warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*large graph.*")
+        result = run(path, params, **options)
+        W = to_numpy(result.W)
+    assert relerr(W, to_numpy(threaded.W)) <= 1e-6 and relerr(result.H, threaded.H) <= 1e-6
+    return result
+
+
 @pytest.mark.parametrize("checkpointed", [False, True], ids=["plain", "checkpointed"])
 def test_a_wide_matrix_sends_its_h_and_svd_basis_to_the_workers_once(client, tmp_path, relerr, checkpointed):
     """n = 150,000: the first H, the SVD's basis and an H read back from a checkpoint
     (12, 18 and 12 MB) are scattered to the workers, not sent inside a graph (Dask warns
     of graphs over 10 MB); the fit equals the threaded one and leaves nothing on the
     cluster."""
-    from dnmf.api import Checkpointing, run
+    from dnmf.api import Checkpointing
 
     X = sp.random(300, 150_000, density=4e-4, random_state=1, format="csr", dtype=np.float32)
     X.data += 0.1
     path = save_csr(X, tmp_path / "wide.zarr")
-    params = dict(n_components=20, max_iter=3, tol=0, random_state=0)
-    threaded = run(path, params)
     checkpointing = Checkpointing(tmp_path / "run.ckpt", every=1) if checkpointed else None
-    with client.as_current(), warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*large graph.*")
-        result = run(path, params, checkpointing=checkpointing)
-        W = to_numpy(result.W)
-    assert relerr(W, to_numpy(threaded.W)) <= 1e-6 and relerr(result.H, threaded.H) <= 1e-6
+    result = _cluster_fit_as_threaded(client, relerr, path, dict(n_components=20, max_iter=3, tol=0, random_state=0),
+                                      checkpointing=checkpointing)
     futures = futures_of(result.W)
     assert _wait_until(lambda: _idle(client) and _held_keys(client) <= {f.key for f in futures}), sorted(
         map(str, _held_keys(client) - {f.key for f in futures})
@@ -140,8 +149,6 @@ def test_a_wide_matrix_sends_its_h_and_svd_basis_to_the_workers_once(client, tmp
 def test_a_tall_matrix_sends_a_w_made_here_to_the_workers_in_row_blocks(client, tmp_path, relerr, init):
     """m = 150,000: a W made in this process (random init, or a custom NumPy W; 12 MB) is
     scattered in row blocks, not sent inside a graph; the fit equals the threaded one."""
-    from dnmf.api import run
-
     X = sp.random(150_000, 60, density=0.05, random_state=2, format="csr", dtype=np.float32)
     X.data += 0.1
     path = save_csr(X, tmp_path / "tall.zarr")
@@ -150,12 +157,7 @@ def test_a_tall_matrix_sends_a_w_made_here_to_the_workers_in_row_blocks(client, 
     if init == "custom":
         rng = np.random.default_rng(0)
         factors = dict(W=rng.random((150_000, 20), dtype=np.float32), H=rng.random((20, 60), dtype=np.float32))
-    threaded = run(path, params, **factors)
-    with client.as_current(), warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*large graph.*")
-        result = run(path, params, **factors)
-        W = to_numpy(result.W)
-    assert relerr(W, to_numpy(threaded.W)) <= 1e-6 and relerr(result.H, threaded.H) <= 1e-6
+    result = _cluster_fit_as_threaded(client, relerr, path, params, **factors)
     del result
     assert _wait_until(lambda: not _held_keys(client)), f"left on the cluster: {sorted(map(str, _held_keys(client)))}"
 

@@ -2,7 +2,7 @@
 
 An ``h5py.Dataset`` holds an open file handle, which neither pickles nor crosses to a
 worker process. :class:`Dataset` is the file's path and the dataset's name: every read
-opens the file (read-only), reads its slice and closes it, so the reading tasks of
+opens the file (read-only), reads its slice and closes it, so the panel reads of
 :mod:`dnmf.io.storage` run on any worker that sees the file, and no process keeps the
 file open between reads (HDF5 refuses to rewrite a file that a process holds open). An
 open costs well under a millisecond; a panel read, tens of milliseconds.
@@ -23,7 +23,6 @@ __all__ = ["Dataset", "is_hdf5", "opened"]
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Entries a contiguous (unchunked) 1-D dataset counts as one chunk (for readers that go by chunks).
 CONTIGUOUS_CHUNK_ENTRIES = 2**20
-
 
 
 def _h5py():

@@ -25,11 +25,16 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import zarr
+from dask.core import get_dependencies
+from dask.utils import key_split
 from zarr.storage import LocalStore, WrapperStore
 
 from dnmf import CSRMatrix, save_csr
 from dnmf.api import non_negative_factorization
+from dnmf.engine import solvers
+from dnmf.engine.panels import PanelRead
 from dnmf.io.storage import as_panels
+from dnmf.numerics.kernels import StepSpec
 from fitting import fit
 from dnmf.numerics.randomized_svd import power_iterations
 
@@ -253,13 +258,6 @@ def test_a_pass_reads_each_stored_panel_inside_the_task_that_uses_it(stored, tmp
     """The panel tasks of a pass over a stored V depend on W_i and H only: no task of
     the graph just reads a panel (its result could wait in a worker's memory for its
     consumer, and the whole of V with it)."""
-    from dask.core import get_dependencies
-    from dask.utils import key_split
-
-    from dnmf.engine import solvers
-    from dnmf.engine.panels import PanelRead
-    from dnmf.numerics.kernels import StepSpec
-
     X = make_matrix(M, N, seed=2, density=0.4)
     if stored == "csr":
         source = save_csr(sp.csr_matrix(X), tmp_path / "v.zarr", chunk_entries=13)
