@@ -122,7 +122,7 @@ def prepare(X, params, *, W=None, H=None, update_H=True, checkpointing=None, spe
         A bad parameter, input, custom factor or checkpoint directory.
     """
     config = resolve(params, spell=spell)  # the values alone, before the input is opened
-    panels = as_panels(X, panel_rows=config.panel_rows)
+    panels = as_panels(X, panel_rows=config.panel_rows, storage_options=config.storage_options)
     config = resolve(params, shape=panels.shape, spell=spell)
     k = config.n_components
     if not update_H or config.init == "custom":
@@ -149,7 +149,7 @@ def prepare(X, params, *, W=None, H=None, update_H=True, checkpointing=None, spe
         c = checkpointing
         checkpointer = ZarrCheckpointer(
             c.directory, panels, config.params, every=c.every, seconds=c.seconds, run_info=c.run_info,
-            resume_from=c.resume_from,
+            resume_from=c.resume_from, storage_options=config.storage_options,
         )
         start = checkpointer.resume_state()
     return Job(panels, config, W, H, update_H, checkpointer, start)
@@ -241,6 +241,7 @@ def non_negative_factorization(
     panel_rows=None,
     client=None,
     missing_values=None,
+    storage_options=None,
 ):
     """Compute a non-negative factorization X ≈ W H, as scikit-learn's function.
 
@@ -260,7 +261,7 @@ def non_negative_factorization(
         As :class:`dnmf.NMF`.
     update_H : bool
         Whether to update H (fit) or keep it fixed (transform).
-    inner_sweeps, extrapolate, panel_rows, client, missing_values
+    inner_sweeps, extrapolate, panel_rows, client, missing_values, storage_options
         As :class:`dnmf.NMF`.
 
     Returns
@@ -275,7 +276,7 @@ def non_negative_factorization(
         n_components=n_components, init=init, solver=solver, beta_loss=beta_loss, tol=tol, max_iter=max_iter,
         alpha_W=alpha_W, alpha_H=alpha_H, l1_ratio=l1_ratio, random_state=random_state, verbose=verbose,
         inner_sweeps=inner_sweeps, extrapolate=extrapolate, panel_rows=panel_rows, client=client,
-        missing_values=missing_values,
+        missing_values=missing_values, storage_options=storage_options,
     )
     result = run(X, params, W=W, H=H, update_H=update_H, as_numpy=not stays_lazy(X))
     return result.W, result.H, result.n_iter

@@ -24,6 +24,9 @@ __all__ = [
     "NotFoundError",
     "ParameterError",
     "ParameterTypeError",
+    "StoreError",
+    "StorePermissionError",
+    "StoreUnreachableError",
 ]
 
 
@@ -74,6 +77,18 @@ class DestinationExistsError(DnmfError, FileExistsError):
 
 class ClusterError(DnmfError, ConnectionError):
     """The Dask scheduler cannot be reached."""
+
+
+class StoreError(DnmfError, OSError):
+    """An object store (or other fsspec filesystem) failed a request, after the retries."""
+
+
+class StorePermissionError(DnmfError, PermissionError):
+    """The store refused the credentials, or the access to a bucket or key."""
+
+
+class StoreUnreachableError(DnmfError, ConnectionError):
+    """The store's endpoint cannot be reached."""
 
 
 class CheckpointError(DnmfError, ValueError):

@@ -99,6 +99,12 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         naming the differences otherwise.
     checkpoint_every : int, default=10
         Save a checkpoint after every ``checkpoint_every`` iterations (and at the end).
+    storage_options : dict or None, default=None
+        Options of the fsspec filesystem when X or ``checkpoint`` is a URL (``s3://…``,
+        ``gs://…``, ``abfs://…``): credentials, ``endpoint_url``, and so on. By default
+        the filesystem finds them the standard ways (for S3: the ``AWS_*`` environment
+        variables, including ``AWS_ENDPOINT_URL``, profiles, instance roles). They are
+        never logged, nor written into checkpoints or results.
 
     Attributes
     ----------
@@ -145,6 +151,7 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         checkpoint=None,
         checkpoint_every=10,
         missing_values=None,
+        storage_options=None,
     ):
         self.n_components = n_components
         self.init = init
@@ -164,6 +171,7 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
         self.missing_values = missing_values
+        self.storage_options = storage_options
 
     # ------------------------------------------------------------------ boundary
 

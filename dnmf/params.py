@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, fields
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import numpy as np
@@ -40,6 +41,8 @@ __all__ = [
     "beta_to_float",
     "compute_penalties",
     "jsonable",
+    "NOT_RECORDED",
+    "recorded",
     "normalize_missing",
     "param",
     "resolve",
@@ -192,6 +195,11 @@ def _anything(value, name):
     return None
 
 
+def _mapping(value, name):
+    if value is not None and not isinstance(value, Mapping):
+        raise ParameterTypeError(f"{name} must be a dict of filesystem options or None, got {type(value).__name__}")
+
+
 @dataclass(frozen=True)
 class Param:
     """One row of the parameter table."""
@@ -238,7 +246,20 @@ PARAMS = (
     ),
     Param("panel_rows", None, _integer(low=1, allow_none=True), "Rows per panel of V (default: ~64 MiB)."),
     Param("client", None, _anything, "Dask Client or scheduler address; default: the active client, else threads.", changes_result=False),
+    Param(
+        "storage_options", None, _mapping,
+        "Options of the fsspec filesystem of URL inputs, outputs and checkpoints (credentials, endpoint_url).",
+        changes_result=False,
+    ),
 )
+
+#: Parameters never written into a checkpoint or a result (a live object; credentials).
+NOT_RECORDED = ("client", "storage_options")
+
+
+def recorded(params):
+    """``params`` as results and checkpoints record them: JSON-ready, without :data:`NOT_RECORDED`."""
+    return {name: jsonable(value) for name, value in params.items() if name not in NOT_RECORDED}
 
 _BY_NAME = {p.name: p for p in PARAMS}
 
@@ -350,6 +371,7 @@ class FitConfig:
     missing_values : {None, "nan", "absent"}
     panel_rows : int or None
     client : distributed.Client, str or None
+    storage_options : dict or None
     params : dict
         The table's names with the values as given (after defaults; ``missing_values``
         normalized), for the records (checkpoints, results).
@@ -371,6 +393,7 @@ class FitConfig:
     missing_values: Any
     panel_rows: Any
     client: Any
+    storage_options: Any
     params: dict
 
     def penalties(self, shape):
@@ -418,5 +441,6 @@ def resolve(values, *, shape=None, spell=None):
         missing_values=p["missing_values"],
         panel_rows=p["panel_rows"],
         client=p["client"],
+        storage_options=p["storage_options"],
         params=p,
     )

@@ -68,3 +68,44 @@ def make_factors():
 def relerr():
     """:func:`max_relative_error`."""
     return max_relative_error
+
+
+# ------------------------------------------------------------------ object storage
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on loopback, for the session: its endpoint URL."""
+    pytest.importorskip("s3fs")
+    from s3_server import start_server
+
+    process, endpoint = start_server()
+    try:
+        yield endpoint
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The S3 server found the standard way (``AWS_ENDPOINT_URL`` and the keys in the
+    environment), with a new empty bucket: ``.bucket``, ``.url(key)``, ``.fs`` (s3fs),
+    ``.endpoint``."""
+    import s3fs
+    from s3_server import CREDENTIALS, new_bucket
+
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": s3_server}.items():
+        monkeypatch.setenv(name, value)
+    fs = s3fs.S3FileSystem(endpoint_url=s3_server, **{"key": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                                                      "secret": CREDENTIALS["AWS_SECRET_ACCESS_KEY"]})
+
+    class Bucket:
+        endpoint = s3_server
+        bucket = new_bucket(fs)
+
+        def url(self, key=""):
+            return f"s3://{self.bucket}/{key}".rstrip("/")
+
+    Bucket.fs = fs
+    return Bucket()

@@ -50,7 +50,6 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import dask
 import numpy as np
@@ -59,6 +58,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .. import api
 from ..engine.driver import active_client, persist
+from ..engine.location import Location
 from ..engine.process_setting import SharedSetting
 from ..engine.scheduler import use_scheduler
 from ..errors import ParameterError, ParameterTypeError
@@ -147,9 +147,9 @@ class RankReport:
         out["scores"] = [dataclasses.asdict(score) for score in self.scores]
         return out
 
-    def to_json(self, path):
-        """Write :meth:`to_dict` to ``path``."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+    def to_json(self, path, storage_options=None):
+        """Write :meth:`to_dict` to ``path`` (a path or URL), whole or not at all."""
+        Location.of(path, storage_options).publish_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------- stability

@@ -33,10 +33,12 @@ import numpy as np
 import zarr
 
 from ..engine.driver import to_numpy
-from ..engine.durable import publish_directory
+from ..engine.durable import new_group
+from ..engine.location import Location
 from ..errors import InputError, NotFoundError, ParameterError
+from ..io.csr import write_csr
 from ..io.results import open_kind
-from ..io.storage import CSRMatrix, open_matrix, save_csr
+from ..io.storage import CSRMatrix, open_matrix
 from ..params import jsonable
 
 __all__ = [
@@ -179,7 +181,7 @@ def _write_strings(group, name, values):
         array[:] = values
 
 
-def build_corpus(source, out, *, column=None, label_column=None, overwrite=False, **vectorizer):
+def build_corpus(source, out, *, column=None, label_column=None, overwrite=False, storage_options=None, **vectorizer):
     """Vectorize documents with tf-idf and store them as a corpus group.
 
     Parameters
@@ -213,18 +215,17 @@ def build_corpus(source, out, *, column=None, label_column=None, overwrite=False
         "column": column,
         "vectorizer": jsonable(settings),
     }
-    with publish_directory(out, overwrite) as temp:
-        group = zarr.open_group(str(temp), mode="w")
+    with new_group(out, overwrite, storage_options) as group:
         group.attrs.update(attrs)
-        save_csr(X, os.path.join(temp, TFIDF))
+        write_csr(group.create_group(TFIDF), X)
         _write_strings(group, VOCABULARY, vocabulary)
         _write_strings(group, DOCUMENTS, labels)
     logger.info("wrote corpus %s: %d documents x %d terms, %d entries", out, X.shape[0], X.shape[1], X.nnz)
-    return open_corpus(out)
+    return open_corpus(out, storage_options)
 
 
-def open_corpus(path):
-    """Open a corpus group read-only.
+def open_corpus(path, storage_options=None):
+    """Open a corpus group (at a path or URL) read-only.
 
     Raises
     ------
@@ -233,11 +234,10 @@ def open_corpus(path):
     InputError
         ``path`` is not a corpus group.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise NotFoundError(f"corpus not found: {path}")
-    group, attrs = open_kind(path, "corpus group", (CORPUS_KIND,))
-    matrix = open_matrix(os.path.join(path, TFIDF))
+    location = Location.of(path, storage_options).checked("corpus")
+    path = location.url
+    group, attrs = open_kind(location, "corpus group", (CORPUS_KIND,))
+    matrix = open_matrix(location.join(TFIDF))
     vocabulary = np.array([str(term) for term in group[VOCABULARY][:]], dtype=str)
     documents = [str(label) for label in group[DOCUMENTS][:]]
     if matrix.shape != (len(documents), len(vocabulary)):
@@ -252,19 +252,19 @@ def corpus_of(matrix_path):
     """The corpus whose tf-idf matrix is at ``matrix_path``, or None if it is not one."""
     if matrix_path is None:
         return None
-    path = Path(matrix_path)
-    if path.name != TFIDF:
+    location = Location.of(matrix_path)
+    if location.name != TFIDF:
         return None
     try:
-        return open_corpus(path.parent)
-    except (FileNotFoundError, ValueError):
+        return open_corpus(location.parent)
+    except (FileNotFoundError, ValueError, ConnectionError, PermissionError):
         return None
 
 
-def _is_corpus(path):
-    if not Path(path, "zarr.json").is_file():
+def _is_corpus(location):
+    if not location.join("zarr.json").is_file():
         return False
-    return zarr.open_group(store=os.fspath(path), mode="r").attrs.get("kind") == CORPUS_KIND
+    return zarr.open_group(store=location.zarr_store(), mode="r").attrs.get("kind") == CORPUS_KIND
 
 
 # ------------------------------------------------------------------------- topics
@@ -390,7 +390,7 @@ def find_topics(
     Topics
     """
     reading = {"column": column, "label_column": label_column}
-    if Path(source).is_dir() and _is_corpus(source):
+    if Location.of(source).is_dir() and _is_corpus(Location.of(source)):
         return _fit_topics(open_corpus(source), n_components, top, nmf_params, keep=True)
     if store is not None:
         corpus = build_corpus(source, store, overwrite=overwrite, **reading, **(vectorizer or {}))

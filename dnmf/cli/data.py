@@ -8,7 +8,7 @@ import click
 
 from ..io.describe import describe
 from ..io.generate import DEFAULT_DTYPE, DEFAULT_NOISE, DEFAULT_RANK, DEFAULT_SEED, DEFAULT_SHAPE, DTYPES, generate
-from .options import Bar, absolute, output_options
+from .options import Bar, absolute, output_options, storage_option
 
 __all__ = ["COMMANDS", "generate_command", "info"]
 
@@ -28,15 +28,18 @@ __all__ = ["COMMANDS", "generate_command", "info"]
 @click.option("--dtype", type=click.Choice(DTYPES), default=DEFAULT_DTYPE, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, metavar="S", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
+@storage_option
 @output_options
-def generate_command(out, shape, rank, noise, density, chunk_rows, dtype, seed, overwrite, quiet, verbose):
-    """Write a synthetic non-negative low-rank + noise matrix (dense Zarr, or CSR with --density)."""
+def generate_command(out, shape, rank, noise, density, chunk_rows, dtype, seed, overwrite, storage_options, quiet,
+                     verbose):
+    """Write a synthetic non-negative low-rank + noise matrix (dense Zarr, or CSR with --density) to OUT (a path
+    or URL)."""
     out = absolute(out)
     bar = Bar(shape[0], "generate", "rows", quiet)
     try:
         info = generate(
             out, shape, rank, noise=noise, density=density, chunk_rows=chunk_rows, dtype=dtype, seed=seed,
-            overwrite=overwrite, progress=bar.update,
+            overwrite=overwrite, progress=bar.update, storage_options=storage_options,
         )
     finally:
         bar.close()
@@ -59,10 +62,11 @@ def _format_value(value):
 @click.argument("path", metavar="PATH")
 @click.option("--layer", metavar="NAME", default=None, help="Describe this layer of an AnnData file instead of X.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@storage_option
 @output_options
-def info(path, layer, as_json, quiet, verbose):
-    """Describe an input matrix, a fit/transform result or a checkpoint directory."""
-    described = describe(path, layer=layer)
+def info(path, layer, as_json, storage_options, quiet, verbose):
+    """Describe an input matrix, a fit/transform result or a checkpoint directory (a path or URL)."""
+    described = describe(path, layer=layer, storage_options=storage_options)
     if as_json:
         click.echo(json.dumps(described, indent=2, default=str))
         return

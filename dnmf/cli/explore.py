@@ -20,9 +20,10 @@ import click
 
 from ..apps.plots import PLOT_KINDS, SAMPLE_COLUMNS, SAMPLE_ROWS
 from ..apps.topics import DEFAULT_TOP
+from ..engine.location import Location, is_url
 from ..errors import InputError, NotFoundError, ParameterError
 from ..io.formats import matrix_labels
-from .options import absolute, output_options
+from .options import absolute, output_options, storage_option
 
 __all__ = ["COMMANDS", "plot_command", "similar_command", "topics_command"]
 
@@ -47,7 +48,7 @@ def _row_labels_of_result(result):
     if corpus is not None:
         return corpus.documents
     source = result.attrs.get("input")
-    return matrix_labels(source)[0] if source and Path(source).exists() else None
+    return matrix_labels(source)[0] if source and not is_url(source) and Path(source).exists() else None
 
 
 # ---------------------------------------------------------------------------- plot
@@ -66,8 +67,10 @@ def _row_labels_of_result(result):
 @click.option("--columns", "max_columns", type=click.IntRange(min=1), default=SAMPLE_COLUMNS, show_default=True,
               metavar="N", help="Heatmaps show at most N columns (evenly spaced sample).")
 @click.option("--overwrite", is_flag=True, default=False, help="Replace an existing FILE.png.")
+@storage_option
 @output_options
-def plot_command(result_path, kind, out, image_shape, input_path, max_rows, max_columns, overwrite, quiet, verbose):
+def plot_command(result_path, kind, out, image_shape, input_path, max_rows, max_columns, overwrite, storage_options,
+                 quiet, verbose):
     """Draw a fit result (OUT of `dnmf fit`) as a PNG.
 
     \b
@@ -82,13 +85,13 @@ def plot_command(result_path, kind, out, image_shape, input_path, max_rows, max_
 
     out = absolute(out)
     check_destination(out, overwrite)
-    result = read_result(absolute(result_path))
+    result = read_result(absolute(result_path), storage_options)
     V = absolute(input_path)
     if kind == "reconstruction" and V is None:
         recorded = result.attrs.get("input")
         if recorded is None:
             raise InputError(f"{result.path} records no input; pass --input V")
-        if not Path(recorded).exists():
+        if not Location.of(recorded, storage_options).exists():
             raise NotFoundError(f"the input recorded in {result.path} is gone: {recorded}; pass --input V")
     if image_shape is not None and kind != "components":
         logger.warning("--image-shape applies to --kind components; ignored")
@@ -150,15 +153,16 @@ def topics_command(docs, rank, top, column, label_column, store, max_iter, seed,
               help="Labels of the rows, one a line. [default: the documents of a `dnmf topics` corpus, or the obs "
               "names / barcodes of an AnnData or 10x input, if OUT is its fit]")
 @click.option("--top", type=click.IntRange(min=1), default=SIMILAR_TOP, show_default=True, metavar="N")
+@storage_option
 @output_options
-def similar_command(result_path, row, label, labels_path, top, quiet, verbose):
+def similar_command(result_path, row, label, labels_path, top, storage_options, quiet, verbose):
     """The rows most similar to one row: cosine similarity of their rows of W (out of core)."""
     from ..apps.similar import similar
     from ..io.results import read_result
 
     if (row is None) == (label is None):
         raise click.UsageError("give exactly one query: --row I or --label TEXT")
-    result = read_result(absolute(result_path))
+    result = read_result(absolute(result_path), storage_options)
     labels = absolute(labels_path)
     if labels is None:
         labels = _row_labels_of_result(result)

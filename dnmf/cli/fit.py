@@ -31,7 +31,8 @@ from ..engine.durable import check_destination, check_writable, factor_bytes
 from ..errors import InputError, ParameterError
 from ..io.generate import DEFAULT_DTYPE, DEFAULT_NOISE, DEFAULT_SEED, generate
 from ..io.formats import matrix_labels
-from ..io.results import FIT_KIND, H5AD_SUFFIX, read_result, write_fit, write_transform
+from ..engine.location import Location, is_url, shown
+from ..io.results import FIT_KIND, H5AD_SUFFIX, check_h5ad_destination, read_result, write_fit, write_transform
 from ..io.storage import value_dtype
 from ..params import DEFAULTS
 from .options import (
@@ -50,6 +51,7 @@ from .options import (
     resolved_config,
     running_on,
     scheduler_options,
+    storage_option,
 )
 
 __all__ = ["COMMANDS", "Interrupted", "demo", "fit", "quiet_shutdown", "resume", "transform"]
@@ -77,15 +79,16 @@ def quiet_shutdown():
         logging.getLogger(name).disabled = True
 
 
-def _interrupted_at(iteration, checkpoint):
+def _interrupted_at(iteration, checkpoint, storage_options=None):
     where = f"interrupted after iteration {iteration}" if iteration else "interrupted before the first iteration"
     if checkpoint is None:
         return f"{where}; nothing was saved (--checkpoint DIR keeps the progress of a fit)"
+    directory = Location.of(checkpoint, storage_options)
     try:
-        current = (Path(checkpoint) / CURRENT).read_text().strip()
+        current = directory.join(CURRENT).read_text().strip()
     except OSError:
-        return f"{where}; no checkpoint was complete yet in {checkpoint}"
-    return f"{where}; the last complete checkpoint is {Path(checkpoint) / current}: resume with `dnmf resume {checkpoint}`"
+        return f"{where}; no checkpoint was complete yet in {directory}"
+    return f"{where}; the last complete checkpoint is {directory.join(current)}: resume with `dnmf resume {directory}`"
 
 
 def _fit_job(input_path, params, *, out, overwrite, read=None, checkpoint=None, every=None, seconds=None,
@@ -101,16 +104,20 @@ def _fit_job(input_path, params, *, out, overwrite, read=None, checkpoint=None, 
         Wall time of the fit (without cluster start-up and writing OUT).
     """
     input_path, out, checkpoint = absolute(input_path), absolute(out), absolute(checkpoint)
+    options = params.get("storage_options")
     check_paths(input_path, out, checkpoint)
-    check_destination(out, overwrite)  # before a conversion of INPUT, which may take minutes
+    if out.endswith(H5AD_SUFFIX):
+        check_h5ad_destination(Location.of(out, options))
+    check_destination(out, overwrite, options)  # before a conversion of INPUT, which may take minutes
     read = {name: value for name, value in (read or {}).items() if value is not None}
-    source = open_input(input_path, **read, out=out, quiet=quiet)
+    source = open_input(input_path, **read, out=out, quiet=quiet, storage_options=options)
     checkpointing = None
     if checkpoint is not None:
-        run_info = {"input": input_path, "read": read, "out": out, "every": every, "seconds": seconds}
+        run_info = {"input": shown(input_path), "read": read, "out": shown(out), "every": every, "seconds": seconds}
         checkpointing = api.Checkpointing(checkpoint, every, seconds, run_info, resume_from)
     job = api.prepare(source, params, checkpointing=checkpointing, spell=flag)
-    check_writable(out, factor_bytes(job.panels.shape, job.config.n_components, job.panels.dtype), "OUT")
+    nbytes = factor_bytes(job.panels.shape, job.config.n_components, job.panels.dtype)
+    check_writable(out, nbytes, "OUT", storage_options=options)
     if job.start is not None and not quiet:
         click.echo(f"resuming {checkpoint} from iteration {job.start.iteration}", err=True)
     with running_on(**(scheduler or {}), quiet=quiet):
@@ -122,12 +129,13 @@ def _fit_job(input_path, params, *, out, overwrite, read=None, checkpoint=None, 
             raise InputError(f"{input_path}: {error}") from None
         except KeyboardInterrupt:
             quiet_shutdown()  # before the cluster is torn down below
-            raise Interrupted(_interrupted_at(progress.iteration, checkpoint)) from None
+            raise Interrupted(_interrupted_at(progress.iteration, checkpoint, options)) from None
         finally:
             progress.close()
         elapsed = time.perf_counter() - started
-        labels = matrix_labels(input_path) if out.endswith(H5AD_SUFFIX) else (None, None)
-        attrs = write_fit(out, result, job.config.params, input_path=input_path, overwrite=overwrite, labels=labels)
+        labels = matrix_labels(input_path) if out.endswith(H5AD_SUFFIX) and not is_url(input_path) else (None, None)
+        attrs = write_fit(out, result, job.config.params, input_path=shown(input_path), overwrite=overwrite,
+                          labels=labels, storage_options=options)
     return attrs, elapsed
 
 
@@ -157,16 +165,20 @@ def _summary(out, attrs, elapsed):
     help="Also checkpoint every S seconds.",
 )
 @scheduler_options
+@storage_option
 @click.option("--overwrite", is_flag=True, default=False, help="Replace an existing OUT.")
 @config_option
 @click.option("--show-config", is_flag=True, help="Print the resolved options as YAML and exit.")
 @output_options
 def fit(input_path, layer, dtype, store, out, checkpoint, checkpoint_every, checkpoint_seconds, scheduler, workers,
-        memory_limit, threads, overwrite, show_config, quiet, verbose, **values):
+        memory_limit, threads, storage_options, overwrite, show_config, quiet, verbose, **values):
     """Factorize INPUT and write OUT.zarr (or OUT.h5ad).
 
     INPUT: a Zarr array or CSR group, .npy, .npz, an AnnData file (.h5ad or Zarr; X or
     --layer), a 10x Genomics .h5 file or MEX directory, or MatrixMarket (.mtx, .mtx.gz).
+    INPUT, OUT and --checkpoint may be URLs (s3://bucket/V.zarr, gs://, abfs://, any
+    fsspec URL): Zarr arrays and CSR groups (and .npy/.npz, read whole) as INPUT, Zarr
+    results and checkpoints as OUT and DIR.
 
     OUT is a Zarr group with arrays W and H and attrs n_iter, reconstruction_err,
     relative_err, loss_history and params; an OUT ending in .h5ad is an AnnData file with
@@ -178,7 +190,7 @@ def fit(input_path, layer, dtype, store, out, checkpoint, checkpoint_every, chec
         return
     if out is None:
         raise click.UsageError("missing option '--out' (the result group to write)")
-    params = {**CLI_DEFAULTS, **fit_values(values)}
+    params = {**CLI_DEFAULTS, **fit_values(values), **({} if storage_options is None else {"storage_options": storage_options})}
     if "n_components" not in params:
         raise click.UsageError("missing option '--rank' (the number of components)")
     if params.get("init") == "custom":
@@ -206,17 +218,23 @@ def fit(input_path, layer, dtype, store, out, checkpoint, checkpoint_every, chec
     help="Resume from this checkpoint of DIR (e.g. ckpt-000010), such as the intact one a checksum error names.",
 )
 @scheduler_options
+@storage_option
 @click.option("--overwrite", is_flag=True, default=False, help="Replace an existing OUT.")
 @output_options
-def resume(directory, max_iter, out, from_name, scheduler, workers, memory_limit, threads, overwrite, quiet, verbose):
-    """Finish the checkpointed `dnmf fit` in DIR and write its OUT."""
+def resume(directory, max_iter, out, from_name, scheduler, workers, memory_limit, threads, storage_options, overwrite,
+           quiet, verbose):
+    """Finish the checkpointed `dnmf fit` in DIR (a path or URL) and write its OUT.
+
+    Storage options are never recorded: pass --storage-options again when the fit had them.
+    """
     directory = absolute(directory)
-    _, metadata = load_checkpoint(directory, name=from_name)
+    _, metadata = load_checkpoint(directory, name=from_name, storage_options=storage_options)
     run_info = metadata["run"]
     if not run_info.get("input"):
         raise InputError(f"{directory} was not written by `dnmf fit` (it records no input); resume it from Python")
     out = out or run_info.get("out")
-    params = {**DEFAULTS, **metadata["all_params"], **({} if max_iter is None else {"max_iter": max_iter})}
+    params = {**DEFAULTS, **metadata["all_params"], **({} if max_iter is None else {"max_iter": max_iter}),
+              "storage_options": storage_options}
     attrs, elapsed = _fit_job(
         run_info["input"], params, out=out, overwrite=overwrite, read=run_info.get("read"), checkpoint=directory,
         every=run_info.get("every"),
@@ -237,29 +255,36 @@ def resume(directory, max_iter, out, from_name, scheduler, workers, memory_limit
     help="Updates per panel. [default: the model's max_iter]",
 )
 @scheduler_options
+@storage_option
 @click.option("--overwrite", is_flag=True, default=False, help="Replace an existing OUT.")
 @output_options
-def transform(input_path, layer, dtype, store, model, out, max_iter, scheduler, workers, memory_limit, threads, overwrite,
-              quiet, verbose):
-    """Project the rows of INPUT on a fitted H: solve W >= 0 with H fixed, write W.zarr."""
+def transform(input_path, layer, dtype, store, model, out, max_iter, scheduler, workers, memory_limit, threads,
+              storage_options, overwrite, quiet, verbose):
+    """Project the rows of INPUT on a fitted H: solve W >= 0 with H fixed, write W.zarr.
+
+    INPUT, --model and --out may be URLs (see `dnmf fit --help`)."""
     input_path, model, out = absolute(input_path), absolute(model), absolute(out)
     check_paths(input_path, out)
-    fitted = read_result(model)
+    fitted = read_result(model, storage_options)
     if fitted.kind != FIT_KIND:
         raise InputError(f"{model} is a transform result; --model needs the OUT of `dnmf fit`")
-    params = {**DEFAULTS, **fitted.attrs["params"], "n_components": int(fitted.H.shape[0])}
+    params = {**DEFAULTS, **fitted.attrs["params"], "n_components": int(fitted.H.shape[0]),
+              "storage_options": storage_options}
     if max_iter is not None:
         params["max_iter"] = max_iter
-    check_destination(out, overwrite)  # before a conversion of INPUT
-    source = open_input(input_path, layer=layer, dtype=dtype, store=store, out=out, quiet=quiet)
+    check_destination(out, overwrite, storage_options)  # before a conversion of INPUT
+    source = open_input(input_path, layer=layer, dtype=dtype, store=store, out=out, quiet=quiet,
+                        storage_options=storage_options)
     H = fitted.H.astype(value_dtype(source.dtype, input_path), copy=False)  # as the estimator: H in X's dtype
     job = api.prepare(source, params, H=H, update_H=False, spell=flag)
-    check_writable(out, factor_bytes((job.panels.shape[0], 0), job.config.n_components, job.panels.dtype), "OUT")
+    check_writable(out, factor_bytes((job.panels.shape[0], 0), job.config.n_components, job.panels.dtype), "OUT",
+                   storage_options=storage_options)
     with running_on(scheduler, workers, memory_limit, threads, quiet=quiet):
         started = time.perf_counter()
         result = api.run_job(job)
         elapsed = time.perf_counter() - started
-        attrs = write_transform(out, result, model=model, input_path=input_path, overwrite=overwrite)
+        attrs = write_transform(out, result, model=shown(model), input_path=shown(input_path), overwrite=overwrite,
+                                storage_options=storage_options)
     if not quiet:
         rows, k = result.W.shape
         click.echo(f"wrote {out}: W {rows} x {k}, relative_err={attrs['relative_err']:.4g} ({elapsed:.1f} s)")

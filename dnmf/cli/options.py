@@ -20,6 +20,7 @@ import click
 import yaml
 from tqdm import tqdm
 
+from ..engine.location import Location, is_url, parse_storage_options, retry_logger
 from ..engine.scheduler import local_cluster, use_scheduler
 from ..errors import InputError
 from ..io.formats import default_store
@@ -57,8 +58,9 @@ logger = logging.getLogger(__name__)
 CLI_DEFAULTS = {"random_state": 0}
 #: Extra option names of some parameters (listed first: they are the documented ones).
 ALIASES = {"n_components": ("--rank",), "random_state": ("--seed",), "missing_values": ("--missing",)}
-#: Parameters that are not plain options: ``client`` is ``--scheduler``, ``verbose`` is ``-v``.
-NOT_OPTIONS = ("client", "verbose")
+#: Parameters that are not plain options: ``client`` is ``--scheduler``, ``verbose`` is ``-v``,
+#: ``storage_options`` is ``--storage-options`` (a JSON/YAML mapping).
+NOT_OPTIONS = ("client", "verbose", "storage_options")
 #: Metavars of the generated options.
 METAVARS = {
     "n_components": "K",
@@ -188,11 +190,23 @@ def input_options(command):
     )(command)
 
 
-def open_input(input_path, *, layer=None, dtype=None, store=None, out=None, quiet=False):
+def storage_option(command):
+    """``--storage-options``: the fsspec options of the command's URLs (a mapping)."""
+    return click.option(
+        "--storage-options", "storage_options", metavar="JSON|YAML|@FILE", default=None,
+        callback=lambda ctx, param, value: parse_storage_options(value),
+        help="Options of the filesystem of s3://, gs://, abfs://... paths (credentials, endpoint_url), as a "
+        "JSON or YAML mapping or @FILE. [default: the standard ways, e.g. the AWS_* environment variables]",
+    )(command)
+
+
+def open_input(input_path, *, layer=None, dtype=None, store=None, out=None, quiet=False, storage_options=None):
     """INPUT opened read-only (:func:`dnmf.io.storage.open_matrix`). A conversion goes to
-    ``store``, by default beside ``out`` (the command's OUT; else beside INPUT), and shows a
-    progress bar of the entries read (two passes)."""
-    if store is None and out is not None:
+    ``store``, by default beside ``out`` (the command's OUT, when local; else beside
+    INPUT), and shows a progress bar of the entries read (two passes)."""
+    if is_url(input_path):
+        return open_matrix(input_path, layer=layer, dtype=dtype, storage_options=storage_options)
+    if store is None and out is not None and not is_url(out):
         store = Path(out).absolute().parent / default_store(input_path, layer).name
     bar = Bar(None, "convert", "entries", quiet)
     try:
@@ -266,10 +280,13 @@ def resolved_config(ctx):
         primary.setdefault(name, key)
     table = {p.name for p in PARAMS}
     defaults = {**DEFAULTS, **CLI_DEFAULTS}
-    return {
+    resolved = {
         key: defaults[name] if name in table and ctx.params[name] is None else ctx.params[name]
         for name, key in primary.items()
     }
+    if resolved.get("storage-options"):  # credentials are never printed
+        resolved["storage-options"] = {key: "<hidden>" for key in resolved["storage-options"]}
+    return resolved
 
 
 def start(verbose, quiet):
@@ -287,18 +304,22 @@ def start(verbose, quiet):
 
 
 def absolute(path):
-    """``path`` made absolute (``~`` expanded), or None."""
-    return None if path is None else str(Path(path).expanduser().absolute())
+    """``path`` made absolute (``~`` expanded; ``file://`` URLs too), a URL as it is, or None."""
+    if path is None:
+        return None
+    if is_url(path) and not Location.of(path).local:
+        return str(path)
+    return Location.of(path).path
 
 
 def check_paths(input_path, out, checkpoint=None):
     """Refuse to write over (or inside) the input."""
-    source = Path(input_path)
+    source = str(input_path).rstrip("/")
     for name, target in (("--out", out), ("--checkpoint", checkpoint)):
         if target is None:
             continue
-        target = Path(target)
-        if target == source or source in target.parents:
+        target = str(target).rstrip("/")
+        if target == source or target.startswith(source + "/"):
             raise InputError(f"{name} {target} would write over the input {source}")
 
 
@@ -310,6 +331,8 @@ def running_on(address=None, workers=None, memory_limit=None, threads=False, qui
             logger.warning("--workers, --memory-limit and --threads apply to the embedded cluster; ignored with --scheduler")
         with use_scheduler(address) as client:
             logger.info("running on the Dask scheduler at %s (dashboard: %s)", address, client.dashboard_link)
+            if SESSION.verbose:
+                _forward_retries(client)
             try:
                 yield client
             finally:
@@ -321,7 +344,23 @@ def running_on(address=None, workers=None, memory_limit=None, threads=False, qui
     ) as client:
         if not quiet:
             click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
+        if SESSION.verbose and not threads:
+            _forward_retries(client)
         yield client
+
+
+def _forward_retries(client):
+    """At ``-v``: the workers' log lines of store retries (``dnmf.retries``) shown here."""
+    client.run(_log_retries)
+    client.forward_logging(RETRY_LOGGER, level=logging.INFO)
+
+
+def _log_retries():
+    logging.getLogger(RETRY_LOGGER).setLevel(logging.INFO)
+
+
+#: The logger of the store retries (:mod:`dnmf.engine.location`).
+RETRY_LOGGER = retry_logger.name
 
 
 class Bar:

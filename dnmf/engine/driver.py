@@ -172,6 +172,12 @@ def store(source, target):
     da.store(source, target, lock=False)
 
 
+def each(function, items):
+    """``[function(item) for item in items]``, each call a task of the active scheduler
+    (files hashed where they are read, in parallel)."""
+    return list(dask.compute(*(dask.delayed(function, pure=False)(item) for item in items)))
+
+
 #: On a cluster, an array of at least this many bytes that every panel task of a pass
 #: needs (the first H, the SVD's basis, an H read back from a checkpoint) goes to each
 #: worker once, scattered, rather than inside a graph through the scheduler (Dask warns

@@ -2,7 +2,10 @@
 
 A directory (a result group, a checkpoint) is written under a hidden sibling name, every
 file ``fsync``-ed, then renamed into place (:func:`publish_directory`); a crash leaves
-either nothing or the whole directory. :func:`check_writable` probes a destination (a
+either nothing or the whole directory. An object store has no rename: there
+:func:`new_store` writes a Zarr node's arrays and chunks first and its root
+``zarr.json`` (with the attributes that make it a result) last, in one PUT; before
+that, readers find nothing. :func:`check_writable` probes a destination (a
 small write, and the space the factors need) so that a fit that could not be saved
 fails before its first iteration. :func:`write_factor` stores a factor, a Dask one by the
 workers that hold its blocks (through :func:`dnmf.engine.driver.store`).
@@ -24,6 +27,8 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
+import zarr
+import zarr.core.sync
 
 from ..errors import (
     DestinationError,
@@ -32,6 +37,7 @@ from ..errors import (
     DestinationPermissionError,
 )
 from .driver import store
+from .location import Location, RetryingStore
 
 __all__ = [
     "PROBE_BYTES",
@@ -39,6 +45,8 @@ __all__ = [
     "check_destination",
     "check_writable",
     "factor_bytes",
+    "new_group",
+    "new_store",
     "fsync_directory",
     "fsync_tree",
     "pause_for_tests",
@@ -87,10 +95,11 @@ def fsync_tree(path):
     _fsync_path(path.parent, directory=True)
 
 
-def check_destination(path, overwrite=False):
-    """``FileExistsError`` if ``path`` exists and ``overwrite`` is False."""
-    if Path(path).exists() and not overwrite:
-        raise DestinationExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+def check_destination(path, overwrite=False, storage_options=None):
+    """``FileExistsError`` if ``path`` (a path or URL) exists and ``overwrite`` is False."""
+    location = Location.of(path, storage_options)
+    if not overwrite and location.exists():
+        raise DestinationExistsError(f"{location} already exists; pass --overwrite (overwrite=True) to replace it")
 
 
 def pause_for_tests(variable, iteration=None):
@@ -119,8 +128,12 @@ def _mib(nbytes):
     return f"{nbytes / 2**20:.1f} MiB"
 
 
-def check_writable(path, nbytes=0, what="output", into=False):
+def check_writable(path, nbytes=0, what="output", into=False, storage_options=None):
     """Fail now, not after the fit, if ``path`` cannot be written or cannot hold ``nbytes``.
+
+    At a URL, the probe is a small object written beside ``path`` (or, ``into=True``,
+    in it) and removed (:meth:`~dnmf.engine.location.Location.probe_write`); free space
+    is not known there.
 
     The probe goes to the nearest existing parent of ``path`` (where ``path``, or the
     hidden directory it is written into before the rename, will be created), or with
@@ -148,7 +161,11 @@ def check_writable(path, nbytes=0, what="output", into=False):
     OSError
         A read-only or full file system, or less free space than ``nbytes``.
     """
-    path = Path(path).absolute()
+    location = Location.of(path, storage_options)
+    if not location.local:
+        location.probe_write(what, into=into)
+        return
+    path = Path(location.path)
     base = path if into and path.is_dir() else path.parent
     while not base.exists() and base != base.parent:
         base = base.parent
@@ -203,6 +220,75 @@ def publish_directory(path, overwrite=False):
     except BaseException:
         remove(temp)
         raise
+
+
+@contextlib.contextmanager
+def new_store(path, overwrite=False, storage_options=None):
+    """A new Zarr node (group or array) at ``path`` (a path or URL) that appears whole or
+    not at all: yields the store to create it in (``zarr.open_group(store, mode="w")``,
+    ``zarr.create_array(store, ...)``).
+
+    On a disk it is written by :func:`publish_directory`. On an object store its root
+    metadata is held back (:class:`_HeldRoot`) and written last, in one PUT: readers find
+    either nothing or the complete node. An existing node is replaced only with
+    ``overwrite`` (its root metadata is deleted first, so that it stops being one at
+    once). On error, what was written is removed.
+    """
+    location = Location.of(path, storage_options)
+    if location.local:
+        with publish_directory(location.path, overwrite) as temp:
+            yield str(temp)
+        return
+    check_destination(location, overwrite)
+    location.remove(first=(_HeldRoot.ROOT,))
+    held = _HeldRoot(location.zarr_store(read_only=False))
+    try:
+        yield held
+        held.commit()
+    except BaseException:
+        location.remove(first=(_HeldRoot.ROOT,))
+        raise
+
+
+@contextlib.contextmanager
+def new_group(path, overwrite=False, storage_options=None):
+    """:func:`new_store` with a new group in it: yields the writable group."""
+    with new_store(path, overwrite, storage_options) as store:
+        yield zarr.open_group(store, mode="w")
+
+
+class _HeldRoot(RetryingStore):
+    """A store that keeps its root ``zarr.json`` in memory until :meth:`commit` (what
+    :func:`new_group` writes last). Pickled (for the workers that write W's chunks), it
+    is the store it wraps."""
+
+    ROOT = "zarr.json"
+
+    def __init__(self, store):
+        super().__init__(store._store, store.url)
+        self._root = None
+
+    def __reduce__(self):
+        return (RetryingStore, (self._store, self.url))
+
+    async def get(self, key, prototype, byte_range=None):
+        if key == self.ROOT and self._root is not None and byte_range is None:
+            return self._root
+        return await super().get(key, prototype, byte_range)
+
+    async def exists(self, key):
+        return (key == self.ROOT and self._root is not None) or await super().exists(key)
+
+    async def set(self, key, value):
+        if key == self.ROOT:
+            self._root = value
+            return
+        await super().set(key, value)
+
+    def commit(self):
+        """Write the held root metadata."""
+        if self._root is not None:
+            zarr.core.sync.sync(RetryingStore.set(self, self.ROOT, self._root))
 
 
 def remove(path):

@@ -25,7 +25,7 @@ import zarr
 
 from ..errors import DestinationExistsError, InputError
 
-__all__ = ["CSR_CHUNK_ENTRIES", "CSR_FORMAT", "INDPTR_CHECK_ENTRIES", "CSRMatrix", "save_csr"]
+__all__ = ["CSR_CHUNK_ENTRIES", "CSR_FORMAT", "INDPTR_CHECK_ENTRIES", "CSRMatrix", "save_csr", "write_csr"]
 
 #: ``attrs["format"]`` of a CSR group.
 CSR_FORMAT = "csr"
@@ -155,11 +155,17 @@ def save_csr(X, path, *, chunk_entries=CSR_CHUNK_ENTRIES, overwrite=False):
     CSRMatrix
         The written matrix, opened read-only.
     """
-    X = sp.csr_matrix(X)
-    X.sort_indices()
     if Path(path).exists() and not overwrite:
         raise DestinationExistsError(f"{path} exists; pass overwrite=True to replace it")
-    group = zarr.open_group(str(path), mode="w")
+    write_csr(zarr.open_group(str(path), mode="w"), X, chunk_entries=chunk_entries)
+    return CSRMatrix.from_group(zarr.open_group(str(path), mode="r"), str(path))
+
+
+def write_csr(group, X, *, chunk_entries=CSR_CHUNK_ENTRIES):
+    """Write a sparse (or dense) matrix into an empty writable Zarr ``group`` (the CSR
+    group layout of the module docstring)."""
+    X = sp.csr_matrix(X)
+    X.sort_indices()
     m, n = X.shape
     index_dtype = np.int32 if n <= np.iinfo(np.int32).max else np.int64
     size = max(1, min(chunk_entries, X.nnz))
@@ -167,4 +173,3 @@ def save_csr(X, path, *, chunk_entries=CSR_CHUNK_ENTRIES, overwrite=False):
     group.create_array("indices", data=X.indices.astype(index_dtype), chunks=(size,))
     group.create_array("data", data=X.data, chunks=(size,))
     group.attrs.update({"format": CSR_FORMAT, "shape": [m, n]})
-    return CSRMatrix.from_group(zarr.open_group(str(path), mode="r"), str(path))

@@ -3,12 +3,11 @@ or a checkpoint directory, as a plain dict."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from ..engine import checkpoint as ckpt
-from ..errors import InputError, NotFoundError
+from ..engine.location import Location
+from ..errors import InputError
 from .adata import anndata_summary
 from .formats import format_of
 from .mtx import read_header
@@ -28,15 +27,14 @@ FORMAT_TITLES = {
 }
 
 
-def _disk_bytes(path):
-    path = Path(path)
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+def _disk_bytes(location):
+    """Bytes stored at a Location (a file, or everything below a directory or prefix)."""
+    return int(location.fs.du(location.path, total=True))
 
 
-def _describe_matrix(path):
-    matrix = open_matrix(path)
+def _describe_matrix(location):
+    path = location.url
+    matrix = open_matrix(location)
     info = {"path": path, "shape": list(matrix.shape), "dtype": str(matrix.dtype)}
     if isinstance(matrix, CSRMatrix):
         m, n = matrix.shape
@@ -59,21 +57,21 @@ def _describe_matrix(path):
             nnz="not counted (dense)",
             bytes=int(np.prod(matrix.shape) * matrix.dtype.itemsize),
         )
-    info["stored_bytes"] = _disk_bytes(path)
-    generator = stored_attrs(path).get("generator")
+    info["stored_bytes"] = _disk_bytes(location)
+    generator = stored_attrs(location).get("generator")
     if generator:
         info["generator"] = generator
     return info
 
 
-def _describe_checkpoint(path):
-    state, metadata = ckpt.load_checkpoint(path)
+def _describe_checkpoint(location):
+    state, metadata = ckpt.load_checkpoint(location)
     fingerprint = metadata["fingerprint"]
     history = state.loss_history
     return {
-        "path": path,
+        "path": location.url,
         "kind": "dnmf checkpoint directory",
-        "current": Path(metadata["path"]).name,
+        "current": metadata["path"].rstrip("/").rsplit("/", 1)[-1],
         "checkpoints": metadata["checkpoints"],
         "iteration": state.iteration,
         "finished": state.finished,
@@ -87,11 +85,11 @@ def _describe_checkpoint(path):
         "out": metadata["run"].get("out"),
         "params": metadata["all_params"],
         "created": metadata["created"],
-        "stored_bytes": _disk_bytes(path),
+        "stored_bytes": _disk_bytes(location),
     }
 
 
-def _describe_result(result):
+def _describe_result(result, location):
     attrs = result.attrs
     info = {
         "path": result.path,
@@ -113,7 +111,7 @@ def _describe_result(result):
     else:
         info["model"] = attrs.get("model")
     info["input"] = attrs.get("input")
-    info["stored_bytes"] = _disk_bytes(result.path)
+    info["stored_bytes"] = _disk_bytes(location)
     return info
 
 
@@ -129,30 +127,29 @@ def _describe_format(path, kind, layer):
         info.update(shape=[columns, rows] if kind == "10x-mex" else [rows, columns], field=field, nnz=entries)
     if isinstance(info.get("nnz"), int) and "shape" in info:
         info["density"] = info["nnz"] / max(1, int(np.prod(info["shape"])))
-    info["stored_bytes"] = _disk_bytes(path)
+    info["stored_bytes"] = _disk_bytes(Location.of(path))
     return info
 
 
-def describe(path, layer=None):
-    """What ``dnmf info`` shows about ``path``: an input matrix, a result or a checkpoint
-    directory (``layer``: of an AnnData file)."""
-    path = str(Path(path).expanduser().absolute())
-    target = Path(path)
-    if not target.exists():
-        raise NotFoundError(f"not found: {path}")
-    kind = format_of(path)
+def describe(path, layer=None, storage_options=None):
+    """What ``dnmf info`` shows about ``path`` (a path or URL): an input matrix, a result
+    or a checkpoint directory (``layer``: of an AnnData file)."""
+    location = Location.of(path, storage_options).checked("")
+    path = location.url
+    kind = format_of(path) if location.local else None
     if kind is not None and path.endswith(H5AD_SUFFIX) and layer is None:
         try:  # a fit written as .h5ad is shown as the result it is
-            return _describe_result(read_result(path))
+            return _describe_result(read_result(path), location)
         except InputError:
             pass
     if kind is not None:
         return _describe_format(path, kind, layer)
-    if target.is_dir() and ((target / ckpt.CURRENT).exists() or any(target.glob("ckpt-*"))):
-        return _describe_checkpoint(path)
-    if target.suffix not in (".npy", ".npz"):
+    names = location.names() if location.is_dir() else []
+    if ckpt.CURRENT in names or any(name.startswith("ckpt-") for name in names):
+        return _describe_checkpoint(location)
+    if not path.endswith((".npy", ".npz")):
         try:
-            return _describe_result(read_result(path))
+            return _describe_result(read_result(location), location)
         except InputError:
             pass
-    return _describe_matrix(path)
+    return _describe_matrix(location)

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import logging
 import numbers
-import os
-from pathlib import Path
 
 import numpy as np
 import zarr
 
-from ..engine.durable import publish_directory
+from ..engine.durable import new_store
+from ..engine.location import Location
 from ..errors import ParameterError
 from ..params import jsonable
 from .csr import CSR_CHUNK_ENTRIES, CSR_FORMAT
@@ -134,7 +133,7 @@ def _sparse_blocks(shape, H, noise, density, seed, dtype):
 
 
 def _write_dense(target, shape, H, noise, seed, dtype, chunk_rows, progress):
-    array = zarr.create_array(store=str(target), shape=shape, chunks=(chunk_rows, shape[1]), dtype=dtype)
+    array = zarr.create_array(store=target, shape=shape, chunks=(chunk_rows, shape[1]), dtype=dtype)
     pending, held, written, squares = [], 0, 0, 0.0
     for block in _dense_blocks(shape, H, noise, seed, dtype):
         pending.append(block)
@@ -153,7 +152,7 @@ def _write_dense(target, shape, H, noise, seed, dtype, chunk_rows, progress):
 
 def _write_csr(target, shape, H, noise, density, seed, dtype, chunk_rows, progress):
     m, n = shape
-    group = zarr.open_group(str(target), mode="w")
+    group = zarr.open_group(target, mode="w")
     index_dtype = np.int32 if n <= np.iinfo(np.int32).max else np.int64
     entries = int(min(CSR_CHUNK_ENTRIES, max(1, chunk_rows * n * density))) if chunk_rows else CSR_CHUNK_ENTRIES
     indptr = group.create_array("indptr", shape=(m + 1,), dtype=np.int64, chunks=(min(CSR_CHUNK_ENTRIES, m + 1),))
@@ -187,12 +186,13 @@ def generate(
     seed=DEFAULT_SEED,
     overwrite=False,
     progress=None,
+    storage_options=None,
 ):
-    """Write a synthetic non-negative low-rank (+ noise) matrix to ``path``.
+    """Write a synthetic non-negative low-rank (+ noise) matrix to ``path`` (a path or URL).
 
     Parameters
     ----------
-    path : str or path-like
+    path : str, path-like or URL
         Zarr destination: a 2-D array (dense) or a CSR group (``density`` given).
     shape : (int, int)
         ``(m, n)``.
@@ -212,6 +212,8 @@ def generate(
         Replace an existing ``path``; otherwise ``FileExistsError``.
     progress : callable, optional
         Called with the number of rows written after each chunk.
+    storage_options : dict, optional
+        For a URL: its filesystem's options.
 
     Returns
     -------
@@ -229,7 +231,7 @@ def generate(
     if chunk_rows is not None:
         chunk_rows = int(min(chunk_rows, shape[0]))
     H = _stream(seed, 0).random((rank, shape[1]))
-    with publish_directory(path, overwrite) as target:
+    with new_store(path, overwrite, storage_options) as target:
         if density is None:
             node, squares, nnz = _write_dense(target, shape, H, noise, seed, dtype, chunk_rows, progress)
         else:
@@ -247,5 +249,5 @@ def generate(
             "noise_floor": noise_floor(shape, noise, squares) if density is None else None,
         }
         node.attrs["generator"] = jsonable(info)
-    logger.info("generated %s: %s", os.fspath(Path(path)), info)
+    logger.info("generated %s: %s", Location.of(path, storage_options), info)
     return info

@@ -24,9 +24,11 @@ row panel), ``varm["NMF_components"]`` = Hᵀ and these attributes in ``uns["nmf
 :func:`read_result` reads both kinds.
 
 Factors held on a Dask cluster are written by the workers themselves
-(:func:`dnmf.engine.durable.write_factor`); the paths are then expected to be shared by
-the client and the workers, as the inputs already are. The writes and the probe of the
-destination before a fit are :mod:`dnmf.engine.durable`'s.
+(:func:`dnmf.engine.durable.write_factor`): to a local path that the client and the
+workers share, or to a URL (``s3://…``) that each worker writes itself. On an object
+store, which has no rename, the group's root metadata is written last
+(:func:`dnmf.engine.durable.new_group`): readers find no result until it is whole. The
+writes and the probe of the destination before a fit are :mod:`dnmf.engine.durable`'s.
 
 Test hook: with the environment variable ``DNMF_TEST_PAUSE_IN_RESULT_WRITE=SECONDS``,
 :func:`write_fit` and :func:`write_transform` sleep that long after W is written into
@@ -39,15 +41,15 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import zarr
 
-from ..engine.durable import pause_for_tests, publish_directory, write_factor
-from ..errors import InputError, NotFoundError
-from ..params import jsonable
+from ..engine.durable import new_group, pause_for_tests, publish_directory, write_factor
+from ..engine.location import Location
+from ..errors import InputError, ParameterError
+from ..params import recorded
 from .adata import COMPONENTS_KEY, UNS_KEY, USAGE_KEY, read_h5ad_fit, write_h5ad
 from .hdf5 import is_hdf5
 
@@ -58,6 +60,7 @@ __all__ = [
     "RESULT_VERSION",
     "TRANSFORM_KIND",
     "Result",
+    "check_h5ad_destination",
     "open_kind",
     "read_result",
     "stored_attrs",
@@ -95,18 +98,18 @@ def _fit_attrs(result, params, input_path):
         "reconstruction_err": error,
         "relative_err": _relative(error, result.norm_V),
         "loss_history": [float(loss) for loss in result.loss_history],
-        "params": {name: jsonable(value) for name, value in params.items() if name != "client"},
+        "params": recorded(params),
         "input": None if input_path is None else str(input_path),
     }
 
 
-def write_fit(path, result, params, *, input_path=None, overwrite=False, labels=(None, None)):
+def write_fit(path, result, params, *, input_path=None, overwrite=False, labels=(None, None), storage_options=None):
     """Write a fit result (layout in the module docstring); a path ending in ``.h5ad``
     gets an AnnData file instead (:func:`dnmf.io.adata.write_h5ad`).
 
     Parameters
     ----------
-    path : str or path-like
+    path : str, path-like or URL
     result : dnmf.engine.state.FitResult
     params : dict
         The parameters of the fit (names of :data:`dnmf.params.PARAMS`).
@@ -116,6 +119,8 @@ def write_fit(path, result, params, *, input_path=None, overwrite=False, labels=
         Replace an existing ``path``; otherwise ``FileExistsError``.
     labels : tuple
         ``(row labels, column labels)`` for an ``.h5ad`` file (each None: ``"0"``, ``"1"``, ...).
+    storage_options : dict, optional
+        For a URL: its filesystem's options.
 
     Returns
     -------
@@ -123,16 +128,18 @@ def write_fit(path, result, params, *, input_path=None, overwrite=False, labels=
         The attributes written.
     """
     attrs = _fit_attrs(result, params, input_path)
-    with publish_directory(path, overwrite) as temp:
-        if os.fspath(path).endswith(H5AD_SUFFIX):
+    location = Location.of(path, storage_options)
+    if location.url.endswith(H5AD_SUFFIX):
+        check_h5ad_destination(location)
+        with publish_directory(location.path, overwrite) as temp:
             m, n = result.W.shape[0], result.H.shape[1]
             rows, columns = (names if names is not None else [str(i) for i in range(size)]
                              for names, size in zip(labels, (m, n)))
             write_h5ad(temp, result.W, np.asarray(result.H), obs_names=rows, var_names=columns,
                        uns=_without_none(attrs))
             pause_for_tests(PAUSE_IN_RESULT_WRITE)
-        else:
-            group = zarr.open_group(str(temp), mode="w")
+    else:
+        with new_group(location, overwrite) as group:
             write_factor(group, "W", result.W)
             pause_for_tests(PAUSE_IN_RESULT_WRITE)
             write_factor(group, "H", result.H)
@@ -150,7 +157,16 @@ def _without_none(value):
     return value
 
 
-def write_transform(path, result, *, model=None, input_path=None, overwrite=False):
+def check_h5ad_destination(location):
+    """:class:`ParameterError` for an ``.h5ad`` OUT at a URL (HDF5 files are written on a disk)."""
+    if not location.local:
+        raise ParameterError(
+            f"{location}: .h5ad results are written to a local disk only; write a Zarr result to the URL "
+            "(e.g. --out s3://bucket/result.zarr), or the .h5ad file locally"
+        )
+
+
+def write_transform(path, result, *, model=None, input_path=None, overwrite=False, storage_options=None):
     """Write a transform result group: ``W`` and its errors (see the module docstring)."""
     error = float(result.reconstruction_err)
     attrs = {
@@ -162,8 +178,7 @@ def write_transform(path, result, *, model=None, input_path=None, overwrite=Fals
         "model": None if model is None else str(model),
         "input": None if input_path is None else str(input_path),
     }
-    with publish_directory(path, overwrite) as temp:
-        group = zarr.open_group(str(temp), mode="w")
+    with new_group(path, overwrite, storage_options) as group:
         write_factor(group, "W", result.W)
         pause_for_tests(PAUSE_IN_RESULT_WRITE)
         group.attrs.update(attrs)
@@ -196,17 +211,20 @@ class Result:
     attrs: dict
 
 
-def open_kind(path, noun, kinds):
-    """The Zarr group at ``path`` (which exists; read-only) and its attributes, if
-    ``attrs['kind']`` is one of ``kinds``; ``noun`` names what was expected in the errors.
+def open_kind(path, noun, kinds, storage_options=None):
+    """The Zarr group at ``path`` (a path or URL, which exists; read-only) and its
+    attributes, if ``attrs['kind']`` is one of ``kinds``; ``noun`` names what was
+    expected in the errors.
 
     Raises
     ------
     InputError
         ``path`` is not a Zarr group, or a group of another kind.
     """
+    location = Location.of(path, storage_options)
+    path = location.url
     try:
-        group = zarr.open_group(store=path, mode="r")
+        group = zarr.open_group(store=location.zarr_store(), mode="r")
     except Exception as error:  # zarr raises several types for "not a group"
         raise InputError(f"{path} is not a {noun} (not a Zarr group: {error})") from None
     attrs = dict(group.attrs)
@@ -215,8 +233,9 @@ def open_kind(path, noun, kinds):
     return group, attrs
 
 
-def read_result(path):
-    """Open a result read-only: a result group, or a fit written as an ``.h5ad`` file.
+def read_result(path, storage_options=None):
+    """Open a result read-only: a result group (at a path or URL), or a fit written as
+    an ``.h5ad`` file.
 
     Raises
     ------
@@ -225,12 +244,11 @@ def read_result(path):
     InputError
         ``path`` is not a dnmf result.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise NotFoundError(f"result not found: {path}")
-    if path.endswith(H5AD_SUFFIX):
+    location = Location.of(path, storage_options).checked("result")
+    path = location.url
+    if path.endswith(H5AD_SUFFIX) and location.local:
         return _read_h5ad_result(path)
-    group, attrs = open_kind(path, "dnmf result", (FIT_KIND, TRANSFORM_KIND))
+    group, attrs = open_kind(location, "dnmf result", (FIT_KIND, TRANSFORM_KIND))
     kind = attrs["kind"]
     if "W" not in group or (kind == FIT_KIND and "H" not in group):
         raise InputError(f"{path} is an incomplete dnmf result: missing W or H")
@@ -251,9 +269,9 @@ def _read_h5ad_result(path):
     return Result(path, FIT_KIND, W, H, {"input": None, **attrs})
 
 
-def stored_attrs(path):
+def stored_attrs(path, storage_options=None):
     """The attributes of the Zarr array or group at ``path`` (opened read-only), or ``{}``."""
     try:
-        return dict(zarr.open(store=os.fspath(path), mode="r").attrs)
+        return dict(zarr.open(store=Location.of(path, storage_options).zarr_store(), mode="r").attrs)
     except Exception:  # not Zarr: no attributes to show
         return {}

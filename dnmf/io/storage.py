@@ -26,8 +26,9 @@ import scipy.sparse as sp
 import zarr
 from dask.system import CPU_COUNT
 
+from ..engine.location import Location, is_url, store_error
 from ..engine.panels import PanelRead, Panels, stacked
-from ..errors import InputError, InputTypeError, NotFoundError, ParameterError
+from ..errors import InputError, InputTypeError, NotFoundError, ParameterError, StoreError
 from .adata import CastArray, is_anndata
 from .csr import CSR_FORMAT, CSRMatrix, save_csr
 from .formats import open_anndata, open_format, read_as
@@ -52,7 +53,7 @@ MIN_PARALLEL_PANEL_BYTES = 4 * 2**20
 KEPT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def open_matrix(path, *, layer=None, dtype=None, store=None, progress=None):
+def open_matrix(path, *, layer=None, dtype=None, store=None, progress=None, storage_options=None):
     """Open a stored matrix read-only.
 
     Parameters
@@ -61,7 +62,10 @@ def open_matrix(path, *, layer=None, dtype=None, store=None, progress=None):
         A dense 2-D Zarr array, a Zarr CSR group, a ``.npy`` file (memory-mapped), a
         ``.npz`` file written by ``scipy.sparse.save_npz``, or a file of
         :mod:`dnmf.io.formats`: AnnData (``.h5ad`` or Zarr), 10x Genomics (``.h5`` or a
-        MEX directory), MatrixMarket (``.mtx``, ``.mtx.gz``).
+        MEX directory), MatrixMarket (``.mtx``, ``.mtx.gz``). Or the URL of a Zarr
+        array, CSR group, ``.npy`` or ``.npz`` file in an object store (``s3://…``,
+        any fsspec URL; see :mod:`dnmf.engine.location`): Zarr chunks are read by the
+        tasks that use them, a ``.npy``/``.npz`` file is read whole into memory.
     layer : str, optional
         For AnnData files: read ``layers[layer]`` instead of ``X``.
     dtype : {"float32", "float64"}, optional
@@ -73,6 +77,10 @@ def open_matrix(path, *, layer=None, dtype=None, store=None, progress=None):
         (default: beside the input, see :mod:`dnmf.io.formats`).
     progress : callable, optional
         Called with the number of entries read as a conversion goes.
+    storage_options : dict, optional
+        For a URL: the options of its fsspec filesystem (credentials, ``endpoint_url``);
+        by default the standard ways (for S3: the ``AWS_*`` environment variables,
+        including ``AWS_ENDPOINT_URL``, profiles, instance roles).
 
     Returns
     -------
@@ -85,15 +93,21 @@ def open_matrix(path, *, layer=None, dtype=None, store=None, progress=None):
     InputError
         ``path`` holds something else.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise NotFoundError(f"input not found: {path}")
-    opened = open_format(path, layer=layer, dtype=dtype, store=store, progress=progress)
-    if opened is not None:
-        return opened
-    if layer is not None:
-        raise ParameterError(f"layer={layer!r}: {path} is not an AnnData file (only those have layers)")
-    opened = _open_plain(path)
+    if is_url(path) or isinstance(path, Location):
+        location = Location.of(path, storage_options)
+        if location.local:
+            return open_matrix(location.path, layer=layer, dtype=dtype, store=store, progress=progress)
+        opened = _open_remote(location.checked("input"), layer)
+    else:
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise NotFoundError(f"input not found: {path}")
+        opened = open_format(path, layer=layer, dtype=dtype, store=store, progress=progress)
+        if opened is not None:
+            return opened
+        if layer is not None:
+            raise ParameterError(f"layer={layer!r}: {path} is not an AnnData file (only those have layers)")
+        opened = _open_plain(path)
     if dtype is None:
         return opened
     values = read_as(opened.dtype, dtype)
@@ -124,6 +138,36 @@ def _open_plain(path):
         return CSRMatrix.from_group(node, path)
     if node.ndim != 2:
         raise InputError(f"{path} holds a {node.ndim}-D array; expected a 2-D matrix")
+    return node
+
+
+def _open_remote(location, layer):
+    """A Zarr array or CSR group, ``.npy`` or ``.npz`` file at a URL."""
+    url = location.url
+    if layer is not None or url.endswith((".h5ad", ".h5", ".hdf5", ".mtx", ".mtx.gz")):
+        raise InputError(
+            f"{url}: only Zarr arrays, CSR groups, .npy and .npz files are read from URLs; copy the file to a "
+            "local disk, or convert it to a CSR group (dnmf convert) and upload that"
+        )
+    if url.endswith((".npy", ".npz")):
+        try:
+            with location.open() as handle:
+                if url.endswith(".npy"):
+                    return np.load(handle)
+                return sp.load_npz(handle).tocsr()
+        except (ValueError, EOFError, OSError, KeyError) as error:
+            problem = store_error(error, url, "input")
+            if isinstance(problem, StoreError) or problem is None:
+                raise InputError(f"{url} is not a {url[-4:]} file of numbers ({' '.join(str(error).split())})") from None
+            raise problem from None
+    try:
+        node = location.open_zarr("r", "input")
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as error:
+        raise InputError(f"{url} is not a Zarr array or CSR group ({' '.join(str(error).split())})") from None
+    if isinstance(node, zarr.Group):
+        return CSRMatrix.from_group(node, url)
+    if node.ndim != 2:
+        raise InputError(f"{url} holds a {node.ndim}-D array; expected a 2-D matrix")
     return node
 
 
@@ -216,10 +260,10 @@ def stays_lazy(X):
     (which may not fit in memory); NumPy, SciPy and pandas inputs give NumPy results."""
     if is_anndata(X):
         return bool(X.isbacked)
-    return isinstance(X, (da.Array, zarr.Array, Dataset, CastArray, CSRMatrix, Panels, str, os.PathLike))
+    return isinstance(X, (da.Array, zarr.Array, Dataset, CastArray, CSRMatrix, Panels, str, os.PathLike, Location))
 
 
-def as_panels(X, panel_rows=None, panel_bytes=DEFAULT_PANEL_BYTES):
+def as_panels(X, panel_rows=None, panel_bytes=DEFAULT_PANEL_BYTES, storage_options=None):
     """Wrap any supported input as row panels (no values are read or copied here; only
     the ``indptr`` entries at the panel edges of a CSR group).
 
@@ -234,6 +278,8 @@ def as_panels(X, panel_rows=None, panel_bytes=DEFAULT_PANEL_BYTES):
         entries cannot follow row edges: one straddling two panels is read by both).
     panel_bytes : int
         Memory target of one panel.
+    storage_options : dict, optional
+        For a URL ``X``: its filesystem's options (see :func:`open_matrix`).
 
     Returns
     -------
@@ -241,8 +287,8 @@ def as_panels(X, panel_rows=None, panel_bytes=DEFAULT_PANEL_BYTES):
     """
     if panel_rows is not None and (not isinstance(panel_rows, (int, np.integer)) or panel_rows < 1):
         raise ParameterError(f"panel_rows must be a positive integer, got {panel_rows!r}")
-    if isinstance(X, (str, os.PathLike)):
-        X = open_matrix(X)
+    if isinstance(X, (str, os.PathLike, Location)):
+        X = open_matrix(X, storage_options=storage_options)
     if is_anndata(X):
         X = open_anndata(X)
     if isinstance(X, Panels):

@@ -1,15 +1,18 @@
 """The ``SHA256SUMS`` file of a checkpoint: written last, verified before any use.
 
 Its format is ``sha256sum``'s, so ``cd ckpt-000012 && sha256sum -c SHA256SUMS`` checks a
-checkpoint by hand.
+local checkpoint by hand. The files are hashed by tasks of the active scheduler
+(:func:`dnmf.engine.driver.each`), on the workers, where they are read: on an object
+store the driver reads only the manifest.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-from pathlib import Path
+
+from ..driver import each
+from ..location import Location
 
 __all__ = ["HASH_BLOCK_BYTES", "MANIFEST", "check_manifest", "file_sha256", "files", "write_manifest"]
 
@@ -21,39 +24,40 @@ HASH_BLOCK_BYTES = 2**20
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(HASH_BLOCK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def file_sha256(location):
+    """``(SHA-256 hex digest, size)`` of the file at a :class:`~dnmf.engine.location.Location`."""
+
+    def read():
+        digest, size = hashlib.sha256(), 0
+        with location.open() as handle:
+            for block in iter(lambda: handle.read(HASH_BLOCK_BYTES), b""):
+                digest.update(block)
+                size += len(block)
+        return digest.hexdigest(), size
+
+    return location.retried("read", read)
 
 
-def files(path):
-    """Every file under ``path`` but the manifest, as sorted relative POSIX paths."""
-    path = Path(path)
-    found = []
-    for root, _, names in os.walk(path):
-        for name in names:
-            relative = Path(root, name).relative_to(path).as_posix()
-            if relative != MANIFEST:
-                found.append(relative)
-    return sorted(found)
+def files(location):
+    """Every file under ``location`` but the manifest, as sorted relative POSIX paths."""
+    return [relative for relative in Location.of(location).files() if relative != MANIFEST]
 
 
-def write_manifest(path):
-    """Write ``path/SHA256SUMS``; returns the SHA-256 of its text (names the content)."""
-    text = "".join(f"{file_sha256(Path(path, relative))}  {relative}\n" for relative in files(path))
-    with open(Path(path, MANIFEST), "w") as handle:
-        handle.write(text)
+def write_manifest(location):
+    """Write ``location/SHA256SUMS``; returns the SHA-256 of its text (names the content)."""
+    location = Location.of(location)
+    names = files(location)
+    digests = each(file_sha256, [location.join(name) for name in names])
+    text = "".join(f"{digest}  {name}\n" for name, (digest, _) in zip(names, digests))
+    location.join(MANIFEST).write_bytes(text.encode())
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def check_manifest(path):
-    """``(problem, file)`` of the first mismatch between ``path`` and its manifest, or
-    ``(None, digest of the manifest)``."""
-    path = Path(path)
-    manifest = path / MANIFEST
+def check_manifest(location):
+    """``(problem, file)`` of the first mismatch between ``location`` and its manifest,
+    or ``(None, digest of the manifest)``."""
+    location = Location.of(location)
+    manifest = location.join(MANIFEST)
     try:
         text = manifest.read_text()
     except (OSError, UnicodeDecodeError) as error:
@@ -66,17 +70,17 @@ def check_manifest(path):
         recorded[relative] = digest
     if not text.endswith("\n"):
         return f"{manifest} is truncated", manifest
-    for relative in files(path):
-        if relative not in recorded:
-            return f"{path / relative} is not listed in {MANIFEST}", path / relative
-    for relative, digest in recorded.items():
-        file = path / relative
-        if not file.is_file():
-            return f"{file} is missing", file
-        actual = file_sha256(file)
-        if actual != digest:
+    present = set(files(location))
+    for relative in sorted(present - set(recorded)):
+        return f"{location.join(relative)} is not listed in {MANIFEST}", location.join(relative)
+    for relative in recorded:
+        if relative not in present:
+            return f"{location.join(relative)} is missing", location.join(relative)
+    names = list(recorded)
+    for relative, (actual, size) in zip(names, each(file_sha256, [location.join(name) for name in names])):
+        if actual != recorded[relative]:
             return (
-                f"{file} fails its checksum (sha256 {actual[:16]}…, {MANIFEST} records {digest[:16]}…; "
-                f"{file.stat().st_size} bytes)"
-            ), file
+                f"{location.join(relative)} fails its checksum (sha256 {actual[:16]}…, {MANIFEST} records "
+                f"{recorded[relative][:16]}…; {size} bytes)"
+            ), location.join(relative)
     return None, hashlib.sha256(text.encode()).hexdigest()

@@ -10,15 +10,15 @@ import re
 import shutil
 import time
 import uuid
-from pathlib import Path
 
 import dask.array as da
 import numpy as np
 import zarr
 
 from ...errors import CheckpointError, CorruptCheckpointError, NotFoundError, ParameterError
-from ...params import DEFAULTS, jsonable, validate_params
-from ..durable import TEMP_PREFIX, check_writable, factor_bytes, fsync_directory, fsync_tree, pause_for_tests, write_factor
+from ...params import DEFAULTS, jsonable, recorded, validate_params
+from ..durable import TEMP_PREFIX, check_writable, factor_bytes, fsync_tree, pause_for_tests, write_factor
+from ..location import Location
 from ..state import LoopState
 from .fingerprint import check_compatible, matrix_fingerprint, result_params
 from .manifest import MANIFEST, check_manifest, write_manifest
@@ -60,17 +60,17 @@ def _key(name):
 
 
 def _entries(directory):
-    """``[(iteration, suffix, name)]`` of the checkpoint directories, oldest first."""
+    """``[(iteration, suffix, name)]`` of the checkpoints of a directory (a Location), oldest first."""
     found = []
-    for entry in os.scandir(directory):
-        match = _NAME.match(entry.name)
-        if match and entry.is_dir():
-            found.append((int(match.group(1)), int(match.group(2) or 0), entry.name))
+    for name in directory.names():
+        match = _NAME.match(name)
+        if match and (not directory.local or os.path.isdir(directory.join(name).path)):
+            found.append((int(match.group(1)), int(match.group(2) or 0), name))
     return sorted(found)
 
 
 def _current_name(directory):
-    pointer = Path(directory) / CURRENT
+    pointer = directory.join(CURRENT)
     try:
         name = pointer.read_text().strip()
     except FileNotFoundError:
@@ -80,26 +80,25 @@ def _current_name(directory):
     return name
 
 
-def has_checkpoint(directory):
-    """Whether ``directory`` has a current checkpoint (a ``CURRENT`` pointer)."""
-    return (Path(directory) / CURRENT).is_file()
+def has_checkpoint(directory, storage_options=None):
+    """Whether ``directory`` (a path or URL) has a current checkpoint (a ``CURRENT`` pointer)."""
+    return Location.of(directory, storage_options).join(CURRENT).is_file()
 
 
 def _check_directory(directory):
     """``ValueError`` unless ``directory`` is absent, empty or a checkpoint directory."""
-    directory = Path(directory)
     if not directory.exists():
         return
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint path {directory} exists and is not a directory")
     foreign = [
-        entry.name
-        for entry in os.scandir(directory)
+        name
+        for name in directory.names()
         if not (
-            entry.name == CURRENT
-            or entry.name.startswith(CURRENT + ".tmp-")
-            or entry.name.startswith(TEMP_PREFIX)  # a probe, or a pruned checkpoint being deleted
-            or _NAME.match(entry.name)
+            name == CURRENT
+            or name.startswith(CURRENT + ".tmp-")
+            or name.startswith((TEMP_PREFIX, ".dnmf-"))  # a probe, or a pruned checkpoint being deleted
+            or _NAME.match(name)
         )
     ]
     if foreign:
@@ -110,9 +109,10 @@ def _check_directory(directory):
 
 
 def _open_checkpoint(path):
-    """The group and attrs of a complete checkpoint (cheap: no checksums; see :func:`verify_checkpoint`)."""
+    """The group and attrs of a complete checkpoint at a Location (cheap: no checksums;
+    see :func:`verify_checkpoint`)."""
     try:
-        group = zarr.open_group(store=str(path), mode="r")
+        group = zarr.open_group(store=path.zarr_store(), mode="r")
     except Exception as error:  # zarr raises several types for "not a group"
         raise CheckpointError(f"checkpoint {path} is damaged: {' '.join(str(error).split())}") from None
     attrs = dict(group.attrs)
@@ -127,7 +127,7 @@ def _open_checkpoint(path):
             f"checkpoint {path} has layout version {attrs.get('version')}, written by an older dnmf; "
             f"this dnmf needs version {CHECKPOINT_VERSION}"
         )
-    if not (Path(path) / MANIFEST).is_file():
+    if not path.join(MANIFEST).is_file():
         raise CheckpointError(f"checkpoint {path} is damaged or incomplete: {MANIFEST} is missing")
     return group, attrs
 
@@ -145,13 +145,13 @@ def _previous_intact(directory, name):
     """The newest checkpoint of ``directory`` older than ``name`` that verifies, or None."""
     limit = _key(name)
     for iteration, suffix, other in reversed(_entries(directory)):
-        if (iteration, suffix) < limit and _intact(Path(directory) / other):
+        if (iteration, suffix) < limit and _intact(directory.join(other)):
             return other
     return None
 
 
-def verify_checkpoint(path):
-    """Check every file of the checkpoint at ``path`` against its ``SHA256SUMS``.
+def verify_checkpoint(path, storage_options=None):
+    """Check every file of the checkpoint at ``path`` (a path or URL) against its ``SHA256SUMS``.
 
     Returns
     -------
@@ -167,7 +167,7 @@ def verify_checkpoint(path):
     ValueError
         The checkpoint is incomplete or not a checkpoint.
     """
-    path = Path(path)
+    path = Location.of(path, storage_options)
     _open_checkpoint(path)
     problem, detail = check_manifest(path)
     if problem is None:
@@ -198,15 +198,17 @@ def _state_of(path, digest):
     return state, attrs
 
 
-def load_checkpoint(directory, name=None):
+def load_checkpoint(directory, name=None, storage_options=None):
     """The current checkpoint of ``directory`` (or the one called ``name``), verified.
 
     Parameters
     ----------
-    directory : str or path-like
+    directory : str, path-like or URL
     name : str, optional
         A checkpoint of the directory (``ckpt-000010``) to read instead of the current
         one, e.g. the intact predecessor that a :class:`CorruptCheckpointError` names.
+    storage_options : dict, optional
+        For a URL: its filesystem's options (see :mod:`dnmf.engine.location`).
 
     Returns
     -------
@@ -227,17 +229,17 @@ def load_checkpoint(directory, name=None):
     ValueError
         The checkpoint is otherwise unreadable.
     """
-    directory = Path(directory)
+    directory = Location.of(directory, storage_options)
     if not directory.exists():
         raise NotFoundError(f"checkpoint directory not found: {directory}")
     if name is None:
         name = _current_name(directory)
         if name is None:
             raise NotFoundError(f"{directory} holds no completed checkpoint (no {CURRENT} pointer)")
-    elif not _NAME.match(str(name)) or not (directory / name).is_dir():
+    elif not _NAME.match(str(name)) or not directory.join(name).is_dir():
         present = [entry[2] for entry in _entries(directory)]
         raise NotFoundError(f"{directory} holds no checkpoint {name!r} (it holds {present})")
-    path = directory / name
+    path = directory.join(name)
     digest = verify_checkpoint(path)
     state, attrs = _state_of(path, digest)
     metadata = {
@@ -260,8 +262,10 @@ class ZarrCheckpointer:
 
     Parameters
     ----------
-    directory : str or path-like
-        Created on the first save. Must be absent, empty, or a checkpoint directory.
+    directory : str, path-like or URL
+        Created on the first save. Must be absent, empty, or a checkpoint directory. On
+        an object store the same layout is written under the URL's prefix; ``CURRENT``
+        is then one object, replaced by one PUT (see the module docstring).
     panels : dnmf.engine.panels.Panels
         The matrix being fitted, as the fit sees it.
     params : dict
@@ -282,6 +286,8 @@ class ZarrCheckpointer:
         the current one: the way back after a :class:`CorruptCheckpointError`.
         :meth:`resume_state` then points CURRENT at it; newer checkpoints are removed by
         the next save.
+    storage_options : dict, optional
+        For a URL: its filesystem's options (never written into a checkpoint).
 
     Raises
     ------
@@ -296,7 +302,8 @@ class ZarrCheckpointer:
     """
 
     def __init__(
-        self, directory, panels, params, *, every=None, seconds=None, keep=KEEP, run_info=None, resume_from=None
+        self, directory, panels, params, *, every=None, seconds=None, keep=KEEP, run_info=None, resume_from=None,
+        storage_options=None,
     ):
         if every is not None and (isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1):
             raise ParameterError(f"checkpoint_every must be a positive integer, got {every!r}")
@@ -304,7 +311,7 @@ class ZarrCheckpointer:
             raise ParameterError(f"checkpoint seconds must be a positive number, got {seconds!r}")
         if not isinstance(keep, (int, np.integer)) or keep < 1:
             raise ParameterError(f"keep must be a positive integer, got {keep!r}")
-        self.directory = Path(directory).absolute()
+        self.directory = Location.of(directory, storage_options)
         _check_directory(self.directory)
         self.params = validate_params({**DEFAULTS, **params})
         self.every = DEFAULT_EVERY if every is None and seconds is None else every
@@ -323,7 +330,7 @@ class ZarrCheckpointer:
         k = self.params["n_components"]
         k = self.panels.shape[1] if k in (None, "auto") else k
         one = factor_bytes(self.panels.shape, k, self.panels.dtype)
-        present = len(_entries(self.directory)) if self.directory.is_dir() else 0
+        present = len(_entries(self.directory)) if self.directory.exists() else 0
         return one * max(1, self.keep + 1 - present)
 
     @property
@@ -351,7 +358,7 @@ class ZarrCheckpointer:
                 metadata["path"], CURRENT,
             )
             self._point_to(self.resume_from)
-        self._anchor = Path(metadata["path"]).name
+        self._anchor = metadata["path"].rstrip("/").rsplit("/", 1)[-1]
         logger.info("resuming from %s (iteration %d)", metadata["path"], state.iteration)
         return state
 
@@ -379,12 +386,12 @@ class ZarrCheckpointer:
             module docstring: the driver continues from it on a cluster).
         """
         started = time.perf_counter()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.makedirs()
         name = self._new_name(state.iteration)
-        path = self.directory / name
+        path = self.directory.join(name)
         if path.exists():  # a leftover of a crashed save: never current, safe to replace
             self._remove(name)
-        group = zarr.open_group(str(path), mode="w")
+        group = zarr.open_group(path.zarr_store(read_only=False), mode="w")
         write_factor(group, "W", state.W)
         pause_for_tests(PAUSE_IN_CHECKPOINT_WRITE, state.iteration)
         write_factor(group, "H", np.asarray(state.H))
@@ -402,14 +409,15 @@ class ZarrCheckpointer:
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "fingerprint": self.fingerprint,
                 "params": result_params(self.params),
-                "all_params": {key: jsonable(value) for key, value in self.params.items() if key != "client"},
+                "all_params": recorded(self.params),
                 "rng": {"random_state": jsonable(self.params["random_state"]), "used_by": "initialization only"},
                 "run": self.run_info,
             }
         )
         group.attrs["complete"] = True
         digest = write_manifest(path)
-        fsync_tree(path)
+        if path.local:
+            fsync_tree(path.path)
         self._point_to(name)
         self._prune()
         self._anchor = name
@@ -418,19 +426,19 @@ class ZarrCheckpointer:
         return _state_of(path, digest)[0]
 
     def _point_to(self, name):
-        temporary = self.directory / f"{CURRENT}.tmp-{os.getpid()}"
-        with open(temporary, "w") as handle:
-            handle.write(name + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.directory / CURRENT)
-        fsync_directory(self.directory)
+        self.directory.join(CURRENT).publish_text(name + "\n")
 
     def _remove(self, name):
-        """Delete checkpoint ``name``: renamed to a hidden name first (one atomic step), then removed."""
-        doomed = self.directory / f"{TEMP_PREFIX}deleting-{name}-{uuid.uuid4().hex[:8]}"
-        os.rename(self.directory / name, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
+        """Delete checkpoint ``name`` so that no half of it ever passes for a checkpoint: on
+        a disk renamed to a hidden name first (one atomic step), then removed; on an
+        object store its manifest and root metadata go first."""
+        path = self.directory.join(name)
+        if not path.local:
+            path.remove(first=(MANIFEST, "zarr.json"))
+            return
+        doomed = self.directory.join(f"{TEMP_PREFIX}deleting-{name}-{uuid.uuid4().hex[:8]}")
+        os.rename(path.path, doomed.path)
+        shutil.rmtree(doomed.path, ignore_errors=True)
 
     def _prune(self):
         """Keep the ``keep`` newest complete checkpoints up to CURRENT (and the driver's anchor)."""
@@ -441,7 +449,7 @@ class ZarrCheckpointer:
             if (iteration, suffix) > limit:
                 continue  # newer than CURRENT: debris, never valid
             try:
-                _open_checkpoint(self.directory / name)
+                _open_checkpoint(self.directory.join(name))
             except ValueError:
                 continue
             complete.append(name)
@@ -449,7 +457,9 @@ class ZarrCheckpointer:
         for _, _, name in _entries(self.directory):
             if name not in kept:
                 self._remove(name)
-        for entry in os.scandir(self.directory):
+        if not self.directory.local:
+            return
+        for entry in os.scandir(self.directory.path):
             if entry.name.startswith(CURRENT + ".tmp-"):
                 os.unlink(entry.path)
             elif entry.name.startswith(f"{TEMP_PREFIX}deleting-"):

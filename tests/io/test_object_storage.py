@@ -1,0 +1,333 @@
+"""Inputs, outputs and checkpoints in an object store: a real S3 server (moto's, in its
+own process, on loopback) read and written by real s3fs clients, in this process, in
+``dask worker`` processes that share no directory with it, and in ``dnmf`` commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import zarr
+
+pytest.importorskip("s3fs")
+
+from dnmf import NMF  # noqa: E402
+from dnmf.engine.location import Location  # noqa: E402
+from dnmf.io.results import read_result  # noqa: E402
+from dnmf.io.storage import open_matrix  # noqa: E402
+from s3_server import FaultyProxy, start_server  # noqa: E402
+
+#: Storage options that carry credentials explicitly (moto accepts any): they must never
+#: appear in what dnmf writes or prints.
+SECRET = "s3cr3t-never-written"
+KEY_ID = "AKIDNEVERWRITTEN"
+
+
+def _tf_idf_like(m=1200, n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    X = sp.random(m, n, density=0.04, random_state=seed, format="csr", dtype=np.float32)
+    X.data = rng.gamma(0.8, 1.0, X.nnz).astype(np.float32)
+    return X
+
+
+def _upload_csr(X, url, chunk_entries=4096):
+    """``X`` written as a CSR group at ``url`` (through dnmf's own store), opened."""
+    group = zarr.open_group(Location.of(url).zarr_store(read_only=False), mode="w")
+    group.create_array("indptr", data=X.indptr.astype(np.int64), chunks=(256,))
+    group.create_array("indices", data=X.indices.astype(np.int32), chunks=(chunk_entries,))
+    group.create_array("data", data=X.data, chunks=(chunk_entries,))
+    group.attrs.update({"format": "csr", "shape": list(X.shape)})
+    return url
+
+
+def _upload_dense(X, url, rows=100):
+    array = zarr.create_array(Location.of(url).zarr_store(read_only=False), shape=X.shape, chunks=(rows, X.shape[1]),
+                              dtype=X.dtype)
+    array[...] = X
+    return url
+
+
+def _dnmf(*args, env=None, cwd=None, check=True, timeout=600):
+    """Run the ``dnmf`` command line in its own process."""
+    done = subprocess.run([sys.executable, "-m", "dnmf.cli", *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"dnmf {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def _all_objects(fs, bucket):
+    return {path: fs.cat_file(path) for path in fs.find(bucket)}
+
+
+# ------------------------------------------------------------------ the Python API
+
+
+@pytest.mark.parametrize("kind", ["csr", "dense"])
+def test_fit_from_s3_equals_the_in_memory_fit(s3, kind):
+    X = _tf_idf_like()
+    url = _upload_csr(X, s3.url("v.zarr")) if kind == "csr" else _upload_dense(X.toarray(), s3.url("v.zarr"))
+    W = NMF(6, random_state=0, max_iter=40).fit_transform(url)
+    expected = NMF(6, random_state=0, max_iter=40).fit_transform(X if kind == "csr" else X.toarray())
+    np.testing.assert_array_equal(np.asarray(W), expected)
+
+
+def test_npz_and_npy_inputs_are_read_from_urls(s3, tmp_path):
+    X = _tf_idf_like(200, 50)
+    sp.save_npz(tmp_path / "v.npz", X)
+    np.save(tmp_path / "v.npy", X.toarray())
+    s3.fs.put(str(tmp_path / "v.npz"), f"{s3.bucket}/v.npz")
+    s3.fs.put(str(tmp_path / "v.npy"), f"{s3.bucket}/v.npy")
+    assert (open_matrix(s3.url("v.npz")) != X).nnz == 0
+    np.testing.assert_array_equal(open_matrix(s3.url("v.npy")), X.toarray())
+
+
+def test_checkpointed_estimator_resumes_from_s3(s3):
+    X = _tf_idf_like()
+    url = _upload_csr(X, s3.url("v.zarr"))
+    checkpoint = s3.url("run.ckpt")
+    NMF(5, random_state=1, max_iter=12, tol=0, checkpoint=checkpoint, checkpoint_every=4).fit(url)
+    assert s3.fs.cat_file(f"{s3.bucket}/run.ckpt/CURRENT").decode().strip() == "ckpt-000012"
+    resumed = NMF(5, random_state=1, max_iter=20, tol=0, checkpoint=checkpoint, checkpoint_every=4).fit(url)
+    plain = NMF(5, random_state=1, max_iter=20, tol=0).fit(X)
+    assert resumed.n_iter_ == 20
+    np.testing.assert_array_equal(resumed.components_, plain.components_)
+    names = sorted(path.rsplit("/", 1)[-1] for path in s3.fs.ls(f"{s3.bucket}/run.ckpt"))
+    assert names == ["CURRENT", "ckpt-000016", "ckpt-000020"]  # pruned only after the new one is current
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def test_cli_fit_with_input_output_and_checkpoints_on_s3_records_no_credentials(s3, tmp_path):
+    X = _tf_idf_like()
+    url = _upload_csr(X, s3.url("v.zarr"))
+    options = json.dumps({"key": KEY_ID, "secret": SECRET, "endpoint_url": s3.endpoint})
+    done = _dnmf("fit", url, "--rank", "5", "--seed", "0", "--max-iter", "30", "--tol", "0", "--out",
+                 s3.url("result.zarr"), "--checkpoint", s3.url("run.ckpt"), "--checkpoint-every", "10",
+                 "--storage-options", options, "--threads", "-v")
+    result = read_result(s3.url("result.zarr"))
+    plain = NMF(5, random_state=0, max_iter=30, tol=0).fit(X)
+    np.testing.assert_array_equal(result.H, plain.components_)
+    assert result.attrs["input"] == url
+    written = b"".join(_all_objects(s3.fs, s3.bucket).values())
+    for secret in (SECRET, KEY_ID):
+        assert secret.encode() not in written
+        assert secret not in done.stdout + done.stderr
+    shown = _dnmf("fit", url, "--rank", "5", "--out", s3.url("x.zarr"), "--storage-options", options, "--show-config")
+    assert SECRET not in shown.stdout and KEY_ID not in shown.stdout
+
+
+def test_cli_info_transform_and_plot_take_urls(s3, tmp_path):
+    X = _tf_idf_like(400, 80)
+    url = _upload_csr(X, s3.url("v.zarr"))
+    _dnmf("fit", url, "--rank", "3", "--max-iter", "20", "--out", s3.url("fit.zarr"), "--threads")
+    assert "dnmf fit result" in _dnmf("info", s3.url("fit.zarr")).stdout
+    _dnmf("transform", url, "--model", s3.url("fit.zarr"), "--out", s3.url("w.zarr"), "--threads")
+    assert read_result(s3.url("w.zarr")).W.shape == (400, 3)
+    assert "CSR group" in _dnmf("info", url).stdout
+    _dnmf("plot", s3.url("fit.zarr"), "--kind", "convergence", "--out", str(tmp_path / "c.png"))
+    assert (tmp_path / "c.png").stat().st_size > 0
+    assert "most similar to row 0" in _dnmf("similar", s3.url("fit.zarr"), "--row", "0").stdout
+    _dnmf("fit", url, "--rank", "3", "--max-iter", "6", "--out", s3.url("f2.zarr"), "--checkpoint",
+          s3.url("c.ckpt"), "--checkpoint-every", "3", "--threads")
+    assert "dnmf checkpoint directory" in _dnmf("info", s3.url("c.ckpt")).stdout
+
+
+def _kill_when(process, fs, key, seconds=300):
+    """SIGKILL ``process`` as soon as ``key`` exists in the store (it is then paused by a test hook)."""
+    deadline = time.monotonic() + seconds
+    while not fs.exists(key):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{key} never appeared"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def test_driver_killed_inside_a_checkpoint_write_resumes_bit_identical(s3):
+    X = _tf_idf_like()
+    url = _upload_csr(X, s3.url("v.zarr"))
+    checkpoint, out = s3.url("run.ckpt"), s3.url("result.zarr")
+    args = ["fit", url, "--rank", "5", "--seed", "3", "--max-iter", "20", "--tol", "0", "--out", out,
+            "--checkpoint", checkpoint, "--checkpoint-every", "5", "--threads", "-q"]
+    env = {**os.environ, "DNMF_TEST_PAUSE_IN_CHECKPOINT_WRITE": "60@10"}
+    process = subprocess.Popen([sys.executable, "-m", "dnmf.cli", *args], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    _kill_when(process, s3.fs, f"{s3.bucket}/run.ckpt/ckpt-000010/W/zarr.json")
+    assert s3.fs.cat_file(f"{s3.bucket}/run.ckpt/CURRENT").decode().strip() == "ckpt-000005"
+    assert not s3.fs.exists(f"{s3.bucket}/result.zarr/zarr.json")
+    _dnmf("resume", checkpoint, "-q", "--threads")
+    resumed = read_result(out)
+    args[args.index(out)], args[args.index(checkpoint)] = s3.url("plain.zarr"), s3.url("plain.ckpt")
+    _dnmf(*args)
+    plain = read_result(s3.url("plain.zarr"))
+    np.testing.assert_array_equal(resumed.H, plain.H)
+    np.testing.assert_array_equal(np.asarray(resumed.W), np.asarray(plain.W))
+    assert resumed.attrs["n_iter"] == plain.attrs["n_iter"] == 20
+
+
+def test_driver_killed_inside_the_output_write_leaves_no_result(s3):
+    url = _upload_csr(_tf_idf_like(300, 60), s3.url("v.zarr"))
+    env = {**os.environ, "DNMF_TEST_PAUSE_IN_RESULT_WRITE": "60"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dnmf.cli", "fit", url, "--rank", "3", "--max-iter", "5", "--out", s3.url("r.zarr"),
+         "--threads", "-q"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    _kill_when(process, s3.fs, f"{s3.bucket}/r.zarr/W/zarr.json")
+    with pytest.raises(ValueError, match="not a dnmf result"):
+        read_result(s3.url("r.zarr"))
+    _dnmf("fit", url, "--rank", "3", "--max-iter", "5", "--out", s3.url("r.zarr"), "--threads", "--overwrite", "-q")
+    assert read_result(s3.url("r.zarr")).H.shape == (3, 60)
+
+
+def test_a_cluster_whose_workers_share_no_directory(s3, tmp_path):
+    """A real ``dask scheduler`` and two ``dask worker`` processes, each started in an
+    empty directory of its own: input, output and checkpoints are URLs only."""
+    X = _tf_idf_like(3000, 200)
+    url = _upload_csr(X, s3.url("v.zarr"))
+    env = dict(os.environ)
+    scheduler_port = __import__("s3_server").free_port()
+    address = f"tcp://127.0.0.1:{scheduler_port}"
+    processes = []
+    try:
+        (tmp_path / "scheduler").mkdir()
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+             str(scheduler_port), "--dashboard-address", ":0"],
+            cwd=tmp_path / "scheduler", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+        for i in range(2):
+            where = tmp_path / f"worker-{i}"
+            where.mkdir()
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny",
+                 "--local-directory", str(where)],
+                cwd=where, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+        driver = tmp_path / "driver"
+        driver.mkdir()
+        _dnmf("fit", url, "--rank", "4", "--seed", "0", "--max-iter", "15", "--tol", "0", "--out",
+              s3.url("result.zarr"), "--checkpoint", s3.url("run.ckpt"), "--checkpoint-every", "5",
+              "--scheduler", address, "-q", cwd=driver)
+        for i in range(2):
+            assert sorted(p.name for p in (tmp_path / f"worker-{i}").iterdir() if not p.name.startswith(".")) in (
+                [], ["dask-scratch-space"]), list((tmp_path / f"worker-{i}").iterdir())
+        assert not any(driver.iterdir())
+        result = read_result(s3.url("result.zarr"))
+        plain = NMF(4, random_state=0, max_iter=15, tol=0).fit(X)
+        np.testing.assert_array_equal(result.H, plain.components_)
+    finally:
+        for process in reversed(processes):
+            process.kill()
+            process.wait()
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.fixture(scope="module")
+def strict_s3():
+    """A second S3 server that checks credentials (moto with IAM enforced after the
+    set-up requests): a user allowed the bucket ``open`` only; ``closed`` exists."""
+    import botocore.session
+
+    process, endpoint = start_server({**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"})
+    try:
+        session = botocore.session.get_session()
+        plain = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
+        iam = session.create_client("iam", **plain)
+        iam.create_user(UserName="analyst")
+        key = iam.create_access_key(UserName="analyst")["AccessKey"]
+        policy = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "s3:*", "Resource": ["arn:aws:s3:::open", "arn:aws:s3:::open/*"]}]}
+        iam.put_user_policy(UserName="analyst", PolicyName="open-only", PolicyDocument=json.dumps(policy))
+        session.create_client("s3", **plain).create_bucket(Bucket="closed")
+        user = dict(endpoint_url=endpoint, key=key["AccessKeyId"], secret=key["SecretAccessKey"])
+        import s3fs
+
+        s3fs.S3FileSystem(**user).mkdir("open")
+        yield user
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _error_line(done):
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    return lines[0]
+
+
+def test_store_errors_are_one_line_naming_the_url(s3, strict_s3, tmp_path):
+    url = _upload_csr(_tf_idf_like(100, 20), s3.url("v.zarr"))
+    before = _all_objects(s3.fs, s3.bucket)
+    out = str(tmp_path / "out.zarr")
+    cases = {
+        "missing bucket": (["fit", "s3://no-such-bucket-dnmf/v.zarr", "--out", out], "no-such-bucket-dnmf",
+                           "does not exist"),
+        "missing key": (["fit", s3.url("nothing.zarr"), "--out", out], "nothing.zarr", "not found"),
+        "unknown scheme": (["fit", "nosuch://b/v.zarr", "--out", out], "nosuch://", "not a storage scheme"),
+        "package missing": (["fit", "gs://bucket/v.zarr", "--out", out], "gs://", "pip install gcsfs"),
+        "unwritable output bucket": (["fit", url, "--out", "s3://no-such-bucket-dnmf/r.zarr"],
+                                     "s3://no-such-bucket-dnmf/r.zarr", "does not exist"),
+        "credentials in the URL": (["fit", "s3://AKID:hush@no-such-bucket-dnmf/v.zarr", "--out", out],
+                                   "s3://no-such-bucket-dnmf/v.zarr", ""),
+    }
+    for name, (args, named, problem) in cases.items():
+        line = _error_line(_dnmf(*args, "--rank", "2", "--threads", check=False))
+        assert named in line and problem in line and "hush" not in line, (name, line)
+    strict = json.dumps(strict_s3)
+    wrong = json.dumps({**strict_s3, "secret": "wrong-secret", "key": "AKIDWRONG"})
+    unreachable = json.dumps({"endpoint_url": f"http://127.0.0.1:{__import__('s3_server').free_port()}",
+                              "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}}})
+    cases = {
+        "no permission": (["fit", "s3://closed/v.zarr", "--storage-options", strict], "s3://closed/v.zarr",
+                          "permission denied"),
+        "wrong credentials": (["fit", "s3://open/v.zarr", "--storage-options", wrong], "s3://open/v.zarr",
+                              "permission denied"),
+        "unreachable endpoint": (["fit", "s3://open/v.zarr", "--storage-options", unreachable], "s3://open/v.zarr",
+                                 "cannot reach"),
+    }
+    for name, (args, named, problem) in cases.items():
+        line = _error_line(_dnmf(*args, "--out", out, "--rank", "2", "--threads", check=False))
+        assert named in line and problem in line, (name, line)
+        assert "wrong-secret" not in line and strict_s3["secret"] not in line
+    line = _error_line(_dnmf("fit", url, "--out", "s3://closed/r.zarr", "--rank", "2", "--threads",
+                             "--storage-options", json.dumps({**strict_s3, "endpoint_url": s3.endpoint}), check=False))
+    assert "s3://closed/r.zarr" in line
+    assert _all_objects(s3.fs, s3.bucket) == before  # the input untouched
+    assert not os.path.exists(out)
+
+
+# ------------------------------------------------------------------ faults
+
+
+def test_a_fit_survives_a_store_failing_five_percent_of_requests(s3):
+    X = _tf_idf_like()
+    url = _upload_csr(X, s3.url("v.zarr"), chunk_entries=1024)
+    proxy = FaultyProxy(s3.endpoint, rate=0.05, seed=1)
+    try:
+        faulty = {"endpoint_url": proxy.url, "config_kwargs": {"retries": {"max_attempts": 1}}}
+        done = _dnmf("fit", url, "--rank", "5", "--seed", "0", "--max-iter", "20", "--tol", "0", "--out",
+                     s3.url("result.zarr"), "--checkpoint", s3.url("run.ckpt"), "--checkpoint-every", "5",
+                     "--storage-options", json.dumps(faulty), "--workers", "2", "-v")
+    finally:
+        proxy.close()
+    assert proxy.failed > 0
+    assert "retrying" in done.stderr
+    result = read_result(s3.url("result.zarr"))
+    np.testing.assert_array_equal(result.H, NMF(5, random_state=0, max_iter=20, tol=0).fit(X).components_)
