@@ -26,6 +26,7 @@ unreachable endpoint, a scheme whose filesystem package is not installed.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import errno
 import logging
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import fsspec
 import zarr
+import zarr.core.sync
 from zarr.storage import FsspecStore, WrapperStore
 
 from ..errors import (
@@ -155,6 +157,7 @@ class RetryingStore(WrapperStore):
     def __init__(self, store, url=None):
         super().__init__(store)
         self.url = url
+        _close_at_exit(getattr(store, "fs", None))
 
     def _with_store(self, store):
         return type(self)(store, self.url)
@@ -467,6 +470,27 @@ def _async_twin(location):
     from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 
     return AsyncFileSystemWrapper(fs)
+
+
+_closing = set()
+
+
+def _close_at_exit(fs):
+    """Close an asynchronous s3fs filesystem's connections when this process exits (in
+    every process that unpickles a store: the workers too). s3fs leaves that to the owner
+    of an ``asynchronous=True`` instance; unclosed, aiohttp prints "Unclosed client
+    session" at exit."""
+    if fs is None or not hasattr(fs, "close_session") or id(fs) in _closing:
+        return
+    _closing.add(id(fs))
+
+    def close():
+        client = getattr(fs, "_s3", None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                type(fs).close_session(zarr.core.sync._get_loop(), client)
+
+    atexit.register(close)
 
 
 def timed_retry(call, what, url):

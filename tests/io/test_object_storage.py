@@ -331,3 +331,20 @@ def test_a_fit_survives_a_store_failing_five_percent_of_requests(s3):
     assert "retrying" in done.stderr
     result = read_result(s3.url("result.zarr"))
     np.testing.assert_array_equal(result.H, NMF(5, random_state=0, max_iter=20, tol=0).fit(X).components_)
+
+
+def test_generate_topics_store_and_rank_report_write_to_urls(s3, tmp_path):
+    _dnmf("generate", s3.url("g.zarr"), "--shape", "300", "40", "--rank", "3", "--density", "0.2", "-q")
+    assert open_matrix(s3.url("g.zarr")).shape == (300, 40)
+    documents = tmp_path / "docs.csv"
+    documents.write_text("text\n" + "\n".join(
+        f"{'apples pears plums' if i % 2 else 'rivers lakes seas'} note{i % 5} word{i % 7}" for i in range(40)))
+    done = _dnmf("topics", str(documents), "--rank", "2", "--store", s3.url("corpus.zarr"), "-q")
+    assert done.returncode == 0
+    from dnmf.apps.topics import open_corpus
+
+    corpus = open_corpus(s3.url("corpus.zarr"))
+    assert corpus.matrix.shape[0] == 40 and "apples" in set(corpus.vocabulary)
+    _dnmf("rank", s3.url("g.zarr"), "--ranks", "2:3", "--replicates", "2", "--out", s3.url("rank.json"), "--threads",
+          "-q")
+    assert json.loads(s3.fs.cat_file(f"{s3.bucket}/rank.json"))["scores"]
