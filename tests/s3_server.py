@@ -3,7 +3,7 @@ its own process, started by the fixtures (nothing is mocked in the client librar
 
 :func:`start_server` runs ``python -m moto.server`` on a free port; :class:`FaultyProxy`
 stands in front of a server and answers a share of the requests with ``503 SlowDown``
-(the fault-injection case). The fixtures of ``conftest.py`` point the standard AWS
+or ``500 InternalError`` (the fault-injection case). The fixtures of ``conftest.py`` point the standard AWS
 environment variables (``AWS_ENDPOINT_URL`` and the keys) at the server, so that every
 client (s3fs in the tests, in dnmf, and in ``dask worker`` processes started with that
 environment) finds it the standard way.
@@ -68,7 +68,8 @@ def new_bucket(fs, prefix="dnmf-test"):
 
 class FaultyProxy:
     """An HTTP proxy on loopback that forwards to ``upstream`` and answers a share
-    ``rate`` of the requests with S3's ``503 SlowDown`` instead (``failed`` counts them).
+    ``rate`` of the requests with S3's ``503 SlowDown`` or ``500 InternalError`` instead,
+    half each (``failed`` counts them).
 
     Attributes
     ----------
@@ -93,13 +94,16 @@ class FaultyProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 with proxy._lock:
-                    fail = proxy._random.random() < proxy.rate
+                    draw = proxy._random.random()
+                    fail = draw < proxy.rate
                     proxy.failed += fail
                     proxy.forwarded += not fail
                 if fail:
-                    payload = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
-                               b"<Message>Please reduce your request rate.</Message></Error>")
-                    self.send_response(503)
+                    status, code, message = (503, "SlowDown", "Please reduce your request rate.") if draw < proxy.rate / 2 \
+                        else (500, "InternalError", "We encountered an internal error. Please try again.")
+                    payload = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                               f"<Message>{message}</Message></Error>").encode()
+                    self.send_response(status)
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()

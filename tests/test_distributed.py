@@ -194,6 +194,22 @@ def test_extrapolated_fit_checkpointed_on_the_cluster_equals_the_threaded_fit(cl
     np.testing.assert_allclose(result.loss_history, threaded.loss_history, rtol=1e-8)
 
 
+def test_resuming_a_finished_fit_on_the_cluster_returns_its_w(client, inputs, tmp_path):
+    """A fit resumed from its final checkpoint runs no pass: its W is the checkpoint's,
+    persisted on the cluster, and must outlive the driver's own reference to it (it was
+    released: "lost dependencies" when OUT was written)."""
+    from dnmf.api import Checkpointing, run
+
+    _, _, _, sources = inputs
+    params = dict(n_components=K, init="random", random_state=0, tol=0.0, max_iter=6, panel_rows=PANEL_ROWS)
+    with client.as_current():
+        finished = to_numpy(run(sources["csr-group"], params, checkpointing=Checkpointing(tmp_path / "c")).W)
+        resumed = run(sources["csr-group"], params, checkpointing=Checkpointing(tmp_path / "c"))
+        gc.collect()
+        np.testing.assert_array_equal(to_numpy(resumed.W), finished)
+    assert resumed.n_iter == 6
+
+
 def test_non_negative_factorization_with_client_object_as_current(client, inputs, relerr):
     X, W0, H0, _ = inputs
     expected, _, _ = nmf(X, W0, H0, n_components=K, init="custom", max_iter=3, tol=0, panel_rows=PANEL_ROWS)

@@ -531,7 +531,9 @@ def _iterate(V, V_blocks, W0, H0, step, extrapolate, config, stats, client, call
     """The outer loop (see the module docstring)."""
     k, dtype = H0.shape[0], V.dtype
     lagged = step.beta != 2 or bool(step.missing)  # the new iterate's loss comes from the next pass
-    W_blocks = list(W0.to_delayed().ravel())
+    # A resumed W0 is persisted: its blocks' graphs must hold the futures themselves (as in
+    # ``_save``), or they are released with W0 and a resumed finished fit has lost its W.
+    W_blocks = list(W0.to_delayed(optimize_graph=start is None).ravel())
     H_now = H_next = H0  # the iterate's H; the H the next pass starts from (extrapolated HALS: may differ)
     schedule = Schedule() if extrapolate else None
     if start is not None and schedule is not None and start.extrapolation:

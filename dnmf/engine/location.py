@@ -435,7 +435,7 @@ class Location:
     def probe_write(self, what="output", into=False):
         """Fail now if nothing can be written here: a small object is written beside
         this Location (``into``: in it) and removed."""
-        probe = (self if into else self.parent).join(f".dnmf-probe-{uuid.uuid4().hex[:12]}")
+        probe = (self if into else self.parent).join(f".dnmf-tmp-probe-{uuid.uuid4().hex[:12]}")
         try:
             probe.write_bytes(b"\0" * 64)
             probe.fs.rm_file(probe.path)

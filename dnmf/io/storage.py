@@ -134,10 +134,15 @@ def _open_plain(path):
         node = zarr.open(store=path, mode="r")
     except Exception as error:  # zarr raises several types for "not zarr"
         raise InputError(f"{path} is not a Zarr array or CSR group ({' '.join(str(error).split())})") from None
+    return _zarr_matrix(node, path)
+
+
+def _zarr_matrix(node, where):
+    """A Zarr group as a :class:`CSRMatrix`, or a 2-D Zarr array as it is."""
     if isinstance(node, zarr.Group):
-        return CSRMatrix.from_group(node, path)
+        return CSRMatrix.from_group(node, where)
     if node.ndim != 2:
-        raise InputError(f"{path} holds a {node.ndim}-D array; expected a 2-D matrix")
+        raise InputError(f"{where} holds a {node.ndim}-D array; expected a 2-D matrix")
     return node
 
 
@@ -146,8 +151,8 @@ def _open_remote(location, layer):
     url = location.url
     if layer is not None or url.endswith((".h5ad", ".h5", ".hdf5", ".mtx", ".mtx.gz")):
         raise InputError(
-            f"{url}: only Zarr arrays, CSR groups, .npy and .npz files are read from URLs; copy the file to a "
-            "local disk, or convert it to a CSR group (dnmf convert) and upload that"
+            f"{url}: only Zarr arrays, CSR groups, .npy and .npz files are read from URLs; copy this file to a "
+            "local disk and give its path (AnnData, 10x and MatrixMarket files are read there)"
         )
     if url.endswith((".npy", ".npz")):
         try:
@@ -164,11 +169,7 @@ def _open_remote(location, layer):
         node = location.open_zarr("r", "input")
     except (FileNotFoundError, ValueError, KeyError, TypeError) as error:
         raise InputError(f"{url} is not a Zarr array or CSR group ({' '.join(str(error).split())})") from None
-    if isinstance(node, zarr.Group):
-        return CSRMatrix.from_group(node, url)
-    if node.ndim != 2:
-        raise InputError(f"{url} holds a {node.ndim}-D array; expected a 2-D matrix")
-    return node
+    return _zarr_matrix(node, url)
 
 
 # ----------------------------------------------------------------------- row panels

@@ -123,7 +123,13 @@ def test_cli_fit_with_input_output_and_checkpoints_on_s3_records_no_credentials(
         assert secret.encode() not in written
         assert secret not in done.stdout + done.stderr
     shown = _dnmf("fit", url, "--rank", "5", "--out", s3.url("x.zarr"), "--storage-options", options, "--show-config")
-    assert SECRET not in shown.stdout and KEY_ID not in shown.stdout
+    assert SECRET not in shown.stdout and KEY_ID not in shown.stdout and "storage-options" in shown.stdout
+    config = tmp_path / "run.yaml"
+    config.write_text(f"rank: 3\nmax-iter: 5\nthreads: true\nstorage-options:\n  key: {KEY_ID}\n  secret: {SECRET}\n"
+                      f"  endpoint_url: {s3.endpoint}\n")
+    done = _dnmf("fit", url, "--out", s3.url("from-config.zarr"), "--config", str(config), "-v")
+    assert read_result(s3.url("from-config.zarr")).H.shape == (3, X.shape[1])
+    assert SECRET not in done.stdout + done.stderr
 
 
 def test_cli_info_transform_and_plot_take_urls(s3, tmp_path):
@@ -274,6 +280,7 @@ def _error_line(done):
 
 def test_store_errors_are_one_line_naming_the_url(s3, strict_s3, tmp_path):
     url = _upload_csr(_tf_idf_like(100, 20), s3.url("v.zarr"))
+    s3.fs.pipe_file(f"{s3.bucket}/cells.h5ad", b"not read")
     before = _all_objects(s3.fs, s3.bucket)
     out = str(tmp_path / "out.zarr")
     cases = {
@@ -284,6 +291,8 @@ def test_store_errors_are_one_line_naming_the_url(s3, strict_s3, tmp_path):
         "package missing": (["fit", "gs://bucket/v.zarr", "--out", out], "gs://", "pip install gcsfs"),
         "unwritable output bucket": (["fit", url, "--out", "s3://no-such-bucket-dnmf/r.zarr"],
                                      "s3://no-such-bucket-dnmf/r.zarr", "does not exist"),
+        "a format read from disks only": (["fit", s3.url("cells.h5ad"), "--out", out], "cells.h5ad",
+                                          "copy this file to a local disk"),
         "credentials in the URL": (["fit", "s3://AKID:hush@no-such-bucket-dnmf/v.zarr", "--out", out],
                                    "s3://no-such-bucket-dnmf/v.zarr", ""),
     }

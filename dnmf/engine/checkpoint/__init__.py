@@ -81,6 +81,15 @@ of a crashed save or of an abandoned, corrupted line); a pruned directory is fir
 renamed to a hidden ``.dnmf-*`` name, so a crash while deleting it never leaves a
 half-deleted checkpoint under a checkpoint's name.
 
+On an object store (a URL directory, see :mod:`dnmf.engine.location`) the protocol is
+the same without renames: the checkpoint is written under its new prefix, its
+``SHA256SUMS`` last, and ``CURRENT`` is replaced by one PUT, the step that makes it
+current (a PUT is atomic: readers see the old object or the new one). A pruned
+checkpoint loses its manifest and root metadata first, so a crash while deleting it
+leaves nothing that verifies. The files are hashed by tasks on the workers, which read
+them where they are (:mod:`.manifest`). Two drivers writing one checkpoint URL at once
+are not detected (``CURRENT`` is not written conditionally).
+
 :meth:`ZarrCheckpointer.save` returns the saved state with W read back from the new
 checkpoint's files: the driver continues from it on a Dask cluster, so the lineage that
 Dask keeps (and replays when a worker dies with blocks of W) reaches back to the last

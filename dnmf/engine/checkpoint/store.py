@@ -97,7 +97,7 @@ def _check_directory(directory):
         if not (
             name == CURRENT
             or name.startswith(CURRENT + ".tmp-")
-            or name.startswith((TEMP_PREFIX, ".dnmf-"))  # a probe, or a pruned checkpoint being deleted
+            or name.startswith(TEMP_PREFIX)  # a probe, or a pruned checkpoint being deleted
             or _NAME.match(name)
         )
     ]
