@@ -12,6 +12,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatch",
     "ClusterError",
+    "ConcurrentWriteError",
     "CorruptCheckpointError",
     "DestinationError",
     "DestinationExistsError",
@@ -93,6 +94,11 @@ class StoreUnreachableError(DnmfError, ConnectionError):
 
 class CheckpointError(DnmfError, ValueError):
     """A checkpoint directory cannot be used (damaged, incomplete, of another layout)."""
+
+
+class ConcurrentWriteError(CheckpointError):
+    """Another process replaced a file (a checkpoint's ``CURRENT``) that this one was
+    writing: two fits share one checkpoint directory."""
 
 
 class CheckpointMismatch(CheckpointError):

@@ -43,6 +43,7 @@ import zarr.core.sync
 from zarr.storage import FsspecStore, WrapperStore
 
 from ..errors import (
+    ConcurrentWriteError,
     DestinationError,
     DestinationPermissionError,
     DnmfError,
@@ -58,6 +59,7 @@ __all__ = [
     "BACKOFF_SECONDS",
     "RETRIES",
     "SCHEME_PACKAGES",
+    "UNCHECKED",
     "Location",
     "RetryingStore",
     "is_url",
@@ -70,6 +72,8 @@ __all__ = [
 
 retry_logger = logging.getLogger("dnmf.retries")
 
+#: What :meth:`Location.version` gives where writes cannot be conditional.
+UNCHECKED = "unchecked"
 #: Attempts of one store request before its error is raised (the first one included).
 RETRIES = 6
 #: Wait before the first retry; doubled after each.
@@ -375,12 +379,45 @@ class Location:
         """Write a whole file (one request on an object store)."""
         self._retried("write", lambda: self.fs.pipe_file(self.path, data))
 
-    def publish_text(self, text):
+    @property
+    def conditional(self):
+        """Whether writes here can be conditional on the version they replace (S3's
+        ``If-Match`` / ``If-None-Match``)."""
+        return self.protocol in ("s3", "s3a")
+
+    def version(self):
+        """The version (ETag) of the object here, None when there is none; :data:`UNCHECKED`
+        where writes cannot be conditional."""
+        if not self.conditional:
+            return UNCHECKED
+        try:
+            return self._retried("lookup", lambda: self.fs.info(self.path, refresh=True)).get("ETag")
+        except FileNotFoundError:
+            return None
+
+    def publish_text(self, text, replacing=UNCHECKED):
         """Make ``text`` the content of this file in one atomic step: a single PUT on an
-        object store; a temporary sibling, ``fsync`` and ``os.replace`` on a disk."""
+        object store; a temporary sibling, ``fsync`` and ``os.replace`` on a disk.
+
+        ``replacing``: the :meth:`version` this write must replace (None: the file must
+        not exist yet); where :attr:`conditional`, a write that would replace anything else
+        raises :class:`~dnmf.errors.ConcurrentWriteError`. Returns the new version
+        (:data:`UNCHECKED` where writes are not conditional).
+        """
         if not self.local:
-            self.write_bytes(text.encode())
-            return
+            if not self.conditional or replacing is UNCHECKED:
+                self.write_bytes(text.encode())
+                return UNCHECKED
+            condition = {"mode": "create"} if replacing is None else {"IfMatch": replacing}
+            try:
+                answer = self._retried("write", lambda: self.fs.pipe_file(self.path, text.encode(), **condition))
+            except (FileExistsError, OSError) as error:
+                if isinstance(error, FileExistsError) or "pre-condition" in str(error):
+                    raise ConcurrentWriteError(
+                        f"{self.url} was written by someone else since this process last read or wrote it"
+                    ) from None
+                raise
+            return (answer or {}).get("ETag") or self.version()
         temporary = f"{self.path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         with open(temporary, "w") as handle:
             handle.write(text)
@@ -393,6 +430,7 @@ class Location:
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
+        return UNCHECKED
 
     def makedirs(self):
         """Create the directory (and parents) if missing; nothing to do on an object store."""

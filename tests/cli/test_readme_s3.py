@@ -31,7 +31,7 @@ def test_the_readme_s3_example_runs_as_written(s3):
     assert any(line.startswith("dnmf fit s3://") for line in lines) and any("resume" in line for line in lines)
     outputs = []
     for line in lines:
-        words = shlex.split(line)
+        words = shlex.split(line, comments=True)
         command = {"python": [sys.executable], "dnmf": [sys.executable, "-m", "dnmf.cli"]}[words[0]] + words[1:]
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, (line, done.stdout, done.stderr)

@@ -5,6 +5,7 @@ own process, on loopback) read and written by real s3fs clients, in this process
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -331,7 +332,7 @@ def test_a_fit_survives_a_store_failing_five_percent_of_requests(s3):
     proxy = FaultyProxy(s3.endpoint, rate=0.05, seed=1)
     try:
         faulty = {"endpoint_url": proxy.url, "config_kwargs": {"retries": {"max_attempts": 1}}}
-        done = _dnmf("fit", url, "--rank", "5", "--seed", "0", "--max-iter", "20", "--tol", "0", "--out",
+        done = _dnmf("fit", url, "--rank", "5", "--seed", "0", "--max-iter", "10", "--tol", "0", "--out",
                      s3.url("result.zarr"), "--checkpoint", s3.url("run.ckpt"), "--checkpoint-every", "5",
                      "--storage-options", json.dumps(faulty), "--workers", "2", "-v")
     finally:
@@ -339,7 +340,7 @@ def test_a_fit_survives_a_store_failing_five_percent_of_requests(s3):
     assert proxy.failed > 0
     assert "retrying" in done.stderr
     result = read_result(s3.url("result.zarr"))
-    np.testing.assert_array_equal(result.H, NMF(5, random_state=0, max_iter=20, tol=0).fit(X).components_)
+    np.testing.assert_array_equal(result.H, NMF(5, random_state=0, max_iter=10, tol=0).fit(X).components_)
 
 
 def test_generate_topics_store_and_rank_report_write_to_urls(s3, tmp_path):
@@ -357,3 +358,26 @@ def test_generate_topics_store_and_rank_report_write_to_urls(s3, tmp_path):
     _dnmf("rank", s3.url("g.zarr"), "--ranks", "2:3", "--replicates", "2", "--out", s3.url("rank.json"), "--threads",
           "-q")
     assert json.loads(s3.fs.cat_file(f"{s3.bucket}/rank.json"))["scores"]
+
+
+def test_two_fits_writing_one_checkpoint_url_are_refused(s3):
+    """``CURRENT`` is replaced only if it is what this fit last saw (S3's conditional
+    writes): the second of two checkpointers opened on one empty directory fails."""
+    import dask.array as da
+
+    from dnmf.engine.checkpoint import ZarrCheckpointer
+    from dnmf.engine.state import LoopState
+    from dnmf.errors import ConcurrentWriteError
+    from dnmf.io.storage import as_panels
+
+    X = _tf_idf_like(60, 20)
+    panels = as_panels(X)
+    first, second = (ZarrCheckpointer(s3.url("shared.ckpt"), panels, {"n_components": 2}) for _ in range(2))
+    rng = np.random.default_rng(0)
+    state = LoopState(1, da.from_array(rng.random((60, 2), dtype=np.float32)), rng.random((2, 20), dtype=np.float32),
+                      (2.0, 1.0), False, None, None, (0.5,))
+    first.save(state)
+    first.save(dataclasses.replace(state, iteration=2))
+    with pytest.raises(ConcurrentWriteError, match="two fits"):
+        second.save(state)
+    assert s3.fs.cat_file(f"{s3.bucket}/shared.ckpt/CURRENT").decode().strip() == "ckpt-000002"

@@ -87,8 +87,10 @@ the same without renames: the checkpoint is written under its new prefix, its
 current (a PUT is atomic: readers see the old object or the new one). A pruned
 checkpoint loses its manifest and root metadata first, so a crash while deleting it
 leaves nothing that verifies. The files are hashed by tasks on the workers, which read
-them where they are (:mod:`.manifest`). Two drivers writing one checkpoint URL at once
-are not detected (``CURRENT`` is not written conditionally).
+them where they are (:mod:`.manifest`). On S3, ``CURRENT`` is written conditionally
+(``If-Match`` the version the checkpointer last saw, ``If-None-Match`` for the first
+one): a second fit writing the same checkpoint URL raises
+:class:`~dnmf.errors.ConcurrentWriteError` rather than interleaving its checkpoints.
 
 :meth:`ZarrCheckpointer.save` returns the saved state with W read back from the new
 checkpoint's files: the driver continues from it on a Dask cluster, so the lineage that

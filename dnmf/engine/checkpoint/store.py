@@ -15,7 +15,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from ...errors import CheckpointError, CorruptCheckpointError, NotFoundError, ParameterError
+from ...errors import CheckpointError, ConcurrentWriteError, CorruptCheckpointError, NotFoundError, ParameterError
 from ...params import DEFAULTS, jsonable, recorded, validate_params
 from ..durable import TEMP_PREFIX, check_writable, factor_bytes, fsync_tree, pause_for_tests, write_factor
 from ..location import Location
@@ -322,6 +322,7 @@ class ZarrCheckpointer:
         self.resume_from = resume_from
         self._fingerprint = None
         self._anchor = None  # the checkpoint the driver continues from (never pruned)
+        self._pointer = self.directory.join(CURRENT).version()  # what the next save replaces
         self._last_save = time.monotonic()
         check_writable(self.directory, self.required_bytes(), "checkpoint directory", into=True)
 
@@ -426,7 +427,15 @@ class ZarrCheckpointer:
         return _state_of(path, digest)[0]
 
     def _point_to(self, name):
-        self.directory.join(CURRENT).publish_text(name + "\n")
+        """Make ``name`` current; on an object store that takes it, only if ``CURRENT`` is
+        still what this checkpointer last saw (two fits on one directory are refused)."""
+        try:
+            self._pointer = self.directory.join(CURRENT).publish_text(name + "\n", replacing=self._pointer)
+        except ConcurrentWriteError:
+            raise ConcurrentWriteError(
+                f"{self.directory}/{CURRENT} was replaced by another process since this fit read it: two fits "
+                "are writing this checkpoint directory; give each its own --checkpoint"
+            ) from None
 
     def _remove(self, name):
         """Delete checkpoint ``name`` so that no half of it ever passes for a checkpoint: on
