@@ -93,6 +93,10 @@ TRANSIENT_ERRNOS = frozenset(
 CLIENT_MODULES = ("botocore", "aiobotocore", "aiohttp", "urllib3", "requests")
 TRANSIENT_WORDS = ("Connection", "Timeout", "Throttl", "IncompleteRead", "Payload", "Disconnected")
 
+#: The client libraries' names of "the endpoint cannot be reached" and "no credentials" (botocore, aiohttp).
+UNREACHABLE_ERRORS = ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionClosedError")
+NO_CREDENTIALS_ERRORS = ("NoCredentialsError", "PartialCredentialsError")
+
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 
@@ -216,10 +220,9 @@ def store_error(error, url, what="", writing=False):
         kind = DestinationPermissionError if writing else StorePermissionError
         return kind(f"{subject}: permission denied by the store ({text}); check the credentials "
                     "(AWS_* environment variables, a profile, or --storage-options)")
-    if "EndpointConnectionError" in name or "ConnectTimeout" in name or "ClientConnector" in name or isinstance(
-            error, (ConnectionError, TimeoutError)):
+    if name in UNREACHABLE_ERRORS or isinstance(error, (ConnectionError, TimeoutError)):
         return StoreUnreachableError(f"{subject}: cannot reach the store's endpoint ({_without_urls(text)})")
-    if "NoCredentials" in name or "PartialCredentials" in name:
+    if name in NO_CREDENTIALS_ERRORS:
         return StorePermissionError(f"{subject}: no credentials found; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
                                 "a profile, or pass --storage-options")
     if isinstance(error, OSError):
