@@ -69,7 +69,8 @@ def new_bucket(fs, prefix="dnmf-test"):
 class FaultyProxy:
     """An HTTP proxy on loopback that forwards to ``upstream`` and answers a share
     ``rate`` of the requests with S3's ``503 SlowDown`` or ``500 InternalError`` instead,
-    half each (``failed`` counts them).
+    half each (``failed`` counts them); with ``zero_sizes``, its HEAD answers say every
+    object is empty (a broken store).
 
     Attributes
     ----------
@@ -77,9 +78,10 @@ class FaultyProxy:
         The endpoint to give the clients.
     """
 
-    def __init__(self, upstream, rate, seed=0):
+    def __init__(self, upstream, rate, seed=0, zero_sizes=False):
         self.upstream = upstream.split("://", 1)[1]
         self.rate, self.failed, self.forwarded = rate, 0, 0
+        self.zero_sizes = zero_sizes  # a broken store: HEAD answers report every object as empty
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         proxy = self
@@ -119,6 +121,8 @@ class FaultyProxy:
                     if key.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(key, value)
                 length = answer.getheader("Content-Length") if self.command == "HEAD" else None
+                if self.command == "HEAD" and proxy.zero_sizes:
+                    length = "0"
                 self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":

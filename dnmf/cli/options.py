@@ -307,9 +307,8 @@ def absolute(path):
     """``path`` made absolute (``~`` expanded; ``file://`` URLs too), a URL as it is, or None."""
     if path is None:
         return None
-    if is_url(path) and not Location.of(path).local:
-        return str(path)
-    return Location.of(path).path
+    location = Location.of(path)
+    return location.path if location.local else str(path)
 
 
 def check_paths(input_path, out, checkpoint=None):

@@ -37,7 +37,7 @@ from ..errors import (
     DestinationPermissionError,
 )
 from .driver import store
-from .location import Location, RetryingStore
+from .location import Location, RetryingStore, fsync_directory, fsync_path
 
 __all__ = [
     "PROBE_BYTES",
@@ -63,36 +63,17 @@ TEMP_PREFIX = ".dnmf-tmp-"
 PROBE_BYTES = 4096
 
 
-def _fsync_path(path, directory=False):
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
-    try:
-        descriptor = os.open(path, flags)
-    except OSError:  # some file systems refuse to open directories; nothing to flush then
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
-def fsync_directory(path):
-    """Flush a directory's entries (renames, creations) to disk."""
-    _fsync_path(path, directory=True)
-
-
 def fsync_tree(path):
     """Flush every file and directory under ``path`` (a file: it alone), and ``path``'s
     parent, to disk."""
     path = Path(path)
     if path.is_file():
-        _fsync_path(path)
+        fsync_path(path)
     for root, _, files in os.walk(path, topdown=False):
         for name in files:
-            _fsync_path(os.path.join(root, name))
-        _fsync_path(root, directory=True)
-    _fsync_path(path.parent, directory=True)
+            fsync_path(os.path.join(root, name))
+        fsync_path(root, directory=True)
+    fsync_path(path.parent, directory=True)
 
 
 def check_destination(path, overwrite=False, storage_options=None):
@@ -214,7 +195,7 @@ def publish_directory(path, overwrite=False):
             old = path.parent / f"{TEMP_PREFIX}{path.name}-old-{uuid.uuid4().hex[:12]}"
             os.rename(path, old)
         os.rename(temp, path)
-        _fsync_path(path.parent, directory=True)
+        fsync_path(path.parent, directory=True)
         if old is not None:
             remove(old)
     except BaseException:

@@ -62,6 +62,8 @@ __all__ = [
     "UNCHECKED",
     "Location",
     "RetryingStore",
+    "fsync_directory",
+    "fsync_path",
     "is_url",
     "parse_storage_options",
     "shown",
@@ -331,25 +333,26 @@ class Location:
 
     # ----------------------------------------------------------------- queries
 
-    def _retried(self, what, call):
+    def retried(self, what, call):
+        """``call()``, retried as the store's own requests are (:func:`timed_retry`) when remote."""
         return call() if self.local else timed_retry(call, what, self.url)
 
     def exists(self):
         """Whether anything (a file, a directory, a prefix with objects) is there."""
-        return bool(self._retried("lookup", lambda: self.fs.exists(self.path)))
+        return bool(self.retried("lookup", lambda: self.fs.exists(self.path)))
 
     def is_dir(self):
         """Whether a directory or a non-empty prefix is there."""
-        return bool(self._retried("lookup", lambda: self.fs.isdir(self.path)))
+        return bool(self.retried("lookup", lambda: self.fs.isdir(self.path)))
 
     def is_file(self):
         """Whether a file (an object) is there."""
-        return bool(self._retried("lookup", lambda: self.fs.isfile(self.path)))
+        return bool(self.retried("lookup", lambda: self.fs.isfile(self.path)))
 
     def names(self):
         """Names directly below (files and directories), sorted; empty if nothing is there."""
         try:
-            entries = self._retried("listing", lambda: self.fs.ls(self.path, detail=False, refresh=True))
+            entries = self.retried("listing", lambda: self.fs.ls(self.path, detail=False, refresh=True))
         except FileNotFoundError:
             return []
         return sorted({entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries} - {""})
@@ -357,16 +360,12 @@ class Location:
     def files(self):
         """Every file below, as sorted relative POSIX paths."""
         base = self.path.rstrip("/") + "/"
-        found = self._retried("listing", lambda: self.fs.find(self.path))
+        found = self.retried("listing", lambda: self.fs.find(self.path))
         return sorted(path[len(base):] for path in found if path.startswith(base))
 
     def read_bytes(self):
         """The whole file."""
-        return self._retried("read", lambda: self.fs.cat_file(self.path))
-
-    def retried(self, what, call):
-        """``call()``, retried as the store's own requests are (:func:`timed_retry`) when remote."""
-        return self._retried(what, call)
+        return self.retried("read", lambda: self.fs.cat_file(self.path))
 
     def read_text(self):
         """The whole file as UTF-8 text."""
@@ -380,7 +379,7 @@ class Location:
 
     def write_bytes(self, data):
         """Write a whole file (one request on an object store)."""
-        self._retried("write", lambda: self.fs.pipe_file(self.path, data))
+        self.retried("write", lambda: self.fs.pipe_file(self.path, data))
 
     @property
     def conditional(self):
@@ -394,7 +393,7 @@ class Location:
         if not self.conditional:
             return UNCHECKED
         try:
-            return self._retried("lookup", lambda: self.fs.info(self.path, refresh=True)).get("ETag")
+            return self.retried("lookup", lambda: self.fs.info(self.path, refresh=True)).get("ETag")
         except FileNotFoundError:
             return None
 
@@ -413,7 +412,7 @@ class Location:
                 return UNCHECKED
             condition = {"mode": "create"} if replacing is None else {"IfMatch": replacing}
             try:
-                answer = self._retried("write", lambda: self.fs.pipe_file(self.path, text.encode(), **condition))
+                answer = self.retried("write", lambda: self.fs.pipe_file(self.path, text.encode(), **condition))
             except (FileExistsError, OSError) as error:
                 if isinstance(error, FileExistsError) or "pre-condition" in str(error):
                     raise ConcurrentWriteError(
@@ -427,12 +426,7 @@ class Location:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
-        with contextlib.suppress(OSError):
-            descriptor = os.open(os.path.dirname(self.path), os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+        fsync_directory(os.path.dirname(self.path))
         return UNCHECKED
 
     def makedirs(self):
@@ -445,10 +439,10 @@ class Location:
         before the rest (a manifest, a root ``zarr.json``: what makes the rest valid)."""
         for name in first:
             with contextlib.suppress(FileNotFoundError):
-                self._retried("deletion", lambda name=name: self.fs.rm_file(f"{self.path}/{name}"))
+                self.retried("deletion", lambda name=name: self.fs.rm_file(f"{self.path}/{name}"))
         with contextlib.suppress(FileNotFoundError):
             if self.exists():
-                self._retried("deletion", lambda: self.fs.rm(self.path, recursive=True))
+                self.retried("deletion", lambda: self.fs.rm(self.path, recursive=True))
         self.fs.invalidate_cache(self.path)
 
     # -------------------------------------------------------------------- zarr
@@ -497,9 +491,30 @@ class Location:
                 raise
             raise problem from None
         bucket = self.path.split("/", 1)[0]
-        if not self.local and bucket != self.path and not self._retried("lookup", lambda: self.fs.exists(bucket)):
+        if not self.local and bucket != self.path and not self.retried("lookup", lambda: self.fs.exists(bucket)):
             raise NotFoundError(f"{what + ' ' if what else ''}{self.url}: the bucket {bucket!r} does not exist")
         raise NotFoundError(f"{what + ' ' if what else ''}not found: {self.url}")
+
+
+def fsync_path(path, directory=False):
+    """Flush a file (or a directory's entries: renames, creations) to disk; where the file
+    system refuses, nothing to flush."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError:  # some file systems refuse to open directories
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def fsync_directory(path):
+    """Flush a directory's entries (renames, creations) to disk."""
+    fsync_path(path, directory=True)
 
 
 def _async_twin(location):

@@ -71,7 +71,7 @@ def _describe_checkpoint(location):
     return {
         "path": location.url,
         "kind": "dnmf checkpoint directory",
-        "current": metadata["path"].rstrip("/").rsplit("/", 1)[-1],
+        "current": metadata["name"],
         "checkpoints": metadata["checkpoints"],
         "iteration": state.iteration,
         "finished": state.finished,

@@ -66,11 +66,12 @@ def check_manifest(location):
     if not text.endswith("\n"):
         return f"{manifest} is truncated", manifest
     present = set(files(location))
-    for relative in sorted(present - set(recorded)):
-        return f"{location.join(relative)} is not listed in {MANIFEST}", location.join(relative)
-    for relative in recorded:
-        if relative not in present:
-            return f"{location.join(relative)} is missing", location.join(relative)
+    unlisted = sorted(present - set(recorded))
+    if unlisted:
+        return f"{location.join(unlisted[0])} is not listed in {MANIFEST}", location.join(unlisted[0])
+    missing = [relative for relative in recorded if relative not in present]
+    if missing:
+        return f"{location.join(missing[0])} is missing", location.join(missing[0])
     names = list(recorded)
     for relative, (actual, size) in zip(names, each(file_sha256, [location.join(name) for name in names])):
         if actual != recorded[relative]:

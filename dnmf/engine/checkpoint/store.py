@@ -64,7 +64,7 @@ def _entries(directory):
     found = []
     for name in directory.names():
         match = _NAME.match(name)
-        if match and (not directory.local or os.path.isdir(directory.join(name).path)):
+        if match and (not directory.local or directory.join(name).is_dir()):  # on a store: only prefixes match
             found.append((int(match.group(1)), int(match.group(2) or 0), name))
     return sorted(found)
 
@@ -216,7 +216,7 @@ def load_checkpoint(directory, name=None, storage_options=None):
         W is a lazy Dask array on the checkpoint's Zarr array (read when the fit
         persists it); H and the loss history are in memory.
     metadata : dict
-        ``path``, ``iteration``, ``finished``, ``created``, ``fingerprint``, ``params``
+        ``path``, ``name`` (of the checkpoint), ``iteration``, ``finished``, ``created``, ``fingerprint``, ``params``
         (compared ones), ``all_params``, ``rng``, ``run`` and ``checkpoints`` (the names
         present, oldest first).
 
@@ -244,6 +244,7 @@ def load_checkpoint(directory, name=None, storage_options=None):
     state, attrs = _state_of(path, digest)
     metadata = {
         "path": str(path),
+        "name": name,
         "iteration": int(attrs["iteration"]),
         "finished": bool(attrs["finished"]),
         "created": attrs.get("created"),
@@ -359,7 +360,7 @@ class ZarrCheckpointer:
                 metadata["path"], CURRENT,
             )
             self._point_to(self.resume_from)
-        self._anchor = metadata["path"].rstrip("/").rsplit("/", 1)[-1]
+        self._anchor = metadata["name"]
         logger.info("resuming from %s (iteration %d)", metadata["path"], state.iteration)
         return state
 
