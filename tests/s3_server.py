@@ -69,8 +69,9 @@ def new_bucket(fs, prefix="dnmf-test"):
 class FaultyProxy:
     """An HTTP proxy on loopback that forwards to ``upstream`` and answers a share
     ``rate`` of the requests with S3's ``503 SlowDown`` or ``500 InternalError`` instead,
-    half each (``failed`` counts them); with ``zero_sizes``, its HEAD answers say every
-    object is empty (a broken store).
+    half each (``failed`` counts them); with ``once``, it answers ``500`` to the first
+    request of each method and URL and forwards the others (every operation fails once);
+    with ``zero_sizes``, its HEAD answers say every object is empty (a broken store).
 
     Attributes
     ----------
@@ -78,9 +79,10 @@ class FaultyProxy:
         The endpoint to give the clients.
     """
 
-    def __init__(self, upstream, rate, seed=0, zero_sizes=False):
+    def __init__(self, upstream, rate=0.0, seed=0, zero_sizes=False, once=False):
         self.upstream = upstream.split("://", 1)[1]
         self.rate, self.failed, self.forwarded = rate, 0, 0
+        self._seen = set() if once else None
         self.zero_sizes = zero_sizes  # a broken store: HEAD answers report every object as empty
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -98,6 +100,9 @@ class FaultyProxy:
                 with proxy._lock:
                     draw = proxy._random.random()
                     fail = draw < proxy.rate
+                    if proxy._seen is not None:
+                        draw, fail = proxy.rate, (self.command, self.path) not in proxy._seen
+                        proxy._seen.add((self.command, self.path))
                     proxy.failed += fail
                     proxy.forwarded += not fail
                 if fail:

@@ -37,7 +37,7 @@ from ..errors import (
     DestinationPermissionError,
 )
 from .driver import store
-from .location import Location, RetryingStore, fsync_directory, fsync_path
+from .location import Location, RetryingStore, fsync_directory, fsync_path, store_error
 
 __all__ = [
     "PROBE_BYTES",
@@ -213,7 +213,8 @@ def new_store(path, overwrite=False, storage_options=None):
     metadata is held back (:class:`_HeldRoot`) and written last, in one PUT: readers find
     either nothing or the complete node. An existing node is replaced only with
     ``overwrite`` (its root metadata is deleted first, so that it stops being one at
-    once). On error, what was written is removed.
+    once). On error, what was written is removed; a store that keeps failing is one
+    :class:`~dnmf.errors.DestinationError` naming the URL.
     """
     location = Location.of(path, storage_options)
     if location.local:
@@ -226,9 +227,12 @@ def new_store(path, overwrite=False, storage_options=None):
     try:
         yield held
         held.commit()
-    except BaseException:
+    except BaseException as error:
         location.remove(first=(_HeldRoot.ROOT,))
-        raise
+        problem = store_error(error, location.url, "writing", writing=True) if isinstance(error, OSError) else None
+        if problem is None:
+            raise
+        raise problem from error
 
 
 @contextlib.contextmanager

@@ -204,6 +204,40 @@ class RetryingStore(WrapperStore):
     async def delete(self, key):
         return await self._retried("deletion", key, lambda: self._store.delete(key))
 
+    async def delete_dir(self, prefix):
+        return await self._retried("deletion", prefix, lambda: self._store.delete_dir(prefix))
+
+    async def clear(self):
+        return await self._retried("deletion", "", self._store.clear)
+
+    async def is_empty(self, prefix):
+        return await self._retried("lookup", prefix, lambda: self._store.is_empty(prefix))
+
+    async def getsize(self, key):
+        return await self._retried("lookup", key, lambda: self._store.getsize(key))
+
+    async def getsize_prefix(self, prefix):
+        return await self._retried("lookup", prefix, lambda: self._store.getsize_prefix(prefix))
+
+    async def _listed(self, prefix, listing):
+        """A listing, retried whole (so a retry never yields a key twice)."""
+        keys = await self._retried("listing", prefix, lambda: _gathered(listing()))
+        for key in keys:
+            yield key
+
+    def list(self):
+        return self._listed("", self._store.list)
+
+    def list_prefix(self, prefix):
+        return self._listed(prefix, lambda: self._store.list_prefix(prefix))
+
+    def list_dir(self, prefix):
+        return self._listed(prefix, lambda: self._store.list_dir(prefix))
+
+
+async def _gathered(keys):
+    return [key async for key in keys]
+
 
 def store_error(error, url, what="", writing=False):
     """One :class:`~dnmf.errors.DnmfError` for an error of the store at ``url`` (shown
@@ -371,10 +405,6 @@ class Location:
         """The whole file as UTF-8 text."""
         return self.read_bytes().decode()
 
-    def open(self, mode="rb"):
-        """A file object (fsspec's)."""
-        return self.fs.open(self.path, mode)
-
     # ------------------------------------------------------------------ writes
 
     def write_bytes(self, data):
@@ -483,7 +513,7 @@ class Location:
     def checked(self, what="input"):
         """Fail now if the store cannot be reached or refuses: one listing of the parent."""
         try:
-            if self.fs.exists(self.path):
+            if self.exists():
                 return self
         except Exception as error:
             problem = store_error(error, self.url, what)

@@ -29,7 +29,7 @@ FORMAT_TITLES = {
 
 def _disk_bytes(location):
     """Bytes stored at a Location (a file, or everything below a directory or prefix)."""
-    return int(location.fs.du(location.path, total=True))
+    return int(location.retried("listing", lambda: location.fs.du(location.path, total=True)))
 
 
 def _describe_matrix(location):

@@ -16,6 +16,7 @@ Open any input with :func:`open_matrix`; inputs are always opened read-only.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 
@@ -156,10 +157,8 @@ def _open_remote(location, layer):
         )
     if url.endswith((".npy", ".npz")):
         try:
-            with location.open() as handle:
-                if url.endswith(".npy"):
-                    return np.load(handle)
-                return sp.load_npz(handle).tocsr()
+            content = io.BytesIO(location.read_bytes())
+            return np.load(content) if url.endswith(".npy") else sp.load_npz(content).tocsr()
         except (ValueError, EOFError, OSError, KeyError) as error:
             problem = store_error(error, url, "input")
             if isinstance(problem, StoreError) or problem is None:

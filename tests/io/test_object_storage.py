@@ -30,6 +30,8 @@ from s3_server import FaultyProxy, start_server  # noqa: E402
 #: appear in what dnmf writes or prints.
 SECRET = "s3cr3t-never-written"
 KEY_ID = "AKIDNEVERWRITTEN"
+#: Client options that turn botocore's own retries off: every failure reaches dnmf's.
+NO_CLIENT_RETRIES = {"config_kwargs": {"retries": {"total_max_attempts": 1}}}
 
 
 def _tf_idf_like(m=1200, n=300, seed=0):
@@ -331,7 +333,7 @@ def test_a_fit_survives_a_store_failing_five_percent_of_requests(s3):
     url = _upload_csr(X, s3.url("v.zarr"), chunk_entries=1024)
     proxy = FaultyProxy(s3.endpoint, rate=0.05, seed=1)
     try:
-        faulty = {"endpoint_url": proxy.url, "config_kwargs": {"retries": {"max_attempts": 1}}}
+        faulty = {"endpoint_url": proxy.url, **NO_CLIENT_RETRIES}
         done = _dnmf("fit", url, "--rank", "5", "--seed", "0", "--max-iter", "10", "--tol", "0", "--out",
                      s3.url("result.zarr"), "--checkpoint", s3.url("run.ckpt"), "--checkpoint-every", "5",
                      "--storage-options", json.dumps(faulty), "--workers", "2", "-v")
@@ -342,6 +344,44 @@ def test_a_fit_survives_a_store_failing_five_percent_of_requests(s3):
     assert "Unclosed client session" not in done.stderr  # the workers' s3fs sessions are closed at exit
     result = read_result(s3.url("result.zarr"))
     np.testing.assert_array_equal(result.H, NMF(5, random_state=0, max_iter=10, tol=0).fit(X).components_)
+
+
+def test_every_operation_of_the_zarr_store_is_retried(s3, caplog):
+    """With each request failing once (a 500) and botocore retrying nothing, every
+    operation Zarr asks of the store succeeds: writes, reads, lookups, listings, deletions."""
+    from zarr.core.buffer import cpu, default_buffer_prototype
+    from zarr.core.sync import sync
+
+    proxy = FaultyProxy(s3.endpoint, once=True)
+    try:
+        store = Location.of(s3.url("once"), {"endpoint_url": proxy.url, **NO_CLIENT_RETRIES}).zarr_store(
+            read_only=False)
+        with caplog.at_level("INFO", logger="dnmf.retries"):
+            for key in ("a/x", "a/y", "b"):
+                sync(store.set(key, cpu.Buffer.from_bytes(key.encode())))
+            assert sync(store.get("a/x", default_buffer_prototype())).to_bytes() == b"a/x"
+            assert [value.to_bytes() for value in sync(store.get_partial_values(
+                default_buffer_prototype(), [("a/y", None)]))] == [b"a/y"]
+            assert sync(store.exists("b")) and sync(store.getsize("b")) == 1
+            assert sync(store.getsize_prefix("a")) == 6
+            assert sorted(sync(_listed(store.list()))) == ["a/x", "a/y", "b"]
+            assert sorted(sync(_listed(store.list_prefix("a/")))) == ["a/x", "a/y"]
+            assert sorted(sync(_listed(store.list_dir("")))) == ["a", "b"]
+            assert not sync(store.is_empty("a"))
+            sync(store.delete("b"))
+            sync(store.delete_dir("a"))
+            assert sync(store.is_empty(""))
+            sync(store.set("c", cpu.Buffer.from_bytes(b"c")))
+            sync(store.clear())
+    finally:
+        proxy.close()
+    assert sorted(s3.fs.find(s3.bucket, refresh=True)) == []
+    retried = {record.getMessage().split()[1] for record in caplog.records if record.name == "dnmf.retries"}
+    assert retried == {"write", "read", "lookup", "listing", "deletion"}
+
+
+async def _listed(keys):
+    return [key async for key in keys]
 
 
 def test_generate_topics_store_and_rank_report_write_to_urls(s3, tmp_path):
