@@ -27,7 +27,7 @@ import scipy.sparse as sp
 import zarr
 from dask.core import get_dependencies
 from dask.utils import key_split
-from zarr.storage import LocalStore, WrapperStore
+from zarr.storage import LocalStore
 
 from dnmf import CSRMatrix, save_csr
 from dnmf.api import non_negative_factorization
@@ -35,61 +35,15 @@ from dnmf.engine import solvers
 from dnmf.engine.panels import PanelRead
 from dnmf.io.storage import as_panels
 from dnmf.numerics.kernels import StepSpec
-from fitting import fit
 from dnmf.numerics.randomized_svd import power_iterations
+
+from counting_store import CountingStore, PassRecorder, chunk_keys
+from fitting import fit
 
 M, N, K = 40, 12, 3
 ITERATIONS = 4
 STATS_PASSES = 1
 SVD_PASSES = power_iterations(K, (M, N)) + 1  # at most: one pass per power iteration, and the last
-
-
-class CountingStore(WrapperStore):
-    """A real store that counts reads of chunk keys (``c/...`` or ``<array>/c/...``).
-
-    Copies made by zarr (``with_read_only``) share the counter.
-    """
-
-    def __init__(self, store, counts=None):
-        super().__init__(store)
-        self.counts = collections.Counter() if counts is None else counts
-
-    def _with_store(self, store):
-        return type(self)(store, self.counts)
-
-    def _count(self, key):
-        if key.startswith("c/") or "/c/" in key:
-            self.counts[key] += 1
-
-    async def get(self, key, prototype, byte_range=None):
-        self._count(key)
-        return await super().get(key, prototype, byte_range)
-
-    async def get_partial_values(self, prototype, key_ranges):
-        key_ranges = list(key_ranges)
-        for key, _ in key_ranges:
-            self._count(key)
-        return await super().get_partial_values(prototype, key_ranges)
-
-    def reads(self, prefix=""):
-        """``{chunk key: reads}`` of the keys that start with ``prefix``."""
-        return {key: count for key, count in self.counts.items() if key.startswith(prefix)}
-
-
-def _chunk_keys(array, prefix=""):
-    """Every stored chunk key of a Zarr array (default ``/``-separated encoding)."""
-    grid = [range(-(-size // chunk)) for size, chunk in zip(array.shape, array.chunks)]
-    return {prefix + "c/" + "/".join(map(str, index)) for index in np.ndindex(*[len(g) for g in grid])}
-
-
-class PassRecorder:
-    """Progress callback: chunk reads done when each iteration was reported."""
-
-    def __init__(self, store, prefix=""):
-        self.store, self.prefix, self.totals = store, prefix, []
-
-    def __call__(self, info):
-        self.totals.append(sum(self.store.reads(self.prefix).values()))
 
 
 @pytest.fixture
@@ -99,7 +53,7 @@ def dense_store(tmp_path, make_matrix):
     X = make_matrix(M, N, seed=0)
     path = tmp_path / "v.zarr"
     written = zarr.create_array(str(path), data=X, chunks=(5, 6), zarr_format=3)
-    keys = _chunk_keys(written)
+    keys = chunk_keys(written)
     assert len(keys) == 16
     store = CountingStore(LocalStore(str(path), read_only=True))
     V = zarr.open_array(store=store, mode="r")
@@ -204,7 +158,7 @@ def csr_store(tmp_path, make_matrix):
     store = CountingStore(LocalStore(str(path), read_only=True))
     group = zarr.open_group(store=store, mode="r")
     V = CSRMatrix.from_group(group)
-    keys = {name: _chunk_keys(group[name], name + "/") for name in ("indptr", "indices", "data")}
+    keys = {name: chunk_keys(group[name], name + "/") for name in ("indptr", "indices", "data")}
     assert len(keys["data"]) > 5
     store.counts.clear()
     return X, V, store, keys

@@ -21,6 +21,7 @@ import zarr
 pytest.importorskip("s3fs")
 
 from dnmf import NMF  # noqa: E402
+from dnmf.cli.main import main  # noqa: E402
 from dnmf.engine.location import Location  # noqa: E402
 from dnmf.io.results import read_result  # noqa: E402
 from dnmf.io.storage import open_matrix  # noqa: E402
@@ -65,6 +66,16 @@ def _dnmf(*args, env=None, cwd=None, check=True, timeout=600):
     if check and done.returncode != 0:
         raise AssertionError(f"dnmf {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return done
+
+
+def _cli(capsys, *args, check=True):
+    """Run the ``dnmf`` command line in this process (faster than :func:`_dnmf`, for the
+    commands whose own process does not matter); the outcome as :func:`_dnmf`'s."""
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    if check and status != 0:
+        raise AssertionError(f"dnmf {' '.join(args)} exited {status}:\n{out}\n{err}")
+    return subprocess.CompletedProcess(args, status, out, err)
 
 
 def _all_objects(fs, bucket):
@@ -135,20 +146,20 @@ def test_cli_fit_with_input_output_and_checkpoints_on_s3_records_no_credentials(
     assert SECRET not in done.stdout + done.stderr
 
 
-def test_cli_info_transform_and_plot_take_urls(s3, tmp_path):
+def test_cli_info_transform_and_plot_take_urls(s3, tmp_path, capsys):
     X = _tf_idf_like(400, 80)
     url = _upload_csr(X, s3.url("v.zarr"))
-    _dnmf("fit", url, "--rank", "3", "--max-iter", "20", "--out", s3.url("fit.zarr"), "--threads")
-    assert "dnmf fit result" in _dnmf("info", s3.url("fit.zarr")).stdout
-    _dnmf("transform", url, "--model", s3.url("fit.zarr"), "--out", s3.url("w.zarr"), "--threads")
+    _cli(capsys, "fit", url, "--rank", "3", "--max-iter", "20", "--out", s3.url("fit.zarr"), "--threads")
+    assert "dnmf fit result" in _cli(capsys, "info", s3.url("fit.zarr")).stdout
+    _cli(capsys, "transform", url, "--model", s3.url("fit.zarr"), "--out", s3.url("w.zarr"), "--threads")
     assert read_result(s3.url("w.zarr")).W.shape == (400, 3)
-    assert "CSR group" in _dnmf("info", url).stdout
-    _dnmf("plot", s3.url("fit.zarr"), "--kind", "convergence", "--out", str(tmp_path / "c.png"))
+    assert "CSR group" in _cli(capsys, "info", url).stdout
+    _cli(capsys, "plot", s3.url("fit.zarr"), "--kind", "convergence", "--out", str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").stat().st_size > 0
-    assert "most similar to row 0" in _dnmf("similar", s3.url("fit.zarr"), "--row", "0").stdout
-    _dnmf("fit", url, "--rank", "3", "--max-iter", "6", "--out", s3.url("f2.zarr"), "--checkpoint",
+    assert "most similar to row 0" in _cli(capsys, "similar", s3.url("fit.zarr"), "--row", "0").stdout
+    _cli(capsys, "fit", url, "--rank", "3", "--max-iter", "6", "--out", s3.url("f2.zarr"), "--checkpoint",
           s3.url("c.ckpt"), "--checkpoint-every", "3", "--threads")
-    assert "dnmf checkpoint directory" in _dnmf("info", s3.url("c.ckpt")).stdout
+    assert "dnmf checkpoint directory" in _cli(capsys, "info", s3.url("c.ckpt")).stdout
 
 
 def _kill_when(process, fs, key, seconds=300):
@@ -162,7 +173,7 @@ def _kill_when(process, fs, key, seconds=300):
     process.wait()
 
 
-def test_driver_killed_inside_a_checkpoint_write_resumes_bit_identical(s3):
+def test_driver_killed_inside_a_checkpoint_write_resumes_bit_identical(s3, capsys):
     X = _tf_idf_like()
     url = _upload_csr(X, s3.url("v.zarr"))
     checkpoint, out = s3.url("run.ckpt"), s3.url("result.zarr")
@@ -174,17 +185,17 @@ def test_driver_killed_inside_a_checkpoint_write_resumes_bit_identical(s3):
     _kill_when(process, s3.fs, f"{s3.bucket}/run.ckpt/ckpt-000010/W/zarr.json")
     assert s3.fs.cat_file(f"{s3.bucket}/run.ckpt/CURRENT").decode().strip() == "ckpt-000005"
     assert not s3.fs.exists(f"{s3.bucket}/result.zarr/zarr.json")
-    _dnmf("resume", checkpoint, "-q", "--threads")
+    _cli(capsys, "resume", checkpoint, "-q", "--threads")
     resumed = read_result(out)
     args[args.index(out)], args[args.index(checkpoint)] = s3.url("plain.zarr"), s3.url("plain.ckpt")
-    _dnmf(*args)
+    _cli(capsys, *args)
     plain = read_result(s3.url("plain.zarr"))
     np.testing.assert_array_equal(resumed.H, plain.H)
     np.testing.assert_array_equal(np.asarray(resumed.W), np.asarray(plain.W))
     assert resumed.attrs["n_iter"] == plain.attrs["n_iter"] == 20
 
 
-def test_driver_killed_inside_the_output_write_leaves_no_result(s3):
+def test_driver_killed_inside_the_output_write_leaves_no_result(s3, capsys):
     url = _upload_csr(_tf_idf_like(300, 60), s3.url("v.zarr"))
     env = {**os.environ, "DNMF_TEST_PAUSE_IN_RESULT_WRITE": "60"}
     process = subprocess.Popen(
@@ -194,7 +205,7 @@ def test_driver_killed_inside_the_output_write_leaves_no_result(s3):
     _kill_when(process, s3.fs, f"{s3.bucket}/r.zarr/W/zarr.json")
     with pytest.raises(ValueError, match="not a dnmf result"):
         read_result(s3.url("r.zarr"))
-    _dnmf("fit", url, "--rank", "3", "--max-iter", "5", "--out", s3.url("r.zarr"), "--threads", "--overwrite", "-q")
+    _cli(capsys, "fit", url, "--rank", "3", "--max-iter", "5", "--out", s3.url("r.zarr"), "--threads", "--overwrite", "-q")
     assert read_result(s3.url("r.zarr")).H.shape == (3, 60)
 
 
@@ -281,7 +292,7 @@ def _error_line(done):
     return lines[0]
 
 
-def test_store_errors_are_one_line_naming_the_url(s3, strict_s3, tmp_path):
+def test_store_errors_are_one_line_naming_the_url(s3, strict_s3, tmp_path, capsys):
     url = _upload_csr(_tf_idf_like(100, 20), s3.url("v.zarr"))
     s3.fs.pipe_file(f"{s3.bucket}/cells.h5ad", b"not read")
     before = _all_objects(s3.fs, s3.bucket)
@@ -300,12 +311,12 @@ def test_store_errors_are_one_line_naming_the_url(s3, strict_s3, tmp_path):
                                    "s3://no-such-bucket-dnmf/v.zarr", ""),
     }
     for name, (args, named, problem) in cases.items():
-        line = _error_line(_dnmf(*args, "--rank", "2", "--threads", check=False))
+        line = _error_line(_cli(capsys, *args, "--rank", "2", "--threads", check=False))
         assert named in line and problem in line and "hush" not in line, (name, line)
     strict = json.dumps(strict_s3)
     wrong = json.dumps({**strict_s3, "secret": "wrong-secret", "key": "AKIDWRONG"})
     unreachable = json.dumps({"endpoint_url": f"http://127.0.0.1:{__import__('s3_server').free_port()}",
-                              "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}}})
+                              "config_kwargs": {"connect_timeout": 1, "retries": {"total_max_attempts": 1}}})
     cases = {
         "no permission": (["fit", "s3://closed/v.zarr", "--storage-options", strict], "s3://closed/v.zarr",
                           "permission denied"),
@@ -315,10 +326,10 @@ def test_store_errors_are_one_line_naming_the_url(s3, strict_s3, tmp_path):
                                  "cannot reach"),
     }
     for name, (args, named, problem) in cases.items():
-        line = _error_line(_dnmf(*args, "--out", out, "--rank", "2", "--threads", check=False))
+        line = _error_line(_cli(capsys, *args, "--out", out, "--rank", "2", "--threads", check=False))
         assert named in line and problem in line, (name, line)
         assert "wrong-secret" not in line and strict_s3["secret"] not in line
-    line = _error_line(_dnmf("fit", url, "--out", "s3://closed/r.zarr", "--rank", "2", "--threads",
+    line = _error_line(_cli(capsys, "fit", url, "--out", "s3://closed/r.zarr", "--rank", "2", "--threads",
                              "--storage-options", json.dumps({**strict_s3, "endpoint_url": s3.endpoint}), check=False))
     assert "s3://closed/r.zarr" in line
     assert _all_objects(s3.fs, s3.bucket) == before  # the input untouched
@@ -384,19 +395,19 @@ async def _listed(keys):
     return [key async for key in keys]
 
 
-def test_generate_topics_store_and_rank_report_write_to_urls(s3, tmp_path):
-    _dnmf("generate", s3.url("g.zarr"), "--shape", "300", "40", "--rank", "3", "--density", "0.2", "-q")
+def test_generate_topics_store_and_rank_report_write_to_urls(s3, tmp_path, capsys):
+    _cli(capsys, "generate", s3.url("g.zarr"), "--shape", "300", "40", "--rank", "3", "--density", "0.2", "-q")
     assert open_matrix(s3.url("g.zarr")).shape == (300, 40)
     documents = tmp_path / "docs.csv"
     documents.write_text("text\n" + "\n".join(
         f"{'apples pears plums' if i % 2 else 'rivers lakes seas'} note{i % 5} word{i % 7}" for i in range(40)))
-    done = _dnmf("topics", str(documents), "--rank", "2", "--store", s3.url("corpus.zarr"), "-q")
+    done = _cli(capsys, "topics", str(documents), "--rank", "2", "--store", s3.url("corpus.zarr"), "-q")
     assert done.returncode == 0
     from dnmf.apps.topics import open_corpus
 
     corpus = open_corpus(s3.url("corpus.zarr"))
     assert corpus.matrix.shape[0] == 40 and "apples" in set(corpus.vocabulary)
-    _dnmf("rank", s3.url("g.zarr"), "--ranks", "2:3", "--replicates", "2", "--out", s3.url("rank.json"), "--threads",
+    _cli(capsys, "rank", s3.url("g.zarr"), "--ranks", "2:3", "--replicates", "2", "--out", s3.url("rank.json"), "--threads",
           "-q")
     assert json.loads(s3.fs.cat_file(f"{s3.bucket}/rank.json"))["scores"]
 

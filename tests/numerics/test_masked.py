@@ -8,7 +8,6 @@ noise level, and read V once per iteration.
 
 from __future__ import annotations
 
-import collections
 import json
 import dataclasses
 import warnings
@@ -18,12 +17,13 @@ import pytest
 import scipy.sparse as sp
 import zarr
 from sklearn.exceptions import ConvergenceWarning
-from zarr.storage import LocalStore, WrapperStore
+from zarr.storage import LocalStore
 
 import dnmf
 from dnmf.numerics import masked, masked_hals
 from dnmf.api import non_negative_factorization
 from dnmf.apps.recommend import observed_columns, recommend
+from counting_store import CountingStore
 from fitting import fit
 from dnmf.numerics.kernels import Penalty, StepSpec, mu_gamma, panel_step, update_h
 from dnmf.params import compute_penalties
@@ -302,22 +302,6 @@ def test_absent_csr_group_out_of_core(tmp_path):
     W_mem, H_mem, _ = non_negative_factorization(R, panel_rows=16, **common)
     np.testing.assert_allclose(W_disk.compute(), W_mem, rtol=1e-10)
     np.testing.assert_allclose(H_disk, H_mem, rtol=1e-10)
-
-
-class CountingStore(WrapperStore):
-    """A real store that counts reads of chunk keys."""
-
-    def __init__(self, store, counts=None):
-        super().__init__(store)
-        self.counts = collections.Counter() if counts is None else counts
-
-    def _with_store(self, store):
-        return type(self)(store, self.counts)
-
-    async def get(self, key, prototype, byte_range=None):
-        if key.startswith("c/"):
-            self.counts[key] += 1
-        return await super().get(key, prototype, byte_range)
 
 
 def test_zarr_input_read_once_per_iteration(tmp_path):
