@@ -2,7 +2,7 @@
 
 The estimator (:class:`NMF`) and function (:func:`non_negative_factorization`) of
 scikit-learn's API, and the input formats. The applications (pictures, topics, similar
-items, rank selection) are names of this package too, imported on first use so that
+items, rank selection, consensus NMF) are names of this package too, imported on first use so that
 ``import dnmf`` stays light; they live in :mod:`dnmf.apps`.
 
 Layers, each importing only the ones before it: :mod:`dnmf.numerics` (NumPy kernels),
@@ -40,6 +40,10 @@ _APPS = {
     "plot_rank_report": "rank",
     "select_rank": "rank",
     "recommend": "recommend",
+    "Consensus": "consensus",
+    "ConsensusReport": "consensus",
+    "consensus": "consensus",
+    "write_consensus": "consensus",
 }
 
 __all__ = [

@@ -23,6 +23,7 @@ from .engine.initialization import check_custom
 from .engine.panels import Panels
 from .engine.scheduler import use_scheduler
 from .engine.state import LoopState
+from .errors import ParameterError
 from .io.storage import as_panels, stays_lazy
 from .params import AUTO, DEFAULTS, FitConfig, resolve
 
@@ -83,6 +84,8 @@ class Job:
     checkpointer : ZarrCheckpointer or None
     start : LoopState or None
         The checkpointed state the fit resumes from.
+    members : tuple of (int, seed)
+        An ensemble's members (see :func:`dnmf.engine.driver.factorize`); () for one fit.
     """
 
     panels: Panels
@@ -92,9 +95,10 @@ class Job:
     update_H: bool = True
     checkpointer: ZarrCheckpointer | None = None
     start: LoopState | None = None
+    members: tuple = ()
 
 
-def prepare(X, params, *, W=None, H=None, update_H=True, checkpointing=None, spell=None):
+def prepare(X, params, *, W=None, H=None, update_H=True, checkpointing=None, spell=None, members=None):
     """Check everything about a fit of ``X`` that can be checked before it runs.
 
     Parameters
@@ -111,6 +115,10 @@ def prepare(X, params, *, W=None, H=None, update_H=True, checkpointing=None, spe
     spell : callable, optional
         ``name -> what the user typed``, for the messages (see
         :func:`dnmf.params.validate_params`).
+    members : sequence of (int, seed), optional
+        Fit an ensemble of independent factorizations of these ranks and seeds, which
+        share each pass over V (:func:`dnmf.engine.driver.factorize`); ``n_components``
+        is their sum. Not with checkpointing.
 
     Returns
     -------
@@ -152,7 +160,10 @@ def prepare(X, params, *, W=None, H=None, update_H=True, checkpointing=None, spe
             resume_from=c.resume_from, storage_options=config.storage_options,
         )
         start = checkpointer.resume_state()
-    return Job(panels, config, W, H, update_H, checkpointer, start)
+    members = tuple((int(k), seed) for k, seed in members) if members else ()
+    if members and (sum(k for k, _ in members) != config.n_components or checkpointing is not None):
+        raise ParameterError("an ensemble's ranks must sum to n_components, and it is not checkpointed")
+    return Job(panels, config, W, H, update_H, checkpointer, start, members)
 
 
 def _log_progress(info):
@@ -183,7 +194,7 @@ def run_job(job, *, callback=None, as_numpy=False):
     with use_scheduler(job.config.client):
         result = driver.factorize(
             job.panels, job.config, W=job.W, H=job.H, update_H=job.update_H, callback=callback, start=job.start,
-            checkpointer=job.checkpointer,
+            checkpointer=job.checkpointer, members=job.members,
         )
         if as_numpy:
             result.W = driver.to_numpy(result.W)

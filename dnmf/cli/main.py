@@ -2,7 +2,8 @@
 
 Commands: ``generate`` and ``info`` (:mod:`.data`); ``fit``, ``resume``, ``transform``
 and ``demo`` (:mod:`.fit`); ``plot``, ``topics`` and ``similar`` (:mod:`.explore`);
-``rank`` and ``recommend`` (:mod:`.rank`). Their shared options are in :mod:`.options`.
+``rank`` and ``recommend`` (:mod:`.rank`); ``consensus`` (:mod:`.consensus`). Their shared
+options are in :mod:`.options`.
 
 Jobs run on an embedded ``LocalCluster`` (``--workers``, ``--memory-limit``; its
 dashboard link is printed) or, with ``--scheduler tcp://HOST:PORT``, on an existing Dask
@@ -29,7 +30,7 @@ import warnings
 import click
 
 from ..errors import DnmfError
-from . import data, explore, fit, rank
+from . import consensus, data, explore, fit, rank
 from .options import SESSION
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "USER_ERRORS", "cli", "main"]
@@ -48,7 +49,7 @@ def cli():
     """Out-of-core non-negative matrix factorization (V ≈ W·H) on Dask and Zarr."""
 
 
-for _module in (data, fit, explore, rank):
+for _module in (data, fit, explore, rank, consensus):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

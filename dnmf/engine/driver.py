@@ -81,7 +81,7 @@ from dask.delayed import Delayed
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
-from ..errors import InputError
+from ..errors import InputError, ParameterError
 from ..numerics import masked, randomized_svd
 from ..numerics.extrapolation import Schedule
 from ..numerics.kernels import StepSpec, aligned
@@ -282,7 +282,7 @@ def truncated_svd(V, n_components, random_state=None):
     return initialization.singular_vectors(Y_blocks, T, V.row_chunks), S, Vt
 
 
-def _initial_factors(V, V_blocks, config, W, H, stats, update_H, client):
+def _initial_factors(V, V_blocks, config, W, H, stats, update_H, client, members=()):
     shape, dtype, rows = V.shape, V.dtype, V.row_chunks
     k, init, random_state, missing = config.n_components, config.init, config.random_state, config.missing_values
     mean = stats.mean  # of the observed entries with missing values
@@ -291,8 +291,12 @@ def _initial_factors(V, V_blocks, config, W, H, stats, update_H, client):
     method = initialization.choose_init(init, k, shape)
     if method == "custom":
         W0, H0 = initialization.custom_init(W, H, rows)
+    elif method == "random" and members:
+        W0, H0 = initialization.ensemble_random_init(shape, members, dtype, mean, rows)
     elif method == "random":
         W0, H0 = initialization.random_init(shape, k, dtype, mean, random_state, rows)
+    elif members:
+        raise ParameterError(f"an ensemble starts from init='random' or 'custom', not {method!r}")
     else:
         if missing == "nan":  # the SVD of V with its missing entries at the mean
             V_blocks = solvers.filled_panels(V_blocks, dtype.type(mean))
@@ -418,7 +422,7 @@ def acceleration(solver, missing, shape, n_components, entries, sweeps="auto", e
     return sweeps_W, sweeps_H, accelerated if isinstance(extrapolate, str) else bool(extrapolate)
 
 
-def factorize(V, config, *, W=None, H=None, update_H=True, callback=None, start=None, checkpointer=None):
+def factorize(V, config, *, W=None, H=None, update_H=True, callback=None, start=None, checkpointer=None, members=None):
     """Factorize V ≈ W H on the active Dask scheduler.
 
     Parameters
@@ -444,11 +448,21 @@ def factorize(V, config, *, W=None, H=None, update_H=True, callback=None, start=
         and parameters give the iterates of a run that was never interrupted, bit for bit.
     checkpointer : Checkpointer, optional
         Asked after every iteration whether to save the state, and given the final one.
+    members : sequence of (int, seed), optional
+        An ensemble: independent factorizations of these ranks (summing to
+        ``config.n_components``), side by side in W and on top of each other in H, that
+        share every pass over V (each panel task updates them all; each is updated
+        against its own blocks of the Gram matrices). With ``init="random"`` each member
+        starts from its own seed's random init; with ``update_H=False``, H stacks the
+        members' fixed dictionaries (the seeds are not used). The stopping rule sees
+        the summed losses and violations; :attr:`FitResult.member_losses` has each
+        member's loss.
 
     Returns
     -------
     FitResult
     """
+    members = tuple((int(k), seed) for k, seed in members) if members else ()
     client = active_client()
     with _local_tasks(client, V), solvers.blas_threads(V.n_panels):
         if client is not None and V.in_memory:  # ship in-memory data once, aligned where it lands
@@ -457,10 +471,10 @@ def factorize(V, config, *, W=None, H=None, update_H=True, callback=None, start=
         stats, missing = _statistics(V, V_blocks, config)
         config = replace(config, missing_values=missing)
         if start is None:
-            W0, H0 = _initial_factors(V, V_blocks, config, W, H, stats, update_H, client)
+            W0, H0 = _initial_factors(V, V_blocks, config, W, H, stats, update_H, client, members)
         else:
             W0, H0 = start.W.rechunk((V.row_chunks, start.W.shape[1])).persist(), np.asarray(start.H)
-        step, extrapolate = _step(config, V, stats, H0.shape[0], update_H)
+        step, extrapolate = _step(config, V, stats, H0.shape[0], update_H, tuple(k for k, _ in members))
         if step.missing == "nan":  # find the NaN of in-memory panels once, of stored ones at each read
             V_blocks = solvers.prepared_panels(V_blocks, step.missing)
             if V.in_memory:
@@ -496,16 +510,22 @@ def _statistics(V, V_blocks, config):
     return stats, missing
 
 
-def _step(config, V, stats, k, update_H):
+def _step(config, V, stats, k, update_H, members=()):
     """``(step, extrapolate)``: the :class:`~dnmf.numerics.kernels.StepSpec` of every pass
-    and whether to extrapolate, their "auto" choices resolved."""
+    and whether to extrapolate, their "auto" choices resolved. An ensemble's sweeps cost
+    ``sum k_r²`` per row against products of ``k``: it sweeps as a rank ``sum k_r² / k``."""
+    if members and (config.missing_values or config.beta_loss != 2):
+        raise ParameterError("an ensemble runs the Frobenius loss (beta_loss=2) without missing values")
     size = V.shape[0] * V.shape[1]
     entries = size - stats.n_zero if V.sparse else size  # stored (non-zero) entries: what a pass costs
+    sweeping_rank = sum(r * r for r in members) / k if members else k
     sweeps_W, sweeps_H, extrapolate = acceleration(
-        config.solver, config.missing_values, V.shape, k, entries, config.inner_sweeps, config.extrapolate
+        config.solver, config.missing_values, V.shape, sweeping_rank, entries, config.inner_sweeps, config.extrapolate
     )
     penalty_W, penalty_H = config.penalties(V.shape)
-    return StepSpec(config.solver, config.beta_loss, penalty_W, penalty_H, sweeps_W, sweeps_H, update_H, config.missing_values), extrapolate
+    step = StepSpec(config.solver, config.beta_loss, penalty_W, penalty_H, sweeps_W, sweeps_H, update_H,
+                    config.missing_values, members=members if len(members) > 1 else ())
+    return step, extrapolate
 
 
 def _known_norm(stats, step):
@@ -519,12 +539,12 @@ def _solve_w(V, V_blocks, H, step, config, stats, client):
     graph = solvers.final_pass(
         V_blocks, None, _shipped(H, client), step, V.shape, config.max_iter, panel_tol, _known_norm(stats, step)
     )
-    W_blocks, _, (loss, n_done) = _materialize((*graph[:1], None, graph[1]), client)
+    W_blocks, _, (loss, n_done, *losses) = _materialize((*graph[:1], None, graph[1]), client)
     n_done = int(n_done)
     if n_done == config.max_iter and config.tol > 0:
         _warn_max_iter(config.max_iter)
     W = _as_array(W_blocks, V.row_chunks, H.shape[0], V.dtype)
-    return FitResult(W, H, n_done, [loss], n_done < config.max_iter, stats.norm)
+    return FitResult(W, H, n_done, [loss], n_done < config.max_iter, stats.norm, member_losses=[float(v) for v in losses])
 
 
 def _iterate(V, V_blocks, W0, H0, step, extrapolate, config, stats, client, callback, start, checkpointer):
@@ -600,7 +620,7 @@ def _iterate(V, V_blocks, W0, H0, step, extrapolate, config, stats, client, call
         graph = solvers.final_pass(
             V_blocks, W_blocks, _shipped(H_final, client), step, V.shape, 0, 0.0, _known_norm(stats, step)
         )
-        W_blocks, _, (loss, _) = _materialize((graph[0], None, graph[1]), client)
+        W_blocks, _, (loss, *_) = _materialize((graph[0], None, graph[1]), client)
         known.append(float(loss))
     W_result = _as_array(W_blocks, V.row_chunks, k, dtype)
     return FitResult(W_result, H_final, n_iter, known, converged, stats.norm, violations)

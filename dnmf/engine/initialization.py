@@ -30,6 +30,7 @@ __all__ = [
     "check_custom",
     "choose_init",
     "custom_init",
+    "ensemble_random_init",
     "nndsvd_from_svd",
     "nndsvd_init",
     "random_init",
@@ -80,6 +81,14 @@ def random_init(shape, n_components, dtype, mean, random_state, row_chunks):
     ]
     W = np.concatenate(panels) if len(panels) > 1 else panels[0]
     return _row_blocks(W, row_chunks), H
+
+
+def ensemble_random_init(shape, members, dtype, mean, row_chunks):
+    """:func:`random_init` of each member ``(k, seed)`` of an ensemble: its W side by
+    side, its H on top of each other."""
+    starts = [random_init(shape, k, dtype, mean, seed, row_chunks) for k, seed in members]
+    W = da.concatenate([W for W, _ in starts], axis=1).rechunk((row_chunks, sum(k for k, _ in members)))
+    return W, np.vstack([H for _, H in starts])
 
 
 def _part_norms(U):

@@ -22,7 +22,7 @@ import numpy as np
 from dask.system import CPU_COUNT
 
 from ..numerics import kernels, masked, masked_hals, randomized_svd
-from ..numerics.losses import beta_loss, frobenius_loss
+from ..numerics.losses import beta_loss, frobenius_losses, member_slices
 from .panels import PanelRead
 from .process_setting import SharedSetting
 
@@ -152,12 +152,18 @@ def _known_norm(total, squared_norm, beta):
     return total._replace(loss_terms=np.array([squared_norm, *total.loss_terms[1:]], dtype=np.float64))
 
 
-def loss_of(total, H, beta, size):
-    """The loss of the iterate whose pieces ``total`` (a PanelPartial) holds, with ``H``."""
+def member_losses(total, H, beta, size, members=()):
+    """The loss of each member (one for a single factorization) of the iterate whose
+    pieces ``total`` (a PanelPartial) holds, with ``H``."""
     if beta == 2:
-        squared_norm_V, cross = total.loss_terms
-        return frobenius_loss(squared_norm_V, cross, total.gram_before, H @ H.T)
-    return beta_loss(total.loss_terms, beta, size)
+        return frobenius_losses(total.loss_terms, total.gram_before, H @ H.T, members)
+    return [beta_loss(total.loss_terms, beta, size)]
+
+
+def loss_of(total, H, beta, size, members=()):
+    """The loss of the iterate whose pieces ``total`` (a PanelPartial) holds, with ``H``
+    (of an ensemble: the sum of its members' losses)."""
+    return sum(member_losses(total, H, beta, size, members))
 
 
 def h_columns(H, total, start, stop, step):
@@ -174,8 +180,12 @@ def h_columns(H, total, start, stop, step):
     H_block, violation = kernels_of.update_h(H[:, start:stop], total.columns(start, stop, step.beta), step)
     if step.beta != 2 or step.missing:
         return H_block, (violation, 0.0, None)
-    numerator = total.h_numerator[:, start:stop].astype(np.float64)
-    return H_block, (violation, float(np.vdot(numerator, H_block.astype(np.float64))), H_block @ H_block.T)
+    numerator, H64 = total.h_numerator[:, start:stop].astype(np.float64), H_block.astype(np.float64)
+    if len(step.members) > 1:
+        cross = np.array([np.vdot(numerator[a:b], H64[a:b]) for a, b in member_slices(step.members)])
+    else:
+        cross = float(np.vdot(numerator, H64))
+    return H_block, (violation, cross, H_block @ H_block.T)
 
 
 def finish_step(H, total, blocks, step, size, squared_norm=None):
@@ -197,7 +207,7 @@ def finish_step(H, total, blocks, step, size, squared_norm=None):
         before = masked.loss_of(total)
     else:
         total = _known_norm(total, squared_norm, step.beta)
-        before = loss_of(total, H, step.beta, size)
+        before = loss_of(total, H, step.beta, size, step.members)
     if not step.update_H:
         return H, np.array([before, np.nan, total.violation])
     H_new = np.concatenate([H_block for H_block, _ in blocks], axis=1)
@@ -206,7 +216,8 @@ def finish_step(H, total, blocks, step, size, squared_norm=None):
     if step.beta == 2 and not step.missing:
         cross = sum(pieces[1] for _, pieces in blocks)
         gram = sum(pieces[2] for _, pieces in blocks)
-        after = frobenius_loss(total.loss_terms[0], cross, total.h_denominator, gram)
+        after = sum(frobenius_losses([total.loss_terms[0], *np.atleast_1d(cross)], total.h_denominator, gram,
+                                     step.members))
     return H_new, np.array([before, after, violation])
 
 
@@ -278,9 +289,13 @@ def iteration(V_blocks, W_blocks, H, step, shape, squared_norm=None):
     return [out[0] for out in outputs], [H_new, H_ahead], losses
 
 
-def _final_report(H, total, n_done, beta, size, missing=None, squared_norm=None):
-    loss = masked.loss_of(total) if missing else loss_of(_known_norm(total, squared_norm, beta), H, beta, size)
-    return np.array([loss, max(n_done)])
+def _final_report(H, total, n_done, beta, size, missing=None, squared_norm=None, members=()):
+    """``[loss, most updates of a panel, loss of each member]``."""
+    if missing:
+        losses = [masked.loss_of(total)]
+    else:
+        losses = member_losses(_known_norm(total, squared_norm, beta), H, beta, size, members)
+    return np.array([sum(losses), max(n_done), *losses])
 
 
 def final_pass(V_blocks, W_blocks, H, step, shape, max_inner, tol, squared_norm=None):
@@ -303,7 +318,8 @@ def final_pass(V_blocks, W_blocks, H, step, shape, max_inner, tol, squared_norm=
     total = _tree_sum([out[1] for out in outputs], kernels.sum_partials, len(V_blocks))
     n_done = [out[2] for out in outputs]
     report_of = partial(
-        _final_report, beta=step.beta, size=shape[0] * shape[1], missing=step.missing, squared_norm=squared_norm
+        _final_report, beta=step.beta, size=shape[0] * shape[1], missing=step.missing, squared_norm=squared_norm,
+        members=step.members,
     )
     report = dask.delayed(Task(report_of, len(V_blocks)))(H, total, n_done)
     return [out[0] for out in outputs], report

@@ -126,6 +126,9 @@ class FitResult:
         ``||V||_F`` (from the statistics pass), for relative errors.
     violations : list of float
         HALS: the violation of passes 1..n_iter (see the stopping rule); MU: empty.
+    member_losses : list of float
+        Of a frozen-H solve: the loss of each member of the ensemble (one for a single
+        factorization); empty otherwise.
     """
 
     W: da.Array
@@ -135,6 +138,7 @@ class FitResult:
     converged: bool = False
     norm_V: float = float("nan")
     violations: list = field(default_factory=list)
+    member_losses: list = field(default_factory=list)
 
     @property
     def loss(self):

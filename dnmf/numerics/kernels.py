@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from .losses import beta_loss, frobenius_loss, loss_to_error
+from .losses import beta_loss, frobenius_losses, loss_to_error, member_slices
 
 __all__ = [
     "EPSILON",
@@ -162,7 +162,7 @@ def _sweep_kernel():
 _SWEEP = _sweep_kernel()
 
 
-def hals_sweeps(W, gram, cross, n_sweeps):
+def hals_sweeps(W, gram, cross, n_sweeps, members=()):
     """Run ``n_sweeps`` HALS column sweeps on ``W`` in place.
 
     Minimizes ``0.5 <W gram, W> - <W, cross>`` over ``W >= 0`` one column at a time,
@@ -179,6 +179,9 @@ def hals_sweeps(W, gram, cross, n_sweeps):
     cross : ndarray of shape (p, k)
         ``V Hᵀ`` (minus the L1 penalty), in W's dtype.
     n_sweeps : int
+    members : tuple of int
+        For an ensemble: its members' ranks. Each member's columns are swept against
+        its own diagonal block of ``gram`` (the members are independent problems).
 
     Returns
     -------
@@ -186,6 +189,14 @@ def hals_sweeps(W, gram, cross, n_sweeps):
         scikit-learn's ``violation`` of the first sweep: the sum of the absolute
         projected gradients met along it (the stopping rule's measure).
     """
+    if len(members) > 1:
+        violation = 0.0
+        for a, b in member_slices(members):
+            block = np.ascontiguousarray(W[:, a:b])
+            violation += hals_sweeps(block, np.ascontiguousarray(gram[a:b, a:b]), np.ascontiguousarray(cross[:, a:b]),
+                                     n_sweeps)
+            W[:, a:b] = block
+        return violation
     rows = max(1, SWEEP_BLOCK_BYTES // max(1, W.shape[1] * W.itemsize))
     violation = 0.0
     for start in range(0, W.shape[0], rows):
@@ -333,11 +344,14 @@ def mu_update_h(H, numerator, denominator, beta, penalty, gamma):
 # ----------------------------------------------------------------------------- losses
 
 
-def frobenius_pieces(W, VHt):
+def frobenius_pieces(W, VHt, members=()):
     """``(<W, V Hᵀ>, Wᵀ W)``: this panel's share of ``||V - WH||²`` without forming WH.
 
-    ``||V - WH||² = ||V||² - 2 Σ<W_i, V_i Hᵀ> + <Σ W_iᵀW_i, H Hᵀ>``.
+    ``||V - WH||² = ||V||² - 2 Σ<W_i, V_i Hᵀ> + <Σ W_iᵀW_i, H Hᵀ>``. For an ensemble
+    (``members``) the first is an array: one ``<W_r, V H_rᵀ>`` per member.
     """
+    if len(members) > 1:
+        return np.array([np.vdot(W[:, a:b], VHt[:, a:b]) for a, b in member_slices(members)], np.float64), W.T @ W
     return float(np.vdot(W, VHt)), W.T @ W
 
 
@@ -392,12 +406,24 @@ def _row_ranges(V):
     return [(start, min(start + rows, m)) for start in range(0, m, rows)]
 
 
-class _WRule:
-    """The W-update of a pass for blocks of rows, with what every block shares (H Hᵀ)."""
+def within_members(gram, members):
+    """``gram`` with its blocks between different members of an ensemble zeroed (a new
+    array; ``gram`` itself for a single factorization)."""
+    if len(members) < 2:
+        return gram
+    out = np.zeros_like(gram)
+    for a, b in member_slices(members):
+        out[a:b, a:b] = gram[a:b, a:b]
+    return out
 
-    def __init__(self, H, solver, beta, penalty):
-        self.H, self.solver, self.beta, self.penalty = H, solver, beta, penalty
-        self.HHt = H @ H.T if _needs_cross(solver, beta) else None
+
+class _WRule:
+    """The W-update of a pass for blocks of rows, with what every block shares (H Hᵀ;
+    for an ensemble, its diagonal blocks only)."""
+
+    def __init__(self, H, solver, beta, penalty, members=()):
+        self.H, self.solver, self.beta, self.penalty, self.members = H, solver, beta, penalty, members
+        self.HHt = within_members(H @ H.T, members) if _needs_cross(solver, beta) else None
         if solver == "cd":
             self.gram = self.HHt.copy()
             if penalty.l2:
@@ -420,16 +446,17 @@ class _WRule:
         """
         if self.solver == "cd":
             cross = VHt - self.penalty.l1 if self.penalty.l1 else VHt
-            return W, hals_sweeps(W, self.gram, cross, n_updates)
+            return W, hals_sweeps(W, self.gram, cross, n_updates, self.members)
         for _ in range(n_updates):
             W = mu_update_w(V, W, self.H, self.beta, self.penalty, self.gamma, HHt=self.HHt, VHt=VHt)
         return W, 0.0
 
     def loss_pieces(self, V, W, VHt, norm):
-        """The block's loss terms of ``(W, H)`` and its ``WᵀW`` (None for beta != 2)."""
+        """The block's loss terms of ``(W, H)`` (``[||V_b||², cross of each member]``) and
+        its ``WᵀW`` (None for beta != 2)."""
         if self.beta == 2:
-            cross, gram = frobenius_pieces(W, VHt)
-            return np.array([norm, cross]), gram
+            cross, gram = frobenius_pieces(W, VHt, self.members)
+            return np.array([norm, *np.atleast_1d(cross)]), gram
         return beta_loss_pieces(V, W, self.H, self.beta), None
 
 
@@ -465,6 +492,7 @@ class StepSpec:
     update_H: bool = True
     missing: str | None = None  # None, or a mode of dnmf.numerics.masked: the masked kernels run instead
     extrapolation: float = 0.0  # step beta of extrapolated HALS for this pass (dnmf.numerics.extrapolation); 0: none
+    members: tuple = ()  # an ensemble of independent factorizations of these ranks (summing to k); (): one
 
 
 class PanelPartial(NamedTuple):
@@ -542,7 +570,7 @@ def panel_step(V, W, H, step, norm=True):
     partial : PanelPartial
     """
     W, H = in_dtype_of(V, W, H)
-    rule = _WRule(H, step.solver, step.beta, step.penalty_W)
+    rule = _WRule(H, step.solver, step.beta, step.penalty_W, step.members)
     W_new = np.empty(W.shape, dtype=W.dtype)
     loss_terms = gram_before = numerator = denominator = None
     violation = 0.0
@@ -586,7 +614,7 @@ def transform_panel(V, W, H, step, max_inner, tol, norm=True):
     """
     W, H = in_dtype_of(V, W, H)
     W = transform_start(V, H, step.solver) if W is None else np.array(W, order="C", copy=True)
-    rule = _WRule(H, step.solver, step.beta, step.penalty_W)
+    rule = _WRule(H, step.solver, step.beta, step.penalty_W, step.members)
     VHt = rule.cross(V)
     checks_error = step.solver == "mu" and tol > 0
     norm_i = squared_norm(V) if (norm or checks_error) and step.beta == 2 else 0.0
@@ -614,7 +642,7 @@ def _panel_error(rule, V, W, VHt, norm):
     """``sqrt(2 loss)`` of ``(W, H)`` on one panel (``norm`` is ``||V_i||²``)."""
     terms, gram = rule.loss_pieces(V, W, VHt, norm)
     if rule.beta == 2:
-        loss = frobenius_loss(terms[0], terms[1], gram, rule.HHt)
+        loss = sum(frobenius_losses(terms, gram, rule.HHt, rule.members))
     else:
         loss = beta_loss(terms, rule.beta, V.shape[0] * V.shape[1])
     return loss_to_error(loss)
@@ -636,12 +664,13 @@ def update_h(H, total, step):
         Of the first HALS sweep (0 for MU).
     """
     H = np.asarray(H, dtype=total.h_numerator.dtype)
+    gram = within_members(total.h_denominator, step.members) if step.beta == 2 else total.h_denominator
     if step.solver == "cd":
         Ht = np.array(H.T, order="C", copy=True)
-        gram, cross = _penalized(total.h_denominator, total.h_numerator.T, step.penalty_H)
-        violation = hals_sweeps(Ht, gram, cross, step.sweeps_H)
+        gram, cross = _penalized(gram, total.h_numerator.T, step.penalty_H)
+        violation = hals_sweeps(Ht, gram, cross, step.sweeps_H, step.members)
         return np.ascontiguousarray(Ht.T), violation
     gamma = mu_gamma(step.beta)
     if step.beta == 2:
-        return mu_update_h(H, total.h_numerator.copy(), total.h_denominator @ H, 2, step.penalty_H, gamma), 0.0
+        return mu_update_h(H, total.h_numerator.copy(), gram @ H, 2, step.penalty_H, gamma), 0.0
     return mu_update_h(H, total.h_numerator, total.h_denominator, step.beta, step.penalty_H, gamma), 0.0

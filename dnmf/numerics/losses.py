@@ -34,6 +34,33 @@ def frobenius_loss(squared_norm_V, cross, gram, HHt):
     return max(0.5 * (squared_norm_V - 2.0 * cross + quad), 0.0)
 
 
+def member_slices(members):
+    """``[(start, stop)]``: the components of each member of an ensemble of
+    factorizations of ranks ``members`` (stacked side by side in W, on top of each
+    other in H)."""
+    edges = np.cumsum([0, *members]).tolist()
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def frobenius_losses(terms, gram, HHt, members=()):
+    """The Frobenius loss of each member of an ensemble (one loss when ``members`` is
+    empty: a single factorization).
+
+    Parameters
+    ----------
+    terms : sequence of float
+        ``[||V||², cross_1, cross_2, ...]``: one ``<W_r, V H_rᵀ>`` per member.
+    gram, HHt : ndarray of shape (k, k)
+        ``WᵀW`` and ``H Hᵀ`` of the stacked factors (only their diagonal blocks count).
+    members : tuple of int
+        The members' ranks (sum k).
+    """
+    if not members:
+        return [frobenius_loss(terms[0], terms[1], gram, HHt)]
+    return [frobenius_loss(terms[0], cross, gram[a:b, a:b], HHt[a:b, a:b])
+            for cross, (a, b) in zip(terms[1:], member_slices(members))]
+
+
 def beta_loss(terms, beta, size):
     """The beta-divergence from the summed :func:`dnmf.numerics.kernels.beta_loss_pieces`.
 

@@ -1,0 +1,545 @@
+"""Consensus NMF (cNMF: Kotliar et al., eLife 2019), with one read of V per iteration
+for a whole ensemble of replicates.
+
+For each rank k, ``replicates`` factorizations from differently seeded random starts;
+then, per k, cNMF's consensus:
+
+1. the ``replicates * k`` spectra (rows of H) are normalized to unit L2 norm;
+2. *local density*: each spectrum's mean Euclidean distance to its
+   ``int(neighbors * replicates)`` nearest other spectra; spectra whose density is
+   ``>= density_threshold`` are outliers and dropped;
+3. k-means (``n_init=10, random_state=1``, as cNMF) of the rest into k clusters; the
+   element-wise median of each cluster, rescaled to sum 1, is a *consensus spectrum*;
+4. the *usages* are refit with the consensus spectra fixed (a ``transform``);
+5. *stability*: the silhouette (Euclidean) of a k-means clustering of all the spectra,
+   density filter not applied (cNMF's k-selection statistics); *error*: cNMF's
+   prediction error ``||V - W_k H_k||²`` of the refit, and its relative form
+   ``||V - W_k H_k|| / ||V||``.
+
+cNMF leaves the choice of k to its user's reading of the k-selection plot; the report
+recommends one (:func:`recommend_k`): the largest k whose stability is within
+:data:`STABILITY_MARGIN` of the best, below which the extra components fit noise
+(reproducible components cluster tightly; those past the true rank split differently
+in every replicate).
+
+One read of V serves an ensemble
+--------------------------------
+The replicates of a batch run as one factorization of rank ``K = sum of their k``
+(:func:`dnmf.engine.driver.factorize` with ``members``): each panel task multiplies its
+panel once by all the replicates' stacked factors and updates each replicate against
+its own block of the Gram matrices, so the replicates are exactly independent NMFs
+while an iteration of the whole batch costs one pass over V. The batch stops when the
+stopping rule fires on the summed losses and violations (its slowest replicates). The
+usages of every rank are refit in one more pass, the same way.
+
+Memory model (:func:`ensemble_bytes`): the workers hold W of the batch,
+``m * K`` values, twice while an iteration runs; each running panel task holds its
+panel's ``rows * K`` products and a ``K * n`` partial of the H-step; the driver holds
+``H`` (``K * n``, a few copies) and, at the start, the random initial W. The
+replicates are cut into consecutive batches (ranks in increasing order) whose estimate
+fits :data:`MEMORY_SHARE` of the memory of the workers (of this machine on Dask's
+threads); ``batch_bytes`` sets the budget.
+
+Differences from cNMF, by design: the fits are dnmf's (its default solver and stopping
+rule, ``init="random"``, ``max_iter`` :data:`MAX_ITER` as cNMF); the input is factorized
+as given (cNMF's count preprocessing, TPM normalization and high-variance gene
+selection, is not done here); only the Frobenius loss (cNMF's default) is offered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import api
+from ..engine.driver import active_client
+from ..engine.scheduler import use_scheduler
+from ..errors import ParameterError, ParameterTypeError
+from ..io.storage import as_panels
+from ..params import DEFAULTS, validate_params
+from .rank import SEED_STRIDE
+
+__all__ = [
+    "DENSITY_THRESHOLD",
+    "NEIGHBORS",
+    "REPLICATES",
+    "Consensus",
+    "ConsensusReport",
+    "ConsensusScore",
+    "check_options",
+    "consensus",
+    "consensus_of_rank",
+    "ensemble_bytes",
+    "local_density",
+    "plot_clustering",
+    "plot_density",
+    "plot_k_selection",
+    "recommend_k",
+    "write_consensus",
+]
+
+logger = logging.getLogger(__name__)
+
+#: cNMF's defaults: replicates per rank (its ``n_iter``), the local-density threshold and
+#: the neighbourhood as a fraction of the replicates (``local_neighborhood_size``).
+REPLICATES = 100
+DENSITY_THRESHOLD = 0.5
+NEIGHBORS = 0.30
+#: cNMF's k-means: ``KMeans(n_clusters=k, n_init=10, random_state=1)``.
+KMEANS_INITS = 10
+KMEANS_SEED = 1
+#: cNMF fits each replicate with ``max_iter=1000``.
+MAX_ITER = 1000
+#: Ranks whose stability is within this of the best are candidates; the largest wins.
+STABILITY_MARGIN = 0.05
+#: Share of the workers' memory an ensemble batch may take (see the module docstring).
+MEMORY_SHARE = 0.5
+#: Beta losses the ensemble offers.
+BETA_LOSSES = ("frobenius", 2, 2.0)
+
+
+@dataclass(frozen=True)
+class ConsensusScore:
+    """The statistics of one rank (see the module docstring)."""
+
+    rank: int
+    stability: float  # silhouette of the k-means of all spectra (Euclidean, unit rows)
+    error: float  # cNMF's prediction error ||V - W H||² of the refit usages
+    relative_error: float  # ||V - W H|| / ||V||
+    kept: int  # spectra kept by the density filter (of replicates * rank)
+
+
+@dataclass(frozen=True)
+class ConsensusReport:
+    """The outcome of :func:`consensus` that a JSON file holds.
+
+    Attributes
+    ----------
+    scores : tuple of ConsensusScore
+        One per rank, in increasing rank.
+    recommended : int
+    rule : str
+        How ``recommended`` was chosen.
+    replicates : int
+    density_threshold, neighbors : float
+    batches : int
+        Ensembles run (each one pass over V per iteration).
+    passes : int
+        Passes over V in all: the ensembles' iterations, their statistics passes and the
+        refit.
+    seconds : float
+    """
+
+    scores: tuple
+    recommended: int
+    rule: str
+    replicates: int
+    density_threshold: float
+    neighbors: float
+    batches: int
+    passes: int
+    seconds: float
+
+    @property
+    def ranks(self):
+        """The ranks tried."""
+        return [score.rank for score in self.scores]
+
+    def to_dict(self):
+        """A JSON-ready dict."""
+        out = dataclasses.asdict(self)
+        out["scores"] = [dataclasses.asdict(score) for score in self.scores]
+        return out
+
+    def to_json(self):
+        """:meth:`to_dict` as indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+@dataclass
+class Consensus:
+    """What :func:`consensus` returns.
+
+    Attributes
+    ----------
+    report : ConsensusReport
+    spectra : dict of int to ndarray of shape (k, n)
+        The consensus spectra of each rank (rows sum to 1).
+    usages : dict of int to dask.array.Array of shape (m, k)
+        The refit usages, row-chunked like V (persisted on the scheduler).
+    density : dict of int to ndarray of shape (replicates * k,)
+        Each spectrum's local density.
+    labels : dict of int to ndarray of shape (replicates * k,)
+        Each spectrum's cluster (-1: dropped by the density filter).
+    unit_spectra : dict of int to ndarray of shape (replicates * k, n)
+        The replicates' spectra, unit L2 rows (replicate-major).
+    refit : FitResult
+        The refit of every rank's usages (W of all ranks side by side).
+    """
+
+    report: ConsensusReport
+    spectra: dict
+    usages: dict
+    density: dict
+    labels: dict
+    unit_spectra: dict
+    refit: object
+
+
+# --------------------------------------------------------------------- the consensus
+
+
+def unit_rows(H):
+    """The rows of ``H`` scaled to unit L2 norm (float64; zero rows stay zero)."""
+    H = np.asarray(H, dtype=np.float64)
+    norms = np.linalg.norm(H, axis=1, keepdims=True)
+    return H / np.where(norms > 0, norms, 1.0)
+
+
+def _distances(X):
+    """Euclidean distances between the rows of ``X`` (clipped at 0 against rounding)."""
+    squares = np.einsum("ij,ij->i", X, X)
+    return np.sqrt(np.maximum(squares[:, None] + squares[None, :] - 2.0 * (X @ X.T), 0.0))
+
+
+def local_density(unit, n_neighbors):
+    """Each row's mean distance to its ``n_neighbors`` nearest other rows (cNMF's local
+    density; the row itself, at distance 0, is not counted)."""
+    distances = _distances(unit)
+    n_neighbors = min(max(1, int(n_neighbors)), distances.shape[0] - 1)
+    nearest = np.partition(distances, n_neighbors, axis=1)[:, : n_neighbors + 1]
+    return nearest.sum(axis=1) / n_neighbors
+
+
+def _kmeans(X, k):
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=k, n_init=KMEANS_INITS, random_state=KMEANS_SEED).fit(X).labels_
+
+
+def _silhouette(X, labels):
+    from sklearn.metrics import silhouette_score
+
+    return float(silhouette_score(X, labels, metric="euclidean")) if len(set(labels)) > 1 else 1.0
+
+
+def consensus_of_rank(spectra, k, replicates, density_threshold=DENSITY_THRESHOLD, neighbors=NEIGHBORS):
+    """cNMF's consensus of one rank's replicate spectra.
+
+    Parameters
+    ----------
+    spectra : ndarray of shape (replicates * k, n)
+        Every replicate's rows of H.
+    k, replicates : int
+    density_threshold, neighbors : float
+
+    Returns
+    -------
+    consensus : ndarray of shape (k, n)
+        Median spectra of the clusters, rows summing to 1.
+    labels : ndarray of shape (replicates * k,)
+        Cluster of each spectrum, -1 for those the density filter dropped.
+    density : ndarray of shape (replicates * k,)
+    stability : float
+    unit : ndarray of shape (replicates * k, n)
+    """
+    unit = unit_rows(spectra)
+    density = local_density(unit, neighbors * replicates) if len(unit) > 1 else np.zeros(len(unit))
+    kept = density < density_threshold
+    if kept.sum() < k:
+        raise ParameterError(
+            f"rank {k}: the density filter (density-threshold {density_threshold:g}) kept {int(kept.sum())} of "
+            f"{len(unit)} spectra, fewer than k; raise the threshold"
+        )
+    labels = np.full(len(unit), -1, dtype=np.int64)
+    labels[kept] = _kmeans(unit[kept], k) if k > 1 else 0
+    medians = np.stack([np.median(unit[labels == c], axis=0) for c in range(k)])
+    sums = medians.sum(axis=1, keepdims=True)
+    consensus = medians / np.where(sums > 0, sums, 1.0)
+    stability = _silhouette(unit, _kmeans(unit, k)) if k > 1 else 1.0
+    return consensus, labels, density, stability, unit
+
+
+def recommend_k(scores):
+    """``(rank, rule)``: the largest rank whose stability is within
+    :data:`STABILITY_MARGIN` of the best."""
+    best = max(score.stability for score in scores)
+    candidates = [score.rank for score in scores if score.stability >= best - STABILITY_MARGIN]
+    return max(candidates), f"largest rank with stability within {STABILITY_MARGIN:g} of the best ({best:.3f})"
+
+
+# -------------------------------------------------------------------- the ensembles
+
+
+def ensemble_bytes(shape, K, itemsize, panel_rows, tasks):
+    """Estimated peak bytes of an ensemble of total rank ``K`` (module docstring)."""
+    m, n = shape
+    return int(itemsize * (2 * m * K + tasks * (panel_rows * K + K * n) + 4 * K * n))
+
+
+def _memory_budget():
+    """:data:`MEMORY_SHARE` of the workers' memory (of this machine on Dask's threads)."""
+    client = active_client()
+    if client is not None:
+        limits = [worker.get("memory_limit") or 0 for worker in client.scheduler_info()["workers"].values()]
+        if all(limits):
+            return int(MEMORY_SHARE * sum(limits))
+    import psutil
+
+    return int(MEMORY_SHARE * psutil.virtual_memory().available)
+
+
+def _batches(jobs, shape, itemsize, panel_rows, tasks, budget):
+    """Consecutive runs of ``jobs`` (``(k, replicate)``) whose ensembles fit ``budget``."""
+    batches, current = [], []
+    for job in jobs:
+        K = sum(k for k, _ in current) + job[0]
+        if current and ensemble_bytes(shape, K, itemsize, panel_rows, tasks) > budget:
+            batches.append(current)
+            current = []
+        current.append(job)
+    return batches + [current] if current else batches
+
+
+def check_options(replicates, density_threshold, neighbors, spell=None):
+    """Check the consensus options; ``spell`` maps a name to what the user typed."""
+    name = (spell or {}).get
+    if isinstance(replicates, bool) or int(replicates) != replicates or replicates < 2:
+        raise ParameterError(f"{name('replicates', 'replicates')} must be an integer >= 2 (the consensus compares "
+                             f"replicates), got {replicates!r}")
+    if not 0 < density_threshold <= 2:
+        raise ParameterError(f"{name('density_threshold', 'density_threshold')} must be in (0, 2] (distances between "
+                             f"unit vectors), got {density_threshold!r}")
+    if not 0 < neighbors <= 1:
+        raise ParameterError(f"{name('neighbors', 'neighbors')} must be in (0, 1] (a fraction of the replicates), "
+                             f"got {neighbors!r}")
+
+
+def _check(ranks, shape, params):
+    """The ranks, sorted, once they and ``params`` are checked against V's ``shape``."""
+    ranks = sorted({int(k) for k in ranks})
+    if not ranks or ranks[0] < 1 or ranks[-1] > min(shape):
+        raise ParameterError(f"ranks must be within 1..{min(shape)} (min(n_samples, n_features)), got {ranks!r}")
+    unknown = set(params) - set(DEFAULTS)
+    taken = {"n_components", "random_state", "init", "client"} & set(params)
+    if unknown or taken:
+        raise ParameterTypeError(f"unexpected parameter(s) {sorted(unknown | taken)}")
+    if params.get("beta_loss", "frobenius") not in BETA_LOSSES:
+        raise ParameterError(f"consensus supports beta_loss='frobenius' only, got {params['beta_loss']!r}")
+    if params.get("missing_values") is not None:
+        raise ParameterError("consensus does not take missing_values")
+    return ranks
+
+
+def consensus(
+    X,
+    ranks,
+    *,
+    replicates=REPLICATES,
+    density_threshold=DENSITY_THRESHOLD,
+    neighbors=NEIGHBORS,
+    random_state=0,
+    batch_bytes=None,
+    client=None,
+    callback=None,
+    **params,
+):
+    """Consensus NMF of ``X`` for each rank (the module docstring has the method).
+
+    Parameters
+    ----------
+    X : anything :func:`dnmf.io.storage.as_panels` accepts
+    ranks : iterable of int
+        Each within ``1..min(m, n)``.
+    replicates : int, default=REPLICATES
+        Fits per rank (>= 2).
+    density_threshold : float, default=DENSITY_THRESHOLD
+        In (0, 2]: spectra whose local density is at least this are dropped (2 keeps all).
+    neighbors : float, default=NEIGHBORS
+        In (0, 1]: the local density's neighbourhood, as a fraction of ``replicates``.
+    random_state : int, default=0
+        Replicate r of rank k starts from seed ``random_state + 1000 k + r``.
+    batch_bytes : int, optional
+        Memory budget of an ensemble batch (default: :data:`MEMORY_SHARE` of the
+        workers' memory).
+    client : distributed.Client, str or None
+        Where to run (default: the active Client, else Dask's threads).
+    callback : callable, optional
+        Called with an :class:`~dnmf.engine.state.IterationInfo` after each iteration of
+        each ensemble, and with ``None`` when an ensemble ends.
+    **params
+        Other parameters of :data:`dnmf.params.PARAMS` for every fit (solver, tol,
+        max_iter, inner_sweeps, extrapolate, panel_rows, ...); ``max_iter`` defaults to
+        :data:`MAX_ITER`.
+
+    Returns
+    -------
+    Consensus
+    """
+    started = time.perf_counter()
+    check_options(replicates, density_threshold, neighbors)
+    p = {**DEFAULTS, "max_iter": MAX_ITER, **params, "init": "random"}
+    validate_params({**p, "n_components": 1, "random_state": int(random_state)})
+    panels = as_panels(X, panel_rows=p["panel_rows"], storage_options=p["storage_options"])
+    ranks = _check(ranks, panels.shape, params)
+    jobs = [(k, r) for k in ranks for r in range(int(replicates))]
+    spectra = {k: [] for k in ranks}
+    passes = 0
+    with use_scheduler(client):
+        p["client"] = active_client()
+        budget = batch_bytes or _memory_budget()
+        tasks = max(1, sum(p["client"].nthreads().values()) if p["client"] is not None else _threads())
+        batches = _batches(jobs, panels.shape, panels.dtype.itemsize, max(panels.row_chunks), tasks, budget)
+        for number, batch in enumerate(batches, 1):
+            members = [(k, int(random_state) + SEED_STRIDE * k + r) for k, r in batch]
+            logger.info("ensemble %d of %d: %d fits, total rank %d", number, len(batches), len(batch),
+                        sum(k for k, _ in members))
+            job = api.prepare(panels, {**p, "n_components": sum(k for k, _ in members)}, members=members)
+            result = api.run_job(job, callback=callback)
+            passes += result.n_iter + 1
+            for (k, _), H in zip(members, _split_rows(result.H, [k for k, _ in members])):
+                spectra[k].append(H)
+            if callback is not None:
+                callback(None)
+        outcomes = {k: consensus_of_rank(np.vstack(spectra[k]), k, replicates, density_threshold, neighbors)
+                    for k in ranks}
+        H_all = np.vstack([outcomes[k][0] for k in ranks]).astype(panels.dtype)
+        refit = api.run_job(api.prepare(panels, {**p, "n_components": H_all.shape[0], "init": None},
+                                        H=H_all, update_H=False, members=[(k, None) for k in ranks]))
+        passes += 2
+    usages = dict(zip(ranks, _split_columns(refit.W, ranks)))
+    squared_norm = refit.norm_V**2
+    scores = []
+    for k, loss in zip(ranks, refit.member_losses):
+        error = 2.0 * float(loss)
+        relative = float(np.sqrt(error / squared_norm)) if squared_norm > 0 else 0.0
+        scores.append(ConsensusScore(k, outcomes[k][3], error, relative, int((outcomes[k][1] >= 0).sum())))
+        logger.info("rank %d: stability %.3f, relative error %.4g", k, scores[-1].stability, relative)
+    recommended, rule = recommend_k(scores)
+    report = ConsensusReport(tuple(scores), recommended, rule, int(replicates), float(density_threshold),
+                             float(neighbors), len(batches), passes, time.perf_counter() - started)
+    return Consensus(
+        report,
+        spectra={k: outcomes[k][0] for k in ranks},
+        usages=usages,
+        density={k: outcomes[k][2] for k in ranks},
+        labels={k: outcomes[k][1] for k in ranks},
+        unit_spectra={k: outcomes[k][4] for k in ranks},
+        refit=refit,
+    )
+
+
+def _threads():
+    from dask.system import CPU_COUNT
+
+    return CPU_COUNT
+
+
+def _split_rows(H, sizes):
+    edges = np.cumsum([0, *sizes])
+    return [np.asarray(H[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _split_columns(W, sizes):
+    edges = np.cumsum([0, *sizes])
+    return [W[:, a:b] for a, b in zip(edges[:-1], edges[1:])]
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def write_consensus(path, result, params, *, input_path=None, overwrite=False):
+    """Write a :class:`Consensus` as the directory ``path`` (a local path), whole or not
+    at all: ``consensus.json``, one fit result ``k<K>.zarr`` per rank (H the consensus
+    spectra, W the usages), and the plots (see :mod:`dnmf.cli.consensus`)."""
+    from ..engine.durable import publish_directory
+    from ..engine.state import FitResult
+    from ..io.results import write_fit
+
+    report, refit = result.report, result.refit
+    with publish_directory(path, overwrite) as temp:
+        temp.mkdir()
+        (temp / "consensus.json").write_text(report.to_json())
+        for score, loss in zip(report.scores, refit.member_losses):
+            k = score.rank
+            fitted = FitResult(result.usages[k], result.spectra[k].astype(refit.H.dtype), refit.n_iter, [loss],
+                               refit.converged, refit.norm_V)
+            write_fit(temp / f"k{k}.zarr", fitted, {**DEFAULTS, **params, "n_components": k, "init": "custom"},
+                      input_path=input_path)
+            plot_density(result, k, temp / f"k{k}.density.png")
+            plot_clustering(result, k, temp / f"k{k}.clustering.png")
+        plot_k_selection(report, temp / "k_selection.png")
+
+
+# ------------------------------------------------------------------------------ plots
+
+
+def plot_k_selection(report, out=None):
+    """Stability and error against k (cNMF's k-selection plot), the recommendation marked."""
+    from matplotlib.ticker import MaxNLocator
+
+    from .plots import new_figure, save_figure
+
+    figure = new_figure((6.4, 4.0), margins=dict(left=0.12, right=0.86, bottom=0.13, top=0.9))
+    axes = figure.add_subplot(1, 1, 1)
+    axes.plot(report.ranks, [s.stability for s in report.scores], color="tab:blue", marker="o")
+    axes.set_xlabel("number of components k")
+    axes.set_ylabel("stability (silhouette)", color="tab:blue")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    twin = axes.twinx()
+    twin.plot(report.ranks, [s.relative_error for s in report.scores], color="tab:red", marker="s")
+    twin.set_ylabel("relative error of the refit", color="tab:red")
+    axes.axvline(report.recommended, color="black", linestyle="--", linewidth=1)
+    axes.set_title(f"consensus: recommended k = {report.recommended} ({report.replicates} replicates)")
+    return save_figure(figure, out)
+
+
+def plot_density(result, k, out=None):
+    """The histogram of rank ``k``'s local densities, the threshold marked (as cNMF's)."""
+    from .plots import new_figure, save_figure
+
+    report = result.report
+    density = result.density[k]
+    dropped = int((result.labels[k] < 0).sum())
+    figure = new_figure((6.4, 3.6), margins=dict(left=0.1, right=0.97, bottom=0.16, top=0.88))
+    axes = figure.add_subplot(1, 1, 1)
+    axes.hist(density, bins=np.linspace(0, max(1.0, float(density.max()) if density.size else 1.0), 50))
+    axes.axvline(report.density_threshold, color="black", linestyle="--", linewidth=1)
+    axes.set_xlabel(f"mean distance to the {max(1, int(report.neighbors * report.replicates))} nearest spectra")
+    axes.set_ylabel("spectra")
+    axes.set_title(f"k = {k}: local density; {dropped} of {density.size} spectra above the threshold dropped")
+    return save_figure(figure, out)
+
+
+def plot_clustering(result, k, out=None):
+    """The distances between rank ``k``'s kept spectra, ordered by cluster (and within a
+    cluster by average linkage), with the clusters marked: cNMF's clustergram."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    from .plots import new_figure, save_figure
+
+    labels, unit = result.labels[k], result.unit_spectra[k]
+    order = []
+    for cluster in range(k):
+        members = np.flatnonzero(labels == cluster)
+        if members.size > 2:
+            members = members[leaves_list(linkage(unit[members], "average"))]
+        order.extend(members.tolist())
+    order = np.asarray(order, dtype=np.int64)
+    distances = _distances(unit[order])
+    figure = new_figure((5.6, 5.0), margins=dict(left=0.08, right=0.86, bottom=0.06, top=0.92))
+    axes = figure.add_subplot(1, 1, 1)
+    image = axes.imshow(distances, cmap="viridis", interpolation="nearest", aspect="auto")
+    for edge in np.flatnonzero(np.diff(labels[order])) + 0.5:
+        axes.axhline(edge, color="white", linewidth=0.6)
+        axes.axvline(edge, color="white", linewidth=0.6)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.set_title(f"k = {k}: distances between the {order.size} kept spectra, by cluster")
+    figure.colorbar(image, ax=axes, fraction=0.05, label="Euclidean distance")
+    return save_figure(figure, out)

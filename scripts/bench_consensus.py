@@ -1,0 +1,220 @@
+"""dnmf consensus against cNMF itself, side by side, on the same counts.
+
+Counts with planted programs (Poisson noise, each program a block of genes over a flat
+background, cells mixing a few programs) are written as an AnnData ``.h5ad`` by
+AnnData's own writer. cNMF (installed in its own environment: pass its Python with
+``--cnmf-python``; it is not a dependency of dnmf) runs its documented pipeline --
+``prepare`` (``--numgenes`` = all genes, so no gene is dropped), ``factorize`` with two
+workers at once (one per core), ``combine``, ``k_selection_plot``, ``consensus`` for
+every k -- and dnmf runs ``dnmf consensus`` with its defaults on the matrix cNMF
+factorizes (cNMF's own ``norm_counts.h5ad``: the counts scaled to unit variance per
+gene), with the same ranks and replicates. Both are timed from the outside, with the
+peak of the summed RSS of each tool's process tree sampled every 0.2 s.
+
+Printed: wall time, peak memory, the recommended k (cNMF recommends none: the k of its
+highest stability is shown), and the cosine similarity, after matching, of each tool's
+consensus spectra at the planted k with the planted programs (taken to the normalized
+genes' scale) and with each other's.
+
+    python scripts/bench_consensus.py --cnmf-python /path/to/cnmf-env/bin/python \\
+        [--cells 20000 --genes 2000 --programs 7 --ranks 5:9 --replicates 10] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import scipy.sparse as sp
+from scipy.optimize import linear_sum_assignment
+
+#: Sampling period of the memory of a tool's process tree.
+SAMPLE_SECONDS = 0.2
+#: cNMF run name and local-density threshold (its default).
+NAME = "bench"
+DENSITY_THRESHOLD = 0.5
+
+
+def planted_counts(cells, genes, programs, seed=0):
+    """``(counts CSR float32, planted spectra)``: cells mixing programs (Dirichlet 0.3,
+    log-normal library sizes around 1500), Poisson noise."""
+    rng = np.random.default_rng(seed)
+    spectra = np.full((programs, genes), 0.05)
+    block = genes // programs
+    for p in range(programs):
+        spectra[p, p * block : (p + 1) * block] += rng.gamma(2.0, 1.0, block)
+    spectra /= spectra.sum(axis=1, keepdims=True)
+    usages = rng.dirichlet(np.full(programs, 0.3), cells) * rng.lognormal(np.log(1500), 0.3, (cells, 1))
+    rows = []
+    for start in range(0, cells, 4096):  # in row blocks: the dense rates are never whole
+        rows.append(sp.csr_matrix(rng.poisson(usages[start : start + 4096] @ spectra).astype(np.float32)))
+    return sp.vstack(rows).tocsr(), spectra
+
+
+def run_measured(command, env=None, cwd=None):
+    """Run ``command``; ``(seconds, peak bytes of the summed RSS of its process tree)``."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = [0]
+
+    def sample():
+        root = psutil.Process(process.pid)
+        while process.poll() is None:
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(SAMPLE_SECONDS)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = process.communicate()
+    sampler.join()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, command))} exited {process.returncode}:\n{output[-4000:]}")
+    return time.perf_counter() - started, peak[0]
+
+
+def _cosines(found, reference):
+    unit = lambda A: A / np.linalg.norm(A, axis=1, keepdims=True)  # noqa: E731
+    similarity = unit(np.asarray(reference, np.float64)) @ unit(np.asarray(found, np.float64)).T
+    rows, columns = linear_sum_assignment(-similarity)
+    return similarity[rows, columns]
+
+
+def run_cnmf(python, counts_path, work, ranks, replicates):
+    """cNMF's pipeline; ``(seconds, peak bytes, {k: spectra}, {k: stability}, norm_counts path)``."""
+    cnmf = [str(Path(python).parent / "cnmf")]  # its command-line entry point, beside its Python
+    common = ["--output-dir", str(work), "--name", NAME, "--total-workers", "2"]
+    genes = int(counts_genes(counts_path))
+    steps = [
+        [*cnmf, "prepare", *common, "-c", str(counts_path), "-k", *map(str, ranks), "--n-iter", str(replicates),
+         "--seed", "14", "--numgenes", str(genes)],
+    ]
+    seconds = peak = 0.0
+    for command in steps:
+        s, p = run_measured(command)
+        seconds, peak = seconds + s, max(peak, p)
+    # factorize: two workers at once, one per core (cNMF's documented way to parallelize)
+    factorize = [
+        [*cnmf, "factorize", *common, "--worker-index", str(i)] for i in range(2)
+    ]
+    s, p = _run_parallel(factorize)
+    seconds, peak = seconds + s, max(peak, p)
+    for command in ([*cnmf, "combine", *common], [*cnmf, "k_selection_plot", *common]):
+        s, p = run_measured(command)
+        seconds, peak = seconds + s, max(peak, p)
+    for k in ranks:
+        s, p = run_measured([*cnmf, "consensus", *common, "--components", str(k), "--local-density-threshold",
+                             str(DENSITY_THRESHOLD)])
+        seconds, peak = seconds + s, max(peak, p)
+    threshold = str(DENSITY_THRESHOLD).replace(".", "_")
+    spectra = {}
+    for k in ranks:
+        path = work / NAME / f"{NAME}.spectra.k_{k}.dt_{threshold}.consensus.txt"
+        spectra[k] = np.loadtxt(path, delimiter="\t", skiprows=1)[:, 1:]
+    stats = np.load(work / NAME / f"{NAME}.k_selection_stats.df.npz", allow_pickle=True)
+    columns = list(stats["columns"])
+    table = stats["data"]
+    stability = {int(row[columns.index("k")]): float(row[columns.index("stability")]) for row in table}
+    norm = work / NAME / "cnmf_tmp" / f"{NAME}.norm_counts.h5ad"
+    return seconds, peak, spectra, stability, norm
+
+
+def counts_genes(path):
+    import anndata
+
+    return anndata.read_h5ad(path, backed="r").shape[1]
+
+
+def _run_parallel(commands):
+    """Run ``commands`` at once; ``(seconds, peak of their summed RSS)``."""
+    results, started = [None] * len(commands), time.perf_counter()
+    threads = [threading.Thread(target=lambda i=i, c=c: results.__setitem__(i, run_measured(c)))
+               for i, c in enumerate(commands)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started, sum(peak for _, peak in results)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cnmf-python", required=True, help="Python of an environment with cnmf installed.")
+    parser.add_argument("--cells", type=int, default=20000)
+    parser.add_argument("--genes", type=int, default=2000)
+    parser.add_argument("--programs", type=int, default=7)
+    parser.add_argument("--ranks", default="5:9")
+    parser.add_argument("--replicates", type=int, default=10)
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args()
+    import anndata
+
+    first, last = (int(part) for part in args.ranks.split(":"))
+    ranks = list(range(first, last + 1))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="dnmf-bench-consensus-"))
+    shutil.rmtree(work / NAME, ignore_errors=True)
+    shutil.rmtree(work / "dnmf-out", ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    counts, planted = planted_counts(args.cells, args.genes, args.programs)
+    counts_path = work / "counts.h5ad"
+    anndata.AnnData(counts).write_h5ad(counts_path)
+    print(f"counts: {args.cells} cells x {args.genes} genes, {counts.nnz} non-zeros, {args.programs} planted "
+          f"programs; ranks {ranks}, {args.replicates} replicates", flush=True)
+
+    cnmf_seconds, cnmf_peak, cnmf_spectra, cnmf_stability, norm_path = run_cnmf(
+        args.cnmf_python, counts_path, work, ranks, args.replicates)
+    print(f"cNMF: {cnmf_seconds:.1f} s, peak {cnmf_peak / 2**20:.0f} MiB", flush=True)
+
+    out = work / "dnmf-out"
+    dnmf_seconds, dnmf_peak = run_measured(
+        [sys.executable, "-m", "dnmf.cli", "consensus", str(norm_path), "--ranks", args.ranks, "--replicates",
+         str(args.replicates), "--out", str(out), "-q"])
+    print(f"dnmf: {dnmf_seconds:.1f} s, peak {dnmf_peak / 2**20:.0f} MiB", flush=True)
+    report = json.loads((out / "consensus.json").read_text())
+    from dnmf.io.results import read_result
+
+    dnmf_spectra = {k: np.asarray(read_result(out / f"k{k}.zarr").H) for k in ranks}
+
+    norm = anndata.read_h5ad(norm_path).X
+    scale = np.asarray(norm.sum(axis=0)).ravel() / np.maximum(np.asarray(counts.sum(axis=0)).ravel(), 1e-30)
+    planted_norm = planted * scale  # the planted programs on the normalized genes' scale
+    k = args.programs
+    rows = [
+        ("wall time (s)", f"{cnmf_seconds:.1f}", f"{dnmf_seconds:.1f}", f"{dnmf_seconds / cnmf_seconds:.2f}x"),
+        ("peak memory (MiB)", f"{cnmf_peak / 2**20:.0f}", f"{dnmf_peak / 2**20:.0f}", f"{dnmf_peak / cnmf_peak:.2f}x"),
+        ("recommended k", f"{max(cnmf_stability, key=cnmf_stability.get)} (highest stability; cNMF picks none)",
+         str(report["recommended"]), ""),
+    ]
+    if k in ranks:
+        rows += [
+            (f"min cosine to planted (k={k})", f"{_cosines(cnmf_spectra[k], planted_norm).min():.4f}",
+             f"{_cosines(dnmf_spectra[k], planted_norm).min():.4f}", ""),
+            (f"min cosine dnmf vs cNMF (k={k})", "", f"{_cosines(dnmf_spectra[k], cnmf_spectra[k]).min():.4f}", ""),
+        ]
+    print()
+    print(f"| {'':32} | {'cNMF':>24} | {'dnmf':>10} | dnmf/cNMF |")
+    print(f"| {'-' * 32} | {'-' * 24} | {'-' * 10} | --------- |")
+    for name, a, b, ratio in rows:
+        print(f"| {name:32} | {a:>24} | {b:>10} | {ratio:>9} |")
+    print()
+    print("stability by k:  " + "  ".join(
+        f"k={s['rank']}: cNMF {cnmf_stability.get(s['rank'], float('nan')):.3f} / dnmf {s['stability']:.3f}"
+        for s in report["scores"]))
+    print(f"workdir: {work} ({os.cpu_count()} cores)")
+
+
+if __name__ == "__main__":
+    main()

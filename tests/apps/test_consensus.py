@@ -1,0 +1,168 @@
+"""Consensus NMF: an ensemble is its members fitted side by side, reads V once per
+iteration, and on counts with planted programs finds them and their number."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import zarr
+from scipy.optimize import linear_sum_assignment
+from zarr.storage import LocalStore
+
+from dnmf.api import prepare, run_job
+from dnmf.apps.consensus import consensus, consensus_of_rank, local_density
+from dnmf.cli.main import main
+from dnmf.io.results import read_result
+from counting_store import CountingStore, PassRecorder, chunk_keys
+
+PROGRAMS = 7
+
+
+def planted_counts(cells=700, genes=280, programs=PROGRAMS, seed=0):
+    """Poisson counts of cells mixing a few of ``programs`` gene programs (each a block
+    of genes over a flat background): ``(counts, spectra)``."""
+    rng = np.random.default_rng(seed)
+    spectra = np.full((programs, genes), 0.05)
+    block = genes // programs
+    for p in range(programs):
+        spectra[p, p * block : (p + 1) * block] += rng.gamma(2.0, 1.0, block)
+    spectra /= spectra.sum(axis=1, keepdims=True)
+    usages = rng.dirichlet(np.full(programs, 0.3), cells) * rng.lognormal(np.log(2000), 0.3, (cells, 1))
+    counts = rng.poisson(usages @ spectra).astype(np.float32)
+    return counts, spectra
+
+
+def _cosines(found, planted):
+    """Cosine similarity of each planted spectrum with the found one matched to it."""
+    unit = lambda A: A / np.linalg.norm(A, axis=1, keepdims=True)  # noqa: E731
+    similarity = unit(planted) @ unit(found).T
+    rows, columns = linear_sum_assignment(-similarity)
+    return similarity[rows, columns]
+
+
+def test_an_ensemble_is_its_members_fitted_alone(make_matrix):
+    """Three factorizations of ranks 2, 3, 4 run as one ensemble of rank 9 give each
+    member's own fit: the same iterates as three separate fits."""
+    X = make_matrix(60, 25, seed=3).astype(np.float64)
+    members = [(2, 11), (3, 12), (4, 13)]
+    common = dict(init="random", max_iter=15, tol=0, inner_sweeps=2, extrapolate=True)
+    together = run_job(prepare(X, {**common, "n_components": 9}, members=members))
+    start = 0
+    for k, seed in members:
+        alone = run_job(prepare(X, {**common, "n_components": k, "random_state": seed}))
+        np.testing.assert_allclose(together.H[start : start + k], alone.H, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(together.W[:, start : start + k].compute(), alone.W.compute(), rtol=1e-10,
+                                   atol=1e-12)
+        start += k
+
+
+def test_the_refit_reports_each_members_loss(make_matrix):
+    """A frozen-H solve of stacked dictionaries (a fixed number of updates): each member's
+    W and loss are those of its own transform."""
+    X = make_matrix(50, 20, seed=4).astype(np.float64)
+    rng = np.random.default_rng(0)
+    Hs = [rng.random((k, 20)) for k in (2, 5)]
+    solve = {"max_iter": 50, "tol": 0}
+    both = run_job(prepare(X, {**solve, "n_components": 7}, H=np.vstack(Hs), update_H=False,
+                           members=[(2, None), (5, None)]))
+    start = 0
+    for H, loss in zip(Hs, both.member_losses):
+        alone = run_job(prepare(X, {**solve, "n_components": H.shape[0]}, H=H, update_H=False))
+        np.testing.assert_allclose(both.W[:, start : start + H.shape[0]].compute(), alone.W.compute(), rtol=1e-9,
+                                   atol=1e-12)
+        assert loss == pytest.approx(alone.loss, rel=1e-9)
+        start += H.shape[0]
+    assert both.loss == pytest.approx(sum(both.member_losses), rel=1e-12)
+
+
+def test_an_ensemble_reads_each_chunk_once_per_iteration(tmp_path):
+    counts, _ = planted_counts(cells=120, genes=40, programs=3)
+    path = tmp_path / "v.zarr"
+    keys = chunk_keys(zarr.create_array(str(path), data=counts, chunks=(30, 20), zarr_format=3))
+    store = CountingStore(LocalStore(str(path), read_only=True))
+    V = zarr.open_array(store=store, mode="r")
+    store.counts.clear()
+    recorder = PassRecorder(store)
+    members = [(k, 100 * k + r) for k in (2, 3, 4) for r in range(5)]
+    result = run_job(prepare(V, {"n_components": 45, "init": "random", "max_iter": 6, "tol": 0, "panel_rows": 60},
+                             members=members), callback=recorder)
+    assert result.n_iter == 6
+    assert store.reads() == {key: 1 + 6 for key in keys}  # the statistics pass, then one pass per iteration
+    assert np.all(np.diff(recorder.totals) == len(keys))
+
+
+def test_local_density_is_the_mean_distance_to_the_nearest_others():
+    points = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.6, 0.8]])
+    density = local_density(points, 1)
+    np.testing.assert_allclose(density, [0.0, np.sqrt(0.4), 0.0, np.sqrt(0.4)])
+
+
+def test_consensus_of_identical_replicates_is_their_spectra():
+    rng = np.random.default_rng(1)
+    H = rng.random((3, 30))
+    spectra = np.vstack([H * scale for scale in (1.0, 2.0, 0.5, 3.0)])  # scaling does not matter
+    found, labels, density, stability, _ = consensus_of_rank(spectra, 3, 4)
+    np.testing.assert_allclose(np.sort(found @ np.ones(30)), np.ones(3))
+    assert _cosines(found, H).min() > 1 - 1e-12
+    assert np.all(labels >= 0) and np.allclose(density, 0, atol=1e-6) and stability > 0.99
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+def test_planted_programs_are_found_and_counted(sparse):
+    counts, planted = planted_counts()
+    X = sp.csr_matrix(counts) if sparse else counts
+    result = consensus(X, range(4, 11), replicates=10)
+    report = result.report
+    assert report.recommended == PROGRAMS, report.to_dict()
+    assert _cosines(result.spectra[PROGRAMS], planted).min() >= 0.95
+    assert report.batches == 1 and report.passes < 1 + report.batches * 1001
+    assert [s.rank for s in report.scores] == list(range(4, 11))
+    errors = [s.relative_error for s in report.scores]
+    assert errors[PROGRAMS - 4] < errors[0]  # the refit error falls up to the true rank
+    for k in report.ranks:
+        assert result.usages[k].shape == (counts.shape[0], k) and np.all(result.usages[k].compute() >= 0)
+        np.testing.assert_allclose(result.spectra[k].sum(axis=1), 1.0)
+
+
+def test_small_batches_give_the_same_consensus_as_one():
+    counts, _ = planted_counts(cells=200, genes=60, programs=3, seed=2)
+    one = consensus(counts, [2, 3], replicates=4, max_iter=50)
+    many = consensus(counts, [2, 3], replicates=4, max_iter=50, batch_bytes=1)
+    assert one.report.batches == 1 and many.report.batches == 8
+    for k in (2, 3):
+        assert _cosines(one.spectra[k], many.spectra[k]).min() > 0.99
+
+
+def test_cli_writes_the_directory_and_refuses_bad_options(tmp_path, capsys):
+    counts, _ = planted_counts(cells=200, genes=60, programs=3, seed=2)
+    source = tmp_path / "counts.npy"
+    np.save(source, counts)
+    out = tmp_path / "cnmf"
+    status = main(["consensus", str(source), "--ranks", "2:4", "--replicates", "4", "--out", str(out), "--max-iter",
+                   "100", "--threads", "-q"])
+    assert status == 0, capsys.readouterr().err
+    report = json.loads((out / "consensus.json").read_text())
+    assert [s["rank"] for s in report["scores"]] == [2, 3, 4]
+    assert (out / "k_selection.png").stat().st_size > 0
+    for k in (2, 3, 4):
+        fitted = read_result(out / f"k{k}.zarr")
+        assert fitted.H.shape == (k, 60) and fitted.W.shape == (200, k)
+        assert (out / f"k{k}.density.png").exists() and (out / f"k{k}.clustering.png").exists()
+    capsys.readouterr()
+    for args, fragment in [
+        (["--ranks", "2:61"], "ranks must be within 1..60"),
+        (["--replicates", "1"], "--replicates must be an integer >= 2"),
+        (["--density-threshold", "0"], "--density-threshold must be in (0, 2]"),
+        (["--density-threshold", "2.5"], "--density-threshold must be in (0, 2]"),
+        (["--neighbors", "1.5"], "--neighbors must be in (0, 1]"),
+    ]:
+        target = tmp_path / "never"
+        options = {"--ranks": "2:3", "--replicates": "3", **dict(zip(args[::2], args[1::2]))}
+        status = main(["consensus", str(source), *[x for pair in options.items() for x in pair], "--out", str(target),
+                       "--threads", "-q"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 2 and len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+        assert not target.exists()
