@@ -127,7 +127,8 @@ def run_cnmf(python, counts_path, work, ranks, replicates):
     stats = np.load(work / NAME / f"{NAME}.k_selection_stats.df.npz", allow_pickle=True)
     columns = list(stats["columns"])
     table = stats["data"]
-    stability = {int(row[columns.index("k")]): float(row[columns.index("stability")]) for row in table}
+    column = columns.index("silhouette" if "silhouette" in columns else "stability")  # named so since cNMF 1.5
+    stability = {int(row[columns.index("k")]): float(row[column]) for row in table}
     norm = work / NAME / "cnmf_tmp" / f"{NAME}.norm_counts.h5ad"
     return seconds, peak, spectra, stability, norm
 
