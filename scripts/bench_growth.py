@@ -1,4 +1,4 @@
-"""Growth of dnmf's per-iteration time (issue 6, benchmark 4).
+"""Growth of dnmf's per-iteration time with the number of rows (linear is the target).
 
 Dense float32 Zarr matrices of m, 2m and 4m rows (same n, k = 20), and the m-row
 matrix with k = 10, 20, 40. Each fit runs ``init="random"``, ``tol=0`` and a few

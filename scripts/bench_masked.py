@@ -1,4 +1,4 @@
-"""Benchmark of issue 8: the cost of missing values and the speed-up of a concurrent rank sweep.
+"""Benchmark: the cost of missing values and the speed-up of a concurrent rank sweep.
 
 1. Masked vs unmasked iteration (targets: <= 1.5x). Same matrix, same solver (MU), same
    scheduler; the masked run has a share of its entries set to NaN (dense) or, for the

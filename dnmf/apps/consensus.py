@@ -62,7 +62,7 @@ from ..engine.scheduler import use_scheduler
 from ..errors import ParameterError, ParameterTypeError
 from ..io.storage import as_panels
 from ..params import DEFAULTS, validate_params
-from .rank import SEED_STRIDE
+from .rank import SEED_STRIDE, unit_rows
 
 __all__ = [
     "DENSITY_THRESHOLD",
@@ -192,13 +192,6 @@ class Consensus:
 
 
 # --------------------------------------------------------------------- the consensus
-
-
-def unit_rows(H):
-    """The rows of ``H`` scaled to unit L2 norm (float64; zero rows stay zero)."""
-    H = np.asarray(H, dtype=np.float64)
-    norms = np.linalg.norm(H, axis=1, keepdims=True)
-    return H / np.where(norms > 0, norms, 1.0)
 
 
 def _distances(X):

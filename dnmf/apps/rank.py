@@ -76,6 +76,7 @@ __all__ = [
     "recommend_rank",
     "select_rank",
     "stability",
+    "unit_rows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,8 @@ class RankReport:
 # ------------------------------------------------------------------------- stability
 
 
-def _unit_rows(H):
+def unit_rows(H):
+    """The rows of ``H`` scaled to unit L2 norm (float64; zero rows stay zero)."""
     H = np.asarray(H, dtype=np.float64)
     norms = np.linalg.norm(H, axis=1, keepdims=True)
     return H / np.where(norms > 0, norms, 1.0)
@@ -175,7 +177,7 @@ def match_components(Hs, max_rounds=MATCH_ROUNDS):
     """
     from scipy.optimize import linear_sum_assignment
 
-    X = [_unit_rows(H) for H in Hs]
+    X = [unit_rows(H) for H in Hs]
     k = X[0].shape[0]
     centroids = X[0].copy()
     labels = None
@@ -187,7 +189,7 @@ def match_components(Hs, max_rounds=MATCH_ROUNDS):
         centroids = np.zeros_like(centroids)
         for r, rows in enumerate(X):
             centroids[new[r]] += rows
-        centroids = _unit_rows(centroids)
+        centroids = unit_rows(centroids)
         if labels is not None and np.array_equal(new, labels):
             break
         labels = new
@@ -203,7 +205,7 @@ def stability(Hs):
     if k == 1:
         return 1.0, 1.0
     labels = match_components(Hs).ravel()
-    points = np.vstack([_unit_rows(H) for H in Hs])
+    points = np.vstack([unit_rows(H) for H in Hs])
     values = silhouette_samples(points, labels, metric="cosine")
     per_cluster = [values[labels == c].mean() for c in range(k)]
     return float(min(per_cluster)), float(values.mean())
