@@ -289,6 +289,24 @@ def resolved_config(ctx):
     return resolved
 
 
+#: The loggers a command configures (``start``, ``quiet_shutdown``); ``main`` puts them back as it found them.
+CONFIGURED_LOGGERS = ("dnmf", "dnmf.retries", "distributed", "asyncio", "tornado")
+
+
+@contextlib.contextmanager
+def logging_restored():
+    """The command's logging set-up undone when it ends, so ``main`` can be called in a running program."""
+    loggers = [logging.getLogger(name) for name in CONFIGURED_LOGGERS]
+    saved = [(logger.handlers[:], logger.propagate, logger.level, logger.disabled) for logger in loggers]
+    try:
+        yield
+    finally:
+        for logger, (handlers, propagate, level, disabled) in zip(loggers, saved):
+            logger.handlers[:] = handlers
+            logger.propagate, logger.disabled = propagate, disabled
+            logger.setLevel(level)
+
+
 def start(verbose, quiet):
     """Record the output settings and set up logging for this command."""
     SESSION.verbose, SESSION.quiet = verbose, quiet

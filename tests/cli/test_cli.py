@@ -427,6 +427,20 @@ def test_verbose_errors_add_the_traceback(capsys, tmp_path):
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: input not found")
 
 
+def test_main_leaves_the_logging_set_up_as_it_found_it(capsys, tmp_path, caplog):
+    """``main`` called in a running program (a notebook, a test) must not keep logging
+    into the stream it was given nor stop the program's own handlers from seeing dnmf's records."""
+    import logging
+
+    package = logging.getLogger("dnmf")
+    before = package.handlers[:], package.propagate, package.level
+    call(capsys, "fit", tmp_path / "missing.zarr", "--rank", 2, "--out", tmp_path / "o.zarr", "-vv")
+    assert (package.handlers, package.propagate, package.level) == before
+    with caplog.at_level("INFO", logger="dnmf.retries"):
+        logging.getLogger("dnmf.retries").info("seen")
+    assert [record.getMessage() for record in caplog.records] == ["seen"]
+
+
 def test_the_console_script_exits_2_with_one_line():
     process = dnmf("fit", "/nonexistent/in.zarr", "--rank", 2, "--out", "/nonexistent/o.zarr", check=False)
     assert process.returncode == 2
