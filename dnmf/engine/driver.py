@@ -96,6 +96,7 @@ __all__ = [
     "active_client",
     "auto_sweeps",
     "compute",
+    "count_sums",
     "factorize",
     "persist",
     "store",
@@ -280,6 +281,16 @@ def truncated_svd(V, n_components, random_state=None):
             blocks, V.shape, V.dtype, n_components, random_state, stats.squared_norm, active_client()
         )
     return initialization.singular_vectors(Y_blocks, T, V.row_chunks), S, Vt
+
+
+def count_sums(V, target_sum):
+    """The column sums of count preprocessing (:func:`dnmf.numerics.counts.panel_count_sums`)
+    over all of ``V`` (a :class:`~dnmf.engine.panels.Panels`), from one pass; V is checked
+    as a fit checks it (finite, non-negative) on the way."""
+    with solvers.blas_threads(V.n_panels):
+        stats, sums = compute(solvers.count_sums_pass(V.blocks(), target_sum))[0]
+    _check_stats(InputStats.of(stats), 2.0)
+    return sums
 
 
 def _initial_factors(V, V_blocks, config, W, H, stats, update_H, client, members=()):

@@ -101,16 +101,17 @@ class Panels:
             return list(self.reads)
         return list(self.array.to_delayed().ravel())
 
-    def map_panels(self, function, *args):
+    def map_panels(self, function, *args, n_columns=None):
         """V with panel ``i`` replaced by ``function(panel_i, i, *args)``, made each time the
-        panel is read (nothing is stored)."""
+        panel is read (nothing is stored); ``n_columns``: the new panels' width, if it changes."""
         reads = tuple(
             PanelRead(function, block, i, *args) if isinstance(block, PanelRead)
             else dask.delayed(function, pure=True)(block, i, *args)
             for i, block in enumerate(self.blocks())
         )
-        array = stacked(reads, self.row_chunks, self.shape[1], self.dtype, self.array._meta)
-        return replace(self, array=array, reads=reads, in_memory=False)
+        n_columns = self.shape[1] if n_columns is None else int(n_columns)
+        array = stacked(reads, self.row_chunks, n_columns, self.dtype, self.array._meta)
+        return replace(self, array=array, reads=reads, in_memory=False, nnz=None if n_columns != self.shape[1] else self.nnz)
 
 
 def stacked(reads, row_chunks, n_columns, dtype, meta):

@@ -21,7 +21,7 @@ import dask
 import numpy as np
 from dask.system import CPU_COUNT
 
-from ..numerics import kernels, masked, masked_hals, randomized_svd
+from ..numerics import counts, kernels, masked, masked_hals, randomized_svd
 from ..numerics.losses import beta_loss, frobenius_losses, member_slices
 from .panels import PanelRead
 from .process_setting import SharedSetting
@@ -31,6 +31,7 @@ __all__ = [
     "Task",
     "blas_threads",
     "column_blocks",
+    "count_sums_pass",
     "filled_panels",
     "final_pass",
     "iteration",
@@ -361,6 +362,23 @@ def stats_pass(V_blocks, missing=None):
     stats = Task(stats, len(V_blocks))
     parts = [dask.delayed(stats, pure=True)(v) for v in V_blocks]
     return _tree_sum(parts, _add_stats, len(V_blocks))
+
+
+def _stats_and_count_sums(V, target_sum):
+    return kernels.panel_stats(V), counts.panel_count_sums(V, target_sum)
+
+
+def _add_stats_and_count_sums(*parts):
+    return _add_stats(*(stats for stats, _ in parts)), counts.add_count_sums(*(sums for _, sums in parts))
+
+
+def count_sums_pass(V_blocks, target_sum):
+    """Graph of the statistics pass of count preprocessing, ``(stats, sums)``: the input
+    statistics (as :func:`stats_pass`) and :func:`dnmf.numerics.counts.panel_count_sums`
+    summed over the panels, from one read of each panel."""
+    kernel = Task(partial(_stats_and_count_sums, target_sum=target_sum), len(V_blocks))
+    parts = [dask.delayed(kernel, pure=True)(v) for v in V_blocks]
+    return _tree_sum(parts, _add_stats_and_count_sums, len(V_blocks))
 
 
 def sketch_pass(V_blocks, Z):
