@@ -118,7 +118,7 @@ def prepare(X, params, *, W=None, H=None, update_H=True, checkpointing=None, spe
     members : sequence of (int, seed), optional
         Fit an ensemble of independent factorizations of these ranks and seeds, which
         share each pass over V (:func:`dnmf.engine.driver.factorize`); ``n_components``
-        is their sum. Not with checkpointing.
+        is their sum. A checkpoint records them (a resume must fit the same members).
 
     Returns
     -------
@@ -152,17 +152,17 @@ def prepare(X, params, *, W=None, H=None, update_H=True, checkpointing=None, spe
             "init='nndsvdar' instead.",
             UserWarning,
         )
+    members = tuple((int(k), seed) for k, seed in members) if members else ()
+    if members and sum(k for k, _ in members) != config.n_components:
+        raise ParameterError("an ensemble's ranks must sum to n_components")
     checkpointer = start = None
     if checkpointing is not None and update_H:
         c = checkpointing
         checkpointer = ZarrCheckpointer(
             c.directory, panels, config.params, every=c.every, seconds=c.seconds, run_info=c.run_info,
-            resume_from=c.resume_from, storage_options=config.storage_options,
+            resume_from=c.resume_from, storage_options=config.storage_options, members=members,
         )
         start = checkpointer.resume_state()
-    members = tuple((int(k), seed) for k, seed in members) if members else ()
-    if members and (sum(k for k, _ in members) != config.n_components or checkpointing is not None):
-        raise ParameterError("an ensemble's ranks must sum to n_components, and it is not checkpointed")
     return Job(panels, config, W, H, update_H, checkpointer, start, members)
 
 

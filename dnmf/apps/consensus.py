@@ -40,10 +40,16 @@ replicates are cut into consecutive batches (ranks in increasing order) whose es
 fits :data:`MEMORY_SHARE` of the memory of the workers (of this machine on Dask's
 threads); ``batch_bytes`` sets the budget.
 
+Preprocessing: by default the input is factorized as given. ``preprocess="counts"``
+does cNMF's preprocessing of a counts matrix out of core (:mod:`dnmf.apps.counts`: one
+statistics pass, then the ``top_genes`` most over-dispersed genes, each scaled to unit
+variance, made panel by panel as V is read); the spectra, the refit and its error are
+then those of that matrix, as cNMF's are, and the report records the genes kept.
+
 Differences from cNMF, by design: the fits are dnmf's (its default solver and stopping
-rule, ``init="random"``, ``max_iter`` :data:`MAX_ITER` as cNMF); the input is factorized
-as given (cNMF's count preprocessing, TPM normalization and high-variance gene
-selection, is not done here); only the Frobenius loss (cNMF's default) is offered.
+rule, ``init="random"``, ``max_iter`` :data:`MAX_ITER` as cNMF); only the Frobenius loss
+(cNMF's default) is offered; cNMF's spectra in TPM units and its refit of the usages
+against them are not computed.
 """
 
 from __future__ import annotations
@@ -62,6 +68,8 @@ from ..engine.scheduler import use_scheduler
 from ..errors import ParameterError, ParameterTypeError
 from ..io.storage import as_panels
 from ..params import DEFAULTS, validate_params
+from .consensus_checkpoint import ConsensusCheckpoint
+from .counts import PREPROCESSING, TOP_GENES, as_dict, check_top_genes, prepare_counts
 from .rank import SEED_STRIDE, unit_rows
 
 __all__ = [
@@ -130,9 +138,13 @@ class ConsensusReport:
     batches : int
         Ensembles run (each one pass over V per iteration).
     passes : int
-        Passes over V in all: the ensembles' iterations, their statistics passes and the
-        refit.
+        Passes over V in all: the ensembles' iterations, their statistics passes, the
+        refit and the preprocessing's statistics pass.
     seconds : float
+    preprocessing : dict
+        ``{"kind": "none"}``, or what ``preprocess="counts"`` did
+        (:meth:`dnmf.apps.counts.CountPreprocessing.to_dict`: the input columns kept and
+        their scale).
     """
 
     scores: tuple
@@ -144,6 +156,7 @@ class ConsensusReport:
     batches: int
     passes: int
     seconds: float
+    preprocessing: dict = dataclasses.field(default_factory=lambda: {"kind": "none"})
 
     @property
     def ranks(self):
@@ -180,6 +193,8 @@ class Consensus:
         The replicates' spectra, unit L2 rows (replicate-major).
     refit : FitResult
         The refit of every rank's usages (W of all ranks side by side).
+    preprocessing : CountPreprocessing or None
+        What ``preprocess="counts"`` did (:mod:`dnmf.apps.counts`).
     """
 
     report: ConsensusReport
@@ -189,6 +204,7 @@ class Consensus:
     labels: dict
     unit_spectra: dict
     refit: object
+    preprocessing: object = None
 
 
 # --------------------------------------------------------------------- the consensus
@@ -299,9 +315,13 @@ def _batches(jobs, shape, itemsize, panel_rows, tasks, budget):
     return batches + [current] if current else batches
 
 
-def check_options(replicates, density_threshold, neighbors, spell=None):
+def check_options(replicates, density_threshold, neighbors, preprocess="none", top_genes=TOP_GENES, spell=None):
     """Check the consensus options; ``spell`` maps a name to what the user typed."""
     name = (spell or {}).get
+    if preprocess not in PREPROCESSING:
+        raise ParameterError(f"{name('preprocess', 'preprocess')} must be one of {', '.join(PREPROCESSING)}, "
+                             f"got {preprocess!r}")
+    check_top_genes(top_genes, name("top_genes", "top_genes"))
     if isinstance(replicates, bool) or int(replicates) != replicates or replicates < 2:
         raise ParameterError(f"{name('replicates', 'replicates')} must be an integer >= 2 (the consensus compares "
                              f"replicates), got {replicates!r}")
@@ -313,11 +333,11 @@ def check_options(replicates, density_threshold, neighbors, spell=None):
                              f"got {neighbors!r}")
 
 
-def _check(ranks, shape, params):
+def _check(ranks, shape, params, features="n_features"):
     """The ranks, sorted, once they and ``params`` are checked against V's ``shape``."""
     ranks = sorted({int(k) for k in ranks})
     if not ranks or ranks[0] < 1 or ranks[-1] > min(shape):
-        raise ParameterError(f"ranks must be within 1..{min(shape)} (min(n_samples, n_features)), got {ranks!r}")
+        raise ParameterError(f"ranks must be within 1..{min(shape)} (min(n_samples, {features})), got {ranks!r}")
     unknown = set(params) - set(DEFAULTS)
     taken = {"n_components", "random_state", "init", "client"} & set(params)
     if unknown or taken:
@@ -336,8 +356,11 @@ def consensus(
     replicates=REPLICATES,
     density_threshold=DENSITY_THRESHOLD,
     neighbors=NEIGHBORS,
+    preprocess="none",
+    top_genes=TOP_GENES,
     random_state=0,
     batch_bytes=None,
+    checkpoint=None,
     client=None,
     callback=None,
     **params,
@@ -355,11 +378,23 @@ def consensus(
         In (0, 2]: spectra whose local density is at least this are dropped (2 keeps all).
     neighbors : float, default=NEIGHBORS
         In (0, 1]: the local density's neighbourhood, as a fraction of ``replicates``.
+    preprocess : {"none", "counts"}, default="none"
+        ``"counts"``: cNMF's preprocessing of a counts matrix (cells as rows), out of core
+        (:mod:`dnmf.apps.counts`); the spectra then have one entry per gene kept
+        (``report.preprocessing["columns"]``).
+    top_genes : int, default=TOP_GENES
+        With ``preprocess="counts"``: the over-dispersed genes kept (cNMF's ``--numgenes``).
     random_state : int, default=0
         Replicate r of rank k starts from seed ``random_state + 1000 k + r``.
     batch_bytes : int, optional
         Memory budget of an ensemble batch (default: :data:`MEMORY_SHARE` of the
         workers' memory).
+    checkpoint : path-like or dnmf.api.Checkpointing, optional
+        A local directory where the run keeps its progress
+        (:mod:`dnmf.apps.consensus_checkpoint`): finished batches and the running
+        batch's checkpoints. A run given the directory of an interrupted one of the same
+        input, parameters and settings resumes it (the result is the uninterrupted
+        run's); one of another consensus is refused.
     client : distributed.Client, str or None
         Where to run (default: the active Client, else Dask's threads).
     callback : callable, optional
@@ -375,28 +410,55 @@ def consensus(
     Consensus
     """
     started = time.perf_counter()
-    check_options(replicates, density_threshold, neighbors)
+    check_options(replicates, density_threshold, neighbors, preprocess, top_genes)
     p = {**DEFAULTS, "max_iter": MAX_ITER, **params, "init": "random"}
     validate_params({**p, "n_components": 1, "random_state": int(random_state)})
     panels = as_panels(X, panel_rows=p["panel_rows"], storage_options=p["storage_options"])
-    ranks = _check(ranks, panels.shape, params)
-    jobs = [(k, r) for k in ranks for r in range(int(replicates))]
-    spectra = {k: [] for k in ranks}
-    passes = 0
+    if preprocess == "counts":  # prepare_counts keeps min(n, top_genes) columns
+        ranks = _check(ranks, (panels.shape[0], min(panels.shape[1], top_genes)), params, "the genes kept")
+    else:
+        ranks = _check(ranks, panels.shape, params)
+    passes, preprocessing = 0, None
     with use_scheduler(client):
         p["client"] = active_client()
+        if preprocess == "counts":
+            panels, preprocessing = prepare_counts(panels, top_genes)
+            passes += 1
+            logger.info("counts preprocessed: %d of %d genes kept", panels.shape[1], preprocessing.fano_ratio.size)
+        jobs = [(k, r) for k in ranks for r in range(int(replicates))]
+        spectra = {k: [] for k in ranks}
         budget = batch_bytes or _memory_budget()
         tasks = max(1, sum(p["client"].nthreads().values()) if p["client"] is not None else _threads())
-        batches = _batches(jobs, panels.shape, panels.dtype.itemsize, max(panels.row_chunks), tasks, budget)
-        for number, batch in enumerate(batches, 1):
-            members = [(k, int(random_state) + SEED_STRIDE * k + r) for k, r in batch]
-            logger.info("ensemble %d of %d: %d fits, total rank %d", number, len(batches), len(batch),
-                        sum(k for k, _ in members))
-            job = api.prepare(panels, {**p, "n_components": sum(k for k, _ in members)}, members=members)
-            result = api.run_job(job, callback=callback)
-            passes += result.n_iter + 1
-            for (k, _), H in zip(members, _split_rows(result.H, [k for k, _ in members])):
-                spectra[k].append(H)
+        batches = [[(k, int(random_state) + SEED_STRIDE * k + r) for k, r in batch]
+                   for batch in _batches(jobs, panels.shape, panels.dtype.itemsize, max(panels.row_chunks), tasks,
+                                         budget)]
+        store = None
+        if checkpoint is not None:
+            c = checkpoint if isinstance(checkpoint, api.Checkpointing) else api.Checkpointing(checkpoint)
+            settings = dict(ranks=ranks, replicates=int(replicates), random_state=int(random_state),
+                            preprocess=preprocess, top_genes=int(top_genes) if preprocess == "counts" else None)
+            store = ConsensusCheckpoint(c.directory, panels, p, settings, every=c.every, seconds=c.seconds,
+                                        run_info=c.run_info)
+            batches = store.plan(batches)
+        for number, members in enumerate(batches, 1):
+            K = sum(k for k, _ in members)
+            done = None if store is None else store.finished(number)
+            if done is None:
+                logger.info("ensemble %d of %d: %d fits, total rank %d", number, len(batches), len(members), K)
+                job = api.prepare(panels, {**p, "n_components": K}, members=members,
+                                  checkpointing=None if store is None else store.checkpointing(number))
+                if job.start is not None:
+                    logger.info("ensemble %d: resuming from iteration %d", number, job.start.iteration)
+                result = api.run_job(job, callback=callback)
+                H, n_iter = result.H, result.n_iter
+                if store is not None:
+                    store.finish(number, members, H, n_iter)
+            else:
+                H, n_iter = done
+                logger.info("ensemble %d of %d: finished in an earlier run", number, len(batches))
+            passes += n_iter + 1
+            for (k, _), spectrum in zip(members, _split_rows(H, [k for k, _ in members])):
+                spectra[k].append(spectrum)
             if callback is not None:
                 callback(None)
         outcomes = {k: consensus_of_rank(np.vstack(spectra[k]), k, replicates, density_threshold, neighbors)
@@ -415,7 +477,8 @@ def consensus(
         logger.info("rank %d: stability %.3f, relative error %.4g", k, scores[-1].stability, relative)
     recommended, rule = recommend_k(scores)
     report = ConsensusReport(tuple(scores), recommended, rule, int(replicates), float(density_threshold),
-                             float(neighbors), len(batches), passes, time.perf_counter() - started)
+                             float(neighbors), len(batches), passes, time.perf_counter() - started,
+                             as_dict(preprocessing))
     return Consensus(
         report,
         spectra={k: outcomes[k][0] for k in ranks},
@@ -424,6 +487,7 @@ def consensus(
         labels={k: outcomes[k][1] for k in ranks},
         unit_spectra={k: outcomes[k][4] for k in ranks},
         refit=refit,
+        preprocessing=preprocessing,
     )
 
 

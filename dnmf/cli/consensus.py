@@ -7,7 +7,8 @@ recommended k, and writes DIR whole (or not at all):
 
 ``consensus.json``
     The report: per rank the stability, cNMF's prediction error, the relative error
-    and the spectra kept by the density filter; the recommendation and its rule.
+    and the spectra kept by the density filter; the recommendation and its rule; with
+    ``--preprocess counts``, the input columns (genes) kept and their scale.
 ``k<K>.zarr``
     Per rank a result as ``dnmf fit`` writes one: ``H`` the consensus spectra (rows
     sum to 1), ``W`` the refit usages; ``dnmf info``, ``similar`` and ``plot`` read it.
@@ -20,10 +21,15 @@ from __future__ import annotations
 
 import click
 
-from ..params import validate_params
+from ..apps.consensus import MAX_ITER
+from ..engine.location import is_url, shown
+from ..errors import InputError
+from ..params import recorded, validate_params
+from .fit import Interrupted
 from .options import (
     Bar,
     absolute,
+    check_paths,
     fit_values,
     flag,
     input_options,
@@ -35,7 +41,7 @@ from .options import (
 )
 from .rank import parse_ranks
 
-__all__ = ["COMMANDS", "consensus_command"]
+__all__ = ["COMMANDS", "consensus_command", "resume_consensus"]
 
 #: Parameters of the table that `dnmf consensus` does not take as options: it sweeps the
 #: rank, derives the seeds from --seed, starts every replicate at random, and runs the
@@ -53,35 +59,105 @@ NOT_CONSENSUS_OPTIONS = ("n_components", "random_state", "client", "verbose", "i
               help="Drop spectra whose mean distance to their neighbours is at least D, in (0, 2]. [default: 0.5]")
 @click.option("--neighbors", type=float, default=None, metavar="F",
               help="The neighbourhood of the local density, a fraction of the replicates in (0, 1]. [default: 0.3]")
+@click.option("--preprocess", type=click.Choice(["none", "counts"]), default="none", show_default=True,
+              help="counts: cNMF's preprocessing of a counts matrix (cells as rows): the --top-genes most "
+                   "over-dispersed genes after normalizing each cell to 1e6, each scaled to unit variance.")
+@click.option("--top-genes", type=int, default=None, metavar="N",
+              help="With --preprocess counts: genes kept (cNMF's --numgenes). [default: 2000]")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="S",
               help="Base seed of the replicates.")
 @click.option("--out", "-o", metavar="DIR", required=True, help="Directory to write (see `dnmf consensus --help`).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing DIR.")
-@param_options(without=NOT_CONSENSUS_OPTIONS)
+@click.option("--checkpoint", metavar="CKPT", default=None,
+              help="Local directory for the run's progress; the run of an interrupted consensus there is resumed.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), metavar="N", default=None,
+              help="Checkpoint the running batch every N iterations.")
+@click.option("--checkpoint-seconds", type=click.FloatRange(min=0, min_open=True), metavar="S", default=None,
+              help="Also checkpoint every S seconds.")
+@click.option("--batch-memory", metavar="SIZE", default=None,
+              help="Memory budget of a batch of replicates fitted together, e.g. 4GiB. [default: half the workers']")
+@param_options(without=NOT_CONSENSUS_OPTIONS, defaults={"max_iter": MAX_ITER})
 @scheduler_options
 @output_options
 def consensus_command(
-    input_path, layer, dtype, store, ranks, replicates, density_threshold, neighbors, seed, out, overwrite, scheduler,
-    workers, memory_limit, threads, quiet, verbose, **values
+    input_path, layer, dtype, store, ranks, replicates, density_threshold, neighbors, preprocess, top_genes, seed, out,
+    overwrite, checkpoint, checkpoint_every, checkpoint_seconds, batch_memory, scheduler, workers, memory_limit,
+    threads, quiet, verbose, **values
 ):
-    """Consensus NMF (cNMF) of each rank of --ranks; recommends k and writes DIR."""
+    """Consensus NMF (cNMF) of each rank of --ranks; recommends k and writes DIR.
+
+    With --checkpoint CKPT a killed run resumes with `dnmf resume CKPT` (or the same
+    command): finished batches are kept, the running one continues from its last checkpoint.
+    """
     from ..apps import consensus as cnmf
-    from ..engine.durable import check_destination
+    from ..apps.counts import TOP_GENES
 
     ranks = parse_ranks(ranks)
     params = fit_values(values, without=NOT_CONSENSUS_OPTIONS)
     validate_params({**params, "n_components": ranks[-1]}, spell=lambda name: "--ranks" if name == "n_components" else flag(name))
-    options = {
+    if top_genes is not None and preprocess != "counts":
+        raise click.UsageError("--top-genes applies with --preprocess counts")
+    settings = {
+        "ranks": ranks,
         "replicates": cnmf.REPLICATES if replicates is None else replicates,
+        "random_state": seed,
+        "preprocess": preprocess,
+        "top_genes": TOP_GENES if top_genes is None else top_genes,
+    }
+    options = {
         "density_threshold": cnmf.DENSITY_THRESHOLD if density_threshold is None else density_threshold,
         "neighbors": cnmf.NEIGHBORS if neighbors is None else neighbors,
     }
-    cnmf.check_options(**options, spell={"replicates": "--replicates", "density_threshold": "--density-threshold",
-                                         "neighbors": "--neighbors"})
-    out = absolute(out)
+    if checkpoint is None and (checkpoint_every is not None or checkpoint_seconds is not None):
+        raise click.UsageError("--checkpoint-every and --checkpoint-seconds apply with --checkpoint CKPT")
+    _consensus_job(
+        input_path, settings, options, params, out=out, overwrite=overwrite,
+        read=dict(layer=layer, dtype=dtype, store=store), batch_memory=batch_memory,
+        checkpoint=checkpoint, every=checkpoint_every, seconds=checkpoint_seconds,
+        scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads), quiet=quiet,
+    )
+
+
+def _batch_bytes(batch_memory):
+    if batch_memory is None:
+        return None
+    from dask.utils import parse_bytes
+
+    try:
+        value = parse_bytes(batch_memory)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise click.BadParameter(f"{batch_memory!r} is not a size such as 4GiB", param_hint="'--batch-memory'")
+    return value
+
+
+def _consensus_job(input_path, settings, options, params, *, out, overwrite, read, batch_memory=None, checkpoint=None,
+                   every=None, seconds=None, scheduler=None, quiet=False):
+    """Check everything, run the consensus of ``input_path`` (checkpointed in
+    ``checkpoint`` if given) and write ``out``; print the table."""
+    from ..api import Checkpointing
+    from ..apps import consensus as cnmf
+    from ..engine.durable import check_destination
+
+    cnmf.check_options(settings["replicates"], options["density_threshold"], options["neighbors"],
+                       settings["preprocess"], settings["top_genes"],
+                       spell={"replicates": "--replicates", "density_threshold": "--density-threshold",
+                              "neighbors": "--neighbors", "top_genes": "--top-genes"})
+    batch_bytes = _batch_bytes(batch_memory)
+    input_path, out, checkpoint = absolute(input_path), absolute(out), absolute(checkpoint)
+    if checkpoint is not None and is_url(checkpoint):
+        raise InputError(f"--checkpoint {checkpoint}: a consensus checkpoints to a local directory only")
+    check_paths(input_path, out, checkpoint)
     check_destination(out, overwrite)
-    source = open_input(absolute(input_path), layer=layer, dtype=dtype, store=store, out=out, quiet=quiet)
-    with running_on(scheduler, workers, memory_limit, threads, quiet=quiet):
+    read = {name: value for name, value in read.items() if value is not None}
+    source = open_input(input_path, **read, out=out, quiet=quiet)
+    checkpointing = None
+    if checkpoint is not None:
+        run_info = {"command": "consensus", "input": shown(input_path), "read": read, "out": out, "options": options,
+                    "params": recorded(params), "every": every, "seconds": seconds, "batch_memory": batch_memory}
+        checkpointing = Checkpointing(checkpoint, every, seconds, run_info)
+    with running_on(**scheduler, quiet=quiet):
         bar = Bar(None, "consensus", "iteration", quiet)
 
         def progress(info):
@@ -89,10 +165,20 @@ def consensus_command(
                 bar.update(1)
 
         try:
-            result = cnmf.consensus(source, ranks, random_state=seed, callback=progress, **options, **params)
+            result = cnmf.consensus(
+                source, settings["ranks"], replicates=settings["replicates"], random_state=settings["random_state"],
+                preprocess=settings["preprocess"], top_genes=settings["top_genes"], batch_bytes=batch_bytes,
+                checkpoint=checkpointing, callback=progress, **options, **params,
+            )
+        except KeyboardInterrupt:
+            if checkpoint is not None:
+                raise Interrupted(f"interrupted; the progress is in {checkpoint}: resume with "
+                                  f"`dnmf resume {checkpoint}`") from None
+            raise
         finally:
             bar.close()
-        cnmf.write_consensus(out, result, {**params, "random_state": seed}, input_path=input_path, overwrite=overwrite)
+        cnmf.write_consensus(out, result, {**params, "random_state": settings["random_state"]},
+                             input_path=shown(input_path), overwrite=overwrite)
     if not quiet:
         report = result.report
         click.echo(f"{'rank':>4}  {'stability':>9}  {'rel. error':>10}  {'kept':>9}")
@@ -101,9 +187,27 @@ def consensus_command(
             kept = f"{score.kept}/{score.rank * report.replicates}"
             click.echo(f"{score.rank:>4}  {score.stability:>9.3f}  {score.relative_error:>10.5g}  {kept:>9}{mark}")
         click.echo(
-            f"recommended k = {report.recommended} ({report.rule}); {len(ranks) * report.replicates} fits in "
-            f"{report.batches} ensemble(s), {report.passes} passes over INPUT, {report.seconds:.1f} s; wrote {out}"
+            f"recommended k = {report.recommended} ({report.rule}); {len(settings['ranks']) * report.replicates} fits "
+            f"in {report.batches} ensemble(s), {report.passes} passes over INPUT, {report.seconds:.1f} s; wrote {out}"
         )
+
+
+def resume_consensus(directory, *, out=None, overwrite=False, scheduler=None, quiet=False):
+    """Finish the checkpointed ``dnmf consensus`` whose CKPT is ``directory`` (``dnmf resume``)."""
+    from ..apps.consensus_checkpoint import read_run
+    from ..apps.counts import TOP_GENES
+
+    run = read_run(directory)
+    info = run.get("run", {})
+    if info.get("command") != "consensus" or not info.get("input"):
+        raise InputError(f"{directory} was not written by `dnmf consensus` (it records no input); resume it from Python")
+    settings = {name: run[name] for name in ("ranks", "replicates", "random_state", "preprocess")}
+    settings["top_genes"] = run.get("top_genes") or TOP_GENES
+    _consensus_job(
+        info["input"], settings, info["options"], info["params"], out=out or info["out"], overwrite=overwrite,
+        read=info.get("read", {}), batch_memory=info.get("batch_memory"), checkpoint=directory,
+        every=info.get("every"), seconds=info.get("seconds"), scheduler=scheduler, quiet=quiet,
+    )
 
 
 #: The commands of this module, registered on the ``dnmf`` group by :mod:`dnmf.cli.main`.

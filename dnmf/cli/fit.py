@@ -26,6 +26,7 @@ import click
 import yaml
 
 from .. import api
+from ..apps.consensus_checkpoint import is_consensus_checkpoint
 from ..engine.checkpoint import CURRENT, load_checkpoint
 from ..engine.durable import check_destination, check_writable, factor_bytes
 from ..errors import InputError, ParameterError
@@ -223,11 +224,20 @@ def fit(input_path, layer, dtype, store, out, checkpoint, checkpoint_every, chec
 @output_options
 def resume(directory, max_iter, out, from_name, scheduler, workers, memory_limit, threads, storage_options, overwrite,
            quiet, verbose):
-    """Finish the checkpointed `dnmf fit` in DIR (a path or URL) and write its OUT.
+    """Finish the checkpointed `dnmf fit` in DIR (a path or URL) and write its OUT, or
+    the `dnmf consensus` whose --checkpoint is DIR and write its DIR.
 
     Storage options are never recorded: pass --storage-options again when the fit had them.
     """
     directory = absolute(directory)
+    if not is_url(directory) and is_consensus_checkpoint(directory):
+        from .consensus import resume_consensus
+
+        if max_iter is not None or from_name is not None or storage_options is not None:
+            raise click.UsageError("--max-iter, --from and --storage-options do not apply to a consensus")
+        resume_consensus(directory, out=out, overwrite=overwrite, quiet=quiet,
+                         scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads))
+        return
     _, metadata = load_checkpoint(directory, name=from_name, storage_options=storage_options)
     run_info = metadata["run"]
     if not run_info.get("input"):

@@ -127,14 +127,16 @@ def flag(name):
     return ALIASES.get(name, (f"--{name.replace('_', '-').lower()}",))[0]
 
 
-def param_options(command=None, *, without=()):
+def param_options(command=None, *, without=(), defaults=None):
     """Add one option per row of the parameter table (but ``without`` and
-    :data:`NOT_OPTIONS`), each defaulting to None (the table's default)."""
+    :data:`NOT_OPTIONS`), each defaulting to None (the table's default, or the command's
+    own in ``defaults``, which the help shows)."""
+    shown_defaults = {**CLI_DEFAULTS, **(defaults or {})}
 
     def add(command):
         for spec in reversed([p for p in PARAMS if p.name not in NOT_OPTIONS + tuple(without)]):
             names = [*ALIASES.get(spec.name, ()), f"--{spec.option}", spec.name]
-            help_text = f"{spec.doc} [default: {CLI_DEFAULTS.get(spec.name, spec.default)}]"
+            help_text = f"{spec.doc} [default: {shown_defaults.get(spec.name, spec.default)}]"
             command = click.option(
                 *names, type=SCALAR, default=None, metavar=METAVARS.get(spec.name, "VALUE"), help=help_text
             )(command)

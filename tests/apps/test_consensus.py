@@ -4,6 +4,11 @@ iteration, and on counts with planted programs finds them and their number."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,9 +17,12 @@ import zarr
 from scipy.optimize import linear_sum_assignment
 from zarr.storage import LocalStore
 
+from dnmf import api
 from dnmf.api import prepare, run_job
+from dnmf.errors import CheckpointMismatch
 from dnmf.apps.consensus import consensus, consensus_of_rank, local_density
 from dnmf.cli.main import main
+from dnmf.engine.checkpoint import PAUSE_IN_CHECKPOINT_WRITE
 from dnmf.io.results import read_result
 from counting_store import CountingStore, PassRecorder, chunk_keys
 
@@ -57,6 +65,29 @@ def test_an_ensemble_is_its_members_fitted_alone(make_matrix):
         np.testing.assert_allclose(together.W[:, start : start + k].compute(), alone.W.compute(), rtol=1e-10,
                                    atol=1e-12)
         start += k
+
+
+def test_an_ensemble_resumed_from_its_checkpoint_is_the_uninterrupted_one(make_matrix, tmp_path):
+    """Checkpoints record the members; a resume continues each of them bit for bit, and
+    refuses a checkpoint of another ensemble."""
+    from dnmf.api import Checkpointing
+    from dnmf.errors import CheckpointMismatch
+
+    X = make_matrix(60, 25, seed=4).astype(np.float32)
+    members = [(2, 21), (3, 22)]
+    common = dict(init="random", tol=0, n_components=5)
+    whole = run_job(prepare(X, {**common, "max_iter": 12}, members=members))
+    first = run_job(prepare(X, {**common, "max_iter": 7}, members=members,
+                            checkpointing=Checkpointing(tmp_path / "ckpt", every=3)))
+    assert first.n_iter == 7
+    job = prepare(X, {**common, "max_iter": 12}, members=members, checkpointing=Checkpointing(tmp_path / "ckpt"))
+    assert job.start.iteration == 7
+    resumed = run_job(job)
+    np.testing.assert_array_equal(resumed.H, whole.H)
+    np.testing.assert_array_equal(resumed.W.compute(), whole.W.compute())
+    assert resumed.n_iter == whole.n_iter == 12
+    with pytest.raises(CheckpointMismatch, match=r"another ensemble .*\[\[2, 21\], \[3, 22\]\], now \[\[2, 21\], \[3, 23\]\]"):
+        prepare(X, {**common, "max_iter": 12}, members=[(2, 21), (3, 23)], checkpointing=Checkpointing(tmp_path / "ckpt"))
 
 
 def test_the_refit_reports_each_members_loss(make_matrix):
@@ -127,6 +158,18 @@ def test_planted_programs_are_found_and_counted(sparse):
         np.testing.assert_allclose(result.spectra[k].sum(axis=1), 1.0)
 
 
+def test_counts_preprocessed_as_cnmf_does_give_the_planted_programs():
+    """cNMF's preprocessing (over-dispersed genes, unit variance) out of core: the
+    spectra live on the genes kept, each planted program is found on them."""
+    counts, planted = planted_counts()
+    result = consensus(counts, range(5, 10), replicates=8, preprocess="counts", top_genes=150)
+    report, kept = result.report, result.preprocessing
+    assert report.recommended == PROGRAMS, report.to_dict()
+    assert report.preprocessing["columns"] == kept.columns.tolist() and len(kept.columns) == 150
+    assert result.spectra[PROGRAMS].shape == (PROGRAMS, 150)
+    assert _cosines(result.spectra[PROGRAMS], planted[:, kept.columns] * kept.scale).min() >= 0.95
+
+
 def test_small_batches_give_the_same_consensus_as_one():
     counts, _ = planted_counts(cells=200, genes=60, programs=3, seed=2)
     one = consensus(counts, [2, 3], replicates=4, max_iter=50)
@@ -134,6 +177,82 @@ def test_small_batches_give_the_same_consensus_as_one():
     assert one.report.batches == 1 and many.report.batches == 8
     for k in (2, 3):
         assert _cosines(one.spectra[k], many.spectra[k]).min() > 0.99
+
+
+class Crash(Exception):
+    """Stands for the end of a killed process."""
+
+
+def test_an_interrupted_consensus_resumes_to_the_uninterrupted_result(tmp_path):
+    """Interrupted inside its third batch (after that batch's first checkpoint), a
+    checkpointed consensus resumes: finished batches are not fitted again, the running
+    one continues from its checkpoint, and every output is the uninterrupted run's."""
+    counts, _ = planted_counts(cells=200, genes=60, programs=3, seed=2)
+    options = dict(replicates=4, max_iter=40, tol=0, batch_bytes=1)  # 8 batches of one fit each
+    whole = consensus(counts, [2, 3], **options)
+    iterations = []
+
+    def crash_in_third_batch(info):
+        iterations.append(info)
+        if sum(item is None for item in iterations) == 2 and info is not None and info.iteration == 7:
+            raise Crash
+
+    with pytest.raises(Crash):
+        consensus(counts, [2, 3], checkpoint=api.Checkpointing(tmp_path / "run", every=5),
+                  callback=crash_in_third_batch, **options)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "batch-0001", "batch-0002", "batch-0003.ckpt", "consensus-run.json"]
+    resumed_iterations = []
+    resumed = consensus(counts, [2, 3], checkpoint=tmp_path / "run", callback=resumed_iterations.append, **options)
+    # batch 3 resumed from its checkpoint at iteration 5; batches 4..8 in full
+    assert [info.iteration for info in resumed_iterations if info is not None][:2] == [6, 7]
+    assert sum(info is not None for info in resumed_iterations) == 35 + 5 * 40
+    for k in (2, 3):
+        np.testing.assert_array_equal(resumed.spectra[k], whole.spectra[k])
+        np.testing.assert_array_equal(resumed.unit_spectra[k], whole.unit_spectra[k])
+        np.testing.assert_array_equal(resumed.usages[k].compute(), whole.usages[k].compute())
+    as_run = lambda report: {**report.to_dict(), "seconds": None}  # noqa: E731
+    assert as_run(resumed.report) == as_run(whole.report)
+    with pytest.raises(CheckpointMismatch, match="the consensus differs .*replicates: checkpoint 4, now 5"):
+        consensus(counts, [2, 3], checkpoint=tmp_path / "run", **{**options, "replicates": 5})
+    with pytest.raises(CheckpointMismatch, match="another matrix"):
+        consensus(counts[::-1].copy(), [2, 3], checkpoint=tmp_path / "run", **options)
+
+
+def test_kill_9_during_a_consensus_then_resume_equals_an_uninterrupted_run(tmp_path, capsys):
+    """``dnmf consensus --checkpoint`` killed while its third batch writes a checkpoint;
+    ``dnmf resume CKPT`` ends with the files of a run never interrupted."""
+    counts, _ = planted_counts(cells=200, genes=60, programs=3, seed=2)
+    source = tmp_path / "counts.npy"
+    np.save(source, counts)
+    options = ["--ranks", "2:3", "--replicates", "3", "--max-iter", "30", "--tol", "0", "--batch-memory", "1",
+               "--threads", "-q"]
+    assert main(["consensus", str(source), "--out", str(tmp_path / "reference"), *options]) == 0
+    out, ckpt = tmp_path / "out", tmp_path / "run.ckpt"
+    command = [sys.executable, "-m", "dnmf.cli", "consensus", str(source), "--out", str(out), "--checkpoint", str(ckpt),
+               "--checkpoint-every", "4", *options]
+    pause = {**os.environ, PAUSE_IN_CHECKPOINT_WRITE: "2@8"}  # in every batch's save of iteration 8
+    process = subprocess.Popen(command, env=pause, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (ckpt / "batch-0003.ckpt" / "ckpt-000008").exists():
+            assert process.poll() is None, "the run ended before it could be killed:\n" + process.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint of the third batch in time"
+            time.sleep(0.02)
+        process.kill()
+    finally:
+        process.communicate()
+    assert process.returncode == -signal.SIGKILL and not out.exists()
+    assert (ckpt / "batch-0002" / "H.npy").exists() and not (ckpt / "batch-0003").exists()
+    capsys.readouterr()
+    assert main(["resume", str(ckpt), "-q"]) == 0, capsys.readouterr().err
+    as_run = lambda path: {**json.loads(path.read_text()), "seconds": None}  # noqa: E731
+    assert as_run(out / "consensus.json") == as_run(tmp_path / "reference" / "consensus.json")
+    for k in (2, 3):
+        resumed, reference = read_result(out / f"k{k}.zarr"), read_result(tmp_path / "reference" / f"k{k}.zarr")
+        np.testing.assert_array_equal(np.asarray(resumed.H), np.asarray(reference.H))
+        np.testing.assert_array_equal(np.asarray(resumed.W), np.asarray(reference.W))
+    assert sorted(p.name for p in ckpt.iterdir()) == [*(f"batch-{i:04d}" for i in range(1, 7)), "consensus-run.json"]
 
 
 def test_cli_writes_the_directory_and_refuses_bad_options(tmp_path, capsys):
@@ -147,10 +266,17 @@ def test_cli_writes_the_directory_and_refuses_bad_options(tmp_path, capsys):
     report = json.loads((out / "consensus.json").read_text())
     assert [s["rank"] for s in report["scores"]] == [2, 3, 4]
     assert (out / "k_selection.png").stat().st_size > 0
+    assert report["preprocessing"] == {"kind": "none"}
     for k in (2, 3, 4):
         fitted = read_result(out / f"k{k}.zarr")
         assert fitted.H.shape == (k, 60) and fitted.W.shape == (200, k)
         assert (out / f"k{k}.density.png").exists() and (out / f"k{k}.clustering.png").exists()
+    status = main(["consensus", str(source), "--ranks", "2:3", "--replicates", "3", "--preprocess", "counts",
+                   "--top-genes", "40", "--out", str(tmp_path / "pre"), "--max-iter", "50", "--threads", "-q"])
+    assert status == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "pre" / "consensus.json").read_text())
+    assert report["preprocessing"]["kind"] == "counts" and len(report["preprocessing"]["columns"]) == 40
+    assert read_result(tmp_path / "pre" / "k3.zarr").H.shape == (3, 40)
     capsys.readouterr()
     for args, fragment in [
         (["--ranks", "2:61"], "ranks must be within 1..60"),
@@ -158,6 +284,15 @@ def test_cli_writes_the_directory_and_refuses_bad_options(tmp_path, capsys):
         (["--density-threshold", "0"], "--density-threshold must be in (0, 2]"),
         (["--density-threshold", "2.5"], "--density-threshold must be in (0, 2]"),
         (["--neighbors", "1.5"], "--neighbors must be in (0, 1]"),
+        (["--preprocess", "counts", "--top-genes", "0"], "--top-genes must be an integer >= 1"),
+        (["--preprocess", "counts", "--top-genes", "2", "--ranks", "2:3"], "ranks must be within 1..2"),
+        (["--top-genes", "20"], "--top-genes applies with --preprocess counts"),
+        (["--preprocess", "tpm"], "'tpm' is not one of"),
+        (["--checkpoint-every", "3"], "--checkpoint-every and --checkpoint-seconds apply with --checkpoint CKPT"),
+        (["--batch-memory", "lots"], "'lots' is not a size such as 4GiB"),
+        (["--checkpoint", "s3://bucket/run.ckpt"], "--checkpoint s3://bucket/run.ckpt: a consensus checkpoints to a "
+                                                   "local directory only"),
+        (["--checkpoint", str(tmp_path)], "holds other files and no consensus-run.json; use an empty directory"),
     ]:
         target = tmp_path / "never"
         options = {"--ranks": "2:3", "--replicates": "3", **dict(zip(args[::2], args[1::2]))}

@@ -53,7 +53,8 @@ Layout
         attrs  format = "dnmf-checkpoint", version, iteration, finished, extrapolation
                (the schedule of an extrapolate=True fit, else null), created,
                fingerprint (of V), params (the result-changing ones), all_params,
-               rng, run (caller's notes, e.g. the CLI's input and OUT), complete
+               rng, run (caller's notes, e.g. the CLI's input and OUT), members (of an
+               ensemble: [rank, seed] pairs; a resume must fit the same), complete
         SHA256SUMS          checksums of every other file (written last)
 
 What is fingerprinted

@@ -15,7 +15,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from ...errors import CheckpointError, ConcurrentWriteError, CorruptCheckpointError, NotFoundError, ParameterError
+from ...errors import CheckpointError, CheckpointMismatch, ConcurrentWriteError, CorruptCheckpointError, NotFoundError, ParameterError
 from ...params import DEFAULTS, jsonable, recorded, validate_params
 from ..durable import TEMP_PREFIX, check_writable, factor_bytes, fsync_tree, pause_for_tests, write_factor
 from ..location import Location
@@ -253,6 +253,7 @@ def load_checkpoint(directory, name=None, storage_options=None):
         "all_params": attrs.get("all_params", {}),
         "rng": attrs.get("rng", {}),
         "run": attrs.get("run", {}),
+        "members": attrs.get("members", []),
         "checkpoints": [entry[2] for entry in _entries(directory)],
     }
     return state, metadata
@@ -289,6 +290,9 @@ class ZarrCheckpointer:
         the next save.
     storage_options : dict, optional
         For a URL: its filesystem's options (never written into a checkpoint).
+    members : sequence of (int, seed), optional
+        The fit is an ensemble of these members (:func:`dnmf.engine.driver.factorize`):
+        recorded, and a resume must fit the same ones.
 
     Raises
     ------
@@ -304,7 +308,7 @@ class ZarrCheckpointer:
 
     def __init__(
         self, directory, panels, params, *, every=None, seconds=None, keep=KEEP, run_info=None, resume_from=None,
-        storage_options=None,
+        storage_options=None, members=(),
     ):
         if every is not None and (isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1):
             raise ParameterError(f"checkpoint_every must be a positive integer, got {every!r}")
@@ -321,6 +325,7 @@ class ZarrCheckpointer:
         self.run_info = jsonable(dict(run_info or {}))
         self.panels = panels
         self.resume_from = resume_from
+        self.members = [[int(k), jsonable(seed)] for k, seed in members]
         self._fingerprint = None
         self._anchor = None  # the checkpoint the driver continues from (never pruned)
         self._pointer = self.directory.join(CURRENT).version()  # what the next save replaces
@@ -354,6 +359,11 @@ class ZarrCheckpointer:
             return None
         state, metadata = load_checkpoint(self.directory, name=self.resume_from)
         check_compatible(metadata, self.fingerprint, self.params)
+        if metadata.get("members", []) != self.members:
+            raise CheckpointMismatch(
+                f"cannot resume from {metadata['path']}: it was written for another ensemble (members (rank, seed): "
+                f"checkpoint {metadata.get('members', [])!r}, now {self.members!r})"
+            )
         if self.resume_from is not None and self.resume_from != _current_name(self.directory):
             logger.warning(
                 "resuming from %s as asked; %s now names it, and newer checkpoints will be removed by the next save",
@@ -414,6 +424,7 @@ class ZarrCheckpointer:
                 "all_params": recorded(self.params),
                 "rng": {"random_state": jsonable(self.params["random_state"]), "used_by": "initialization only"},
                 "run": self.run_info,
+                "members": self.members,
             }
         )
         group.attrs["complete"] = True
