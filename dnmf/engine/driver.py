@@ -501,7 +501,7 @@ def _local_tasks(client, V):
     products (single-threaded in SciPy) and stored inputs (decompression) keep one task
     per core."""
     if client is None and V.in_memory and not V.sparse:
-        return dask.config.set(num_workers=1)
+        return dask.config.set(scheduler="sync")  # one task at a time, without a pool's hand-offs
     return contextlib.nullcontext()
 
 
@@ -571,6 +571,7 @@ def _iterate(V, V_blocks, W0, H0, step, extrapolate, config, stats, client, call
         schedule = Schedule.from_list(start.extrapolation)
         H_next = H0 if start.H_next is None else np.asarray(start.H_next)
     known = [] if start is None else list(start.loss_history)  # loss of iterates 0..j
+    errors = []  # their errors (loss_to_error), made as they come
     violations = [] if start is None else list(start.violations)  # of passes 1..t
     first = 1 if start is None else start.iteration + 1
     converged = start is not None and start.finished
@@ -593,7 +594,7 @@ def _iterate(V, V_blocks, W0, H0, step, extrapolate, config, stats, client, call
         H_next = H_now
         if schedule is not None and n_iter > 1 and schedule.accept(known[-1], known[-2]):
             H_next = H_ahead
-        errors = [loss_to_error(value) for value in known]
+        errors.extend(loss_to_error(value) for value in known[len(errors):])
         change = (errors[-2] - errors[-1]) / errors[-2] if len(errors) > 1 and errors[-2] else 0.0
         seconds = time.perf_counter() - started
         logger.debug("iteration %d: loss %.6g (relative change %.3g, %.3fs)", n_iter, known[-1], change, seconds)
