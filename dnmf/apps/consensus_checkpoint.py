@@ -104,7 +104,8 @@ class ConsensusCheckpoint:
         self.directory = Path(directory).absolute()
         if self.directory.exists() and not self.directory.is_dir():
             raise CheckpointError(f"checkpoint directory {self.directory} is a file")
-        if self.directory.is_dir() and any(self.directory.iterdir()) and not is_consensus_checkpoint(self.directory):
+        visible = self.directory.is_dir() and any(not p.name.startswith(".") for p in self.directory.iterdir())
+        if visible and not is_consensus_checkpoint(self.directory):  # hidden names: debris of a crashed write
             raise CheckpointError(
                 f"checkpoint directory {self.directory} holds other files and no {RUN_FILE}; use an empty directory"
             )

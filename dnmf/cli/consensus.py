@@ -20,8 +20,13 @@ recommended k, and writes DIR whole (or not at all):
 from __future__ import annotations
 
 import click
+from dask.utils import parse_bytes
 
-from ..apps.consensus import MAX_ITER
+from ..api import Checkpointing
+from ..apps import consensus as cnmf
+from ..apps.consensus_checkpoint import read_run
+from ..apps.counts import TOP_GENES
+from ..engine.durable import check_destination
 from ..engine.location import is_url, shown
 from ..errors import InputError
 from ..params import recorded, validate_params
@@ -76,7 +81,7 @@ NOT_CONSENSUS_OPTIONS = ("n_components", "random_state", "client", "verbose", "i
               help="Also checkpoint every S seconds.")
 @click.option("--batch-memory", metavar="SIZE", default=None,
               help="Memory budget of a batch of replicates fitted together, e.g. 4GiB. [default: half the workers']")
-@param_options(without=NOT_CONSENSUS_OPTIONS, defaults={"max_iter": MAX_ITER})
+@param_options(without=NOT_CONSENSUS_OPTIONS, defaults={"max_iter": cnmf.MAX_ITER})
 @scheduler_options
 @output_options
 def consensus_command(
@@ -89,9 +94,6 @@ def consensus_command(
     With --checkpoint CKPT a killed run resumes with `dnmf resume CKPT` (or the same
     command): finished batches are kept, the running one continues from its last checkpoint.
     """
-    from ..apps import consensus as cnmf
-    from ..apps.counts import TOP_GENES
-
     ranks = parse_ranks(ranks)
     params = fit_values(values, without=NOT_CONSENSUS_OPTIONS)
     validate_params({**params, "n_components": ranks[-1]}, spell=lambda name: "--ranks" if name == "n_components" else flag(name))
@@ -121,8 +123,6 @@ def consensus_command(
 def _batch_bytes(batch_memory):
     if batch_memory is None:
         return None
-    from dask.utils import parse_bytes
-
     try:
         value = parse_bytes(batch_memory)
     except ValueError:
@@ -136,9 +136,6 @@ def _consensus_job(input_path, settings, options, params, *, out, overwrite, rea
                    every=None, seconds=None, scheduler=None, quiet=False):
     """Check everything, run the consensus of ``input_path`` (checkpointed in
     ``checkpoint`` if given) and write ``out``; print the table."""
-    from ..api import Checkpointing
-    from ..apps import consensus as cnmf
-    from ..engine.durable import check_destination
 
     cnmf.check_options(settings["replicates"], options["density_threshold"], options["neighbors"],
                        settings["preprocess"], settings["top_genes"],
@@ -194,9 +191,6 @@ def _consensus_job(input_path, settings, options, params, *, out, overwrite, rea
 
 def resume_consensus(directory, *, out=None, overwrite=False, scheduler=None, quiet=False):
     """Finish the checkpointed ``dnmf consensus`` whose CKPT is ``directory`` (``dnmf resume``)."""
-    from ..apps.consensus_checkpoint import read_run
-    from ..apps.counts import TOP_GENES
-
     run = read_run(directory)
     info = run.get("run", {})
     if info.get("command") != "consensus" or not info.get("input"):

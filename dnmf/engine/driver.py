@@ -499,8 +499,8 @@ def _local_tasks(client, V):
     """Dask's threads run in-memory dense panels one at a time, with BLAS on every core:
     their products are bound by memory bandwidth, which parallel tasks only share. Sparse
     products (single-threaded in SciPy) and stored inputs (decompression) keep one task
-    per core."""
-    if client is None and V.in_memory and not V.sparse:
+    per core, but for a sparse V in one panel, which has one task per step anyway."""
+    if client is None and V.in_memory and (not V.sparse or V.n_panels == 1):
         return dask.config.set(scheduler="sync")  # one task at a time, without a pool's hand-offs
     return contextlib.nullcontext()
 

@@ -220,30 +220,30 @@ def test_an_interrupted_consensus_resumes_to_the_uninterrupted_result(tmp_path):
 
 
 def test_kill_9_during_a_consensus_then_resume_equals_an_uninterrupted_run(tmp_path, capsys):
-    """``dnmf consensus --checkpoint`` killed while its third batch writes a checkpoint;
+    """``dnmf consensus --checkpoint`` killed while its second batch writes a checkpoint;
     ``dnmf resume CKPT`` ends with the files of a run never interrupted."""
     counts, _ = planted_counts(cells=200, genes=60, programs=3, seed=2)
     source = tmp_path / "counts.npy"
     np.save(source, counts)
-    options = ["--ranks", "2:3", "--replicates", "3", "--max-iter", "30", "--tol", "0", "--batch-memory", "1",
-               "--threads", "-q"]
+    options = ["--ranks", "2:3", "--replicates", "2", "--max-iter", "20", "--tol", "0", "--batch-memory", "1",
+               "--threads", "-q"]  # four batches of one fit each
     assert main(["consensus", str(source), "--out", str(tmp_path / "reference"), *options]) == 0
     out, ckpt = tmp_path / "out", tmp_path / "run.ckpt"
     command = [sys.executable, "-m", "dnmf.cli", "consensus", str(source), "--out", str(out), "--checkpoint", str(ckpt),
                "--checkpoint-every", "4", *options]
-    pause = {**os.environ, PAUSE_IN_CHECKPOINT_WRITE: "2@8"}  # in every batch's save of iteration 8
+    pause = {**os.environ, PAUSE_IN_CHECKPOINT_WRITE: "1@8"}  # in every batch's save of iteration 8
     process = subprocess.Popen(command, env=pause, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        while not (ckpt / "batch-0003.ckpt" / "ckpt-000008").exists():
+        while not (ckpt / "batch-0002.ckpt" / "ckpt-000008").exists():
             assert process.poll() is None, "the run ended before it could be killed:\n" + process.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint of the third batch in time"
+            assert time.monotonic() < deadline, "no checkpoint of the second batch in time"
             time.sleep(0.02)
         process.kill()
     finally:
         process.communicate()
     assert process.returncode == -signal.SIGKILL and not out.exists()
-    assert (ckpt / "batch-0002" / "H.npy").exists() and not (ckpt / "batch-0003").exists()
+    assert (ckpt / "batch-0001" / "H.npy").exists() and not (ckpt / "batch-0002").exists()
     capsys.readouterr()
     assert main(["resume", str(ckpt), "-q"]) == 0, capsys.readouterr().err
     as_run = lambda path: {**json.loads(path.read_text()), "seconds": None}  # noqa: E731
@@ -252,7 +252,7 @@ def test_kill_9_during_a_consensus_then_resume_equals_an_uninterrupted_run(tmp_p
         resumed, reference = read_result(out / f"k{k}.zarr"), read_result(tmp_path / "reference" / f"k{k}.zarr")
         np.testing.assert_array_equal(np.asarray(resumed.H), np.asarray(reference.H))
         np.testing.assert_array_equal(np.asarray(resumed.W), np.asarray(reference.W))
-    assert sorted(p.name for p in ckpt.iterdir()) == [*(f"batch-{i:04d}" for i in range(1, 7)), "consensus-run.json"]
+    assert sorted(p.name for p in ckpt.iterdir()) == [*(f"batch-{i:04d}" for i in range(1, 5)), "consensus-run.json"]
 
 
 def test_cli_writes_the_directory_and_refuses_bad_options(tmp_path, capsys):
