@@ -76,6 +76,7 @@ __all__ = [
     "DENSITY_THRESHOLD",
     "NEIGHBORS",
     "REPLICATES",
+    "RESULT_FORMATS",
     "Consensus",
     "ConsensusReport",
     "ConsensusScore",
@@ -510,14 +511,27 @@ def _split_columns(W, sizes):
 # ----------------------------------------------------------------------------- output
 
 
-def write_consensus(path, result, params, *, input_path=None, overwrite=False):
+#: Formats of the per-rank results :func:`write_consensus` writes.
+RESULT_FORMATS = ("zarr", "h5ad")
+
+
+def write_consensus(path, result, params, *, input_path=None, overwrite=False, result_format="zarr",
+                    labels=(None, None)):
     """Write a :class:`Consensus` as the directory ``path`` (a local path), whole or not
-    at all: ``consensus.json``, one fit result ``k<K>.zarr`` per rank (H the consensus
-    spectra, W the usages), and the plots (see :mod:`dnmf.cli.consensus`)."""
+    at all: ``consensus.json``, one fit result per rank (H the consensus spectra, W the
+    usages) -- ``k<K>.zarr``, or with ``result_format="h5ad"`` an AnnData file
+    ``k<K>.h5ad`` (:func:`dnmf.io.results.write_fit`) whose obs/var names are ``labels``
+    (the input's row and column names; the columns kept when the counts were
+    preprocessed) -- and the plots (see :mod:`dnmf.cli.consensus`)."""
     from ..engine.durable import publish_directory
     from ..engine.state import FitResult
     from ..io.results import write_fit
 
+    if result_format not in RESULT_FORMATS:
+        raise ParameterError(f"result_format must be one of {', '.join(RESULT_FORMATS)}, got {result_format!r}")
+    rows, columns = labels
+    if columns is not None and result.preprocessing is not None:
+        columns = [columns[j] for j in result.preprocessing.columns]
     report, refit = result.report, result.refit
     with publish_directory(path, overwrite) as temp:
         temp.mkdir()
@@ -526,8 +540,9 @@ def write_consensus(path, result, params, *, input_path=None, overwrite=False):
             k = score.rank
             fitted = FitResult(result.usages[k], result.spectra[k].astype(refit.H.dtype), refit.n_iter, [loss],
                                refit.converged, refit.norm_V)
-            write_fit(temp / f"k{k}.zarr", fitted, {**DEFAULTS, **params, "n_components": k, "init": "custom"},
-                      input_path=input_path)
+            write_fit(temp / f"k{k}.{result_format}", fitted,
+                      {**DEFAULTS, **params, "n_components": k, "init": "custom"}, input_path=input_path,
+                      labels=(rows, columns))
             plot_density(result, k, temp / f"k{k}.density.png")
             plot_clustering(result, k, temp / f"k{k}.clustering.png")
         plot_k_selection(report, temp / "k_selection.png")

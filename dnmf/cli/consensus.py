@@ -9,9 +9,12 @@ recommended k, and writes DIR whole (or not at all):
     The report: per rank the stability, cNMF's prediction error, the relative error
     and the spectra kept by the density filter; the recommendation and its rule; with
     ``--preprocess counts``, the input columns (genes) kept and their scale.
-``k<K>.zarr``
+``k<K>.zarr`` (``k<K>.h5ad`` with ``--format h5ad``)
     Per rank a result as ``dnmf fit`` writes one: ``H`` the consensus spectra (rows
     sum to 1), ``W`` the refit usages; ``dnmf info``, ``similar`` and ``plot`` read it.
+    An ``.h5ad`` file carries INPUT's cell and gene names (of the genes kept, with
+    ``--preprocess counts``), ``obsm["X_nmf"]`` the usages, ``varm["NMF_components"]``
+    the spectra.
 ``k_selection.png``, ``k<K>.density.png``, ``k<K>.clustering.png``
     Stability and error against k; each rank's local-density histogram and its
     clustered spectra's distance heatmap (as cNMF draws them).
@@ -29,6 +32,7 @@ from ..apps.counts import TOP_GENES
 from ..engine.durable import check_destination
 from ..engine.location import is_url, shown
 from ..errors import InputError
+from ..io.formats import matrix_labels
 from ..params import recorded, validate_params
 from .fit import Interrupted
 from .options import (
@@ -73,6 +77,8 @@ NOT_CONSENSUS_OPTIONS = ("n_components", "random_state", "client", "verbose", "i
               help="Base seed of the replicates.")
 @click.option("--out", "-o", metavar="DIR", required=True, help="Directory to write (see `dnmf consensus --help`).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing DIR.")
+@click.option("--format", "result_format", type=click.Choice(list(cnmf.RESULT_FORMATS)), default="zarr",
+              show_default=True, help="Per-rank results as Zarr groups, or AnnData files with INPUT's names.")
 @click.option("--checkpoint", metavar="CKPT", default=None,
               help="Local directory for the run's progress; the run of an interrupted consensus there is resumed.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), metavar="N", default=None,
@@ -86,7 +92,7 @@ NOT_CONSENSUS_OPTIONS = ("n_components", "random_state", "client", "verbose", "i
 @output_options
 def consensus_command(
     input_path, layer, dtype, store, ranks, replicates, density_threshold, neighbors, preprocess, top_genes, seed, out,
-    overwrite, checkpoint, checkpoint_every, checkpoint_seconds, batch_memory, scheduler, workers, memory_limit,
+    overwrite, result_format, checkpoint, checkpoint_every, checkpoint_seconds, batch_memory, scheduler, workers, memory_limit,
     threads, quiet, verbose, **values
 ):
     """Consensus NMF (cNMF) of each rank of --ranks; recommends k and writes DIR.
@@ -113,7 +119,7 @@ def consensus_command(
     if checkpoint is None and (checkpoint_every is not None or checkpoint_seconds is not None):
         raise click.UsageError("--checkpoint-every and --checkpoint-seconds apply with --checkpoint CKPT")
     _consensus_job(
-        input_path, settings, options, params, out=out, overwrite=overwrite,
+        input_path, settings, options, params, out=out, overwrite=overwrite, result_format=result_format,
         read=dict(layer=layer, dtype=dtype, store=store), batch_memory=batch_memory,
         checkpoint=checkpoint, every=checkpoint_every, seconds=checkpoint_seconds,
         scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads), quiet=quiet,
@@ -132,8 +138,8 @@ def _batch_bytes(batch_memory):
     return value
 
 
-def _consensus_job(input_path, settings, options, params, *, out, overwrite, read, batch_memory=None, checkpoint=None,
-                   every=None, seconds=None, scheduler=None, quiet=False):
+def _consensus_job(input_path, settings, options, params, *, out, overwrite, read, result_format="zarr",
+                   batch_memory=None, checkpoint=None, every=None, seconds=None, scheduler=None, quiet=False):
     """Check everything, run the consensus of ``input_path`` (checkpointed in
     ``checkpoint`` if given) and write ``out``; print the table."""
 
@@ -151,7 +157,8 @@ def _consensus_job(input_path, settings, options, params, *, out, overwrite, rea
     source = open_input(input_path, **read, out=out, quiet=quiet)
     checkpointing = None
     if checkpoint is not None:
-        run_info = {"command": "consensus", "input": shown(input_path), "read": read, "out": out, "options": options,
+        run_info = {"command": "consensus", "input": shown(input_path), "read": read, "out": out,
+                    "format": result_format, "options": options,
                     "params": recorded(params), "every": every, "seconds": seconds, "batch_memory": batch_memory}
         checkpointing = Checkpointing(checkpoint, every, seconds, run_info)
     with running_on(**scheduler, quiet=quiet):
@@ -174,8 +181,10 @@ def _consensus_job(input_path, settings, options, params, *, out, overwrite, rea
             raise
         finally:
             bar.close()
+        labels = matrix_labels(input_path) if result_format == "h5ad" and not is_url(input_path) else (None, None)
         cnmf.write_consensus(out, result, {**params, "random_state": settings["random_state"]},
-                             input_path=shown(input_path), overwrite=overwrite)
+                             input_path=shown(input_path), overwrite=overwrite, result_format=result_format,
+                             labels=labels)
     if not quiet:
         report = result.report
         click.echo(f"{'rank':>4}  {'stability':>9}  {'rel. error':>10}  {'kept':>9}")
@@ -199,6 +208,7 @@ def resume_consensus(directory, *, out=None, overwrite=False, scheduler=None, qu
     settings["top_genes"] = run.get("top_genes") or TOP_GENES
     _consensus_job(
         info["input"], settings, info["options"], info["params"], out=out or info["out"], overwrite=overwrite,
+        result_format=info.get("format", "zarr"),
         read=info.get("read", {}), batch_memory=info.get("batch_memory"), checkpoint=directory,
         every=info.get("every"), seconds=info.get("seconds"), scheduler=scheduler, quiet=quiet,
     )

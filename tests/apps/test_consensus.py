@@ -271,12 +271,23 @@ def test_cli_writes_the_directory_and_refuses_bad_options(tmp_path, capsys):
         fitted = read_result(out / f"k{k}.zarr")
         assert fitted.H.shape == (k, 60) and fitted.W.shape == (200, k)
         assert (out / f"k{k}.density.png").exists() and (out / f"k{k}.clustering.png").exists()
-    status = main(["consensus", str(source), "--ranks", "2:3", "--replicates", "3", "--preprocess", "counts",
-                   "--top-genes", "40", "--out", str(tmp_path / "pre"), "--max-iter", "50", "--threads", "-q"])
+    import anndata
+
+    cells, genes = [f"cell{i}" for i in range(200)], [f"gene{j}" for j in range(60)]
+    import pandas as pd
+
+    anndata.AnnData(sp.csr_matrix(counts.astype(np.int32)), obs=pd.DataFrame(index=cells),
+                    var=pd.DataFrame(index=genes)).write_h5ad(tmp_path / "counts.h5ad")
+    status = main(["consensus", str(tmp_path / "counts.h5ad"), "--ranks", "2:3", "--replicates", "3", "--preprocess",
+                   "counts", "--top-genes", "40", "--format", "h5ad", "--out", str(tmp_path / "pre"), "--max-iter", "50",
+                   "--threads", "-q"])
     assert status == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "pre" / "consensus.json").read_text())
     assert report["preprocessing"]["kind"] == "counts" and len(report["preprocessing"]["columns"]) == 40
-    assert read_result(tmp_path / "pre" / "k3.zarr").H.shape == (3, 40)
+    written = anndata.read_h5ad(tmp_path / "pre" / "k3.h5ad")
+    assert list(written.obs_names) == cells
+    assert list(written.var_names) == [genes[j] for j in report["preprocessing"]["columns"]]
+    assert written.obsm["X_nmf"].shape == (200, 3) and written.varm["NMF_components"].shape == (40, 3)
     capsys.readouterr()
     for args, fragment in [
         (["--ranks", "2:61"], "ranks must be within 1..60"),
