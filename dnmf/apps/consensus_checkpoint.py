@@ -36,7 +36,7 @@ from ..engine.location import fsync_path
 from ..errors import CheckpointError, CheckpointMismatch
 from ..params import jsonable
 
-__all__ = ["RUN_FILE", "RUN_FORMAT", "ConsensusCheckpoint", "is_consensus_checkpoint", "read_run"]
+__all__ = ["RUN_FILE", "RUN_FORMAT", "SETTINGS", "ConsensusCheckpoint", "is_consensus_checkpoint", "read_run"]
 
 #: The run's description in DIR, and its format tag.
 RUN_FILE = "consensus-run.json"

@@ -27,14 +27,14 @@ from dask.utils import parse_bytes
 
 from ..api import Checkpointing
 from ..apps import consensus as cnmf
-from ..apps.consensus_checkpoint import read_run
+from ..apps.consensus_checkpoint import SETTINGS, read_run
 from ..apps.counts import TOP_GENES
 from ..engine.durable import check_destination
 from ..engine.location import is_url, shown
 from ..errors import InputError
 from ..io.formats import matrix_labels
 from ..params import recorded, validate_params
-from .fit import Interrupted
+from .fit import Interrupted, quiet_shutdown
 from .options import (
     Bar,
     absolute,
@@ -142,7 +142,6 @@ def _consensus_job(input_path, settings, options, params, *, out, overwrite, rea
                    batch_memory=None, checkpoint=None, every=None, seconds=None, scheduler=None, quiet=False):
     """Check everything, run the consensus of ``input_path`` (checkpointed in
     ``checkpoint`` if given) and write ``out``; print the table."""
-
     cnmf.check_options(settings["replicates"], options["density_threshold"], options["neighbors"],
                        settings["preprocess"], settings["top_genes"],
                        spell={"replicates": "--replicates", "density_threshold": "--density-threshold",
@@ -175,6 +174,7 @@ def _consensus_job(input_path, settings, options, params, *, out, overwrite, rea
                 checkpoint=checkpointing, callback=progress, **options, **params,
             )
         except KeyboardInterrupt:
+            quiet_shutdown()  # before the cluster is torn down
             if checkpoint is not None:
                 raise Interrupted(f"interrupted; the progress is in {checkpoint}: resume with "
                                   f"`dnmf resume {checkpoint}`") from None
@@ -204,8 +204,8 @@ def resume_consensus(directory, *, out=None, overwrite=False, scheduler=None, qu
     info = run.get("run", {})
     if info.get("command") != "consensus" or not info.get("input"):
         raise InputError(f"{directory} was not written by `dnmf consensus` (it records no input); resume it from Python")
-    settings = {name: run[name] for name in ("ranks", "replicates", "random_state", "preprocess")}
-    settings["top_genes"] = run.get("top_genes") or TOP_GENES
+    settings = {name: run[name] for name in SETTINGS}
+    settings["top_genes"] = settings["top_genes"] or TOP_GENES  # recorded as None without preprocessing
     _consensus_job(
         info["input"], settings, info["options"], info["params"], out=out or info["out"], overwrite=overwrite,
         result_format=info.get("format", "zarr"),

@@ -245,6 +245,8 @@ def test_kill_9_during_a_consensus_then_resume_equals_an_uninterrupted_run(tmp_p
     assert process.returncode == -signal.SIGKILL and not out.exists()
     assert (ckpt / "batch-0001" / "H.npy").exists() and not (ckpt / "batch-0002").exists()
     capsys.readouterr()
+    assert main(["resume", str(ckpt), "--max-iter", "5"]) == 2
+    assert "--max-iter, --from and --storage-options do not apply to a consensus" in capsys.readouterr().err
     assert main(["resume", str(ckpt), "-q"]) == 0, capsys.readouterr().err
     as_run = lambda path: {**json.loads(path.read_text()), "seconds": None}  # noqa: E731
     assert as_run(out / "consensus.json") == as_run(tmp_path / "reference" / "consensus.json")
@@ -289,6 +291,8 @@ def test_cli_writes_the_directory_and_refuses_bad_options(tmp_path, capsys):
     assert list(written.var_names) == [genes[j] for j in report["preprocessing"]["columns"]]
     assert written.obsm["X_nmf"].shape == (200, 3) and written.varm["NMF_components"].shape == (40, 3)
     capsys.readouterr()
+    assert main(["consensus", "--help"]) == 0
+    assert "V). [default: 1000]" in " ".join(capsys.readouterr().out.split())  # --max-iter: cNMF's 1000
     for args, fragment in [
         (["--ranks", "2:61"], "ranks must be within 1..60"),
         (["--replicates", "1"], "--replicates must be an integer >= 2"),
