@@ -15,7 +15,10 @@ sampled every 0.2 s.
 Printed: wall time, peak memory, the recommended k (cNMF recommends none: the k of its
 highest stability is shown), and the cosine similarity, after matching, of each tool's
 consensus spectra at the planted k with the planted programs (taken to the normalized
-genes' scale) and with each other's.
+genes' scale) and with each other's; then, at that k, of the results in TPM units (both
+tools' defaults: usages refit against TPM): the spectra in TPM units against the planted
+programs (every gene) and against each other, the gene scores and the usages against
+each other (the components matched by their consensus spectra).
 
     python scripts/bench_consensus.py --cnmf-python /path/to/cnmf-env/bin/python \\
         [--cells 20000 --genes 2000 --programs 7 --ranks 5:9 --replicates 10 --top-genes N] [--workdir DIR]
@@ -87,9 +90,13 @@ def run_measured(command, env=None, cwd=None):
     return time.perf_counter() - started, peak[0]
 
 
+def _unit(A):
+    A = np.asarray(A, np.float64)
+    return A / np.linalg.norm(A, axis=1, keepdims=True)
+
+
 def _cosines(found, reference):
-    unit = lambda A: A / np.linalg.norm(A, axis=1, keepdims=True)  # noqa: E731
-    similarity = unit(np.asarray(reference, np.float64)) @ unit(np.asarray(found, np.float64)).T
+    similarity = _unit(reference) @ _unit(found).T
     rows, columns = linear_sum_assignment(-similarity)
     return similarity[rows, columns]
 
@@ -122,8 +129,8 @@ def run_cnmf(python, counts_path, work, ranks, replicates, genes):
     threshold = str(DENSITY_THRESHOLD).replace(".", "_")
     spectra = {}
     for k in ranks:
-        path = work / NAME / f"{NAME}.spectra.k_{k}.dt_{threshold}.consensus.txt"
-        spectra[k] = np.loadtxt(path, delimiter="\t", skiprows=1)[:, 1:]
+        spectra[k] = {name: _table(work / NAME / f"{NAME}.{name}.k_{k}.dt_{threshold}{suffix}")
+                      for name, suffix in CNMF_TABLES.items()}
     stats = np.load(work / NAME / f"{NAME}.k_selection_stats.df.npz", allow_pickle=True)
     columns = list(stats["columns"])
     table = stats["data"]
@@ -131,6 +138,23 @@ def run_cnmf(python, counts_path, work, ranks, replicates, genes):
     stability = {int(row[columns.index("k")]): float(row[column]) for row in table}
     norm = work / NAME / "cnmf_tmp" / f"{NAME}.norm_counts.h5ad"
     return seconds, peak, spectra, stability, norm
+
+
+#: cNMF's result tables read, by name and file suffix.
+CNMF_TABLES = {"spectra": ".consensus.txt", "usages": ".consensus.txt", "gene_spectra_tpm": ".txt",
+               "gene_spectra_score": ".txt"}
+#: The same results in dnmf's consensus directory (``None``: the usages, from the result).
+DNMF_TABLES = {"gene_spectra_tpm": "spectra_tpm", "gene_spectra_score": "spectra_score"}
+
+
+def _table(path):
+    """A table cNMF or dnmf wrote (tab-separated, a header row and an index column)."""
+    return np.loadtxt(path, delimiter="\t", skiprows=1, ndmin=2)[:, 1:]
+
+
+def _matched_cosines(found, reference, order):
+    """Cosine similarity of each row of ``reference`` with row ``order[i]`` of ``found``."""
+    return np.sum(_unit(reference) * _unit(np.asarray(found)[order]), axis=1)
 
 
 def _run_parallel(commands):
@@ -183,7 +207,8 @@ def main():
     report = json.loads((out / "consensus.json").read_text())
     from dnmf.io.results import read_result
 
-    dnmf_spectra = {k: np.asarray(read_result(out / f"k{k}.zarr").H) for k in ranks}
+    dnmf_results = {k: read_result(out / f"k{k}.zarr") for k in ranks}
+    dnmf_spectra = {k: np.asarray(dnmf_results[k].H) for k in ranks}
 
     norm = anndata.read_h5ad(norm_path)
     cnmf_genes = norm.var_names.astype(int).to_numpy()
@@ -205,17 +230,29 @@ def main():
     ]
     if k in ranks:
         rows += [
-            (f"min cosine to planted (k={k})", f"{_cosines(cnmf_spectra[k], planted_cnmf).min():.4f}",
+            (f"min cosine to planted (k={k})", f"{_cosines(cnmf_spectra[k]['spectra'], planted_cnmf).min():.4f}",
              f"{_cosines(dnmf_spectra[k], planted_dnmf).min():.4f}", ""),
         ]
+        cnmf_k = cnmf_spectra[k]
         if same_genes:
             rows.append((f"min cosine dnmf vs cNMF (k={k})", "",
-                         f"{_cosines(dnmf_spectra[k], cnmf_spectra[k]).min():.4f}", ""))
+                         f"{_cosines(dnmf_spectra[k], cnmf_k['spectra']).min():.4f}", ""))
+        dnmf_k = {name: _table(out / f"k{k}.{file}.tsv") for name, file in DNMF_TABLES.items()}
+        dnmf_k["usages"] = np.asarray(dnmf_results[k].W).T
+        cnmf_k = {**cnmf_k, "usages": cnmf_k["usages"].T}
+        rows.append(("min cosine TPM spectra to planted", f"{_cosines(cnmf_k['gene_spectra_tpm'], planted).min():.4f}",
+                     f"{_cosines(dnmf_k['gene_spectra_tpm'], planted).min():.4f}", ""))
+        similarity = _unit(cnmf_k["spectra"]) @ _unit(dnmf_spectra[k]).T
+        order = linear_sum_assignment(-similarity)[1]  # dnmf's component matched to each of cNMF's
+        for name, label in (("gene_spectra_tpm", "TPM spectra"), ("gene_spectra_score", "gene scores"),
+                            ("usages", "usages")):
+            rows.append((f"min cosine {label} dnmf vs cNMF", "",
+                         f"{_matched_cosines(dnmf_k[name], cnmf_k[name], order).min():.4f}", ""))
     print()
-    print(f"| {'':32} | {'cNMF':>24} | {'dnmf':>10} | dnmf/cNMF |")
-    print(f"| {'-' * 32} | {'-' * 24} | {'-' * 10} | --------- |")
+    print(f"| {'':36} | {'cNMF':>24} | {'dnmf':>10} | dnmf/cNMF |")
+    print(f"| {'-' * 36} | {'-' * 24} | {'-' * 10} | --------- |")
     for name, a, b, ratio in rows:
-        print(f"| {name:32} | {a:>24} | {b:>10} | {ratio:>9} |")
+        print(f"| {name:36} | {a:>24} | {b:>10} | {ratio:>9} |")
     print()
     print("stability by k:  " + "  ".join(
         f"k={s['rank']}: cNMF {cnmf_stability.get(s['rank'], float('nan')):.3f} / dnmf {s['stability']:.3f}"

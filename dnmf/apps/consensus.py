@@ -10,7 +10,9 @@ then, per k, cNMF's consensus:
    ``>= density_threshold`` are outliers and dropped;
 3. k-means (``n_init=10, random_state=1``, as cNMF) of the rest into k clusters; the
    element-wise median of each cluster, rescaled to sum 1, is a *consensus spectrum*;
-4. the *usages* are refit with the consensus spectra fixed (a ``transform``);
+4. the *usages* are refit with the consensus spectra fixed (a ``transform``), and each
+   rank's components are numbered by their total share of the cells' usage, largest
+   first (cNMF's order);
 5. *stability*: the silhouette (Euclidean) of a k-means clustering of all the spectra,
    density filter not applied (cNMF's k-selection statistics); *error*: cNMF's
    prediction error ``||V - W_k H_k||²`` of the refit, and its relative form
@@ -46,10 +48,24 @@ statistics pass, then the ``top_genes`` most over-dispersed genes, each scaled t
 variance, made panel by panel as V is read); the spectra, the refit and its error are
 then those of that matrix, as cNMF's are, and the report records the genes kept.
 
+Results in TPM units (``preprocess="counts"``), as cNMF's ``consensus`` makes them,
+from one more pass over V and, by default, a last refit:
+
+- ``spectra_tpm``: for every gene, the non-negative least-squares spectra of the counts
+  normalized to 1e6 per cell (TPM) for the usages normalized to sum 1 per cell;
+- ``spectra_score``: every gene's z-scored TPM regressed on the usages (cNMF's
+  ``gene_spectra_score``);
+- with ``refit_usages="tpm"`` (cNMF's ``refit_usage=True``, the default) the usages
+  returned are refit once more, against the kept genes' TPM scaled to unit variance with
+  the TPM spectra (over those genes' standard deviations) fixed; ``"normalized"`` keeps
+  the usages of step 4. Either way the k-selection error is step 4's, as cNMF's.
+
+The solves of the first two are k-sized and run on the driver
+(:mod:`dnmf.numerics.spectra`).
+
 Differences from cNMF, by design: the fits are dnmf's (its default solver and stopping
 rule, ``init="random"``, ``max_iter`` :data:`MAX_ITER` as cNMF); only the Frobenius loss
-(cNMF's default) is offered; cNMF's spectra in TPM units and its refit of the usages
-against them are not computed.
+(cNMF's default) is offered.
 """
 
 from __future__ import annotations
@@ -63,19 +79,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import api
-from ..engine.driver import active_client
+from ..engine.driver import active_client, usage_products
 from ..engine.scheduler import use_scheduler
 from ..errors import ParameterError, ParameterTypeError
 from ..io.storage import as_panels
 from ..params import DEFAULTS, validate_params
 from .consensus_checkpoint import ConsensusCheckpoint
-from .counts import PREPROCESSING, TOP_GENES, as_dict, check_top_genes, prepare_counts
+from ..numerics.spectra import gene_scores, nonnegative_spectra
+from .counts import (
+    PREPROCESSING,
+    TOP_GENES,
+    as_dict,
+    check_top_genes,
+    prepare_counts,
+    scaled_tpm_panels,
+    tpm_panels,
+    tpm_refit_spectra,
+)
 from .rank import SEED_STRIDE, unit_rows
 
 __all__ = [
     "DENSITY_THRESHOLD",
     "NEIGHBORS",
     "REPLICATES",
+    "REFIT_USAGES",
     "RESULT_FORMATS",
     "Consensus",
     "ConsensusReport",
@@ -90,6 +117,7 @@ __all__ = [
     "plot_k_selection",
     "recommend_k",
     "write_consensus",
+    "write_spectra_table",
 ]
 
 logger = logging.getLogger(__name__)
@@ -110,6 +138,9 @@ STABILITY_MARGIN = 0.05
 MEMORY_SHARE = 0.5
 #: Beta losses the ensemble offers.
 BETA_LOSSES = ("frobenius", 2, 2.0)
+#: What the usages of counts are refit against at the end (module docstring); the
+#: first is cNMF's default.
+REFIT_USAGES = ("tpm", "normalized")
 
 
 @dataclass(frozen=True)
@@ -140,12 +171,16 @@ class ConsensusReport:
         Ensembles run (each one pass over V per iteration).
     passes : int
         Passes over V in all: the ensembles' iterations, their statistics passes, the
-        refit and the preprocessing's statistics pass.
+        refit, and with preprocessed counts their statistics pass, the pass of the
+        results in TPM units and the last refit.
     seconds : float
     preprocessing : dict
         ``{"kind": "none"}``, or what ``preprocess="counts"`` did
         (:meth:`dnmf.apps.counts.CountPreprocessing.to_dict`: the input columns kept and
         their scale).
+    refit_usages : str
+        What the usages were last refit against: ``"input"`` (V as factorized, no
+        preprocessing), or one of :data:`REFIT_USAGES`.
     """
 
     scores: tuple
@@ -158,6 +193,7 @@ class ConsensusReport:
     passes: int
     seconds: float
     preprocessing: dict = dataclasses.field(default_factory=lambda: {"kind": "none"})
+    refit_usages: str = "input"
 
     @property
     def ranks(self):
@@ -183,19 +219,25 @@ class Consensus:
     ----------
     report : ConsensusReport
     spectra : dict of int to ndarray of shape (k, n)
-        The consensus spectra of each rank (rows sum to 1).
+        The consensus spectra of each rank (rows sum to 1), by decreasing share of usage.
     usages : dict of int to dask.array.Array of shape (m, k)
-        The refit usages, row-chunked like V (persisted on the scheduler).
+        The refit usages (``report.refit_usages`` says against what), row-chunked like
+        V (persisted on the scheduler).
     density : dict of int to ndarray of shape (replicates * k,)
         Each spectrum's local density.
     labels : dict of int to ndarray of shape (replicates * k,)
-        Each spectrum's cluster (-1: dropped by the density filter).
+        Each spectrum's cluster: the consensus spectrum it made (-1: dropped by the
+        density filter).
     unit_spectra : dict of int to ndarray of shape (replicates * k, n)
         The replicates' spectra, unit L2 rows (replicate-major).
     refit : FitResult
-        The refit of every rank's usages (W of all ranks side by side).
+        The refit of step 4 of every rank's usages (W of all ranks side by side, in the
+        order of the clusters), whose losses are the ranks' errors.
     preprocessing : CountPreprocessing or None
         What ``preprocess="counts"`` did (:mod:`dnmf.apps.counts`).
+    spectra_tpm, spectra_score : dict of int to ndarray of shape (k, n_input_columns), or None
+        With ``preprocess="counts"``: cNMF's spectra in TPM units and gene scores, every
+        input gene (module docstring).
     """
 
     report: ConsensusReport
@@ -206,6 +248,8 @@ class Consensus:
     unit_spectra: dict
     refit: object
     preprocessing: object = None
+    spectra_tpm: dict | None = None
+    spectra_score: dict | None = None
 
 
 # --------------------------------------------------------------------- the consensus
@@ -316,13 +360,21 @@ def _batches(jobs, shape, itemsize, panel_rows, tasks, budget):
     return batches + [current] if current else batches
 
 
-def check_options(replicates, density_threshold, neighbors, preprocess="none", top_genes=TOP_GENES, spell=None):
+def check_options(replicates, density_threshold, neighbors, preprocess="none", top_genes=TOP_GENES, spell=None,
+                  refit_usages=None):
     """Check the consensus options; ``spell`` maps a name to what the user typed."""
     name = (spell or {}).get
     if preprocess not in PREPROCESSING:
         raise ParameterError(f"{name('preprocess', 'preprocess')} must be one of {', '.join(PREPROCESSING)}, "
                              f"got {preprocess!r}")
     check_top_genes(top_genes, name("top_genes", "top_genes"))
+    if refit_usages is not None:
+        if preprocess != "counts":
+            raise ParameterError(f"{name('refit_usages', 'refit_usages')} applies with "
+                                 f"{name('preprocess', 'preprocess')} counts (there is no TPM otherwise)")
+        if refit_usages not in REFIT_USAGES:
+            raise ParameterError(f"{name('refit_usages', 'refit_usages')} must be one of {', '.join(REFIT_USAGES)}, "
+                                 f"got {refit_usages!r}")
     if isinstance(replicates, bool) or int(replicates) != replicates or replicates < 2:
         raise ParameterError(f"{name('replicates', 'replicates')} must be an integer >= 2 (the consensus compares "
                              f"replicates), got {replicates!r}")
@@ -359,6 +411,7 @@ def consensus(
     neighbors=NEIGHBORS,
     preprocess="none",
     top_genes=TOP_GENES,
+    refit_usages=None,
     random_state=0,
     batch_bytes=None,
     checkpoint=None,
@@ -382,9 +435,13 @@ def consensus(
     preprocess : {"none", "counts"}, default="none"
         ``"counts"``: cNMF's preprocessing of a counts matrix (cells as rows), out of core
         (:mod:`dnmf.apps.counts`); the spectra then have one entry per gene kept
-        (``report.preprocessing["columns"]``).
+        (``report.preprocessing["columns"]``), and the result has cNMF's spectra in TPM
+        units.
     top_genes : int, default=TOP_GENES
         With ``preprocess="counts"``: the over-dispersed genes kept (cNMF's ``--numgenes``).
+    refit_usages : {"tpm", "normalized"}, optional
+        With ``preprocess="counts"``: what the usages returned are refit against at the
+        end (module docstring); default ``"tpm"``, as cNMF.
     random_state : int, default=0
         Replicate r of rank k starts from seed ``random_state + 1000 k + r``.
     batch_bytes : int, optional
@@ -411,7 +468,9 @@ def consensus(
     Consensus
     """
     started = time.perf_counter()
-    check_options(replicates, density_threshold, neighbors, preprocess, top_genes)
+    check_options(replicates, density_threshold, neighbors, preprocess, top_genes, refit_usages=refit_usages)
+    if preprocess == "counts" and refit_usages is None:
+        refit_usages = REFIT_USAGES[0]
     p = {**DEFAULTS, "max_iter": MAX_ITER, **params, "init": "random"}
     validate_params({**p, "n_components": 1, "random_state": int(random_state)})
     panels = as_panels(X, panel_rows=p["panel_rows"], storage_options=p["storage_options"])
@@ -419,11 +478,11 @@ def consensus(
         ranks = _check(ranks, (panels.shape[0], min(panels.shape[1], top_genes)), params, "the genes kept")
     else:
         ranks = _check(ranks, panels.shape, params)
-    passes, preprocessing = 0, None
+    passes, preprocessing, counts = 0, None, panels
     with use_scheduler(client):
         p["client"] = active_client()
         if preprocess == "counts":
-            panels, preprocessing = prepare_counts(panels, top_genes)
+            panels, preprocessing = prepare_counts(counts, top_genes)
             passes += 1
             logger.info("counts preprocessed: %d of %d genes kept", panels.shape[1], preprocessing.fano_ratio.size)
         jobs = [(k, r) for k in ranks for r in range(int(replicates))]
@@ -465,10 +524,25 @@ def consensus(
         outcomes = {k: consensus_of_rank(np.vstack(spectra[k]), k, replicates, density_threshold, neighbors)
                     for k in ranks}
         H_all = np.vstack([outcomes[k][0] for k in ranks]).astype(panels.dtype)
-        refit = api.run_job(api.prepare(panels, {**p, "n_components": H_all.shape[0], "init": None},
-                                        H=H_all, update_H=False, members=[(k, None) for k in ranks]))
+        refit = _refit(panels, H_all, ranks, p)
         passes += 2
-    usages = dict(zip(ranks, _split_columns(refit.W, ranks)))
+        if preprocessing is None:
+            shares = usage_products(refit.W, None, ranks).totals
+            usages = dict(zip(ranks, _split_columns(refit.W, ranks)))
+            orders = _orders(shares, ranks)
+            usages = {k: usages[k][:, orders[k]] for k in ranks}
+            spectra_tpm = spectra_score = None
+        else:
+            orders, spectra_tpm, spectra_score = _tpm_spectra(counts, preprocessing, refit, ranks, p)
+            passes += 1
+            if refit_usages == "tpm":
+                H_tpm = np.vstack([tpm_refit_spectra(spectra_tpm[k], preprocessing) for k in ranks])
+                final = _refit(scaled_tpm_panels(counts, preprocessing), H_tpm.astype(panels.dtype), ranks, p)
+                usages = dict(zip(ranks, _split_columns(final.W, ranks)))
+                passes += 2
+            else:
+                usages = dict(zip(ranks, _split_columns(refit.W, ranks)))
+                usages = {k: usages[k][:, orders[k]] for k in ranks}
     squared_norm = refit.norm_V**2
     scores = []
     for k, loss in zip(ranks, refit.member_losses):
@@ -479,17 +553,59 @@ def consensus(
     recommended, rule = recommend_k(scores)
     report = ConsensusReport(tuple(scores), recommended, rule, int(replicates), float(density_threshold),
                              float(neighbors), len(batches), passes, time.perf_counter() - started,
-                             as_dict(preprocessing))
+                             as_dict(preprocessing), refit_usages or "input")
     return Consensus(
         report,
-        spectra={k: outcomes[k][0] for k in ranks},
+        spectra={k: outcomes[k][0][orders[k]] for k in ranks},
         usages=usages,
         density={k: outcomes[k][2] for k in ranks},
-        labels={k: outcomes[k][1] for k in ranks},
+        labels={k: _relabelled(outcomes[k][1], orders[k]) for k in ranks},
         unit_spectra={k: outcomes[k][4] for k in ranks},
         refit=refit,
         preprocessing=preprocessing,
+        spectra_tpm=spectra_tpm,
+        spectra_score=spectra_score,
     )
+
+
+def _refit(panels, H, ranks, p):
+    """The usages of every rank's spectra ``H`` (stacked) against ``panels``, H fixed."""
+    return api.run_job(api.prepare(panels, {**p, "n_components": H.shape[0], "init": None}, H=H, update_H=False,
+                                   members=[(k, None) for k in ranks]))
+
+
+def _orders(shares, ranks):
+    """Each rank's components by decreasing ``shares`` (their columns' sums of the usages
+    normalized per cell: cNMF's order)."""
+    edges = np.cumsum([0, *ranks])
+    return {k: np.argsort(-shares[a:b], kind="stable") for k, a, b in zip(ranks, edges[:-1], edges[1:])}
+
+
+def _relabelled(labels, order):
+    """Cluster labels renumbered so that label ``j`` is consensus spectrum ``j`` in ``order``."""
+    new = np.empty_like(order)
+    new[order] = np.arange(order.size)
+    return np.where(labels >= 0, new[np.maximum(labels, 0)], -1)
+
+
+def _tpm_spectra(counts, preprocessing, refit, ranks, p):
+    """cNMF's results in TPM units, from one pass over the counts with the usages of
+    ``refit`` (module docstring): ``(orders, spectra_tpm, spectra_score)``, the last two
+    dicts of rank to (k, n_input_columns) arrays in the rank's order."""
+    products = usage_products(refit.W, tpm_panels(counts, preprocessing), ranks)
+    K = sum(ranks)
+    orders = _orders(products.totals[:K], ranks)
+    spectra_tpm, spectra_score = {}, {}
+    edges = np.cumsum([0, *ranks])
+    for k, a, b in zip(ranks, edges[:-1], edges[1:]):
+        order = orders[k]
+        normalized, raw = np.arange(a, b)[order], np.arange(K + a, K + b)[order]
+        spectra_tpm[k], n_iter = nonnegative_spectra(products.gram[np.ix_(normalized, normalized)],
+                                                     products.cross[normalized], p["tol"], p["max_iter"])
+        spectra_score[k] = gene_scores(products.gram[np.ix_(raw, raw)], products.cross[raw], products.totals[raw],
+                                       preprocessing.tpm_mean, preprocessing.tpm_var)
+        logger.info("rank %d: spectra in TPM units solved in %d iterations", k, n_iter)
+    return orders, spectra_tpm, spectra_score
 
 
 def _threads():
@@ -522,16 +638,19 @@ def write_consensus(path, result, params, *, input_path=None, overwrite=False, r
     usages) -- ``k<K>.zarr``, or with ``result_format="h5ad"`` an AnnData file
     ``k<K>.h5ad`` (:func:`dnmf.io.results.write_fit`) whose obs/var names are ``labels``
     (the input's row and column names; the columns kept when the counts were
-    preprocessed) -- and the plots (see :mod:`dnmf.cli.consensus`)."""
+    preprocessed) -- with preprocessed counts also cNMF's ``k<K>.spectra_tpm.tsv`` and
+    ``k<K>.spectra_score.tsv`` (every input gene, :func:`write_spectra_table`), and the
+    plots (see :mod:`dnmf.cli.consensus`)."""
     from ..engine.durable import publish_directory
     from ..engine.state import FitResult
     from ..io.results import write_fit
 
     if result_format not in RESULT_FORMATS:
         raise ParameterError(f"result_format must be one of {', '.join(RESULT_FORMATS)}, got {result_format!r}")
-    rows, columns = labels
-    if columns is not None and result.preprocessing is not None:
-        columns = [columns[j] for j in result.preprocessing.columns]
+    rows, genes = labels
+    columns = genes
+    if genes is not None and result.preprocessing is not None:
+        columns = [genes[j] for j in result.preprocessing.columns]
     report, refit = result.report, result.refit
     with publish_directory(path, overwrite) as temp:
         temp.mkdir()
@@ -543,9 +662,23 @@ def write_consensus(path, result, params, *, input_path=None, overwrite=False, r
             write_fit(temp / f"k{k}.{result_format}", fitted,
                       {**DEFAULTS, **params, "n_components": k, "init": "custom"}, input_path=input_path,
                       labels=(rows, columns))
+            if result.spectra_tpm is not None:
+                write_spectra_table(temp / f"k{k}.spectra_tpm.tsv", result.spectra_tpm[k], genes)
+                write_spectra_table(temp / f"k{k}.spectra_score.tsv", result.spectra_score[k], genes)
             plot_density(result, k, temp / f"k{k}.density.png")
             plot_clustering(result, k, temp / f"k{k}.clustering.png")
         plot_k_selection(report, temp / "k_selection.png")
+
+
+def write_spectra_table(path, spectra, columns=None):
+    """Write ``spectra`` (k x n) as cNMF writes its ``gene_spectra_*.txt``: tab-separated,
+    a header of the column (gene) names (``"0"``, ``"1"``, ... when None), one row per
+    component numbered from 1 (``pandas.read_csv(path, sep="\\t", index_col=0)`` reads it)."""
+    names = [str(j) for j in range(spectra.shape[1])] if columns is None else [str(name) for name in columns]
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("\t".join(["", *names]) + "\n")
+        for number, row in enumerate(np.asarray(spectra, dtype=np.float64), 1):
+            out.write("\t".join([str(number), *(repr(float(x)) for x in row)]) + "\n")
 
 
 # ------------------------------------------------------------------------------ plots

@@ -9,6 +9,11 @@ read (:meth:`dnmf.engine.panels.Panels.map_panels`): nothing is written, the inp
 never changed. The steps and their defaults are cNMF's ``prepare`` (``--numgenes 2000``,
 TPM normalization for the gene statistics); the values stay in V's dtype (cNMF's in
 float64).
+
+For cNMF's results in TPM units (:func:`dnmf.apps.consensus.consensus`), the same
+counts are also read as :func:`tpm_panels` (every gene, each cell normalized to 1e6)
+and :func:`scaled_tpm_panels` (the kept genes of that, each scaled to unit variance:
+the matrix cNMF refits its final usages against).
 """
 
 from __future__ import annotations
@@ -19,9 +24,26 @@ import numpy as np
 
 from ..engine.driver import count_sums
 from ..errors import ParameterError
-from ..numerics.counts import TPM_TOTAL, gene_scale, highly_variable, scaled_columns
+from ..numerics.counts import (
+    TPM_TOTAL,
+    gene_scale,
+    highly_variable,
+    normalized_mean_var,
+    normalized_rows,
+    scaled_columns,
+)
 
-__all__ = ["PREPROCESSING", "TOP_GENES", "CountPreprocessing", "as_dict", "check_top_genes", "prepare_counts"]
+__all__ = [
+    "PREPROCESSING",
+    "TOP_GENES",
+    "CountPreprocessing",
+    "as_dict",
+    "check_top_genes",
+    "prepare_counts",
+    "scaled_tpm_panels",
+    "tpm_panels",
+    "tpm_refit_spectra",
+]
 
 #: cNMF's ``--numgenes``: the over-dispersed genes kept.
 TOP_GENES = 2000
@@ -44,12 +66,17 @@ class CountPreprocessing:
         Every input column's over-dispersion (NaN for a gene with no counts).
     target_sum : float
         The per-cell total of the normalization behind the gene statistics.
+    tpm_mean, tpm_var : ndarray of float64 of shape (n,)
+        Every input column's mean and population variance of the normalized counts
+        (cNMF's ``tpm_stats``).
     """
 
     columns: np.ndarray
     scale: np.ndarray
     fano_ratio: np.ndarray
     target_sum: float = TPM_TOTAL
+    tpm_mean: np.ndarray | None = None
+    tpm_var: np.ndarray | None = None
 
     def to_dict(self):
         """A JSON-ready dict (the kept columns and their scale)."""
@@ -84,8 +111,40 @@ def prepare_counts(panels, top_genes=TOP_GENES, target_sum=TPM_TOTAL):
     sums = count_sums(panels, target_sum)
     columns, ratio = highly_variable(sums, m, top_genes)
     scale = gene_scale(sums[:, columns], m)
-    done = CountPreprocessing(columns, scale, ratio, float(target_sum))
+    done = CountPreprocessing(columns, scale, ratio, float(target_sum), *normalized_mean_var(sums, m))
     return panels.map_panels(_scaled_panel, columns, scale, n_columns=columns.size), done
+
+
+def _tpm_panel(panel, _index, target_sum):
+    return normalized_rows(panel, target_sum)
+
+
+def _scaled_tpm_panel(panel, _index, target_sum, columns, scale):
+    return scaled_columns(normalized_rows(panel, target_sum), columns, scale)
+
+
+def tpm_panels(panels, preprocessing):
+    """The counts ``panels`` (as given to :func:`prepare_counts`) with each cell normalized
+    to ``preprocessing.target_sum``, every gene (cNMF's ``tpm``), made as each panel is read."""
+    return panels.map_panels(_tpm_panel, preprocessing.target_sum)
+
+
+def scaled_tpm_panels(panels, preprocessing):
+    """The kept genes of :func:`tpm_panels`, each scaled to unit sample variance (``ddof=1``,
+    1 where it is 0), as cNMF scales them (scanpy's ``scale(zero_center=False)``) for its
+    final refit of the usages."""
+    m, columns = panels.shape[0], preprocessing.columns
+    std = np.sqrt(preprocessing.tpm_var[columns] * m / max(m - 1, 1))
+    scale = 1.0 / np.where(std > 0, std, 1.0)
+    return panels.map_panels(_scaled_tpm_panel, preprocessing.target_sum, columns, scale, n_columns=columns.size)
+
+
+def tpm_refit_spectra(spectra_tpm, preprocessing):
+    """cNMF's spectra of the final usage refit: the TPM spectra's kept genes, each divided by
+    its population standard deviation of TPM (1 where it is 0)."""
+    columns = preprocessing.columns
+    std = np.sqrt(preprocessing.tpm_var[columns])
+    return spectra_tpm[:, columns] / np.where(std > 0, std, 1.0)
 
 
 def as_dict(preprocessing):

@@ -11,10 +11,15 @@ recommended k, and writes DIR whole (or not at all):
     ``--preprocess counts``, the input columns (genes) kept and their scale.
 ``k<K>.zarr`` (``k<K>.h5ad`` with ``--format h5ad``)
     Per rank a result as ``dnmf fit`` writes one: ``H`` the consensus spectra (rows
-    sum to 1), ``W`` the refit usages; ``dnmf info``, ``similar`` and ``plot`` read it.
+    sum to 1), ``W`` the refit usages (with ``--preprocess counts``, refit as
+    ``--refit-usages`` says), components by decreasing share of usage; ``dnmf info``, ``similar`` and ``plot`` read it.
     An ``.h5ad`` file carries INPUT's cell and gene names (of the genes kept, with
     ``--preprocess counts``), ``obsm["X_nmf"]`` the usages, ``varm["NMF_components"]``
     the spectra.
+``k<K>.spectra_tpm.tsv``, ``k<K>.spectra_score.tsv`` (with ``--preprocess counts``)
+    cNMF's spectra in TPM units and its gene scores, every gene of INPUT, as cNMF writes
+    its ``gene_spectra_tpm`` and ``gene_spectra_score`` tables (tab-separated, gene names
+    in the header, programs numbered from 1).
 ``k_selection.png``, ``k<K>.density.png``, ``k<K>.clustering.png``
     Stability and error against k; each rank's local-density histogram and its
     clustered spectra's distance heatmap (as cNMF draws them).
@@ -73,6 +78,9 @@ NOT_CONSENSUS_OPTIONS = ("n_components", "random_state", "client", "verbose", "i
                    "over-dispersed genes after normalizing each cell to 1e6, each scaled to unit variance.")
 @click.option("--top-genes", type=int, default=None, metavar="N",
               help="With --preprocess counts: genes kept (cNMF's --numgenes). [default: 2000]")
+@click.option("--refit-usages", type=click.Choice(list(cnmf.REFIT_USAGES)), default=None,
+              help="With --preprocess counts: refit the usages written against the kept genes' TPM scaled to "
+                   "unit variance (cNMF's default) or against the normalized counts factorized. [default: tpm]")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="S",
               help="Base seed of the replicates.")
 @click.option("--out", "-o", metavar="DIR", required=True, help="Directory to write (see `dnmf consensus --help`).")
@@ -91,7 +99,8 @@ NOT_CONSENSUS_OPTIONS = ("n_components", "random_state", "client", "verbose", "i
 @scheduler_options
 @output_options
 def consensus_command(
-    input_path, layer, dtype, store, ranks, replicates, density_threshold, neighbors, preprocess, top_genes, seed, out,
+    input_path, layer, dtype, store, ranks, replicates, density_threshold, neighbors, preprocess, top_genes,
+    refit_usages, seed, out,
     overwrite, result_format, checkpoint, checkpoint_every, checkpoint_seconds, batch_memory, scheduler, workers, memory_limit,
     threads, quiet, verbose, **values
 ):
@@ -103,8 +112,9 @@ def consensus_command(
     ranks = parse_ranks(ranks)
     params = fit_values(values, without=NOT_CONSENSUS_OPTIONS)
     validate_params({**params, "n_components": ranks[-1]}, spell=lambda name: "--ranks" if name == "n_components" else flag(name))
-    if top_genes is not None and preprocess != "counts":
-        raise click.UsageError("--top-genes applies with --preprocess counts")
+    for value, name in ((top_genes, "--top-genes"), (refit_usages, "--refit-usages")):
+        if value is not None and preprocess != "counts":
+            raise click.UsageError(f"{name} applies with --preprocess counts")
     settings = {
         "ranks": ranks,
         "replicates": cnmf.REPLICATES if replicates is None else replicates,
@@ -115,6 +125,7 @@ def consensus_command(
     options = {
         "density_threshold": cnmf.DENSITY_THRESHOLD if density_threshold is None else density_threshold,
         "neighbors": cnmf.NEIGHBORS if neighbors is None else neighbors,
+        "refit_usages": refit_usages,
     }
     if checkpoint is None and (checkpoint_every is not None or checkpoint_seconds is not None):
         raise click.UsageError("--checkpoint-every and --checkpoint-seconds apply with --checkpoint CKPT")
@@ -143,9 +154,10 @@ def _consensus_job(input_path, settings, options, params, *, out, overwrite, rea
     """Check everything, run the consensus of ``input_path`` (checkpointed in
     ``checkpoint`` if given) and write ``out``; print the table."""
     cnmf.check_options(settings["replicates"], options["density_threshold"], options["neighbors"],
-                       settings["preprocess"], settings["top_genes"],
+                       settings["preprocess"], settings["top_genes"], refit_usages=options.get("refit_usages"),
                        spell={"replicates": "--replicates", "density_threshold": "--density-threshold",
-                              "neighbors": "--neighbors", "top_genes": "--top-genes"})
+                              "neighbors": "--neighbors", "top_genes": "--top-genes",
+                              "refit_usages": "--refit-usages", "preprocess": "--preprocess"})
     batch_bytes = _batch_bytes(batch_memory)
     input_path, out, checkpoint = absolute(input_path), absolute(out), absolute(checkpoint)
     if checkpoint is not None and is_url(checkpoint):
@@ -181,7 +193,7 @@ def _consensus_job(input_path, settings, options, params, *, out, overwrite, rea
             raise
         finally:
             bar.close()
-        labels = matrix_labels(input_path) if result_format == "h5ad" and not is_url(input_path) else (None, None)
+        labels = (None, None) if is_url(input_path) else matrix_labels(input_path)
         cnmf.write_consensus(out, result, {**params, "random_state": settings["random_state"]},
                              input_path=shown(input_path), overwrite=overwrite, result_format=result_format,
                              labels=labels)

@@ -102,6 +102,7 @@ __all__ = [
     "store",
     "to_numpy",
     "truncated_svd",
+    "usage_products",
 ]
 
 logger = logging.getLogger(__name__)
@@ -291,6 +292,18 @@ def count_sums(V, target_sum):
         stats, sums = compute(solvers.count_sums_pass(V.blocks(), target_sum))[0]
     _check_stats(InputStats.of(stats), 2.0)
     return sums
+
+
+def usage_products(W, V=None, members=()):
+    """The products of fixed usages ``W`` (a row-chunked Dask array, chunked like ``V``; the
+    usages of ranks ``members`` side by side) with ``V`` (a
+    :class:`~dnmf.engine.panels.Panels`, or None for W's own products only), from one pass:
+    a :class:`dnmf.numerics.spectra.UsageProducts`."""
+    W_blocks = list(W.to_delayed().ravel())
+    if V is not None and tuple(V.row_chunks) != tuple(W.chunks[0]):
+        raise ValueError("W must be row-chunked like V")
+    with solvers.blas_threads(len(W_blocks)):
+        return compute(solvers.usage_products_pass(W_blocks, None if V is None else V.blocks(), members))[0]
 
 
 def _initial_factors(V, V_blocks, config, W, H, stats, update_H, client, members=()):

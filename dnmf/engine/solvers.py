@@ -21,7 +21,7 @@ import dask
 import numpy as np
 from dask.system import CPU_COUNT
 
-from ..numerics import counts, kernels, masked, masked_hals, randomized_svd
+from ..numerics import counts, kernels, masked, masked_hals, randomized_svd, spectra
 from ..numerics.losses import beta_loss, frobenius_losses, member_slices
 from .panels import PanelRead
 from .process_setting import SharedSetting
@@ -38,6 +38,7 @@ __all__ = [
     "prepared_panels",
     "sketch_pass",
     "stats_pass",
+    "usage_products_pass",
 ]
 
 #: Partials added per node of the tree reduction.
@@ -401,3 +402,13 @@ def sketch_pass(V_blocks, Z):
     panel = Task(randomized_svd.panel_sketch, len(V_blocks))
     outputs = [dask.delayed(panel, nout=2)(v, Z) for v in V_blocks]
     return [out[0] for out in outputs], _tree_sum([out[1] for out in outputs], randomized_svd.add_sketches, len(V_blocks))
+
+
+def usage_products_pass(W_blocks, V_blocks=None, members=()):
+    """Graph of the pass of fixed usages (:func:`dnmf.numerics.spectra.panel_usage_products`):
+    ``W_i`` (the usages of ranks ``members`` side by side) with ``V_i`` when ``V_blocks``
+    is given, summed over the panels into one :class:`~dnmf.numerics.spectra.UsageProducts`."""
+    kernel = Task(partial(spectra.panel_usage_products, members=tuple(members)), len(W_blocks))
+    V_blocks = [None] * len(W_blocks) if V_blocks is None else V_blocks
+    parts = [dask.delayed(kernel, pure=True)(v, w) for v, w in zip(V_blocks, W_blocks)]
+    return _tree_sum(parts, spectra.add_usage_products, len(W_blocks))

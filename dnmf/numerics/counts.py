@@ -26,6 +26,8 @@ __all__ = [
     "add_count_sums",
     "gene_scale",
     "highly_variable",
+    "normalized_mean_var",
+    "normalized_rows",
     "panel_count_sums",
     "scaled_columns",
 ]
@@ -40,14 +42,29 @@ TOP_MEAN_GENES = 20
 WINSOR_QUANTILES = (0.10, 0.90)
 
 
+def _row_scale(V, target_sum):
+    totals = np.asarray(V.sum(axis=1), dtype=np.float64).ravel()
+    return target_sum / np.where(totals > 0, totals, 1.0)
+
+
+def normalized_rows(V, target_sum=TPM_TOTAL):
+    """``V`` with each row rescaled to sum ``target_sum`` (TPM), in V's dtype (a new
+    panel); a row of zeros stays zeros (as scanpy's ``normalize_total``)."""
+    scale = _row_scale(V, target_sum)
+    if sp.issparse(V):
+        out = sp.csr_matrix(V, copy=True)
+        out.data = (out.data * np.repeat(scale, np.diff(out.indptr))).astype(V.dtype, copy=False)
+        return out
+    return (np.asarray(V) * scale[:, None]).astype(V.dtype, copy=False)
+
+
 def panel_count_sums(V, target_sum=TPM_TOTAL):
     """One panel's column sums (float64, shape ``(4, n)``, rows :data:`COUNT_SUMS`) of the
     counts, their squares, the counts normalized to ``target_sum`` per row, and their squares.
 
     A row of zeros stays zeros when normalized (as scanpy's ``normalize_total``).
     """
-    totals = np.asarray(V.sum(axis=1), dtype=np.float64).ravel()
-    scale = target_sum / np.where(totals > 0, totals, 1.0)
+    scale = _row_scale(V, target_sum)
     squares = V.multiply(V) if sp.issparse(V) else np.square(V, dtype=np.float64)
     weights = np.stack([np.ones_like(scale), scale]).T  # (rows, 2)
     counts = np.asarray(V.T @ weights, dtype=np.float64)  # (n, 2)
@@ -63,6 +80,12 @@ def add_count_sums(*parts):
 def _mean_var(total, squares, m, ddof):
     mean = total / m
     return mean, np.maximum(squares - m * mean * mean, 0.0) / max(m - ddof, 1)
+
+
+def normalized_mean_var(sums, m, ddof=0):
+    """Each gene's mean and variance (with ``ddof``) of the normalized counts, from
+    :func:`panel_count_sums` over all ``m`` cells."""
+    return _mean_var(sums[2], sums[3], m, ddof)
 
 
 def highly_variable(sums, m, top):
@@ -83,7 +106,7 @@ def highly_variable(sums, m, top):
     fano_ratio : ndarray of shape (n,)
         Each gene's Fano factor over the expected one (NaN for genes never seen).
     """
-    mean, var = _mean_var(sums[2], sums[3], m, ddof=0)
+    mean, var = normalized_mean_var(sums, m)
     with np.errstate(divide="ignore", invalid="ignore"):
         fano = var / mean
         highest_mean = np.argsort(-mean, kind="stable")[:TOP_MEAN_GENES]

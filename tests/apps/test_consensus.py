@@ -170,6 +170,76 @@ def test_counts_preprocessed_as_cnmf_does_give_the_planted_programs():
     assert _cosines(result.spectra[PROGRAMS], planted[:, kept.columns] * kept.scale).min() >= 0.95
 
 
+def cnmf_results(counts, spectra, columns, refit_usages):
+    """cNMF 1.7's ``consensus`` after its median spectra ``spectra`` (k x kept genes),
+    transcribed onto scikit-learn as cNMF runs it (``solver="cd"``, its ``tol`` and
+    ``max_iter``): ``(order, spectra_tpm, spectra_score, usages)``."""
+    from sklearn.decomposition import non_negative_factorization
+    from sklearn.preprocessing import StandardScaler
+
+    def refit_usage(X, H):
+        return non_negative_factorization(X, H=H, update_H=False, n_components=H.shape[0], solver="cd", tol=1e-4,
+                                          max_iter=1000, beta_loss="frobenius")[0]
+
+    X = counts.astype(np.float64)
+    norm = X[:, columns] / X[:, columns].std(axis=0, ddof=1)
+    rf_usages = refit_usage(norm, spectra)
+    norm_usages = rf_usages / rf_usages.sum(axis=1, keepdims=True)
+    order = np.argsort(-norm_usages.sum(axis=0), kind="stable")
+    rf_usages, norm_usages = rf_usages[:, order], norm_usages[:, order]
+    totals = X.sum(axis=1, keepdims=True)
+    tpm = X / np.where(totals > 0, totals, 1) * 1e6
+    spectra_tpm = refit_usage(np.ascontiguousarray(tpm.T), np.ascontiguousarray(norm_usages.T)).T
+    scaler = StandardScaler(with_mean=False).fit(tpm)
+    var = np.maximum(scaler.var_, 1e-12)
+    z = (tpm - scaler.mean_) / np.sqrt(var)
+    score = np.linalg.lstsq(rf_usages.T @ rf_usages, rf_usages.T @ z, rcond=None)[0]
+    if refit_usages == "tpm":
+        norm_tpm = tpm[:, columns] / tpm[:, columns].std(axis=0, ddof=1)
+        rf_usages = refit_usage(norm_tpm, spectra_tpm[:, columns] / np.sqrt(scaler.var_[columns]))
+    return order, spectra_tpm, score, rf_usages
+
+
+def test_results_in_tpm_units_are_cnmfs():
+    """With counts preprocessed, the TPM spectra (every gene), the gene scores and the
+    usages (refit against TPM by default, or the normalized counts) are cNMF's from the
+    same consensus spectra; the components come in cNMF's order (by share of usage), and
+    the cluster labels follow it."""
+    counts, planted = planted_counts()
+    runs = {how: consensus(sp.csr_matrix(counts), [6, 7], replicates=6, preprocess="counts", top_genes=150,
+                           panel_rows=128, refit_usages=how) for how in (None, "normalized")}
+    result = runs[None]
+    assert result.report.refit_usages == "tpm" and runs["normalized"].report.refit_usages == "normalized"
+    assert result.report.passes == runs["normalized"].report.passes + 2  # the last refit: statistics + solve
+    columns = result.preprocessing.columns
+    for k in (6, 7):
+        order, spectra_tpm, score, usages = cnmf_results(counts, result.spectra[k], columns, "tpm")
+        assert order.tolist() == list(range(k))  # dnmf's order is already cNMF's
+        assert result.spectra_tpm[k].shape == result.spectra_score[k].shape == (k, counts.shape[1])
+        np.testing.assert_allclose(result.spectra_tpm[k], spectra_tpm, rtol=1e-4, atol=1e-4 * spectra_tpm.max())
+        np.testing.assert_allclose(result.spectra_score[k], score, rtol=1e-4, atol=1e-4 * np.abs(score).max())
+        np.testing.assert_allclose(result.usages[k].compute(), usages, rtol=1e-4, atol=1e-4 * usages.max())
+        normalized = runs["normalized"]
+        np.testing.assert_array_equal(normalized.spectra_tpm[k], result.spectra_tpm[k])
+        usages = cnmf_results(counts, normalized.spectra[k], columns, "normalized")[3]
+        np.testing.assert_allclose(normalized.usages[k].compute(), usages, rtol=1e-4, atol=1e-4 * usages.max())
+        unit, labels = result.unit_spectra[k], result.labels[k]
+        for j in range(k):
+            median = np.median(unit[labels == j], axis=0)
+            np.testing.assert_allclose(result.spectra[k][j], median / median.sum(), rtol=1e-12)
+    assert _cosines(result.spectra_tpm[PROGRAMS], planted).min() >= 0.95
+
+
+def test_without_preprocessing_the_components_come_by_share_of_usage():
+    counts, _ = planted_counts(cells=200, genes=60, programs=3, seed=2)
+    result = consensus(counts, [3, 4], replicates=4, max_iter=100)
+    assert result.spectra_tpm is None and result.report.refit_usages == "input"
+    for k in (3, 4):
+        usages = result.usages[k].compute()
+        shares = (usages / usages.sum(axis=1, keepdims=True)).sum(axis=0)
+        assert np.all(np.diff(shares) <= 0)
+
+
 def test_small_batches_give_the_same_consensus_as_one():
     counts, _ = planted_counts(cells=200, genes=60, programs=3, seed=2)
     one = consensus(counts, [2, 3], replicates=4, max_iter=50)
@@ -290,6 +360,11 @@ def test_cli_writes_the_directory_and_refuses_bad_options(tmp_path, capsys):
     assert list(written.obs_names) == cells
     assert list(written.var_names) == [genes[j] for j in report["preprocessing"]["columns"]]
     assert written.obsm["X_nmf"].shape == (200, 3) and written.varm["NMF_components"].shape == (40, 3)
+    for name in ("spectra_tpm", "spectra_score"):  # cNMF's tables: every gene, programs numbered from 1
+        table = pd.read_csv(tmp_path / "pre" / f"k3.{name}.tsv", sep="\t", index_col=0)
+        assert list(table.columns) == genes and list(table.index) == [1, 2, 3]
+        assert np.isfinite(table.to_numpy()).all()
+    assert not list(out.glob("*.tsv"))  # no TPM without --preprocess counts
     capsys.readouterr()
     assert main(["consensus", "--help"]) == 0
     assert "V). [default: 1000]" in " ".join(capsys.readouterr().out.split())  # --max-iter: cNMF's 1000
@@ -303,6 +378,8 @@ def test_cli_writes_the_directory_and_refuses_bad_options(tmp_path, capsys):
         (["--preprocess", "counts", "--top-genes", "2", "--ranks", "2:3"], "ranks must be within 1..2"),
         (["--top-genes", "20"], "--top-genes applies with --preprocess counts"),
         (["--preprocess", "tpm"], "'tpm' is not one of"),
+        (["--refit-usages", "tpm"], "--refit-usages applies with --preprocess counts"),
+        (["--preprocess", "counts", "--refit-usages", "raw"], "'raw' is not one of"),
         (["--checkpoint-every", "3"], "--checkpoint-every and --checkpoint-seconds apply with --checkpoint CKPT"),
         (["--batch-memory", "lots"], "'lots' is not a size such as 4GiB"),
         (["--checkpoint", "s3://bucket/run.ckpt"], "--checkpoint s3://bucket/run.ckpt: a consensus checkpoints to a "
