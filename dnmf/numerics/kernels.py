@@ -351,7 +351,8 @@ def frobenius_pieces(W, VHt, members=()):
     (``members``) the first is an array: one ``<W_r, V H_rᵀ>`` per member.
     """
     if len(members) > 1:
-        return np.array([np.vdot(W[:, a:b], VHt[:, a:b]) for a, b in member_slices(members)], np.float64), W.T @ W
+        crosses = np.array([np.vdot(W[:, a:b], VHt[:, a:b]) for a, b in member_slices(members)], np.float64)
+        return crosses, member_gram(W, members)
     return float(np.vdot(W, VHt)), W.T @ W
 
 
@@ -406,14 +407,15 @@ def _row_ranges(V):
     return [(start, min(start + rows, m)) for start in range(0, m, rows)]
 
 
-def within_members(gram, members):
-    """``gram`` with its blocks between different members of an ensemble zeroed (a new
-    array; ``gram`` itself for a single factorization)."""
+def member_gram(A, members=()):
+    """``AᵀA``; for an ensemble (``members``) only its members' diagonal blocks, each
+    computed on its own (``Σ k_r²`` products per row instead of ``K²``), zeros between
+    members, which no update or loss of an ensemble uses."""
     if len(members) < 2:
-        return gram
-    out = np.zeros_like(gram)
+        return A.T @ A
+    out = np.zeros((A.shape[1], A.shape[1]), dtype=A.dtype)
     for a, b in member_slices(members):
-        out[a:b, a:b] = gram[a:b, a:b]
+        out[a:b, a:b] = A[:, a:b].T @ A[:, a:b]
     return out
 
 
@@ -423,7 +425,7 @@ class _WRule:
 
     def __init__(self, H, solver, beta, penalty, members=()):
         self.H, self.solver, self.beta, self.penalty, self.members = H, solver, beta, penalty, members
-        self.HHt = within_members(H @ H.T, members) if _needs_cross(solver, beta) else None
+        self.HHt = member_gram(H.T, members) if _needs_cross(solver, beta) else None
         if solver == "cd":
             self.gram = self.HHt.copy()
             if penalty.l2:
@@ -588,7 +590,7 @@ def panel_step(V, W, H, step, norm=True):
         loss_terms, gram_before = _add(loss_terms, terms), _add(gram_before, gram)
         if step.update_H:
             if step.beta == 2:
-                num, den = _dot(new.T, V_b), new.T @ new
+                num, den = _dot(new.T, V_b), member_gram(new, step.members)
             else:
                 num, den = mu_h_partials(V_b, new, H, step.beta)
             numerator, denominator = _add(numerator, num), _add(denominator, den)
@@ -664,7 +666,7 @@ def update_h(H, total, step):
         Of the first HALS sweep (0 for MU).
     """
     H = np.asarray(H, dtype=total.h_numerator.dtype)
-    gram = within_members(total.h_denominator, step.members) if step.beta == 2 else total.h_denominator
+    gram = total.h_denominator
     if step.solver == "cd":
         Ht = np.array(H.T, order="C", copy=True)
         gram, cross = _penalized(gram, total.h_numerator.T, step.penalty_H)
