@@ -63,9 +63,15 @@ from one more pass over V and, by default, a last refit:
 The solves of the first two are k-sized and run on the driver
 (:mod:`dnmf.numerics.spectra`).
 
+The beta loss: Frobenius by default (cNMF's command line's); any other ``beta_loss``
+(``"kullback-leibler"``, ``"itakura-saito"``, a float) runs the replicates, the refits and
+the TPM spectra with the multiplicative updates (``solver="mu"`` unless given, as cNMF
+switches), the TPM spectra then one pass per update; the k-selection error stays cNMF's
+Frobenius ``||V - W_k H_k||²`` (from one more pass).
+
 Differences from cNMF, by design: the fits are dnmf's (its default solver and stopping
-rule, ``init="random"``, ``max_iter`` :data:`MAX_ITER` as cNMF); only the Frobenius loss
-(cNMF's default) is offered.
+rule, ``init="random"``, ``max_iter`` :data:`MAX_ITER` as cNMF); the members of an
+ensemble's refit stop together, on their summed measure.
 """
 
 from __future__ import annotations
@@ -79,13 +85,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import api
-from ..engine.driver import active_client, usage_products
+from ..engine.driver import active_client, factorize, normalized_usages, usage_products
 from ..engine.scheduler import use_scheduler
 from ..errors import ParameterError, ParameterTypeError
 from ..io.storage import as_panels
-from ..params import DEFAULTS, validate_params
-from .consensus_checkpoint import ConsensusCheckpoint
+from ..numerics.losses import frobenius_losses, member_slices
 from ..numerics.spectra import gene_scores, nonnegative_spectra
+from ..params import DEFAULTS, beta_to_float, resolve, validate_params
+from .consensus_checkpoint import ConsensusCheckpoint
 from .counts import (
     PREPROCESSING,
     TOP_GENES,
@@ -111,6 +118,7 @@ __all__ = [
     "consensus",
     "consensus_of_rank",
     "ensemble_bytes",
+    "fit_params",
     "local_density",
     "plot_clustering",
     "plot_density",
@@ -136,8 +144,6 @@ MAX_ITER = 1000
 STABILITY_MARGIN = 0.05
 #: Share of the workers' memory an ensemble batch may take (see the module docstring).
 MEMORY_SHARE = 0.5
-#: Beta losses the ensemble offers.
-BETA_LOSSES = ("frobenius", 2, 2.0)
 #: What the usages of counts are refit against at the end (module docstring); the
 #: first is cNMF's default.
 REFIT_USAGES = ("tpm", "normalized")
@@ -395,8 +401,6 @@ def _check(ranks, shape, params, features="n_features"):
     taken = {"n_components", "random_state", "init", "client"} & set(params)
     if unknown or taken:
         raise ParameterTypeError(f"unexpected parameter(s) {sorted(unknown | taken)}")
-    if params.get("beta_loss", "frobenius") not in BETA_LOSSES:
-        raise ParameterError(f"consensus supports beta_loss='frobenius' only, got {params['beta_loss']!r}")
     if params.get("missing_values") is not None:
         raise ParameterError("consensus does not take missing_values")
     return ranks
@@ -468,6 +472,7 @@ def consensus(
     Consensus
     """
     started = time.perf_counter()
+    params = fit_params(params)
     check_options(replicates, density_threshold, neighbors, preprocess, top_genes, refit_usages=refit_usages)
     if preprocess == "counts" and refit_usages is None:
         refit_usages = REFIT_USAGES[0]
@@ -526,15 +531,20 @@ def consensus(
         H_all = np.vstack([outcomes[k][0] for k in ranks]).astype(panels.dtype)
         refit = _refit(panels, H_all, ranks, p)
         passes += 2
+        losses, products = refit.member_losses, None
+        if beta_to_float(p["beta_loss"]) != 2:  # cNMF's error is the Frobenius one whatever the loss
+            products = usage_products(refit.W, panels, ranks)
+            losses = _frobenius_losses(products, H_all, refit.norm_V, ranks)
+            passes += 1
         if preprocessing is None:
-            shares = usage_products(refit.W, None, ranks).totals
+            shares = (products or usage_products(refit.W, None, ranks)).totals
             usages = dict(zip(ranks, _split_columns(refit.W, ranks)))
             orders = _orders(shares, ranks)
             usages = {k: usages[k][:, orders[k]] for k in ranks}
             spectra_tpm = spectra_score = None
         else:
-            orders, spectra_tpm, spectra_score = _tpm_spectra(counts, preprocessing, refit, ranks, p)
-            passes += 1
+            orders, spectra_tpm, spectra_score, tpm_passes = _tpm_spectra(counts, preprocessing, refit, ranks, p)
+            passes += tpm_passes
             if refit_usages == "tpm":
                 H_tpm = np.vstack([tpm_refit_spectra(spectra_tpm[k], preprocessing) for k in ranks])
                 final = _refit(scaled_tpm_panels(counts, preprocessing), H_tpm.astype(panels.dtype), ranks, p)
@@ -545,7 +555,7 @@ def consensus(
                 usages = {k: usages[k][:, orders[k]] for k in ranks}
     squared_norm = refit.norm_V**2
     scores = []
-    for k, loss in zip(ranks, refit.member_losses):
+    for k, loss in zip(ranks, losses):
         error = 2.0 * float(loss)
         relative = float(np.sqrt(error / squared_norm)) if squared_norm > 0 else 0.0
         scores.append(ConsensusScore(k, outcomes[k][3], error, relative, int((outcomes[k][1] >= 0).sum())))
@@ -588,24 +598,51 @@ def _relabelled(labels, order):
     return np.where(labels >= 0, new[np.maximum(labels, 0)], -1)
 
 
+def _frobenius_losses(products, H, norm_V, ranks):
+    """``½||V - U_k S_k||²`` of each rank from the products of the usages with V (their
+    second half: the usages as they are) and the stacked spectra ``H``."""
+    K = sum(ranks)
+    crosses = [float(np.vdot(products.cross[K + a : K + b], H[a:b])) for a, b in member_slices(ranks)]
+    return frobenius_losses([norm_V**2, *crosses], products.gram[K:, K:], H.astype(np.float64) @ H.T, ranks)
+
+
 def _tpm_spectra(counts, preprocessing, refit, ranks, p):
     """cNMF's results in TPM units, from one pass over the counts with the usages of
-    ``refit`` (module docstring): ``(orders, spectra_tpm, spectra_score)``, the last two
-    dicts of rank to (k, n_input_columns) arrays in the rank's order."""
-    products = usage_products(refit.W, tpm_panels(counts, preprocessing), ranks)
-    K = sum(ranks)
+    ``refit`` (module docstring), and for a beta loss other than Frobenius one pass per
+    multiplicative update of the spectra: ``(orders, spectra_tpm, spectra_score, passes)``,
+    the middle two dicts of rank to (k, n_input_columns) arrays in the rank's order."""
+    tpm = tpm_panels(counts, preprocessing)
+    products = usage_products(refit.W, tpm, ranks)
+    K, passes, frobenius = sum(ranks), 1, beta_to_float(p["beta_loss"]) == 2
     orders = _orders(products.totals[:K], ranks)
+    if not frobenius:  # cNMF's refit_spectra with its loss: MU with the usages fixed
+        start = np.vstack([np.full((k, tpm.shape[1]), np.sqrt(preprocessing.tpm_mean.mean() / k)) for k in ranks])
+        config = resolve({**p, "n_components": K, "init": "custom"}, shape=tpm.shape)
+        solved = factorize(tpm, config, W=normalized_usages(refit.W, ranks), H=start.astype(tpm.dtype),
+                           update_W=False, members=[(k, None) for k in ranks])
+        passes += solved.n_iter + 1
+        logger.info("spectra in TPM units: %d multiplicative updates", solved.n_iter)
     spectra_tpm, spectra_score = {}, {}
-    edges = np.cumsum([0, *ranks])
-    for k, a, b in zip(ranks, edges[:-1], edges[1:]):
+    for k, (a, b) in zip(ranks, member_slices(ranks)):
         order = orders[k]
         normalized, raw = np.arange(a, b)[order], np.arange(K + a, K + b)[order]
-        spectra_tpm[k], n_iter = nonnegative_spectra(products.gram[np.ix_(normalized, normalized)],
-                                                     products.cross[normalized], p["tol"], p["max_iter"])
+        if frobenius:
+            spectra_tpm[k], n_iter = nonnegative_spectra(products.gram[np.ix_(normalized, normalized)],
+                                                         products.cross[normalized], p["tol"], p["max_iter"])
+            logger.info("rank %d: spectra in TPM units solved in %d iterations", k, n_iter)
+        else:
+            spectra_tpm[k] = np.asarray(solved.H[a:b][order], dtype=np.float64)
         spectra_score[k] = gene_scores(products.gram[np.ix_(raw, raw)], products.cross[raw], products.totals[raw],
                                        preprocessing.tpm_mean, preprocessing.tpm_var)
-        logger.info("rank %d: spectra in TPM units solved in %d iterations", k, n_iter)
-    return orders, spectra_tpm, spectra_score
+    return orders, spectra_tpm, spectra_score, passes
+
+
+def fit_params(params):
+    """``params`` for the consensus's fits: with a beta loss other than Frobenius and no
+    solver given, ``solver="mu"`` (as cNMF: coordinate descent only for Frobenius)."""
+    if "solver" not in params and params.get("beta_loss", "frobenius") not in ("frobenius", 2, 2.0):
+        return {**params, "solver": "mu"}
+    return dict(params)
 
 
 def _threads():

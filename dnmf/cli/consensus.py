@@ -58,9 +58,9 @@ from .rank import parse_ranks
 __all__ = ["COMMANDS", "consensus_command", "resume_consensus"]
 
 #: Parameters of the table that `dnmf consensus` does not take as options: it sweeps the
-#: rank, derives the seeds from --seed, starts every replicate at random, and runs the
-#: Frobenius loss on complete data.
-NOT_CONSENSUS_OPTIONS = ("n_components", "random_state", "client", "verbose", "init", "beta_loss", "missing_values")
+#: rank, derives the seeds from --seed, starts every replicate at random, and runs on
+#: complete data.
+NOT_CONSENSUS_OPTIONS = ("n_components", "random_state", "client", "verbose", "init", "missing_values")
 
 
 @click.command("consensus")
@@ -108,9 +108,10 @@ def consensus_command(
 
     With --checkpoint CKPT a killed run resumes with `dnmf resume CKPT` (or the same
     command): finished batches are kept, the running one continues from its last checkpoint.
+    A --beta-loss other than frobenius runs --solver mu unless given (as cNMF does).
     """
     ranks = parse_ranks(ranks)
-    params = fit_values(values, without=NOT_CONSENSUS_OPTIONS)
+    params = cnmf.fit_params(fit_values(values, without=NOT_CONSENSUS_OPTIONS))
     validate_params({**params, "n_components": ranks[-1]}, spell=lambda name: "--ranks" if name == "n_components" else flag(name))
     for value, name in ((top_genes, "--top-genes"), (refit_usages, "--refit-usages")):
         if value is not None and preprocess != "counts":

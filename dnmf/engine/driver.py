@@ -98,6 +98,7 @@ __all__ = [
     "compute",
     "count_sums",
     "factorize",
+    "normalized_usages",
     "persist",
     "store",
     "to_numpy",
@@ -294,6 +295,13 @@ def count_sums(V, target_sum):
     return sums
 
 
+def normalized_usages(W, members=()):
+    """``W`` (a row-chunked Dask array of usages of ranks ``members`` side by side) with each
+    member's rows rescaled to sum 1 (:func:`dnmf.numerics.spectra.usage_rows`), lazily."""
+    blocks = solvers.normalized_usage_blocks(list(W.to_delayed().ravel()), members)
+    return _as_array(blocks, W.chunks[0], W.shape[1], W.dtype)
+
+
 def usage_products(W, V=None, members=()):
     """The products of fixed usages ``W`` (a row-chunked Dask array, chunked like ``V``; the
     usages of ranks ``members`` side by side) with ``V`` (a
@@ -446,7 +454,8 @@ def acceleration(solver, missing, shape, n_components, entries, sweeps="auto", e
     return sweeps_W, sweeps_H, accelerated if isinstance(extrapolate, str) else bool(extrapolate)
 
 
-def factorize(V, config, *, W=None, H=None, update_H=True, callback=None, start=None, checkpointer=None, members=None):
+def factorize(V, config, *, W=None, H=None, update_H=True, update_W=True, callback=None, start=None,
+              checkpointer=None, members=None):
     """Factorize V ≈ W H on the active Dask scheduler.
 
     Parameters
@@ -465,6 +474,10 @@ def factorize(V, config, *, W=None, H=None, update_H=True, callback=None, start=
         the fixed dictionary and W is solved for.
     update_H : bool
         False solves W for a fixed H in one pass (``transform``).
+    update_W : bool
+        False solves H for the fixed W (``init="custom"``: W and the first H given), one
+        pass per multiplicative update (``solver="mu"``), as scikit-learn's solve of its W
+        with H fixed on the transposed problem.
     callback : callable, optional
         Called with an :class:`~dnmf.engine.state.IterationInfo` after each iteration.
     start : LoopState, optional
@@ -499,6 +512,10 @@ def factorize(V, config, *, W=None, H=None, update_H=True, callback=None, start=
         else:
             W0, H0 = start.W.rechunk((V.row_chunks, start.W.shape[1])).persist(), np.asarray(start.H)
         step, extrapolate = _step(config, V, stats, H0.shape[0], update_H, tuple(k for k, _ in members))
+        if not update_W:
+            if step.solver != "mu" or not update_H:
+                raise ParameterError("a solve of H for a fixed W runs solver='mu' and updates H")
+            step, extrapolate = replace(step, sweeps_W=0, sweeps_H=1), False  # MU: 0 updates leave W as it is
         if step.missing == "nan":  # find the NaN of in-memory panels once, of stored ones at each read
             V_blocks = solvers.prepared_panels(V_blocks, step.missing)
             if V.in_memory:
@@ -538,8 +555,8 @@ def _step(config, V, stats, k, update_H, members=()):
     """``(step, extrapolate)``: the :class:`~dnmf.numerics.kernels.StepSpec` of every pass
     and whether to extrapolate, their "auto" choices resolved. An ensemble's sweeps cost
     ``sum k_r²`` per row against products of ``k``: it sweeps as a rank ``sum k_r² / k``."""
-    if members and (config.missing_values or config.beta_loss != 2):
-        raise ParameterError("an ensemble runs the Frobenius loss (beta_loss=2) without missing values")
+    if members and config.missing_values:
+        raise ParameterError("an ensemble runs without missing values")
     size = V.shape[0] * V.shape[1]
     entries = size - stats.n_zero if V.sparse else size  # stored (non-zero) entries: what a pass costs
     sweeping_rank = sum(r * r for r in members) / k if members else k

@@ -35,6 +35,7 @@ __all__ = [
     "filled_panels",
     "final_pass",
     "iteration",
+    "normalized_usage_blocks",
     "prepared_panels",
     "sketch_pass",
     "stats_pass",
@@ -159,7 +160,7 @@ def member_losses(total, H, beta, size, members=()):
     pieces ``total`` (a PanelPartial) holds, with ``H``."""
     if beta == 2:
         return frobenius_losses(total.loss_terms, total.gram_before, H @ H.T, members)
-    return [beta_loss(total.loss_terms, beta, size)]
+    return [beta_loss(terms, beta, size) for terms in np.atleast_2d(total.loss_terms)]
 
 
 def loss_of(total, H, beta, size, members=()):
@@ -402,6 +403,16 @@ def sketch_pass(V_blocks, Z):
     panel = Task(randomized_svd.panel_sketch, len(V_blocks))
     outputs = [dask.delayed(panel, nout=2)(v, Z) for v in V_blocks]
     return [out[0] for out in outputs], _tree_sum([out[1] for out in outputs], randomized_svd.add_sketches, len(V_blocks))
+
+
+def _normalized_usages(W, members):
+    return spectra.usage_rows(W, members).astype(W.dtype, copy=False)
+
+
+def normalized_usage_blocks(W_blocks, members=()):
+    """``W_i`` with each member's rows rescaled to sum 1, one task per block."""
+    task = Task(partial(_normalized_usages, members=tuple(members)), len(W_blocks))
+    return [dask.delayed(task, pure=True)(w) for w in W_blocks]
 
 
 def usage_products_pass(W_blocks, V_blocks=None, members=()):

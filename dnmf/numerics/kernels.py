@@ -277,8 +277,12 @@ def _wh_power(W, H, exponent):
     return WH
 
 
-def mu_update_w(V, W, H, beta, penalty, gamma, HHt=None, VHt=None):
-    """One multiplicative update of ``W`` (a new array), as scikit-learn's ``mu``."""
+def mu_update_w(V, W, H, beta, penalty, gamma, HHt=None, VHt=None, members=()):
+    """One multiplicative update of ``W`` (a new array), as scikit-learn's ``mu``; of an
+    ensemble (``members``), each member's columns against its own rows of H."""
+    if len(members) > 1 and beta != 2:  # (for beta 2, VHt and the block-diagonal HHt are the members')
+        return np.hstack([mu_update_w(V, W[:, a:b], H[a:b], beta, penalty, gamma)
+                          for a, b in member_slices(members)])
     if beta == 2:
         numerator = _dot(V, H.T) if VHt is None else VHt.copy()
         denominator = W @ (H @ H.T if HHt is None else HHt)
@@ -311,13 +315,18 @@ def mu_apply(A, numerator, denominator, penalty, gamma, zero_small):
     return A
 
 
-def mu_h_partials(V, W, H, beta):
+def mu_h_partials(V, W, H, beta, members=()):
     """This panel's share of the MU H-step for beta != 2.
 
     Returns ``(numerator, denominator)`` with ``numerator = Wᵀ(V ⊙ (WH)^(beta-2))``
     (k x n) and ``denominator = Wᵀ(WH)^(beta-1)`` (k x n), or, for beta == 1, the
-    column sums of ``W`` (k,). Both add up over panels.
+    column sums of ``W`` (k,). Both add up over panels. Of an ensemble (``members``),
+    each member's rows from its own ``W_r H_r``.
     """
+    if len(members) > 1:
+        parts = [mu_h_partials(V, W[:, a:b], H[a:b], beta) for a, b in member_slices(members)]
+        join = np.concatenate if beta == 1 else np.vstack
+        return np.vstack([numerator for numerator, _ in parts]), join([denominator for _, denominator in parts])
     numerator = _dot(W.T, _weighted_ratio(V, _wh_at(V, W, H), beta))
     if beta == 1:
         denominator = W.sum(axis=0)
@@ -356,14 +365,17 @@ def frobenius_pieces(W, VHt, members=()):
     return float(np.vdot(W, VHt)), W.T @ W
 
 
-def beta_loss_pieces(V, W, H, beta):
+def beta_loss_pieces(V, W, H, beta, members=()):
     """This panel's share of the beta-divergence ``D(V | WH)`` for beta != 2.
 
-    Returns a float64 vector that adds up over panels; :func:`dnmf.numerics.losses.beta_loss`
+    Returns a float64 vector that adds up over panels (of an ensemble, ``members``: one
+    row per member, from its own ``W_r H_r``); :func:`dnmf.numerics.losses.beta_loss`
     turns the sum into the loss. Follows scikit-learn's ``_beta_divergence``: entries
     of V at or below EPSILON are left out of the data terms and WH is floored at
     EPSILON there.
     """
+    if len(members) > 1:
+        return np.stack([beta_loss_pieces(V, W[:, a:b], H[a:b], beta) for a, b in member_slices(members)])
     WH_at_V = _wh_at(V, W, H)
     if sp.issparse(V):
         data, values = V.data, WH_at_V.data
@@ -450,7 +462,8 @@ class _WRule:
             cross = VHt - self.penalty.l1 if self.penalty.l1 else VHt
             return W, hals_sweeps(W, self.gram, cross, n_updates, self.members)
         for _ in range(n_updates):
-            W = mu_update_w(V, W, self.H, self.beta, self.penalty, self.gamma, HHt=self.HHt, VHt=VHt)
+            W = mu_update_w(V, W, self.H, self.beta, self.penalty, self.gamma, HHt=self.HHt, VHt=VHt,
+                            members=self.members)
         return W, 0.0
 
     def loss_pieces(self, V, W, VHt, norm):
@@ -459,19 +472,22 @@ class _WRule:
         if self.beta == 2:
             cross, gram = frobenius_pieces(W, VHt, self.members)
             return np.array([norm, *np.atleast_1d(cross)]), gram
-        return beta_loss_pieces(V, W, self.H, self.beta), None
+        return beta_loss_pieces(V, W, self.H, self.beta, self.members), None
 
 
 def _add(total, part):
     return part if total is None else total + part
 
 
-def transform_start(V, H, solver):
+def transform_start(V, H, solver, members=()):
     """Starting W for a solve with H frozen: zeros for HALS; for MU (which cannot move
-    a zero) each row scaled so that its row of ``W H`` has the row mean of V."""
+    a zero) each row scaled so that its row of ``W H`` has the row mean of V (of an
+    ensemble, ``members``: each member's ``W_r H_r``)."""
     k = H.shape[0]
     if solver == "cd":
         return np.zeros((V.shape[0], k), dtype=H.dtype)
+    if len(members) > 1:
+        return np.hstack([transform_start(V, H[a:b], solver) for a, b in member_slices(members)])
     scale = float(H.mean(axis=1).sum())
     row_means = np.asarray(V.mean(axis=1), dtype=np.float64).ravel()
     level = row_means / scale if scale > 0 else np.zeros_like(row_means)
@@ -592,7 +608,7 @@ def panel_step(V, W, H, step, norm=True):
             if step.beta == 2:
                 num, den = _dot(new.T, V_b), member_gram(new, step.members)
             else:
-                num, den = mu_h_partials(V_b, new, H, step.beta)
+                num, den = mu_h_partials(V_b, new, H, step.beta, step.members)
             numerator, denominator = _add(numerator, num), _add(denominator, den)
     return W_new, PanelPartial(loss_terms, gram_before, numerator, denominator, violation)
 
@@ -615,7 +631,7 @@ def transform_panel(V, W, H, step, max_inner, tol, norm=True):
     n_done : int
     """
     W, H = in_dtype_of(V, W, H)
-    W = transform_start(V, H, step.solver) if W is None else np.array(W, order="C", copy=True)
+    W = transform_start(V, H, step.solver, step.members) if W is None else np.array(W, order="C", copy=True)
     rule = _WRule(H, step.solver, step.beta, step.penalty_W, step.members)
     VHt = rule.cross(V)
     checks_error = step.solver == "mu" and tol > 0
@@ -646,7 +662,7 @@ def _panel_error(rule, V, W, VHt, norm):
     if rule.beta == 2:
         loss = sum(frobenius_losses(terms, gram, rule.HHt, rule.members))
     else:
-        loss = beta_loss(terms, rule.beta, V.shape[0] * V.shape[1])
+        loss = sum(beta_loss(row, rule.beta, V.shape[0] * V.shape[1]) for row in np.atleast_2d(terms))
     return loss_to_error(loss)
 
 

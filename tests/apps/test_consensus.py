@@ -51,12 +51,14 @@ def _cosines(found, planted):
     return similarity[rows, columns]
 
 
-def test_an_ensemble_is_its_members_fitted_alone(make_matrix):
+@pytest.mark.parametrize("rule", [dict(inner_sweeps=2, extrapolate=True), dict(solver="mu", beta_loss="kullback-leibler"),
+                                  dict(solver="mu", beta_loss=1.5)], ids=["hals", "kl", "beta1.5"])
+def test_an_ensemble_is_its_members_fitted_alone(make_matrix, rule):
     """Three factorizations of ranks 2, 3, 4 run as one ensemble of rank 9 give each
-    member's own fit: the same iterates as three separate fits."""
+    member's own fit: the same iterates as three separate fits, for every loss."""
     X = make_matrix(60, 25, seed=3).astype(np.float64)
     members = [(2, 11), (3, 12), (4, 13)]
-    common = dict(init="random", max_iter=15, tol=0, inner_sweeps=2, extrapolate=True)
+    common = dict(init="random", max_iter=15, tol=0, **rule)
     together = run_job(prepare(X, {**common, "n_components": 9}, members=members))
     start = 0
     for k, seed in members:
@@ -170,20 +172,22 @@ def test_counts_preprocessed_as_cnmf_does_give_the_planted_programs():
     assert _cosines(result.spectra[PROGRAMS], planted[:, kept.columns] * kept.scale).min() >= 0.95
 
 
-def cnmf_results(counts, spectra, columns, refit_usages):
+def cnmf_results(counts, spectra, columns, refit_usages, beta_loss="frobenius"):
     """cNMF 1.7's ``consensus`` after its median spectra ``spectra`` (k x kept genes),
-    transcribed onto scikit-learn as cNMF runs it (``solver="cd"``, its ``tol`` and
-    ``max_iter``): ``(order, spectra_tpm, spectra_score, usages)``."""
+    transcribed onto scikit-learn as cNMF runs it (``solver="cd"`` for Frobenius, else
+    ``"mu"``; its ``tol`` and ``max_iter``): ``(order, spectra_tpm, spectra_score, usages,
+    prediction error)``."""
     from sklearn.decomposition import non_negative_factorization
     from sklearn.preprocessing import StandardScaler
 
     def refit_usage(X, H):
-        return non_negative_factorization(X, H=H, update_H=False, n_components=H.shape[0], solver="cd", tol=1e-4,
-                                          max_iter=1000, beta_loss="frobenius")[0]
+        return non_negative_factorization(X, H=H, update_H=False, n_components=H.shape[0], tol=1e-4, max_iter=1000,
+                                          solver="cd" if beta_loss == "frobenius" else "mu", beta_loss=beta_loss)[0]
 
     X = counts.astype(np.float64)
     norm = X[:, columns] / X[:, columns].std(axis=0, ddof=1)
     rf_usages = refit_usage(norm, spectra)
+    error = float(((norm - rf_usages @ spectra) ** 2).sum())
     norm_usages = rf_usages / rf_usages.sum(axis=1, keepdims=True)
     order = np.argsort(-norm_usages.sum(axis=0), kind="stable")
     rf_usages, norm_usages = rf_usages[:, order], norm_usages[:, order]
@@ -197,7 +201,7 @@ def cnmf_results(counts, spectra, columns, refit_usages):
     if refit_usages == "tpm":
         norm_tpm = tpm[:, columns] / tpm[:, columns].std(axis=0, ddof=1)
         rf_usages = refit_usage(norm_tpm, spectra_tpm[:, columns] / np.sqrt(scaler.var_[columns]))
-    return order, spectra_tpm, score, rf_usages
+    return order, spectra_tpm, score, rf_usages, error
 
 
 def test_results_in_tpm_units_are_cnmfs():
@@ -213,7 +217,7 @@ def test_results_in_tpm_units_are_cnmfs():
     assert result.report.passes == runs["normalized"].report.passes + 2  # the last refit: statistics + solve
     columns = result.preprocessing.columns
     for k in (6, 7):
-        order, spectra_tpm, score, usages = cnmf_results(counts, result.spectra[k], columns, "tpm")
+        order, spectra_tpm, score, usages, _ = cnmf_results(counts, result.spectra[k], columns, "tpm")
         assert order.tolist() == list(range(k))  # dnmf's order is already cNMF's
         assert result.spectra_tpm[k].shape == result.spectra_score[k].shape == (k, counts.shape[1])
         np.testing.assert_allclose(result.spectra_tpm[k], spectra_tpm, rtol=1e-4, atol=1e-4 * spectra_tpm.max())
@@ -228,6 +232,26 @@ def test_results_in_tpm_units_are_cnmfs():
             median = np.median(unit[labels == j], axis=0)
             np.testing.assert_allclose(result.spectra[k][j], median / median.sum(), rtol=1e-12)
     assert _cosines(result.spectra_tpm[PROGRAMS], planted).min() >= 0.95
+
+
+def test_a_kullback_leibler_consensus_is_cnmfs():
+    """With the KL loss (the multiplicative updates throughout): the TPM spectra are
+    scikit-learn's KL refit with the usages fixed, the usages its KL refits, and the
+    k-selection error cNMF's Frobenius prediction error. (The multiplicative updates
+    stop loosely, at tol 1e-4 on the error's decrease per 10 updates, and the usages'
+    refit starts and stops per panel: the two tools agree to about 1e-4 of the largest
+    value; tests/engine/test_fixed_factor.py checks the solve itself tightly.)"""
+    counts, planted = planted_counts(cells=300, genes=90, programs=3, seed=2)
+    result = consensus(sp.csr_matrix(counts), [3], replicates=4, preprocess="counts", top_genes=60, panel_rows=128,
+                       beta_loss="kullback-leibler")
+    spectra = result.spectra[3]
+    order, spectra_tpm, _, usages, error = cnmf_results(counts, spectra, result.preprocessing.columns, "tpm",
+                                                        "kullback-leibler")
+    assert order.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(result.spectra_tpm[3], spectra_tpm, rtol=1e-3, atol=1e-3 * spectra_tpm.max())
+    np.testing.assert_allclose(result.report.scores[0].error, error, rtol=1e-3)
+    np.testing.assert_allclose(result.usages[3].compute(), usages, rtol=1e-3, atol=1e-3 * usages.max())
+    assert _cosines(result.spectra_tpm[3], planted).min() >= 0.95
 
 
 def test_without_preprocessing_the_components_come_by_share_of_usage():
@@ -380,6 +404,7 @@ def test_cli_writes_the_directory_and_refuses_bad_options(tmp_path, capsys):
         (["--preprocess", "tpm"], "'tpm' is not one of"),
         (["--refit-usages", "tpm"], "--refit-usages applies with --preprocess counts"),
         (["--preprocess", "counts", "--refit-usages", "raw"], "'raw' is not one of"),
+        (["--beta-loss", "kullback-leibler", "--solver", "cd"], "--solver cd does not handle"),
         (["--checkpoint-every", "3"], "--checkpoint-every and --checkpoint-seconds apply with --checkpoint CKPT"),
         (["--batch-memory", "lots"], "'lots' is not a size such as 4GiB"),
         (["--checkpoint", "s3://bucket/run.ckpt"], "--checkpoint s3://bucket/run.ckpt: a consensus checkpoints to a "
