@@ -162,6 +162,29 @@ def test_a_tall_matrix_sends_a_w_made_here_to_the_workers_in_row_blocks(client, 
     assert _wait_until(lambda: not _held_keys(client)), f"left on the cluster: {sorted(map(str, _held_keys(client)))}"
 
 
+def test_an_ensembles_random_w_goes_to_the_workers_a_row_block_at_a_time(client, tmp_path, relerr):
+    """m = 150,000, 8 members (total rank 40; 24 MB): the ensemble's random W, drawn a
+    row block at a time and each block scattered before the next is drawn, is never sent
+    inside a graph; the ensemble equals the threaded one and leaves nothing on the
+    cluster. (That the driver's memory stays at a block is measured by
+    scripts/bench_consensus_scale.py.)"""
+    from dnmf.api import prepare, run_job
+
+    X = sp.random(150_000, 60, density=0.05, random_state=3, format="csr", dtype=np.float32)
+    X.data += 0.1
+    path = save_csr(X, tmp_path / "tall.zarr")
+    members = [(k, seed) for seed, k in enumerate([4, 5, 6, 5, 4, 6, 5, 5])]
+    params = dict(n_components=40, init="random", max_iter=3, tol=0)
+    threaded = run_job(prepare(path, params, members=members))
+    with client.as_current(), warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*large graph.*")
+        result = run_job(prepare(path, params, members=members))
+        W = to_numpy(result.W)
+    assert relerr(W, to_numpy(threaded.W)) <= 1e-6 and relerr(result.H, threaded.H) <= 1e-6
+    del result
+    assert _wait_until(lambda: not _held_keys(client)), f"left on the cluster: {sorted(map(str, _held_keys(client)))}"
+
+
 def test_cluster_holds_the_same_after_few_and_many_iterations(client, inputs):
     """What the cluster keeps after a fit does not grow with the number of iterations."""
     X, W0, H0, _ = inputs

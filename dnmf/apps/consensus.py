@@ -37,7 +37,8 @@ usages of every rank are refit in one more pass, the same way.
 Memory model (:func:`ensemble_bytes`): the workers hold W of the batch,
 ``m * K`` values, twice while an iteration runs; each running panel task holds its
 panel's ``rows * K`` products and a ``K * n`` partial of the H-step; the driver holds
-``H`` (``K * n``, a few copies) and, at the start, the random initial W. The
+``H`` (``K * n``, a few copies) and, at the start, one row block of the random initial
+W at a time (on a cluster; on Dask's threads the driver is the workers). The
 replicates are cut into consecutive batches (ranks in increasing order) whose estimate
 fits :data:`MEMORY_SHARE` of the memory of the workers (of this machine on Dask's
 threads); ``batch_bytes`` sets the budget.

@@ -210,6 +210,19 @@ def _shipped_rows(W, client):
     )
 
 
+def _rows_as_made(blocks, row_chunks, k, dtype, client):
+    """Row blocks that an iterator makes one at a time as one row-chunked Dask array; on a
+    cluster each block goes to the workers before the next is made (the driver never
+    holds them all)."""
+    if client is None:
+        return _as_array(list(blocks), row_chunks, k, dtype)
+    futures = [client.scatter(block, hash=False) for block in blocks]
+    return da.concatenate(
+        [da.from_delayed(dask.delayed(f, pure=True), shape=(rows, k), dtype=dtype) for f, rows in zip(futures, row_chunks)],
+        axis=0,
+    )
+
+
 def _materialize(graph, client):
     """Run one iteration's graph: ``(W_blocks, H, small)`` with W kept where it was computed.
 
@@ -324,7 +337,8 @@ def _initial_factors(V, V_blocks, config, W, H, stats, update_H, client, members
     if method == "custom":
         W0, H0 = initialization.custom_init(W, H, rows)
     elif method == "random" and members:
-        W0, H0 = initialization.ensemble_random_init(shape, members, dtype, mean, rows)
+        blocks, H0 = initialization.ensemble_random_init(shape, members, dtype, mean, rows)
+        W0 = _rows_as_made(blocks, rows, k, dtype, client)
     elif method == "random":
         W0, H0 = initialization.random_init(shape, k, dtype, mean, random_state, rows)
     elif members:
@@ -336,7 +350,7 @@ def _initial_factors(V, V_blocks, config, W, H, stats, update_H, client, members
         Y_blocks, T, S, Vt = _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, client)
         norms = compute(initialization.svd_part_norms(Y_blocks, T))[0]
         W0, H0 = initialization.nndsvd_init(Y_blocks, T, S, Vt, norms, method, mean, random_state, rows, dtype)
-    if method == "random" or (method == "custom" and not isinstance(W, da.Array)):
+    if (method == "random" and not members) or (method == "custom" and not isinstance(W, da.Array)):
         W0 = _shipped_rows(W0, client)  # made here, in memory
     W0, H0 = dask.persist(W0, H0)
     return W0, np.asarray(compute(H0)[0])
@@ -522,7 +536,9 @@ def factorize(V, config, *, W=None, H=None, update_H=True, update_W=True, callba
                 V_blocks = list(dask.persist(*V_blocks))
         if not update_H:
             return _solve_w(V, V_blocks, H0, step, config, stats, client)
-        return _iterate(V, V_blocks, W0, H0, step, extrapolate, config, stats, client, callback, start, checkpointer)
+        first_W, W0 = [W0], None  # _iterate lets go of the first W after the first pass (see there)
+        return _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client, callback, start,
+                        checkpointer)
 
 
 def _local_tasks(client, V):
@@ -588,13 +604,18 @@ def _solve_w(V, V_blocks, H, step, config, stats, client):
     return FitResult(W, H, n_done, [loss], n_done < config.max_iter, stats.norm, member_losses=[float(v) for v in losses])
 
 
-def _iterate(V, V_blocks, W0, H0, step, extrapolate, config, stats, client, callback, start, checkpointer):
-    """The outer loop (see the module docstring)."""
+def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client, callback, start, checkpointer):
+    """The outer loop (see the module docstring).
+
+    ``first_W`` is a list holding the first W (persisted), emptied once the first pass has
+    made the next one: on a cluster the first W is then freed, where a name for it in this
+    frame or the caller's would keep a third copy of W on the workers for the whole fit.
+    """
     k, dtype = H0.shape[0], V.dtype
     lagged = step.beta != 2 or bool(step.missing)  # the new iterate's loss comes from the next pass
     # A resumed W0 is persisted: its blocks' graphs must hold the futures themselves (as in
     # ``_save``), or they are released with W0 and a resumed finished fit has lost its W.
-    W_blocks = list(W0.to_delayed(optimize_graph=start is None).ravel())
+    W_blocks = list(first_W[0].to_delayed(optimize_graph=start is None).ravel())
     H_now = H_next = H0  # the iterate's H; the H the next pass starts from (extrapolated HALS: may differ)
     schedule = Schedule() if extrapolate else None
     if start is not None and schedule is not None and start.extrapolation:
@@ -613,6 +634,7 @@ def _iterate(V, V_blocks, W0, H0, step, extrapolate, config, stats, client, call
         graph = solvers.iteration(V_blocks, W_blocks, _shipped(H_next, client), this_step, V.shape, _known_norm(stats, step))
         previous = (W_blocks, H_now)
         W_blocks, (H_now, H_ahead), (before, after, violation) = _materialize(graph, client)
+        first_W.clear()  # never returned now: not a fresh first iterate (_stop), a resumed one holds its futures
         if n_iter == 1:
             known.append(float(before))
         if not lagged:  # the new iterate's loss came for free

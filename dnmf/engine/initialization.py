@@ -85,10 +85,31 @@ def random_init(shape, n_components, dtype, mean, random_state, row_chunks):
 
 def ensemble_random_init(shape, members, dtype, mean, row_chunks):
     """:func:`random_init` of each member ``(k, seed)`` of an ensemble: its W side by
-    side, its H on top of each other."""
-    starts = [random_init(shape, k, dtype, mean, seed, row_chunks) for k, seed in members]
-    W = da.concatenate([W for W, _ in starts], axis=1).rechunk((row_chunks, sum(k for k, _ in members)))
-    return W, np.vstack([H for _, H in starts])
+    side, its H on top of each other.
+
+    Returns
+    -------
+    W_blocks : iterator of ndarray
+        W's row blocks (``row_chunks``), each drawn when it is asked for: each member's
+        stream draws its panels in order, as :func:`random_init` does, so a caller that
+        ships a block before asking for the next never holds the ensemble's W (``m`` x
+        the total rank) whole.
+    H : ndarray of shape (sum of k, n)
+    """
+    n = shape[1]
+    streams, H = [], []
+    for k, seed in members:
+        avg = np.dtype(dtype).type(np.sqrt(mean / k))
+        rng = check_random_state(seed)
+        H.append(np.abs(avg * rng.standard_normal(size=(k, n)).astype(dtype, copy=False)))
+        streams.append((rng, avg, k))
+
+    def blocks():
+        for rows in row_chunks:
+            yield np.hstack([np.abs(avg * rng.standard_normal(size=(rows, k)).astype(dtype, copy=False))
+                             for rng, avg, k in streams])
+
+    return blocks(), np.vstack(H)
 
 
 def _part_norms(U):
