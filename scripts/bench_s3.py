@@ -14,7 +14,10 @@ files to a bucket, and measures, in one run on one embedded ``LocalCluster`` (de
   seconds per iteration, as timed by the driver.
 
 It prints the ratios: iteration from S3 / iteration from disk, and iteration from S3 /
-the S3 read floor (the issue's target: at most 1.15x).
+the S3 read floor (the target: at most 1.15x), and what the cores did meanwhile: the CPU
+seconds of the S3 server and of the workers in a floor pass and in an iteration, and
+the share of the machine's cores they kept busy (on this 2-core machine the server shares
+the cores with the workers, so reads and products cannot overlap).
 
 Usage::
 
@@ -50,6 +53,33 @@ def _median_time(function, runs=3):
     return statistics.median(times)
 
 
+class CpuMeter:
+    """CPU seconds (user + system) used by processes ``pids`` (each alone: the workers and
+    the server are the driver's children) while the block runs, summed per name:
+    ``meter.seconds["server"]``."""
+
+    def __init__(self, **pids):
+        import psutil
+
+        self.processes = {name: [psutil.Process(pid) for pid in ids] for name, ids in pids.items()}
+        self.seconds = {}
+
+    def now(self):
+        """``{name: CPU seconds so far}``."""
+        total = {}
+        for name, processes in self.processes.items():
+            total[name] = sum(sum(p.cpu_times()[:2]) for p in processes)
+        return total
+
+    def __enter__(self):
+        self._start = self.now()
+        return self
+
+    def __exit__(self, *exc):
+        end = self.now()
+        self.seconds = {name: end[name] - self._start[name] for name in end}
+
+
 def store_libraries(bucket, key, endpoint, nbytes):
     """``{library: MB/s}`` of a whole read of ``data`` and ``indices`` of the CSR group."""
     from zarr.storage import FsspecStore
@@ -77,25 +107,35 @@ def _nnz(read):
     return read().nnz
 
 
-def read_floor(client, panels):
-    """Seconds of one parallel read of every panel (the median of three passes)."""
+def read_floor(client, panels, meter):
+    """Seconds of one parallel read of every panel (the median of three passes), the
+    three metered by ``meter`` (a function returning a CpuMeter)."""
     reads = panels.blocks()
 
     def one_pass():
         client.gather(client.map(_nnz, reads, pure=False))
 
     one_pass()  # warm the workers' filesystems
-    return _median_time(one_pass)
+    with meter() as cpu:
+        seconds = _median_time(one_pass)
+    return seconds, {name: value / 3 for name, value in cpu.seconds.items()}
 
 
-def fit_seconds(client, source, rank, iters, seed):
-    """Median seconds per iteration of a default fit of ``source``."""
+def fit_seconds(client, source, rank, iters, seed, meter):
+    """Median seconds per iteration of a default fit of ``source`` (the first not
+    counted), and the CPU seconds of the timed iterations, per iteration."""
     from dnmf import api
 
-    seconds = []
+    seconds, snapshots, cpu = [], [], meter()
+
+    def record(info):
+        seconds.append(info.seconds)
+        snapshots.append(cpu.now())
+
     api.run(source, {"n_components": rank, "max_iter": iters, "tol": 0.0, "random_state": seed, "client": client},
-            callback=lambda info: seconds.append(info.seconds))
-    return statistics.median(seconds[1:] or seconds)
+            callback=record)
+    used = {name: (snapshots[-1][name] - snapshots[0][name]) / max(1, len(snapshots) - 1) for name in snapshots[0]}
+    return statistics.median(seconds[1:] or seconds), used
 
 
 def main(argv=None):
@@ -134,9 +174,19 @@ def main(argv=None):
 
         speeds = store_libraries("bench", "v.zarr", endpoint, nbytes)
         with local_cluster(silence_logs=logging.CRITICAL) as client:
-            floors = {name: read_floor(client, as_panels(source)) for name, source in (("s3", url), ("disk", str(local)))}
-            iterations = {name: fit_seconds(client, source, args.rank, args.iters, args.seed)
-                          for name, source in (("s3", url), ("disk", str(local)))}
+            workers = list(client.run(os.getpid).values())
+            meter = lambda: CpuMeter(server=[process.pid], workers=workers, driver=[os.getpid()])  # noqa: E731
+            sources = (("s3", url), ("disk", str(local)))
+            floors, floor_cpu = zip(*(read_floor(client, as_panels(source), meter) for _, source in sources))
+            iterations, fit_cpu = zip(*(fit_seconds(client, source, args.rank, args.iters, args.seed, meter)
+                                        for _, source in sources))
+            floors, iterations = dict(zip(("s3", "disk"), floors)), dict(zip(("s3", "disk"), iterations))
+        cores = os.cpu_count()
+
+        def busy(cpu, wall):
+            return f"server {cpu['server']:.2f} s, workers {cpu['workers']:.2f} s, driver {cpu['driver']:.2f} s: " \
+                   f"{sum(cpu.values()) / (wall * cores):.0%} of {cores} cores"
+
         rows = [
             ("matrix", f"{matrix.shape[0]} x {matrix.shape[1]} CSR, nnz {matrix.nnz}, {nbytes / 2**20:.0f} MiB"),
             ("machine", machine_info()),
@@ -148,6 +198,9 @@ def main(argv=None):
             ("ratio: iteration S3 / iteration disk", f"{iterations['s3'] / iterations['disk']:.2f}x"),
             ("ratio: iteration S3 / S3 read floor", f"{iterations['s3'] / floors['s3']:.2f}x (target <= 1.15x)"),
             ("ratio: S3 read floor / disk read floor", f"{floors['s3'] / floors['disk']:.2f}x"),
+            ("CPU per S3 floor pass", busy(floor_cpu[0], floors["s3"])),
+            ("CPU per S3 iteration", busy(fit_cpu[0], iterations["s3"])),
+            ("CPU per disk iteration", busy(fit_cpu[1], iterations["disk"])),
         ]
         width = max(len(name) for name, _ in rows)
         for name, value in rows:
