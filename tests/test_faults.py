@@ -60,8 +60,11 @@ from dnmf.io.storage import open_matrix, save_csr
 
 #: Seconds any one process or wait may take.
 TIMEOUT = 240
-#: The ``dnmf`` console script's entry point in a new process.
-DNMF = (sys.executable, "-c", "import sys; from dnmf.cli import main; sys.exit(main())")
+#: The ``dnmf`` console script's entry point in a new process, with SIGINT as a terminal
+#: gives it (unblocked, raising KeyboardInterrupt) whatever the test process passes on: a
+#: child inherits its parent's blocked and ignored signals.
+DNMF = (sys.executable, "-c", "import signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+        "signal.signal(signal.SIGINT, signal.default_int_handler); from dnmf.cli import main; sys.exit(main())")
 #: Rank, iterations and checkpoint interval of the driver-kill runs.
 K, ITERATIONS, EVERY = 6, 30, 10
 #: Parameters of those runs, as the CLI passes them.
