@@ -538,10 +538,8 @@ def consensus(
             losses = _frobenius_losses(products, H_all, refit.norm_V, ranks)
             passes += 1
         if preprocessing is None:
-            shares = (products or usage_products(refit.W, None, ranks)).totals
-            usages = dict(zip(ranks, _split_columns(refit.W, ranks)))
-            orders = _orders(shares, ranks)
-            usages = {k: usages[k][:, orders[k]] for k in ranks}
+            orders = _orders((products or usage_products(refit.W, None, ranks)).totals, ranks)
+            usages = _usages(refit.W, ranks, orders)
             spectra_tpm = spectra_score = None
         else:
             orders, spectra_tpm, spectra_score, tpm_passes = _tpm_spectra(counts, preprocessing, refit, ranks, p)
@@ -549,11 +547,10 @@ def consensus(
             if refit_usages == "tpm":
                 H_tpm = np.vstack([tpm_refit_spectra(spectra_tpm[k], preprocessing) for k in ranks])
                 final = _refit(scaled_tpm_panels(counts, preprocessing), H_tpm.astype(panels.dtype), ranks, p)
-                usages = dict(zip(ranks, _split_columns(final.W, ranks)))
+                usages = _usages(final.W, ranks)  # refit with the spectra already in order
                 passes += 2
             else:
-                usages = dict(zip(ranks, _split_columns(refit.W, ranks)))
-                usages = {k: usages[k][:, orders[k]] for k in ranks}
+                usages = _usages(refit.W, ranks, orders)
     squared_norm = refit.norm_V**2
     scores = []
     for k, loss in zip(ranks, losses):
@@ -588,8 +585,7 @@ def _refit(panels, H, ranks, p):
 def _orders(shares, ranks):
     """Each rank's components by decreasing ``shares`` (their columns' sums of the usages
     normalized per cell: cNMF's order)."""
-    edges = np.cumsum([0, *ranks])
-    return {k: np.argsort(-shares[a:b], kind="stable") for k, a, b in zip(ranks, edges[:-1], edges[1:])}
+    return {k: np.argsort(-shares[a:b], kind="stable") for k, (a, b) in zip(ranks, member_slices(ranks))}
 
 
 def _relabelled(labels, order):
@@ -653,13 +649,14 @@ def _threads():
 
 
 def _split_rows(H, sizes):
-    edges = np.cumsum([0, *sizes])
-    return [np.asarray(H[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+    return [np.asarray(H[a:b]) for a, b in member_slices(sizes)]
 
 
-def _split_columns(W, sizes):
-    edges = np.cumsum([0, *sizes])
-    return [W[:, a:b] for a, b in zip(edges[:-1], edges[1:])]
+def _usages(W, ranks, orders=None):
+    """Each rank's block of columns of ``W`` (the usages of all ranks side by side), its
+    columns in ``orders[k]`` when given."""
+    blocks = {k: W[:, a:b] for k, (a, b) in zip(ranks, member_slices(ranks))}
+    return blocks if orders is None else {k: blocks[k][:, orders[k]] for k in ranks}
 
 
 # ----------------------------------------------------------------------------- output
