@@ -371,17 +371,28 @@ class Location:
         """``call()``, retried as the store's own requests are (:func:`timed_retry`) when remote."""
         return call() if self.local else timed_retry(call, what, self.url)
 
+    def kind(self):
+        """``"file"``, ``"directory"`` (a prefix with objects, on a store) or None when
+        nothing is there. Any other failure is raised (and retried where remote), never
+        taken for "missing" as fsspec's ``exists``/``isfile``/``isdir`` may take it."""
+        def look():
+            try:
+                return self.fs.info(self.path).get("type")
+            except FileNotFoundError:
+                return None
+        return self.retried("lookup", look)
+
     def exists(self):
         """Whether anything (a file, a directory, a prefix with objects) is there."""
-        return bool(self.retried("lookup", lambda: self.fs.exists(self.path)))
+        return self.kind() is not None
 
     def is_dir(self):
         """Whether a directory or a non-empty prefix is there."""
-        return bool(self.retried("lookup", lambda: self.fs.isdir(self.path)))
+        return self.kind() == "directory"
 
     def is_file(self):
         """Whether a file (an object) is there."""
-        return bool(self.retried("lookup", lambda: self.fs.isfile(self.path)))
+        return self.kind() == "file"
 
     def names(self):
         """Names directly below (files and directories), sorted; empty if nothing is there."""

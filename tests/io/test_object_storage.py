@@ -395,6 +395,25 @@ async def _listed(keys):
     return [key async for key in keys]
 
 
+def test_lookups_of_a_location_are_retried_not_answered_no(s3):
+    """A failed request is not an answer: with a third of the requests failing, the
+    lookups a checkpoint's validity rests on (is there a manifest?) say what is there."""
+    s3.fs.pipe_file(f"{s3.bucket}/look/ckpt/SHA256SUMS", b"x")
+    proxy = FaultyProxy(s3.endpoint, rate=0.3, seed=0)
+    try:
+        here = Location.of(s3.url("look"), {"endpoint_url": proxy.url, **NO_CLIENT_RETRIES})
+        manifest, missing = here.join("ckpt", "SHA256SUMS"), here.join("ckpt", "CURRENT")
+        for _ in range(10):
+            here.fs.invalidate_cache()
+            assert manifest.is_file() and manifest.exists() and not manifest.is_dir()
+            assert here.join("ckpt").is_dir() and not here.join("ckpt").is_file()
+            assert not missing.is_file() and not missing.exists()
+            assert here.names() == ["ckpt"] and manifest.read_bytes() == b"x"
+    finally:
+        proxy.close()
+    assert proxy.failed > 0
+
+
 def test_generate_topics_store_and_rank_report_write_to_urls(s3, tmp_path, capsys):
     _cli(capsys, "generate", s3.url("g.zarr"), "--shape", "300", "40", "--rank", "3", "--density", "0.2", "-q")
     assert open_matrix(s3.url("g.zarr")).shape == (300, 40)
