@@ -380,6 +380,18 @@ def test_fit_with_config_and_overrides_writes_what_was_resolved(capsys, tmp_path
 # ------------------------------------------------------------------- errors
 
 
+def test_generate_a_graph_like_a_published_one(capsys, tmp_path):
+    """--like gives the published graph's rank (and shape and entries, unless given)."""
+    path = tmp_path / "g.zarr"
+    status, out, err = call(capsys, "generate", path, "--like", "delicious", "--shape", 2000, 3000, "--nnz", 9000)
+    assert status == 0, err
+    assert f"wrote {path}: 2000 x 3000 float32 (CSR, nnz=" in out and "a graph of 48 planted communities" in out
+    status, out, _ = call(capsys, "info", path, "--json")
+    described = json.loads(out)
+    assert described["kind"] == "CSR group (Zarr)" and described["generator"]["draws"] == 9000
+    assert described["generator"]["rank"] == 48
+
+
 @pytest.mark.parametrize(
     "args, fragments",
     [
@@ -408,6 +420,10 @@ def test_fit_with_config_and_overrides_writes_what_was_resolved(capsys, tmp_path
         (["info", "{tmp}/nowhere"], ["not found"]),
         (["generate", "{tmp}/g.zarr", "--density", 2], ["density must be in (0, 1], got 2.0"]),
         (["generate", "{tmp}/g.zarr", "--dtype", "int8"], ["'int8' is not one of 'float32', 'float64'"]),
+        (["generate", "{tmp}/g.zarr", "--nnz", 100, "--noise", 0.1], ["--noise does not apply to a graph"]),
+        (["generate", "{tmp}/g.zarr", "--nnz", 100, "--density", 0.1], ["give --density or --nnz, not both"]),
+        (["generate", "{tmp}/g.zarr", "--like", "flickr", "--density", 0.1], ["--like draws a graph"]),
+        (["generate", "{tmp}/g.zarr", "--like", "myspace"], ["'myspace' is not one of 'delicious', 'flickr'"]),
     ],
 )
 def test_bad_input_is_one_error_line_and_exit_2(capsys, tmp_path, args, fragments):

@@ -10,10 +10,12 @@ from dnmf.io.generate import (
     DEFAULT_NOISE,
     DEFAULT_RANK,
     DEFAULT_SHAPE,
+    SHAPES,
     block_rows,
     generate,
     noise_floor,
 )
+from dnmf.io.graph import Columns
 from dnmf.io.results import stored_attrs
 from dnmf.io.storage import CSRMatrix, as_panels, open_matrix
 
@@ -96,6 +98,9 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path):
         (dict(density=0.0), r"density must be in \(0, 1\], got 0.0"),
         (dict(dtype="int32"), r"dtype must be one of \['float32', 'float64'\], got 'int32'"),
         (dict(seed=-1), "seed must be an integer >= 0, got -1"),
+        (dict(nnz=0), "nnz must be a positive integer, got 0"),
+        (dict(nnz=10, density=0.5), "give density or nnz, not both"),
+        (dict(nnz=10, noise=0.1), r"noise does not apply to a graph \(nnz\)"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, message):
@@ -109,3 +114,69 @@ def test_bad_arguments(tmp_path, kwargs, message):
 def test_noise_floor():
     assert noise_floor((10, 10), 0.5, 0.0) == 0.0
     np.testing.assert_allclose(noise_floor((100, 100), 1.0, 10000 / 12), 1.0)
+
+
+# ------------------------------------------------------------------ graphs
+
+
+def _graph(tmp_path, name="g.zarr", shape=(3000, 2000), nnz=60000, rank=6, **kwargs):
+    info = generate(tmp_path / name, shape, rank, nnz=nnz, seed=4, **kwargs)
+    return info, open_matrix(tmp_path / name).read_rows(0, shape[0])
+
+
+def test_a_graph_is_a_csr_of_counts_of_about_nnz_draws(tmp_path):
+    info, X = _graph(tmp_path)
+    assert X.shape == (3000, 2000) and X.dtype == np.float32 and X.nnz == info["nnz"]
+    assert X.has_sorted_indices and X.nnz == X.copy().tocoo().tocsr().nnz  # sorted, no repeated entry
+    assert np.all(X.data >= 1) and np.all(X.data == np.round(X.data))
+    assert info["draws"] == 60000 and info["noise"] is None and info["noise_floor"] is None
+    assert 0.75 * 60000 < X.nnz <= X.data.sum() and abs(X.data.sum() / 60000 - 1) < 0.1  # repeats add up
+    np.testing.assert_allclose(info["squared_norm"], np.sum(X.data.astype(np.float64) ** 2), rtol=1e-12)
+
+
+def test_a_graph_depends_on_its_seed_not_on_its_chunks(tmp_path):
+    _, a = _graph(tmp_path, "a.zarr", chunk_rows=7)
+    _, b = _graph(tmp_path, "b.zarr")
+    assert (a != b).nnz == 0
+    c = generate(tmp_path / "c.zarr", (3000, 2000), 6, nnz=60000, seed=5)
+    assert c["nnz"] != a.nnz or (open_matrix(tmp_path / "c.zarr").read_rows(0, 3000) != a).nnz
+
+
+def test_a_graph_has_power_law_degrees(tmp_path):
+    _, X = _graph(tmp_path, shape=(20000, 5000), nnz=200000)
+    for degrees in (np.diff(X.indptr), np.bincount(X.indices, minlength=X.shape[1])):
+        ordered = np.sort(degrees)
+        assert ordered[-1] > 30 * np.median(ordered)  # a heavy tail, not a binomial's
+        assert ordered[-len(ordered) // 100 :].sum() > 0.08 * ordered.sum()  # the top 1% hold many entries
+
+
+def test_a_graph_has_its_planted_communities(tmp_path):
+    """Rows draw mostly from one community's columns: the top community's share of a
+    row's entries is far above what columns drawn regardless of community would give."""
+    rank = 8
+    _, X = _graph(tmp_path, shape=(4000, 3000), nnz=120000, rank=rank)
+    columns = Columns(3000, rank, 4)
+    home = np.empty(3000, np.int64)
+    home[columns.order] = np.repeat(np.arange(rank), np.diff(columns.starts))
+    busy = np.flatnonzero(np.diff(X.indptr) >= 30)
+    shares = [np.bincount(home[X.indices[X.indptr[i]:X.indptr[i + 1]]], minlength=rank).max()
+              / (X.indptr[i + 1] - X.indptr[i]) for i in busy]
+    assert len(busy) > 100 and np.mean(shares) > 0.6  # about 1/4 if rows ignored the communities
+
+
+def test_a_wide_graph_is_written_in_bounded_memory(tmp_path):
+    """Two million columns (dense float32: 40 GB) hold only length-n vectors and a block."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        info = generate(tmp_path / "w.zarr", (5000, 2_000_000), 4, nnz=100000, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info["nnz"] > 90000 and peak < 400 * 2**20
+
+
+def test_published_graph_shapes():
+    assert SHAPES["flickr"] == ((28_000_000, 1_600_000), 112_000_000, 16)
+    assert SHAPES["delicious"] == ((17_000_000, 2_500_000), 72_000_000, 48)
