@@ -374,7 +374,13 @@ class Location:
     def kind(self):
         """``"file"``, ``"directory"`` (a prefix with objects, on a store) or None when
         nothing is there. Any other failure is raised (and retried where remote), never
-        taken for "missing" as fsspec's ``exists``/``isfile``/``isdir`` may take it."""
+        taken for "missing" as fsspec's ``exists``/``isfile``/``isdir`` may take it. (On a
+        disk, what ``os.path`` says: a path under a file is missing, not an error.)"""
+        if self.local:
+            if os.path.isdir(self.path):
+                return "directory"
+            return "file" if os.path.isfile(self.path) else ("other" if os.path.lexists(self.path) else None)
+
         def look():
             try:
                 return self.fs.info(self.path).get("type")
