@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import statistics
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -208,6 +209,40 @@ class Timings(list):
 
     def summary(self):
         return {"median": self.median, "best": self.best, "all": list(self)}
+
+
+class PeakMemory:
+    """Peak resident memory of this process (the driver), of its largest child process
+    (a worker) and of all of them together (``peak``), sampled in a thread; in bytes."""
+
+    def __init__(self, every=0.2):
+        self.driver = self.worker = self.peak = 0
+        self._every, self._stop = every, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self):
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            sizes = []
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    sizes.append(process.memory_info().rss)
+                except psutil.Error:  # it ended while being read
+                    sizes.append(0)
+            self.driver = max(self.driver, sizes[0])
+            self.worker = max(self.worker, max(sizes[1:], default=0))
+            self.peak = max(self.peak, sum(sizes))
+            self._stop.wait(self._every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
 
 
 @contextmanager

@@ -27,7 +27,6 @@ import argparse
 import logging
 import statistics
 import sys
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -37,7 +36,7 @@ import psutil
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_common import machine_info, write_report  # noqa: E402
+from _bench_common import PeakMemory, machine_info, write_report  # noqa: E402
 
 #: Rows generated and appended at a time.
 BLOCK_CELLS = 2000
@@ -113,34 +112,6 @@ def floor(path, bounds, workers, rank=0):
         list(pool.map(_read_span, [path] * len(bounds), [a for a, _ in bounds], [b for _, b in bounds],
                       [rank] * len(bounds)))
         return time.perf_counter() - started
-
-
-class PeakMemory:
-    """The peak of the summed resident memory of this process and its children."""
-
-    def __init__(self, every=0.2):
-        self.peak, self._every, self._stop = 0, every, threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _watch(self):
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for process in [me, *me.children(recursive=True)]:
-                try:
-                    total += process.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(self._every)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def main(argv=None):

@@ -37,7 +37,6 @@ import argparse
 import json
 import shlex
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -68,42 +67,6 @@ def parse_args(argv=None):
 
 def _log(message):
     print(message, flush=True)
-
-
-class MemoryPeaks:
-    """Peak resident memory of this process (the driver), of its largest child (a
-    worker) and of all of them together, sampled in a thread."""
-
-    def __init__(self, every=0.2):
-        import psutil
-
-        self._me, self._every = psutil.Process(), every
-        self.driver = self.worker = self.total = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                children = [child.memory_info().rss for child in self._me.children(recursive=True)]
-                driver = self._me.memory_info().rss
-            except Exception:  # a process ended while being read
-                continue
-            self.driver = max(self.driver, driver)
-            self.worker = max(self.worker, max(children, default=0))
-            self.total = max(self.total, driver + sum(children))
-            self._stop.wait(self._every)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def gib(self):
-        return {name: getattr(self, name) / 2**30 for name in ("driver", "worker", "total")}
 
 
 def make_graph(workdir, name, scale=1.0):
@@ -159,11 +122,11 @@ def fit_stored(path, rank, max_iter):
     params = {"n_components": rank}
     if max_iter:
         params["max_iter"] = max_iter
-    with MemoryPeaks() as memory, local_cluster(silence_logs=logging.CRITICAL) as client:
+    with common.PeakMemory() as memory, local_cluster(silence_logs=logging.CRITICAL) as client:
         clock = Clock()
         result = api.run(str(path), {**params, "client": client}, callback=clock)
         total = time.perf_counter() - clock.started
-    return result, clock, total, memory.gib()
+    return result, clock, total, {name: getattr(memory, name) / 2**30 for name in ("driver", "worker", "peak")}
 
 
 def floor_of(path, matrix, rank, repeats):
@@ -214,7 +177,7 @@ def bench_graph(workdir, name, args):
         "relative_err": relative_error(result),
         "peak_driver_gib": memory["driver"],
         "peak_worker_gib": memory["worker"],
-        "peak_total_gib": memory["total"],
+        "peak_total_gib": memory["peak"],
         "dense_v_gib": matrix.shape[0] * matrix.shape[1] * 4 / 2**30,
         "iteration_all_s": clock.seconds,
     }
