@@ -47,6 +47,17 @@ def chunk_keys(array, prefix=""):
     return {prefix + "c/" + "/".join(map(str, index)) for index in np.ndindex(*[len(g) for g in grid])}
 
 
+def panel_chunk_reads(indptr, edges, chunk):
+    """``{chunk number: panels whose slice of an entry array touches it}`` for a CSR
+    matrix's ``indptr``, panel row ``edges`` and entry chunks of ``chunk``: each panel
+    reads its own slice, so a chunk straddling an edge is read by both panels."""
+    entries = np.asarray(indptr[:], dtype=np.int64)[edges]
+    reads = collections.Counter()
+    for lo, hi in zip(entries[:-1], entries[1:]):
+        reads.update(range(lo // chunk, (hi - 1) // chunk + 1) if hi > lo else [])
+    return reads
+
+
 class PassRecorder:
     """Progress callback: chunk reads done when each iteration was reported."""
 

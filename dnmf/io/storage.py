@@ -218,9 +218,12 @@ def _rows_for(m, default_rows, panel_rows):
     return _even_bounds(m, panel_rows or default_rows)
 
 
-def _in_memory_rows(m, default_rows, panel_rows, nbytes):
-    """Panels of in-memory input: about ``panel_bytes`` each, but at least one per core
-    while each keeps :data:`MIN_PARALLEL_PANEL_BYTES` (the cores share the work of a pass)."""
+def _panel_bounds(m, default_rows, panel_rows, nbytes):
+    """Panels of about ``panel_bytes`` each, but at least one per core while each keeps
+    :data:`MIN_PARALLEL_PANEL_BYTES` (the cores share the work of a pass).
+
+    In-memory input and stored CSR take this one rule, so a matrix fitted from memory
+    and from its CSR group is cut into the same panels and gives the same factors."""
     if panel_rows is None:
         per_core = max(1, math.ceil(m / CPU_COUNT))
         if nbytes / CPU_COUNT >= MIN_PARALLEL_PANEL_BYTES:
@@ -314,7 +317,7 @@ def _numpy_panels(X, panel_rows, panel_bytes):
     _check_shape(X.shape, "input")
     dtype = value_dtype(X.dtype, "input")
     X = X.astype(dtype, copy=False)
-    bounds = _in_memory_rows(X.shape[0], _dense_rows(X.shape[1], dtype.itemsize, panel_bytes), panel_rows, X.nbytes)
+    bounds = _panel_bounds(X.shape[0], _dense_rows(X.shape[1], dtype.itemsize, panel_bytes), panel_rows, X.nbytes)
     return Panels(_view_panels(X, bounds, _rows_of, X[:0]), sparse=False, in_memory=True)
 
 
@@ -335,7 +338,7 @@ def _scipy_panels(X, panel_rows, panel_bytes):
     dtype = value_dtype(X.dtype, "input")
     X = sp.csr_matrix(X, dtype=dtype)
     default_rows = _sparse_rows(X.shape[0], X.nnz, dtype.itemsize, panel_bytes)
-    bounds = _in_memory_rows(X.shape[0], default_rows, panel_rows, X.nnz * (dtype.itemsize + 4))
+    bounds = _panel_bounds(X.shape[0], default_rows, panel_rows, X.nnz * (dtype.itemsize + 4))
     array = _view_panels(X, bounds, _csr_rows_view, sp.csr_matrix((0, 0), dtype=dtype))
     return Panels(array, sparse=True, in_memory=True, nnz=int(X.nnz))
 
@@ -374,7 +377,8 @@ def _csr_group_panels(X, panel_rows, panel_bytes):
     _check_shape(X.shape, "CSR input")
     dtype = value_dtype(X.dtype, "CSR input")
     m, n = X.shape
-    bounds = _rows_for(m, _sparse_rows(m, X.nnz, dtype.itemsize, panel_bytes), panel_rows)
+    default_rows = _sparse_rows(m, X.nnz, dtype.itemsize, panel_bytes)
+    bounds = _panel_bounds(m, default_rows, panel_rows, X.nnz * (dtype.itemsize + 4))
     edges = np.concatenate([[0], np.cumsum(bounds)]).astype(np.int64).tolist()
     reads = tuple(PanelRead(CSRMatrix.read_rows, X, start, stop, dtype) for start, stop in zip(edges[:-1], edges[1:]))
     array = stacked(reads, bounds, n, dtype, sp.csr_matrix((0, 0), dtype=dtype))

@@ -18,8 +18,6 @@ read exactly once. A CSR group's panels each read their own slice of ``indices``
 
 from __future__ import annotations
 
-import collections
-
 import dask
 import numpy as np
 import pytest
@@ -37,7 +35,7 @@ from dnmf.io.storage import as_panels
 from dnmf.numerics.kernels import StepSpec
 from dnmf.numerics.randomized_svd import power_iterations
 
-from counting_store import CountingStore, PassRecorder, chunk_keys
+from counting_store import CountingStore, PassRecorder, chunk_keys, panel_chunk_reads
 from fitting import fit
 
 M, N, K = 40, 12, 3
@@ -164,17 +162,6 @@ def csr_store(tmp_path, make_matrix):
     return X, V, store, keys
 
 
-def _panel_chunk_reads(X, edges, chunk):
-    """``{chunk number: panels whose slice of an entry array touches it}`` for panel
-    row ``edges``: each panel reads its own slice, so a chunk straddling an edge is read
-    by both panels."""
-    entries = np.asarray(X.indptr[:], dtype=np.int64)[edges]
-    reads = collections.Counter()
-    for lo, hi in zip(entries[:-1], entries[1:]):
-        reads.update(range(lo // chunk, (hi - 1) // chunk + 1) if hi > lo else [])
-    return reads
-
-
 @pytest.mark.parametrize("init, solver, beta, final", EXACT, ids=[f"{i}-{s}-{b}" for i, s, b, _ in EXACT])
 def test_csr_group_chunks_read_once_per_iteration(csr_store, make_factors, init, solver, beta, final):
     """Every pass reads each panel once: each stored chunk once per panel that holds
@@ -189,7 +176,7 @@ def test_csr_group_chunks_read_once_per_iteration(csr_store, make_factors, init,
     )
     assert result.n_iter == ITERATIONS
     passes = STATS_PASSES + ITERATIONS + final
-    per_pass = _panel_chunk_reads(X, np.cumsum([0, *as_panels(V, panel_rows=panel_rows).row_chunks]), 13)
+    per_pass = panel_chunk_reads(X.indptr, np.cumsum([0, *as_panels(V, panel_rows=panel_rows).row_chunks]), 13)
     assert max(per_pass.values()) == 2  # some chunks do straddle an edge
     for name in ("data", "indices"):
         assert store.reads(name + "/") == {f"{name}/c/{j}": passes * count for j, count in per_pass.items()}
