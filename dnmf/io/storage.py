@@ -48,7 +48,7 @@ __all__ = [
 
 #: Target size of one row panel of V in memory (dense bytes, or data+indices for CSR).
 DEFAULT_PANEL_BYTES = 64 * 2**20
-#: In-memory input is split into at least one panel per core when each holds this much.
+#: In-memory input and stored CSR are split into at least one panel per core when each holds this much.
 MIN_PARALLEL_PANEL_BYTES = 4 * 2**20
 #: Value dtypes kept as they are; everything else numeric becomes float64 (as scikit-learn).
 KEPT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
