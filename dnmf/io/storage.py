@@ -214,10 +214,6 @@ def _sparse_rows(m, nnz, itemsize, panel_bytes):
     return max(1, int(panel_bytes // per_row))
 
 
-def _rows_for(m, default_rows, panel_rows):
-    return _even_bounds(m, panel_rows or default_rows)
-
-
 def _panel_bounds(m, default_rows, panel_rows, nbytes):
     """Panels of about ``panel_bytes`` each, but at least one per core while each keeps
     :data:`MIN_PARALLEL_PANEL_BYTES` (the cores share the work of a pass).
@@ -228,7 +224,13 @@ def _panel_bounds(m, default_rows, panel_rows, nbytes):
         per_core = max(1, math.ceil(m / CPU_COUNT))
         if nbytes / CPU_COUNT >= MIN_PARALLEL_PANEL_BYTES:
             default_rows = min(default_rows, per_core)
-    return _rows_for(m, default_rows, panel_rows)
+    return _even_bounds(m, panel_rows or default_rows)
+
+
+def _sparse_bounds(m, nnz, itemsize, panel_rows, panel_bytes):
+    """:func:`_panel_bounds` of a CSR matrix with ``nnz`` entries (values and int32 indices)."""
+    default_rows = _sparse_rows(m, nnz, itemsize, panel_bytes)
+    return _panel_bounds(m, default_rows, panel_rows, nnz * (itemsize + 4))
 
 
 def _view_panels(X, bounds, view, meta):
@@ -337,8 +339,7 @@ def _scipy_panels(X, panel_rows, panel_bytes):
     _check_shape(X.shape, "input")
     dtype = value_dtype(X.dtype, "input")
     X = sp.csr_matrix(X, dtype=dtype)
-    default_rows = _sparse_rows(X.shape[0], X.nnz, dtype.itemsize, panel_bytes)
-    bounds = _panel_bounds(X.shape[0], default_rows, panel_rows, X.nnz * (dtype.itemsize + 4))
+    bounds = _sparse_bounds(X.shape[0], X.nnz, dtype.itemsize, panel_rows, panel_bytes)
     array = _view_panels(X, bounds, _csr_rows_view, sp.csr_matrix((0, 0), dtype=dtype))
     return Panels(array, sparse=True, in_memory=True, nnz=int(X.nnz))
 
@@ -377,8 +378,7 @@ def _csr_group_panels(X, panel_rows, panel_bytes):
     _check_shape(X.shape, "CSR input")
     dtype = value_dtype(X.dtype, "CSR input")
     m, n = X.shape
-    default_rows = _sparse_rows(m, X.nnz, dtype.itemsize, panel_bytes)
-    bounds = _panel_bounds(m, default_rows, panel_rows, X.nnz * (dtype.itemsize + 4))
+    bounds = _sparse_bounds(m, X.nnz, dtype.itemsize, panel_rows, panel_bytes)
     edges = np.concatenate([[0], np.cumsum(bounds)]).astype(np.int64).tolist()
     reads = tuple(PanelRead(CSRMatrix.read_rows, X, start, stop, dtype) for start, stop in zip(edges[:-1], edges[1:]))
     array = stacked(reads, bounds, n, dtype, sp.csr_matrix((0, 0), dtype=dtype))
