@@ -52,8 +52,15 @@ MU_ZERO_THRESHOLD = np.finfo(np.float64).eps
 CACHE_BLOCK_BYTES = 4 * 2**20
 #: Fewest rows in such a block (wide panels: fewer rows would starve the products).
 MIN_BLOCK_ROWS = 256
-#: Bytes of W swept at a time by :func:`hals_sweeps` (stays in the core's cache).
+#: Bytes of W swept at a time by scikit-learn's HALS kernel (stays in the core's cache).
 SWEEP_BLOCK_BYTES = 128 * 2**10
+#: Factors with at least this many columns (and BLOCKED_SWEEP_ROWS rows) take the
+#: column-blocked HALS sweep (measured: 0.8x scikit-learn's kernel's time at k = 16, 0.36x at 48).
+BLOCKED_SWEEP_MIN_RANK = 16
+#: Rows of W (transposed: k x rows) swept at a time by the column-blocked sweep.
+BLOCKED_SWEEP_ROWS = 8192
+#: Columns of W whose gradients the column-blocked sweep takes from one matrix product.
+SWEEP_COLUMN_BLOCK = 8
 #: Stored values whose squares :func:`squared_norm` sums in V's dtype before going to float64.
 SQUARES_RUN = 1024
 #: A frozen-H MU solve checks its error every this many updates (scikit-learn's 10).
@@ -162,13 +169,75 @@ def _sweep_kernel():
 _SWEEP = _sweep_kernel()
 
 
+def _sklearn_sweeps(W, gram, cross, n_sweeps):
+    """``n_sweeps`` sweeps of scikit-learn's kernel on the rows of W, :data:`SWEEP_BLOCK_BYTES`
+    of W at a time (all sweeps of a block while it is in cache); the first sweep's violation."""
+    rows = max(1, SWEEP_BLOCK_BYTES // max(1, W.shape[1] * W.itemsize))
+    violation = 0.0
+    for start in range(0, W.shape[0], rows):
+        block, block_cross = W[start : start + rows], cross[start : start + rows]
+        violation += _SWEEP(block, gram, block_cross)
+        for _ in range(n_sweeps - 1):
+            _SWEEP(block, gram, block_cross)
+    return violation
+
+
+def _column_blocked_sweep(Wt, gram, cross_t, inverse_diagonal):
+    """One HALS sweep of ``Wt`` (k x rows, W transposed) in place; returns its violation.
+
+    The columns of W are taken :data:`SWEEP_COLUMN_BLOCK` at a time: the gradients of a
+    block against the whole of W come from one matrix product, and each column's update is
+    passed on to the block's later gradients as a rank-one correction. That is scikit-learn's
+    sweep (the same columns in the same order, each against the columns updated before it),
+    with most of its ``2 rows k²`` flops in BLAS instead of one dot product per entry.
+    """
+    k = Wt.shape[0]
+    violation = 0.0
+    for first in range(0, k, SWEEP_COLUMN_BLOCK):
+        last = min(k, first + SWEEP_COLUMN_BLOCK)
+        grad = gram[first:last] @ Wt
+        grad -= cross_t[first:last]
+        before = Wt[first:last].copy()
+        for j, t in enumerate(range(first, last)):
+            if inverse_diagonal[t] == 0:  # a zero component stays as it is (scikit-learn's rule)
+                continue
+            column = Wt[t]
+            column -= grad[j] * inverse_diagonal[t]
+            np.maximum(column, 0, out=column)
+            if t + 1 < last:
+                grad[j + 1 :] += np.outer(gram[t + 1 : last, t], column - before[j])
+        projected = np.where(before == 0, np.minimum(grad, 0), grad)
+        violation += float(np.abs(projected).sum())
+    return violation
+
+
+def _blocked_sweeps(W, gram, cross, n_sweeps):
+    """``n_sweeps`` column-blocked sweeps (:func:`_column_blocked_sweep`) on the rows of W,
+    :data:`BLOCKED_SWEEP_ROWS` at a time; the first sweep's violation."""
+    diagonal = np.diagonal(gram)
+    inverse_diagonal = np.zeros_like(diagonal)
+    np.divide(1, diagonal, out=inverse_diagonal, where=diagonal != 0)
+    violation = 0.0
+    for start in range(0, W.shape[0], BLOCKED_SWEEP_ROWS):
+        Wt = np.ascontiguousarray(W[start : start + BLOCKED_SWEEP_ROWS].T)
+        cross_t = cross[start : start + BLOCKED_SWEEP_ROWS].T
+        violation += _column_blocked_sweep(Wt, gram, cross_t, inverse_diagonal)
+        for _ in range(n_sweeps - 1):
+            _column_blocked_sweep(Wt, gram, cross_t, inverse_diagonal)
+        W[start : start + BLOCKED_SWEEP_ROWS] = Wt.T
+    return violation
+
+
 def hals_sweeps(W, gram, cross, n_sweeps, members=()):
     """Run ``n_sweeps`` HALS column sweeps on ``W`` in place.
 
     Minimizes ``0.5 <W gram, W> - <W, cross>`` over ``W >= 0`` one column at a time,
-    with scikit-learn's own kernel (``_update_cdnmf_fast``). Rows are independent, so
-    the rows are taken :data:`SWEEP_BLOCK_BYTES` of W at a time and every sweep of a
-    block runs while it is in cache: the same numbers as whole sweeps.
+    by scikit-learn's rule (``_update_cdnmf_fast``). Rows are independent, so they are
+    taken a block at a time and every sweep of a block runs while it is in cache. Small
+    factors are swept by scikit-learn's own kernel (its numbers); a factor of at least
+    :data:`BLOCKED_SWEEP_MIN_RANK` columns and :data:`BLOCKED_SWEEP_ROWS` rows by
+    :func:`_column_blocked_sweep`, the same sweep with its flops in BLAS (its iterates
+    agree with scikit-learn's kernel's to rounding; 2.5-3x faster at k = 48).
 
     Parameters
     ----------
@@ -197,14 +266,9 @@ def hals_sweeps(W, gram, cross, n_sweeps, members=()):
                                      n_sweeps)
             W[:, a:b] = block
         return violation
-    rows = max(1, SWEEP_BLOCK_BYTES // max(1, W.shape[1] * W.itemsize))
-    violation = 0.0
-    for start in range(0, W.shape[0], rows):
-        block, block_cross = W[start : start + rows], cross[start : start + rows]
-        violation += _SWEEP(block, gram, block_cross)
-        for _ in range(n_sweeps - 1):
-            _SWEEP(block, gram, block_cross)
-    return violation
+    if W.shape[1] >= BLOCKED_SWEEP_MIN_RANK and W.shape[0] >= BLOCKED_SWEEP_ROWS:
+        return _blocked_sweeps(W, gram, cross, n_sweeps)
+    return _sklearn_sweeps(W, gram, cross, n_sweeps)
 
 
 def extrapolate(new, old, beta):

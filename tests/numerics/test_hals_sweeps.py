@@ -1,0 +1,57 @@
+"""The HALS sweep: the column-blocked kernel against scikit-learn's own ``_update_cdnmf_fast``."""
+
+import numpy as np
+import pytest
+from sklearn.decomposition._cdnmf_fast import _update_cdnmf_fast
+
+from dnmf.numerics import kernels
+from dnmf.numerics.kernels import BLOCKED_SWEEP_MIN_RANK, BLOCKED_SWEEP_ROWS, hals_sweeps
+
+RTOL = {np.float32: 2e-5, np.float64: 1e-12}
+
+
+def _problem(rows, k, dtype, seed):
+    rng = np.random.default_rng(seed)
+    H = rng.random((k, 300))
+    H[k // 3] = 0  # a dead component: a zero on gram's diagonal, left as it is
+    gram = (H @ H.T).astype(dtype)
+    W = rng.random((rows, k))
+    W[W < 0.3] = 0  # zeros, where the projected gradient keeps only its negative part
+    cross = (W @ gram * rng.uniform(0.2, 1.8, (rows, k))).astype(dtype)
+    return np.ascontiguousarray(W, dtype=dtype), gram, cross
+
+
+def _sklearn(W, gram, cross, n_sweeps):
+    W = W.copy()
+    violations = [float(_update_cdnmf_fast(W, gram, cross, np.arange(W.shape[1], dtype=np.intp)))
+                  for _ in range(n_sweeps)]
+    return W, violations[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [BLOCKED_SWEEP_MIN_RANK, 21, 48])
+@pytest.mark.parametrize("n_sweeps", [1, 3])
+def test_blocked_sweep_is_sklearns_sweep(dtype, k, n_sweeps):
+    """On factors large enough to take it (and a row count that leaves a partial last block),
+    the column-blocked sweep gives scikit-learn's kernel's W and violation, to rounding."""
+    W, gram, cross = _problem(BLOCKED_SWEEP_ROWS + 1234, k, dtype, seed=k)
+    expected, expected_violation = _sklearn(W, gram, cross, n_sweeps)
+    violation = hals_sweeps(W, gram, cross, n_sweeps)
+    assert W.dtype == dtype
+    assert np.linalg.norm(W - expected) <= RTOL[dtype] * np.linalg.norm(expected)
+    # scikit-learn sums the violation in W's dtype; ours is summed in float64
+    assert violation == pytest.approx(expected_violation, rel={np.float32: 1e-3, np.float64: 1e-10}[dtype])
+    assert np.all(W[:, k // 3] == expected[:, k // 3])  # the dead component is untouched
+
+
+def test_small_factors_take_sklearns_kernel(monkeypatch):
+    """Below the thresholds the sweep is scikit-learn's own, bit for bit; at them, the blocked one."""
+    for rows, k in [(BLOCKED_SWEEP_ROWS - 1, 48), (3 * BLOCKED_SWEEP_ROWS, BLOCKED_SWEEP_MIN_RANK - 1)]:
+        W, gram, cross = _problem(rows, k, np.float64, seed=rows)
+        expected, _ = _sklearn(W, gram, cross, 2)
+        hals_sweeps(W, gram, cross, 2)
+        np.testing.assert_array_equal(W, expected)
+    calls, blocked = [], kernels._blocked_sweeps
+    monkeypatch.setattr(kernels, "_blocked_sweeps", lambda *args: calls.append(args[3]) or blocked(*args))
+    hals_sweeps(*_problem(BLOCKED_SWEEP_ROWS, BLOCKED_SWEEP_MIN_RANK, np.float64, seed=0), 2)
+    assert calls == [2]
