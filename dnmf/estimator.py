@@ -77,8 +77,8 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         Extrapolated HALS (``solver="cd"``, no ``missing_values``): from the second pass
         on, W and H move on along their last update by an adaptive step (Ang & Gillis,
         2019; see :mod:`dnmf.numerics.extrapolation`). "auto": on where "auto" sweeps are.
-        ``inner_sweeps=1, extrapolate=False`` gives scikit-learn's iterates exactly (as
-        "auto" does on smaller matrices).
+        ``inner_sweeps=1, extrapolate=False`` gives scikit-learn's iterates to rounding
+        (as "auto" does on smaller matrices).
     panel_rows : int or None, default=None
         Rows of X per task (default: about 64 MiB; Zarr/Dask inputs: whole stored chunks).
     client : distributed.Client, str or None, default=None

@@ -55,7 +55,8 @@ MIN_BLOCK_ROWS = 256
 #: Bytes of W swept at a time by scikit-learn's HALS kernel (stays in the core's cache).
 SWEEP_BLOCK_BYTES = 128 * 2**10
 #: Factors with at least this many columns (and BLOCKED_SWEEP_ROWS rows) take the
-#: column-blocked HALS sweep (measured: 0.8x scikit-learn's kernel's time at k = 16, 0.36x at 48).
+#: column-blocked HALS sweep (``scripts/bench_sweep.py``: 0.8-0.9x scikit-learn's kernel's time
+#: at k = 16, 0.3-0.4x at 48; at k = 8 no faster).
 BLOCKED_SWEEP_MIN_RANK = 16
 #: Rows of W (transposed: k x rows) swept at a time by the column-blocked sweep.
 BLOCKED_SWEEP_ROWS = 8192
