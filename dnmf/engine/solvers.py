@@ -54,8 +54,8 @@ class _BlasThreads:
     in another, a resumed run in a worker that a nanny started single-threaded) would not
     repeat itself bit for bit. Every task of a fit, and the driver's own small products,
     run with ``cores // tasks at once`` BLAS threads, where tasks at once is
-    ``min(panels, cores, Dask's num_workers)`` (cores as Dask counts them, cgroup limits
-    included): 1 when the panels keep every core busy (Dask's threads and BLAS's would
+    ``min(panels, cores, tasks Dask's scheduler runs at once)`` (cores as Dask counts them,
+    cgroup limits included; one task at once on the synchronous scheduler): 1 when the panels keep every core busy (Dask's threads and BLAS's would
     otherwise fight: on a busy 2-core machine ``Wᵀ W`` took 37 ms with 2 BLAS threads
     against 2 ms with one), every core when one task runs at a time (the driver runs
     in-memory dense panels that way). The setting is process-wide: a
@@ -101,7 +101,7 @@ class _BlasThreads:
 
     def limited(self, n_panels):
         """Hold the thread count of a fit over ``n_panels`` panels (a context manager)."""
-        at_once = min(n_panels, CPU_COUNT, dask.config.get("num_workers", None) or CPU_COUNT)
+        at_once = min(n_panels, CPU_COUNT, _tasks_at_once())
         threads = max(1, CPU_COUNT // max(1, at_once))
         return self._setting.held(lambda: self._limit(threads))
 
@@ -110,6 +110,14 @@ def blas_threads(n_panels):
     """Context manager: BLAS at the thread count of a fit over ``n_panels`` panels (see
     :class:`_BlasThreads`); the driver holds it around a fit."""
     return _BLAS_THREADS.limited(n_panels)
+
+
+def _tasks_at_once():
+    """How many tasks Dask's configured local scheduler runs at once: one on the
+    synchronous scheduler, ``num_workers`` (default: every core) on a pool."""
+    if dask.config.get("scheduler", None) in ("sync", "synchronous", "single-threaded"):
+        return 1
+    return dask.config.get("num_workers", None) or CPU_COUNT
 
 
 _BLAS_THREADS = _BlasThreads()
