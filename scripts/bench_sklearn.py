@@ -17,8 +17,8 @@ seeds no other benchmark here uses), a sparse matrix with power-law row and colu
 and planted structure, and, for each ``--corpus CSV`` given (a column ``body`` or
 ``text`` of documents), its tf-idf matrix (scikit-learn's ``TfidfVectorizer``, English
 stop words, ``min_df=2``, ``max_df=0.95``) — real text. 20 Newsgroups and Reuters-21578
-as CSV files are what the README's figures were measured on (see the README for where
-they came from).
+as CSV files are what the README's figures were measured on (``make_corpora.py`` writes
+them from the public raw files; the README says where those came from).
 
     python scripts/bench_sklearn.py --workdir /tmp/dnmf-bench [--corpus 20newsgroups.csv ...] [--quick]
 """
