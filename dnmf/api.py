@@ -135,13 +135,14 @@ def prepare(X, params, *, W=None, H=None, update_H=True, checkpointing=None, spe
     k = config.n_components
     if not update_H or config.init == "custom":
         if not update_H and W is not None:
-            warnings.warn("When update_H=False, the provided initial W is not used.", RuntimeWarning)
+            warnings.warn("When update_H=False, the provided initial W is not used.", RuntimeWarning, stacklevel=2)
             W = None
         k = check_custom(W, H, panels.shape, k, panels.dtype, update_H)
     elif W is not None or H is not None:
         warnings.warn(
             "When init!='custom', provided W or H are ignored. Set init='custom' to use them as initialization.",
             RuntimeWarning,
+            stacklevel=2,
         )
         W = H = None
     config = config.with_rank(panels.shape[1] if k == AUTO else k)
@@ -151,6 +152,7 @@ def prepare(X, params, *, W=None, H=None, update_H=True, checkpointing=None, spe
             "leads to poorer results when used jointly with init='nndsvd'. You may try init='nndsvda' or "
             "init='nndsvdar' instead.",
             UserWarning,
+            stacklevel=2,
         )
     members = tuple((int(k), seed) for k, seed in members) if members else ()
     if members and sum(k for k, _ in members) != config.n_components:
@@ -159,8 +161,15 @@ def prepare(X, params, *, W=None, H=None, update_H=True, checkpointing=None, spe
     if checkpointing is not None and update_H:
         c = checkpointing
         checkpointer = ZarrCheckpointer(
-            c.directory, panels, config.params, every=c.every, seconds=c.seconds, run_info=c.run_info,
-            resume_from=c.resume_from, storage_options=config.storage_options, members=members,
+            c.directory,
+            panels,
+            config.params,
+            every=c.every,
+            seconds=c.seconds,
+            run_info=c.run_info,
+            resume_from=c.resume_from,
+            storage_options=config.storage_options,
+            members=members,
         )
         start = checkpointer.resume_state()
     return Job(panels, config, W, H, update_H, checkpointer, start, members)
@@ -169,7 +178,11 @@ def prepare(X, params, *, W=None, H=None, update_H=True, checkpointing=None, spe
 def _log_progress(info):
     logger.info(
         "iteration %d/%d: error %.6g (relative change %.3g, %.3fs)",
-        info.iteration, info.max_iter, info.error, info.relative_change, info.seconds,
+        info.iteration,
+        info.max_iter,
+        info.error,
+        info.relative_change,
+        info.seconds,
     )
 
 
@@ -193,8 +206,15 @@ def run_job(job, *, callback=None, as_numpy=False):
         callback = _log_progress
     with use_scheduler(job.config.client):
         result = driver.factorize(
-            job.panels, job.config, W=job.W, H=job.H, update_H=job.update_H, callback=callback, start=job.start,
-            checkpointer=job.checkpointer, members=job.members,
+            job.panels,
+            job.config,
+            W=job.W,
+            H=job.H,
+            update_H=job.update_H,
+            callback=callback,
+            start=job.start,
+            checkpointer=job.checkpointer,
+            members=job.members,
         )
         if as_numpy:
             result.W = driver.to_numpy(result.W)
@@ -284,10 +304,23 @@ def non_negative_factorization(
         Iterations run.
     """
     params = dict(
-        n_components=n_components, init=init, solver=solver, beta_loss=beta_loss, tol=tol, max_iter=max_iter,
-        alpha_W=alpha_W, alpha_H=alpha_H, l1_ratio=l1_ratio, random_state=random_state, verbose=verbose,
-        inner_sweeps=inner_sweeps, extrapolate=extrapolate, panel_rows=panel_rows, client=client,
-        missing_values=missing_values, storage_options=storage_options,
+        n_components=n_components,
+        init=init,
+        solver=solver,
+        beta_loss=beta_loss,
+        tol=tol,
+        max_iter=max_iter,
+        alpha_W=alpha_W,
+        alpha_H=alpha_H,
+        l1_ratio=l1_ratio,
+        random_state=random_state,
+        verbose=verbose,
+        inner_sweeps=inner_sweeps,
+        extrapolate=extrapolate,
+        panel_rows=panel_rows,
+        client=client,
+        missing_values=missing_values,
+        storage_options=storage_options,
     )
     result = run(X, params, W=W, H=H, update_H=update_H, as_numpy=not stays_lazy(X))
     return result.W, result.H, result.n_iter

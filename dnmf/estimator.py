@@ -227,7 +227,9 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             A Dask array for Dask, Zarr or path input.
         """
         X = self._check_input(X, reset=True)
-        checkpointing = None if self.checkpoint is None else api.Checkpointing(self.checkpoint, every=self.checkpoint_every)
+        checkpointing = (
+            None if self.checkpoint is None else api.Checkpointing(self.checkpoint, every=self.checkpoint_every)
+        )
         result = api.run(X, self._params(), W=W, H=H, checkpointing=checkpointing, as_numpy=not stays_lazy(X))
         if self.n_features_in_ is None:
             self.n_features_in_ = int(result.H.shape[1])
@@ -309,4 +311,3 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 def _transform_dtype(X):
     dtype = np.dtype(getattr(X, "dtype", np.float64))
     return dtype if dtype in (np.dtype(np.float32), np.dtype(np.float64)) else np.dtype(np.float64)
-

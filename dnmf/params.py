@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -143,7 +143,9 @@ def _one_of(options, allow_none=False):
         if value is None and allow_none:
             return
         if value not in options:
-            raise ParameterError(f"{name} must be one of {list(options)}{' or None' if allow_none else ''}, got {value!r}")
+            raise ParameterError(
+                f"{name} must be one of {list(options)}{' or None' if allow_none else ''}, got {value!r}"
+            )
 
     return check
 
@@ -233,21 +235,35 @@ PARAMS = (
     Param("l1_ratio", 0.0, _real(low=0, high=1), "Share of L1 in the penalties (0: pure L2)."),
     Param("verbose", 0, _integer(low=0), "Log each iteration at INFO level when > 0.", changes_result=False),
     Param(
-        "inner_sweeps", AUTO, _or_auto(_integer(low=1)),
+        "inner_sweeps",
+        AUTO,
+        _or_auto(_integer(low=1)),
         "HALS sweeps (or MU updates) per factor per pass over V; 'auto': by cost (cd, large V), else 1.",
     ),
     Param(
-        "extrapolate", AUTO, _boolean_or_auto,
+        "extrapolate",
+        AUTO,
+        _boolean_or_auto,
         "Extrapolated HALS: fewer passes to a given error; 'auto': on for cd on a large V without missing values.",
     ),
     Param(
-        "missing_values", None, normalize_missing,
+        "missing_values",
+        None,
+        normalize_missing,
         "Missing entries, left out of the loss: nan (NaN entries) or absent (sparse: absent entries).",
     ),
     Param("panel_rows", None, _integer(low=1, allow_none=True), "Rows per panel of V (default: ~64 MiB)."),
-    Param("client", None, _anything, "Dask Client or scheduler address; default: the active client, else threads.", changes_result=False),
     Param(
-        "storage_options", None, _mapping,
+        "client",
+        None,
+        _anything,
+        "Dask Client or scheduler address; default: the active client, else threads.",
+        changes_result=False,
+    ),
+    Param(
+        "storage_options",
+        None,
+        _mapping,
         "Options of the fsspec filesystem of URL inputs, outputs and checkpoints (credentials, endpoint_url).",
         changes_result=False,
     ),
@@ -260,6 +276,7 @@ NOT_RECORDED = ("client", "storage_options")
 def recorded(params):
     """``params`` as results and checkpoints record them: JSON-ready, without :data:`NOT_RECORDED`."""
     return {name: jsonable(value) for name, value in params.items() if name not in NOT_RECORDED}
+
 
 _BY_NAME = {p.name: p for p in PARAMS}
 
@@ -306,8 +323,10 @@ def validate_params(values, *, shape=None, spell=None):
     extrapolate = values.get("extrapolate", AUTO)
     if not isinstance(extrapolate, str) and extrapolate:
         if resolve_solver(solver) != "cd":
-            raise ParameterError(f"{typed('extrapolate', True)} needs {typed('solver', 'cd')} (extrapolated HALS), "
-                             f"got {typed('solver', solver)}")
+            raise ParameterError(
+                f"{typed('extrapolate', True)} needs {typed('solver', 'cd')} (extrapolated HALS), "
+                f"got {typed('solver', solver)}"
+            )
         if values.get("missing_values") is not None:
             raise ParameterError(
                 f"{typed('extrapolate', True)} does not handle {typed('missing_values', values['missing_values'])}; "

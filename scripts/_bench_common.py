@@ -102,8 +102,15 @@ def make_dense_zarr(path, rows, cols, *, chunk_rows, seed=0, rank=GEN_RANK, nois
         The matrix, and whether it was written by this call.
     """
     recipe = {
-        "kind": "dense", "rows": rows, "cols": cols, "chunk_rows": chunk_rows, "seed": seed,
-        "rank": rank, "noise": noise, "dtype": "float32", "codec": BENCH_CODEC,
+        "kind": "dense",
+        "rows": rows,
+        "cols": cols,
+        "chunk_rows": chunk_rows,
+        "seed": seed,
+        "rank": rank,
+        "noise": noise,
+        "dtype": "float32",
+        "codec": BENCH_CODEC,
     }
     if _recipe_matches(path, recipe):
         return zarr.open_array(store=str(path), mode="r"), False
@@ -157,8 +164,14 @@ def make_csr_zarr(path, rows, cols, density, *, seed=0, log=print):
     from dnmf.io.storage import CSR_FORMAT, open_matrix
 
     recipe = {
-        "kind": "csr", "rows": rows, "cols": cols, "density": density, "seed": seed,
-        "dtype": "float32", "codec": BENCH_CODEC, "chunk_entries": CSR_CHUNK_ENTRIES,
+        "kind": "csr",
+        "rows": rows,
+        "cols": cols,
+        "density": density,
+        "seed": seed,
+        "dtype": "float32",
+        "codec": BENCH_CODEC,
+        "chunk_entries": CSR_CHUNK_ENTRIES,
     }
     if _recipe_matches(path, recipe):
         return open_matrix(path), False
@@ -346,8 +359,8 @@ _CSR_WORKER = {}
 def _csr_products(panels, Ws, H, indices):
     for i in indices:
         V_i, W_i = panels[i % len(panels)], Ws[i % len(panels)]
-        V_i @ H.T
-        np.asarray(V_i.T @ W_i).T  # Wᵀ V as SciPy computes it fastest
+        _ = V_i @ H.T
+        _ = np.asarray(V_i.T @ W_i).T  # Wᵀ V as SciPy computes it fastest
 
 
 def _csr_worker_init(path, bounds, k, seed):
@@ -361,9 +374,7 @@ def _csr_worker_init(path, bounds, k, seed):
     rng = np.random.default_rng(seed)
     _CSR_WORKER["H"] = rng.random((k, matrix.shape[1]), dtype=np.float32).astype(matrix.dtype, copy=False)
     _CSR_WORKER["panels"] = [matrix.read_rows(a, b) for a, b in bounds]
-    _CSR_WORKER["Ws"] = [
-        rng.random((b - a, k), dtype=np.float32).astype(matrix.dtype, copy=False) for a, b in bounds
-    ]
+    _CSR_WORKER["Ws"] = [rng.random((b - a, k), dtype=np.float32).astype(matrix.dtype, copy=False) for a, b in bounds]
 
 
 def _csr_worker_run(indices):

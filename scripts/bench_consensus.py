@@ -106,31 +106,45 @@ def run_cnmf(python, counts_path, work, ranks, replicates, genes):
     cnmf = [str(Path(python).parent / "cnmf")]  # its command-line entry point, beside its Python
     common = ["--output-dir", str(work), "--name", NAME, "--total-workers", "2"]
     steps = [
-        [*cnmf, "prepare", *common, "-c", str(counts_path), "-k", *map(str, ranks), "--n-iter", str(replicates),
-         "--seed", "14", "--numgenes", str(genes)],
+        [
+            *cnmf,
+            "prepare",
+            *common,
+            "-c",
+            str(counts_path),
+            "-k",
+            *map(str, ranks),
+            "--n-iter",
+            str(replicates),
+            "--seed",
+            "14",
+            "--numgenes",
+            str(genes),
+        ],
     ]
     seconds = peak = 0.0
     for command in steps:
         s, p = run_measured(command)
         seconds, peak = seconds + s, max(peak, p)
     # factorize: two workers at once, one per core (cNMF's documented way to parallelize)
-    factorize = [
-        [*cnmf, "factorize", *common, "--worker-index", str(i)] for i in range(2)
-    ]
+    factorize = [[*cnmf, "factorize", *common, "--worker-index", str(i)] for i in range(2)]
     s, p = _run_parallel(factorize)
     seconds, peak = seconds + s, max(peak, p)
     for command in ([*cnmf, "combine", *common], [*cnmf, "k_selection_plot", *common]):
         s, p = run_measured(command)
         seconds, peak = seconds + s, max(peak, p)
     for k in ranks:
-        s, p = run_measured([*cnmf, "consensus", *common, "--components", str(k), "--local-density-threshold",
-                             str(DENSITY_THRESHOLD)])
+        s, p = run_measured(
+            [*cnmf, "consensus", *common, "--components", str(k), "--local-density-threshold", str(DENSITY_THRESHOLD)]
+        )
         seconds, peak = seconds + s, max(peak, p)
     threshold = str(DENSITY_THRESHOLD).replace(".", "_")
     spectra = {}
     for k in ranks:
-        spectra[k] = {name: _table(work / NAME / f"{NAME}.{name}.k_{k}.dt_{threshold}{suffix}")
-                      for name, suffix in CNMF_TABLES.items()}
+        spectra[k] = {
+            name: _table(work / NAME / f"{NAME}.{name}.k_{k}.dt_{threshold}{suffix}")
+            for name, suffix in CNMF_TABLES.items()
+        }
     stats = np.load(work / NAME / f"{NAME}.k_selection_stats.df.npz", allow_pickle=True)
     columns = list(stats["columns"])
     table = stats["data"]
@@ -141,8 +155,12 @@ def run_cnmf(python, counts_path, work, ranks, replicates, genes):
 
 
 #: cNMF's result tables read, by name and file suffix.
-CNMF_TABLES = {"spectra": ".consensus.txt", "usages": ".consensus.txt", "gene_spectra_tpm": ".txt",
-               "gene_spectra_score": ".txt"}
+CNMF_TABLES = {
+    "spectra": ".consensus.txt",
+    "usages": ".consensus.txt",
+    "gene_spectra_tpm": ".txt",
+    "gene_spectra_score": ".txt",
+}
 #: The same results in dnmf's consensus directory (``None``: the usages, from the result).
 DNMF_TABLES = {"gene_spectra_tpm": "spectra_tpm", "gene_spectra_score": "spectra_score"}
 
@@ -160,8 +178,10 @@ def _matched_cosines(found, reference, order):
 def _run_parallel(commands):
     """Run ``commands`` at once; ``(seconds, peak of their summed RSS)``."""
     results, started = [None] * len(commands), time.perf_counter()
-    threads = [threading.Thread(target=lambda i=i, c=c: results.__setitem__(i, run_measured(c)))
-               for i, c in enumerate(commands)]
+    threads = [
+        threading.Thread(target=lambda i=i, c=c: results.__setitem__(i, run_measured(c)))
+        for i, c in enumerate(commands)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -191,18 +211,39 @@ def main():
     counts, planted = planted_counts(args.cells, args.genes, args.programs)
     counts_path = work / "counts.h5ad"
     anndata.AnnData(counts).write_h5ad(counts_path)
-    print(f"counts: {args.cells} cells x {args.genes} genes, {counts.nnz} non-zeros, {args.programs} planted "
-          f"programs; ranks {ranks}, {args.replicates} replicates", flush=True)
+    print(
+        f"counts: {args.cells} cells x {args.genes} genes, {counts.nnz} non-zeros, {args.programs} planted "
+        f"programs; ranks {ranks}, {args.replicates} replicates",
+        flush=True,
+    )
 
     top_genes = args.top_genes or args.genes
     cnmf_seconds, cnmf_peak, cnmf_spectra, cnmf_stability, norm_path = run_cnmf(
-        args.cnmf_python, counts_path, work, ranks, args.replicates, top_genes)
+        args.cnmf_python, counts_path, work, ranks, args.replicates, top_genes
+    )
     print(f"cNMF: {cnmf_seconds:.1f} s, peak {cnmf_peak / 2**20:.0f} MiB", flush=True)
 
     out = work / "dnmf-out"
     dnmf_seconds, dnmf_peak = run_measured(
-        [sys.executable, "-m", "dnmf.cli", "consensus", str(counts_path), "--ranks", args.ranks, "--replicates",
-         str(args.replicates), "--preprocess", "counts", "--top-genes", str(top_genes), "--out", str(out), "-q"])
+        [
+            sys.executable,
+            "-m",
+            "dnmf.cli",
+            "consensus",
+            str(counts_path),
+            "--ranks",
+            args.ranks,
+            "--replicates",
+            str(args.replicates),
+            "--preprocess",
+            "counts",
+            "--top-genes",
+            str(top_genes),
+            "--out",
+            str(out),
+            "-q",
+        ]
+    )
     print(f"dnmf: {dnmf_seconds:.1f} s, peak {dnmf_peak / 2**20:.0f} MiB", flush=True)
     report = json.loads((out / "consensus.json").read_text())
     from dnmf.io.results import read_result
@@ -215,48 +256,85 @@ def main():
     kept = report["preprocessing"]
     same_genes = np.array_equal(cnmf_genes, kept["columns"])
     # the planted programs on each tool's genes, at their scale
-    scale = np.asarray(norm.X.sum(axis=0)).ravel() / np.maximum(np.asarray(counts[:, cnmf_genes].sum(axis=0)).ravel(),
-                                                               1e-30)
+    scale = np.asarray(norm.X.sum(axis=0)).ravel() / np.maximum(
+        np.asarray(counts[:, cnmf_genes].sum(axis=0)).ravel(), 1e-30
+    )
     planted_cnmf = planted[:, cnmf_genes] * scale
     planted_dnmf = planted[:, kept["columns"]] * np.asarray(kept["scale"])
-    print(f"genes kept: cNMF {cnmf_genes.size}, dnmf {len(kept['columns'])}, "
-          f"{'the same' if same_genes else 'not the same'}", flush=True)
+    print(
+        f"genes kept: cNMF {cnmf_genes.size}, dnmf {len(kept['columns'])}, "
+        f"{'the same' if same_genes else 'not the same'}",
+        flush=True,
+    )
     k = args.programs
     rows = [
         ("wall time (s)", f"{cnmf_seconds:.1f}", f"{dnmf_seconds:.1f}", f"{dnmf_seconds / cnmf_seconds:.2f}x"),
         ("peak memory (MiB)", f"{cnmf_peak / 2**20:.0f}", f"{dnmf_peak / 2**20:.0f}", f"{dnmf_peak / cnmf_peak:.2f}x"),
-        ("recommended k", f"{max(cnmf_stability, key=cnmf_stability.get)} (highest stability; cNMF picks none)",
-         str(report["recommended"]), ""),
+        (
+            "recommended k",
+            f"{max(cnmf_stability, key=cnmf_stability.get)} (highest stability; cNMF picks none)",
+            str(report["recommended"]),
+            "",
+        ),
     ]
     if k in ranks:
         rows += [
-            (f"min cosine to planted (k={k})", f"{_cosines(cnmf_spectra[k]['spectra'], planted_cnmf).min():.4f}",
-             f"{_cosines(dnmf_spectra[k], planted_dnmf).min():.4f}", ""),
+            (
+                f"min cosine to planted (k={k})",
+                f"{_cosines(cnmf_spectra[k]['spectra'], planted_cnmf).min():.4f}",
+                f"{_cosines(dnmf_spectra[k], planted_dnmf).min():.4f}",
+                "",
+            ),
         ]
         cnmf_k = cnmf_spectra[k]
         if same_genes:
-            rows.append((f"min cosine dnmf vs cNMF (k={k})", "",
-                         f"{_cosines(dnmf_spectra[k], cnmf_k['spectra']).min():.4f}", ""))
+            rows.append(
+                (
+                    f"min cosine dnmf vs cNMF (k={k})",
+                    "",
+                    f"{_cosines(dnmf_spectra[k], cnmf_k['spectra']).min():.4f}",
+                    "",
+                )
+            )
         dnmf_k = {name: _table(out / f"k{k}.{file}.tsv") for name, file in DNMF_TABLES.items()}
         dnmf_k["usages"] = np.asarray(dnmf_results[k].W).T
         cnmf_k = {**cnmf_k, "usages": cnmf_k["usages"].T}
-        rows.append(("min cosine TPM spectra to planted", f"{_cosines(cnmf_k['gene_spectra_tpm'], planted).min():.4f}",
-                     f"{_cosines(dnmf_k['gene_spectra_tpm'], planted).min():.4f}", ""))
+        rows.append(
+            (
+                "min cosine TPM spectra to planted",
+                f"{_cosines(cnmf_k['gene_spectra_tpm'], planted).min():.4f}",
+                f"{_cosines(dnmf_k['gene_spectra_tpm'], planted).min():.4f}",
+                "",
+            )
+        )
         similarity = _unit(cnmf_k["spectra"]) @ _unit(dnmf_spectra[k]).T
         order = linear_sum_assignment(-similarity)[1]  # dnmf's component matched to each of cNMF's
-        for name, label in (("gene_spectra_tpm", "TPM spectra"), ("gene_spectra_score", "gene scores"),
-                            ("usages", "usages")):
-            rows.append((f"min cosine {label} dnmf vs cNMF", "",
-                         f"{_matched_cosines(dnmf_k[name], cnmf_k[name], order).min():.4f}", ""))
+        for name, label in (
+            ("gene_spectra_tpm", "TPM spectra"),
+            ("gene_spectra_score", "gene scores"),
+            ("usages", "usages"),
+        ):
+            rows.append(
+                (
+                    f"min cosine {label} dnmf vs cNMF",
+                    "",
+                    f"{_matched_cosines(dnmf_k[name], cnmf_k[name], order).min():.4f}",
+                    "",
+                )
+            )
     print()
     print(f"| {'':36} | {'cNMF':>24} | {'dnmf':>10} | dnmf/cNMF |")
     print(f"| {'-' * 36} | {'-' * 24} | {'-' * 10} | --------- |")
     for name, a, b, ratio in rows:
         print(f"| {name:36} | {a:>24} | {b:>10} | {ratio:>9} |")
     print()
-    print("stability by k:  " + "  ".join(
-        f"k={s['rank']}: cNMF {cnmf_stability.get(s['rank'], float('nan')):.3f} / dnmf {s['stability']:.3f}"
-        for s in report["scores"]))
+    print(
+        "stability by k:  "
+        + "  ".join(
+            f"k={s['rank']}: cNMF {cnmf_stability.get(s['rank'], float('nan')):.3f} / dnmf {s['stability']:.3f}"
+            for s in report["scores"]
+        )
+    )
     print(f"workdir: {work} ({os.cpu_count()} cores)")
 
 

@@ -55,14 +55,16 @@ def main(argv=None):
     path = args.workdir / f"counts-{args.cells}x{args.genes}-{args.density:g}.h5ad"
     if not path.exists():
         print(f"writing {path} ...", flush=True)
-        seconds, size = write_h5ad(path, args.cells, args.genes, args.density, args.seed,
-                                   log=lambda line: None)
+        seconds, size = write_h5ad(path, args.cells, args.genes, args.density, args.seed, log=lambda line: None)
         print(f"  written by AnnData in {seconds:.0f} s, {size / 2**30:.2f} GiB", flush=True)
     first, last = (int(part) for part in args.ranks.split(":"))
     ranks = list(range(first, last + 1))
     print(machine_info(), flush=True)
-    print(f"consensus of {path.name}: ranks {ranks}, {args.replicates} replicates each, {args.top_genes} genes "
-          f"kept, {args.iters} iterations per batch", flush=True)
+    print(
+        f"consensus of {path.name}: ranks {ranks}, {args.replicates} replicates each, {args.top_genes} genes "
+        f"kept, {args.iters} iterations per batch",
+        flush=True,
+    )
 
     timings, batch = {}, [1]
 
@@ -75,9 +77,18 @@ def main(argv=None):
 
     started = time.perf_counter()
     with PeakMemory() as memory, running_on(quiet=True):
-        result = consensus(open_format(str(path)), ranks, replicates=args.replicates, preprocess="counts",
-                           top_genes=args.top_genes, random_state=args.seed, max_iter=args.iters, tol=0,
-                           density_threshold=2.0, callback=record)
+        result = consensus(
+            open_format(str(path)),
+            ranks,
+            replicates=args.replicates,
+            preprocess="counts",
+            top_genes=args.top_genes,
+            random_state=args.seed,
+            max_iter=args.iters,
+            tol=0,
+            density_threshold=2.0,
+            callback=record,
+        )
     wall = time.perf_counter() - started
     report = result.report
     iteration = statistics.median(s for seconds in timings.values() for s in seconds)

@@ -57,10 +57,16 @@ SPARSE_SHAPE = (500_000, 20_000)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workdir", default="/tmp/dnmf-bench", help="where matrices (and by default reports) go")
-    parser.add_argument("--rows", type=int, default=None, help=f"rows of V (dense {DENSE_SHAPE[0]}, sparse {SPARSE_SHAPE[0]})")
-    parser.add_argument("--cols", type=int, default=None, help=f"columns of V (dense {DENSE_SHAPE[1]}, sparse {SPARSE_SHAPE[1]})")
+    parser.add_argument(
+        "--rows", type=int, default=None, help=f"rows of V (dense {DENSE_SHAPE[0]}, sparse {SPARSE_SHAPE[0]})"
+    )
+    parser.add_argument(
+        "--cols", type=int, default=None, help=f"columns of V (dense {DENSE_SHAPE[1]}, sparse {SPARSE_SHAPE[1]})"
+    )
     parser.add_argument("--rank", type=int, default=20, help="n_components k")
     parser.add_argument("--kind", choices=("dense", "sparse", "both"), default="dense")
     parser.add_argument("--sparse", action="store_const", const="sparse", dest="kind", help="same as --kind sparse")
@@ -71,7 +77,9 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     parser.add_argument("--solver", default="cd", choices=("cd", "mu"))
     parser.add_argument("--panel-rows", type=int, default=None, help="dnmf panel_rows (default: dnmf's own choice)")
-    parser.add_argument("--gemm-panel-rows", type=int, default=16384, help="rows per in-memory panel of the floor's GEMMs")
+    parser.add_argument(
+        "--gemm-panel-rows", type=int, default=16384, help="rows per in-memory panel of the floor's GEMMs"
+    )
     parser.add_argument("--no-cluster", action="store_true", help="skip the LocalCluster row")
     parser.add_argument("--report", default=None, help="report path (.json; a .md is written next to it)")
     return parser.parse_args(argv)
@@ -290,24 +298,27 @@ def _table(sections):
     table = []
     for section in sections:
         for row in section["rows"]:
-            table.append({
-                "matrix": f"{section['kind']} {section['shape'][0]}x{section['shape'][1]} ({section['data_gb']:.2f} GB)",
-                "scheduler": row["scheduler"],
-                "iteration (s)": f"{row['iteration_s']['median']:.3f}",
-                "read (s)": f"{row['floor_read_s']['median']:.3f}",
-                "GEMMs (s)": f"{row['floor_gemm_s']['median']:.3f}",
-                "floor (s)": f"{row['floor_s']:.3f}",
-                "ratio": f"{row['ratio']:.3f}",
-                "target": f"<= {TARGET_RATIO}",
-                "best-of ratio": f"{row['ratio_best']:.3f}",
-                "GB/s of V": f"{row['v_gb_per_s']:.2f}",
-                "GFLOP/s": f"{row['gflop_per_s']:.1f}",
-                "CPU-time ratio": "" if "note" in row else f"{row['ratio_cpu']:.3f}",
-                "ratio to this cluster's read": (
-                    f"{row['ratio_to_cluster_read_floor']:.3f} (read {row['cluster_read_s']['median']:.3f} s)"
-                    if "cluster_read_s" in row else ""
-                ),
-            })
+            table.append(
+                {
+                    "matrix": f"{section['kind']} {section['shape'][0]}x{section['shape'][1]} ({section['data_gb']:.2f} GB)",
+                    "scheduler": row["scheduler"],
+                    "iteration (s)": f"{row['iteration_s']['median']:.3f}",
+                    "read (s)": f"{row['floor_read_s']['median']:.3f}",
+                    "GEMMs (s)": f"{row['floor_gemm_s']['median']:.3f}",
+                    "floor (s)": f"{row['floor_s']:.3f}",
+                    "ratio": f"{row['ratio']:.3f}",
+                    "target": f"<= {TARGET_RATIO}",
+                    "best-of ratio": f"{row['ratio_best']:.3f}",
+                    "GB/s of V": f"{row['v_gb_per_s']:.2f}",
+                    "GFLOP/s": f"{row['gflop_per_s']:.1f}",
+                    "CPU-time ratio": "" if "note" in row else f"{row['ratio_cpu']:.3f}",
+                    "ratio to this cluster's read": (
+                        f"{row['ratio_to_cluster_read_floor']:.3f} (read {row['cluster_read_s']['median']:.3f} s)"
+                        if "cluster_read_s" in row
+                        else ""
+                    ),
+                }
+            )
     return table
 
 

@@ -41,8 +41,11 @@ def per_iteration(path, k, iterations, seed=0):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dnmf.api.run(str(path), dict(n_components=k, init="random", tol=0.0, max_iter=iterations, random_state=seed),
-                     callback=callback)
+        dnmf.api.run(
+            str(path),
+            dict(n_components=k, init="random", tol=0.0, max_iter=iterations, random_state=seed),
+            callback=callback,
+        )
     return min(seconds[1:] or seconds), seconds
 
 
@@ -73,15 +76,35 @@ def run(workdir, quick=False, log=print):
     for factor in (1, 2, 4):
         ratio = best[factor] / best[1]
         target = TARGETS.get(factor)
-        table.append({"case": f"m x {factor} ({m * factor} x {n}, k=20)", "seconds_per_iteration": best[factor],
-                      "ratio": ratio, "target": target,
-                      "passed": None if target is None else ratio <= target})
+        table.append(
+            {
+                "case": f"m x {factor} ({m * factor} x {n}, k=20)",
+                "seconds_per_iteration": best[factor],
+                "ratio": ratio,
+                "target": target,
+                "passed": None if target is None else ratio <= target,
+            }
+        )
     for k in (10, 20, 40):
-        table.append({"case": f"k={k} ({m} x {n})", "seconds_per_iteration": best_k[k],
-                      "ratio": best_k[k] / best_k[20], "target": None, "passed": None})
-    return {"m": m, "n": n, "iterations": iterations, "repeats": repeats, "rows_times": rows_times,
-            "k_times": k_times, "table": table,
-            "passed": all(r["passed"] for r in table if r["passed"] is not None)}
+        table.append(
+            {
+                "case": f"k={k} ({m} x {n})",
+                "seconds_per_iteration": best_k[k],
+                "ratio": best_k[k] / best_k[20],
+                "target": None,
+                "passed": None,
+            }
+        )
+    return {
+        "m": m,
+        "n": n,
+        "iterations": iterations,
+        "repeats": repeats,
+        "rows_times": rows_times,
+        "k_times": k_times,
+        "table": table,
+        "passed": all(r["passed"] for r in table if r["passed"] is not None),
+    }
 
 
 def main(argv=None):
@@ -94,8 +117,12 @@ def main(argv=None):
     result["wall_seconds"] = time.perf_counter() - started
     rows = [{k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()} for r in result["table"]]
     out = Path(args.workdir) / "growth"
-    write_report(out, {"command": " ".join(sys.argv), **result, "machine": machine_info()},
-                 title="dnmf per-iteration growth", table_rows=rows)
+    write_report(
+        out,
+        {"command": " ".join(sys.argv), **result, "machine": machine_info()},
+        title="dnmf per-iteration growth",
+        table_rows=rows,
+    )
     print(f"report: {out}.md / .json")
 
 

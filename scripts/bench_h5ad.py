@@ -109,8 +109,11 @@ def floor(path, bounds, workers, rank=0):
     with ProcessPoolExecutor(workers) as pool:
         list(pool.map(_read_span, [path] * 2, [0, 0], [1, 1]))  # start the processes first
         started = time.perf_counter()
-        list(pool.map(_read_span, [path] * len(bounds), [a for a, _ in bounds], [b for _, b in bounds],
-                      [rank] * len(bounds)))
+        list(
+            pool.map(
+                _read_span, [path] * len(bounds), [a for a, _ in bounds], [b for _, b in bounds], [rank] * len(bounds)
+            )
+        )
         return time.perf_counter() - started
 
 
@@ -123,8 +126,11 @@ def main(argv=None):
     parser.add_argument("--rank", type=int, default=20)
     parser.add_argument("--iters", type=int, default=5, help="Timed outer iterations.")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--memory-limit", default="auto",
-                        help="Per worker, as dnmf fit --memory-limit (a limit also trims freed memory). [default: auto]")
+    parser.add_argument(
+        "--memory-limit",
+        default="auto",
+        help="Per worker, as dnmf fit --memory-limit (a limit also trims freed memory). [default: auto]",
+    )
     args = parser.parse_args(argv)
 
     from dnmf import api
@@ -152,21 +158,37 @@ def main(argv=None):
     print(f"floor: read + the two products {statistics.median(with_products):.2f} s")
 
     seconds = []
-    with PeakMemory() as memory, local_cluster(
-        memory_limit=args.memory_limit, silence_logs=logging.CRITICAL  # the workers' heartbeats at teardown
-    ) as client:
+    with (
+        PeakMemory() as memory,
+        local_cluster(
+            memory_limit=args.memory_limit,
+            silence_logs=logging.CRITICAL,  # the workers' heartbeats at teardown
+        ) as client,
+    ):
         started = time.perf_counter()
         result = api.run(
-            str(path), {"n_components": args.rank, "max_iter": args.iters, "tol": 0.0, "random_state": args.seed,
-                        "client": client},
+            str(path),
+            {
+                "n_components": args.rank,
+                "max_iter": args.iters,
+                "tol": 0.0,
+                "random_state": args.seed,
+                "client": client,
+            },
             callback=lambda info: seconds.append(info.seconds),
         )
         total = time.perf_counter() - started
     iteration = statistics.median(seconds)
     read, compute = statistics.median(floors), statistics.median(with_products)
     rows = [
-        ["matrix", f"{matrix.shape[0]} x {matrix.shape[1]}, nnz {matrix.nnz} ({matrix.nnz / np.prod(matrix.shape):.1%})"],
-        [".h5ad on disk", f"{size / 2**30:.2f} GiB" + ("" if written is None else f", written by AnnData in {written:.0f} s")],
+        [
+            "matrix",
+            f"{matrix.shape[0]} x {matrix.shape[1]}, nnz {matrix.nnz} ({matrix.nnz / np.prod(matrix.shape):.1%})",
+        ],
+        [
+            ".h5ad on disk",
+            f"{size / 2**30:.2f} GiB" + ("" if written is None else f", written by AnnData in {written:.0f} s"),
+        ],
         ["X in memory (float32 CSR)", f"{in_memory / 2**30:.2f} GiB"],
         ["floor: parallel read of X", f"{read:.2f} s"],
         ["floor: read + the iteration's two products", f"{compute:.2f} s"],
@@ -174,19 +196,40 @@ def main(argv=None):
         ["ratio iteration / read", f"{iteration / read:.2f}"],
         ["ratio iteration / (read + products)", f"{iteration / compute:.2f}"],
         ["whole fit incl. init and cluster", f"{total:.1f} s"],
-        [f"peak resident memory (driver + workers; memory limit {args.memory_limit})", f"{memory.peak / 2**30:.2f} GiB"],
+        [
+            f"peak resident memory (driver + workers; memory limit {args.memory_limit})",
+            f"{memory.peak / 2**30:.2f} GiB",
+        ],
         ["relative error", f"{result.reconstruction_err / result.norm_V:.4f}"],
     ]
     payload = {
-        "machine": machine_info(), "shape": list(matrix.shape), "nnz": matrix.nnz, "file_bytes": size,
-        "write_seconds": written, "x_in_memory_bytes": in_memory, "read_seconds": floors,
-        "read_and_products_seconds": with_products, "iteration_seconds": seconds, "ratio_to_read": iteration / read,
-        "ratio_to_read_and_products": iteration / compute, "memory_limit": args.memory_limit, "fit_seconds": total, "peak_rss_bytes": memory.peak, "rank": args.rank,
+        "machine": machine_info(),
+        "shape": list(matrix.shape),
+        "nnz": matrix.nnz,
+        "file_bytes": size,
+        "write_seconds": written,
+        "x_in_memory_bytes": in_memory,
+        "read_seconds": floors,
+        "read_and_products_seconds": with_products,
+        "iteration_seconds": seconds,
+        "ratio_to_read": iteration / read,
+        "ratio_to_read_and_products": iteration / compute,
+        "memory_limit": args.memory_limit,
+        "fit_seconds": total,
+        "peak_rss_bytes": memory.peak,
+        "rank": args.rank,
         "command": " ".join(["python", "scripts/bench_h5ad.py", *(argv if argv is not None else sys.argv[1:])]),
     }
-    write_report(args.workdir / "report-h5ad", payload, title="dnmf on an .h5ad file", table_rows=[{"measure": name, "value": value} for name, value in rows],
-                 notes=["scanpy / scikit-learn users load X whole first (the 'X in memory' row; scikit-learn's NMF then "
-                        "makes a float64 copy)."])
+    write_report(
+        args.workdir / "report-h5ad",
+        payload,
+        title="dnmf on an .h5ad file",
+        table_rows=[{"measure": name, "value": value} for name, value in rows],
+        notes=[
+            "scanpy / scikit-learn users load X whole first (the 'X in memory' row; scikit-learn's NMF then "
+            "makes a float64 copy)."
+        ],
+    )
     for name, value in rows:
         print(f"{name:<48} {value}")
 

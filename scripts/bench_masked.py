@@ -69,8 +69,16 @@ def _seconds_per_iteration(V, missing, beta, iterations):
     times = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        params = dict(n_components=RANK, solver="mu", beta_loss=beta, init="random", random_state=0,
-                      max_iter=iterations, tol=0, missing_values=missing)
+        params = dict(
+            n_components=RANK,
+            solver="mu",
+            beta_loss=beta,
+            init="random",
+            random_state=0,
+            max_iter=iterations,
+            tol=0,
+            missing_values=missing,
+        )
         run(V, params, callback=lambda info: times.append(info.seconds))
     return statistics.median(times[1:])
 
@@ -93,7 +101,9 @@ def masked_rows(workdir, iterations):
             for share in (0.01, 0.3):
                 data = _with_nan(dense, share) if where == "numpy" else stored[share]
                 masked = _seconds_per_iteration(data, "nan", beta, iterations)
-                rows.append((f"dense {where} {DENSE_SHAPE[0]}x{DENSE_SHAPE[1]} f32, {name}, {share:.0%} NaN", base, masked))
+                rows.append(
+                    (f"dense {where} {DENSE_SHAPE[0]}x{DENSE_SHAPE[1]} f32, {name}, {share:.0%} NaN", base, masked)
+                )
     rng = np.random.default_rng(2)
     S = sp.random(*SPARSE_SHAPE, density=DENSITY, format="csr", random_state=rng, dtype=np.float32)
     S.data = (S.data + 0.1).astype(np.float32)
@@ -108,8 +118,15 @@ def _fit_trace(V, solver, missing, k, iterations):
     times = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        params = dict(n_components=k, solver=solver, init="random", random_state=0, max_iter=iterations, tol=0,
-                      missing_values=missing)
+        params = dict(
+            n_components=k,
+            solver=solver,
+            init="random",
+            random_state=0,
+            max_iter=iterations,
+            tol=0,
+            missing_values=missing,
+        )
         result = run(V, params, callback=lambda info: times.append(info.seconds))
     observed = V[~np.isnan(V)].astype(np.float64)
     return statistics.median(times[1:]), result.reconstruction_err / float(np.sqrt(observed @ observed))
@@ -165,11 +182,16 @@ def main(argv=None):
             f"{SWEEP_RANKS.stop - 1}, {iterations} iterations): concurrent {concurrent:.1f} s, "
             f"sequential {sequential:.1f} s, ratio {concurrent / sequential:.2f}x"
         )
-    print(f"\n## 3. masked HALS (solver='cd') vs weighted MU, dense {DENSE_SHAPE[0]}x{DENSE_SHAPE[1]} f32 in memory, "
-          f"{HALS_ITERATIONS} iterations from the same random start")
+    print(
+        f"\n## 3. masked HALS (solver='cd') vs weighted MU, dense {DENSE_SHAPE[0]}x{DENSE_SHAPE[1]} f32 in memory, "
+        f"{HALS_ITERATIONS} iterations from the same random start"
+    )
     for k, share, plain, cd, cd_error, mu, mu_error in hals_rows(HALS_ITERATIONS // (2 if args.quick else 1)):
-        print(f"k={k:<3} {share:4.0%} NaN: masked HALS {cd:6.3f} s/it ({cd / plain:4.2f}x unmasked HALS), rel. error "
-              f"{cd_error:.5f} | weighted MU {mu:6.3f} s/it, rel. error {mu_error:.5f}")
+        print(
+            f"k={k:<3} {share:4.0%} NaN: masked HALS {cd:6.3f} s/it ({cd / plain:4.2f}x unmasked HALS), rel. error "
+            f"{cd_error:.5f} | weighted MU {mu:6.3f} s/it, rel. error {mu_error:.5f}"
+        )
+
 
 if __name__ == "__main__":
     main()

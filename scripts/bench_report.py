@@ -45,56 +45,89 @@ def _fmt(value, digits=3):
 def _sklearn_rows(results):
     rows, misses = [], []
     for r in results:
-        rows.append({
-            "benchmark": f"vs scikit-learn, defaults, {r['matrix']}",
-            "measure": f"dnmf {r['dnmf s']} s ({r['dnmf iterations']} it) / scikit-learn {r['scikit-learn s']} s "
-                       f"({r['scikit-learn iterations']} it); error ratio {r['error ratio']}; time ratio",
-            "value": r["time ratio"], "target": f"<= {bench_sklearn.TIME_TARGET}", "passed": r["met"],
-        })
+        rows.append(
+            {
+                "benchmark": f"vs scikit-learn, defaults, {r['matrix']}",
+                "measure": f"dnmf {r['dnmf s']} s ({r['dnmf iterations']} it) / scikit-learn {r['scikit-learn s']} s "
+                f"({r['scikit-learn iterations']} it); error ratio {r['error ratio']}; time ratio",
+                "value": r["time ratio"],
+                "target": f"<= {bench_sklearn.TIME_TARGET}",
+                "passed": r["met"],
+            }
+        )
         if not r["met"]:
             misses.append(
                 f"vs scikit-learn {r['matrix']}: time ratio {r['time ratio']}, error ratio {r['error ratio']}, "
-                f"stopped by itself: {r['dnmf stopped by itself']}")
+                f"stopped by itself: {r['dnmf stopped by itself']}"
+            )
     return rows, misses
 
 
 def _capped_rows(result):
     gib = 2**30
-    rows = [{
-        "benchmark": f"memory cap {result['cap_bytes'] / gib:.2f} GiB, {result['shape'][0]} x {result['shape'][1]} "
-                     f"float32 ({result['matrix_bytes'] / gib:.2f} GiB)",
-        "measure": f"exit {result['exit_code']}, OOM kills {result['oom_kills']}, cgroup peak "
-                   f"{(result['peak_bytes'] or 0) / gib:.2f} GiB (incl. page cache), peak anon "
-                   f"{result['peak_anon_bytes'] / gib:.2f} GiB; s/iteration",
-        "value": result["seconds_per_iteration"], "target": "no OOM kill", "passed": result["passed"],
-    }]
-    misses = [] if result["passed"] else [
-        f"memory cap: exit code {result['exit_code']}, OOM kills {result['oom_kills']}; log tail: "
-        + " / ".join(result["log_tail"][-5:])]
+    rows = [
+        {
+            "benchmark": f"memory cap {result['cap_bytes'] / gib:.2f} GiB, {result['shape'][0]} x {result['shape'][1]} "
+            f"float32 ({result['matrix_bytes'] / gib:.2f} GiB)",
+            "measure": f"exit {result['exit_code']}, OOM kills {result['oom_kills']}, cgroup peak "
+            f"{(result['peak_bytes'] or 0) / gib:.2f} GiB (incl. page cache), peak anon "
+            f"{result['peak_anon_bytes'] / gib:.2f} GiB; s/iteration",
+            "value": result["seconds_per_iteration"],
+            "target": "no OOM kill",
+            "passed": result["passed"],
+        }
+    ]
+    misses = (
+        []
+        if result["passed"]
+        else [
+            f"memory cap: exit code {result['exit_code']}, OOM kills {result['oom_kills']}; log tail: "
+            + " / ".join(result["log_tail"][-5:])
+        ]
+    )
     return rows, misses
 
 
 def _growth_rows(result):
     rows, misses = [], []
     for r in result["table"]:
-        rows.append({"benchmark": "growth", "measure": f"{r['case']}: {r['seconds_per_iteration']:.3f}s/iteration; ratio",
-                     "value": r["ratio"], "target": f"<= {r['target']}" if r["target"] else "—", "passed": r["passed"]})
+        rows.append(
+            {
+                "benchmark": "growth",
+                "measure": f"{r['case']}: {r['seconds_per_iteration']:.3f}s/iteration; ratio",
+                "value": r["ratio"],
+                "target": f"<= {r['target']}" if r["target"] else "—",
+                "passed": r["passed"],
+            }
+        )
         if r["passed"] is False:
-            misses.append(f"growth {r['case']}: ratio {r['ratio']:.2f} > {r['target']} "
-                          f"(all medians per repeat: {result['rows_times']})")
+            misses.append(
+                f"growth {r['case']}: ratio {r['ratio']:.2f} > {r['target']} "
+                f"(all medians per repeat: {result['rows_times']})"
+            )
     return rows, misses
 
 
 def _markdown(payload):
-    lines = ["# dnmf benchmarks", "", f"Command: `{payload['command']}`", "",
-             "| benchmark | measure | value | target | passed |", "|---|---|---|---|---|"]
+    lines = [
+        "# dnmf benchmarks",
+        "",
+        f"Command: `{payload['command']}`",
+        "",
+        "| benchmark | measure | value | target | passed |",
+        "|---|---|---|---|---|",
+    ]
     for r in payload["rows"]:
-        lines.append(f"| {r['benchmark']} | {r['measure']} | {_fmt(r['value'])} | {r['target']} | "
-                     f"{'yes' if r['passed'] else ('—' if r['passed'] is None else '**no**')} |")
+        lines.append(
+            f"| {r['benchmark']} | {r['measure']} | {_fmt(r['value'])} | {r['target']} | "
+            f"{'yes' if r['passed'] else ('—' if r['passed'] is None else '**no**')} |"
+        )
     lines += ["", "## Missed targets", ""]
     lines += [f"- {m}" for m in payload["misses"]] or ["- none"]
     if payload["errors"]:
-        lines += ["", "## Parts that failed to run", ""] + [f"- {k}: {v.splitlines()[-1]}" for k, v in payload["errors"].items()]
+        lines += ["", "## Parts that failed to run", ""] + [
+            f"- {k}: {v.splitlines()[-1]}" for k, v in payload["errors"].items()
+        ]
     lines += ["", "Machine: " + ", ".join(f"{k}={v}" for k, v in payload["machine"].items()), ""]
     return "\n".join(lines)
 
@@ -104,17 +137,33 @@ def main(argv=None):
     parser.add_argument("--workdir", default="/tmp/dnmf-bench")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", default="sklearn,capped,growth", help=f"comma-separated subset of {PARTS}")
-    parser.add_argument("--capped-result", default=None,
-                        help="use this run_capped.py JSON (WORKDIR/capped.json) instead of running it again")
+    parser.add_argument(
+        "--capped-result",
+        default=None,
+        help="use this run_capped.py JSON (WORKDIR/capped.json) instead of running it again",
+    )
     parser.add_argument("--skip-floor", action="store_true", help="(floor runs only if listed in --only)")
-    parser.add_argument("--corpus", action="append", default=[], metavar="CSV",
-                        help="a CSV of documents for the scikit-learn comparison (repeatable)")
+    parser.add_argument(
+        "--corpus",
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="a CSV of documents for the scikit-learn comparison (repeatable)",
+    )
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     parts = [p for p in args.only.split(",") if p]
-    payload = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "quick": args.quick, "rows": [],
-               "misses": [], "errors": {}, "results": {}, "machine": machine_info(), "started": time.time()}
+    payload = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "quick": args.quick,
+        "rows": [],
+        "misses": [],
+        "errors": {},
+        "results": {},
+        "machine": machine_info(),
+        "started": time.time(),
+    }
 
     def save():
         (workdir / "report.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")

@@ -89,16 +89,22 @@ def store_libraries(bucket, key, endpoint, nbytes):
         from obstore.store import S3Store
         from zarr.storage import ObjectStore
 
-        s3 = S3Store(bucket, prefix=key, endpoint=endpoint, access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                     secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"], region="us-east-1",
-                     client_options={"allow_http": True})
+        s3 = S3Store(
+            bucket,
+            prefix=key,
+            endpoint=endpoint,
+            access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region="us-east-1",
+            client_options={"allow_http": True},
+        )
         stores["ObjectStore + obstore"] = ObjectStore(s3, read_only=True)
     except ImportError:
         print("obstore is not installed: only FsspecStore measured (pip install obstore)")
     speeds = {}
     for name, store in stores.items():
         group = zarr.open_group(store, mode="r")
-        seconds = _median_time(lambda: (group["data"][...], group["indices"][...]))
+        seconds = _median_time(lambda group=group: (group["data"][...], group["indices"][...]))
         speeds[name] = nbytes / seconds / 1e6
     return speeds
 
@@ -132,8 +138,11 @@ def fit_seconds(client, source, rank, iters, seed, meter):
         seconds.append(info.seconds)
         snapshots.append(cpu.now())
 
-    api.run(source, {"n_components": rank, "max_iter": iters, "tol": 0.0, "random_state": seed, "client": client},
-            callback=record)
+    api.run(
+        source,
+        {"n_components": rank, "max_iter": iters, "tol": 0.0, "random_state": seed, "client": client},
+        callback=record,
+    )
     used = {name: (snapshots[-1][name] - snapshots[0][name]) / max(1, len(snapshots) - 1) for name in snapshots[0]}
     return statistics.median(seconds[1:] or seconds), used
 
@@ -178,14 +187,17 @@ def main(argv=None):
             meter = lambda: CpuMeter(server=[process.pid], workers=workers, driver=[os.getpid()])  # noqa: E731
             sources = (("s3", url), ("disk", str(local)))
             floors, floor_cpu = zip(*(read_floor(client, as_panels(source), meter) for _, source in sources))
-            iterations, fit_cpu = zip(*(fit_seconds(client, source, args.rank, args.iters, args.seed, meter)
-                                        for _, source in sources))
+            iterations, fit_cpu = zip(
+                *(fit_seconds(client, source, args.rank, args.iters, args.seed, meter) for _, source in sources)
+            )
             floors, iterations = dict(zip(("s3", "disk"), floors)), dict(zip(("s3", "disk"), iterations))
         cores = os.cpu_count()
 
         def busy(cpu, wall):
-            return f"server {cpu['server']:.2f} s, workers {cpu['workers']:.2f} s, driver {cpu['driver']:.2f} s: " \
-                   f"{sum(cpu.values()) / (wall * cores):.0%} of {cores} cores"
+            return (
+                f"server {cpu['server']:.2f} s, workers {cpu['workers']:.2f} s, driver {cpu['driver']:.2f} s: "
+                f"{sum(cpu.values()) / (wall * cores):.0%} of {cores} cores"
+            )
 
         rows = [
             ("matrix", f"{matrix.shape[0]} x {matrix.shape[1]} CSR, nnz {matrix.nnz}, {nbytes / 2**20:.0f} MiB"),

@@ -102,7 +102,12 @@ def run_sklearn(X, k):
         model = NMF(n_components=k).fit(X)
         seconds = time.perf_counter() - started
     warned = any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    return {"seconds": seconds, "error": float(model.reconstruction_err_), "n_iter": int(model.n_iter_), "warned": warned}
+    return {
+        "seconds": seconds,
+        "error": float(model.reconstruction_err_),
+        "n_iter": int(model.n_iter_),
+        "warned": warned,
+    }
 
 
 def run_dnmf(X, k):
@@ -114,12 +119,16 @@ def run_dnmf(X, k):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         started = time.perf_counter()
-        result = run(X, {"n_components": k}, callback=lambda info: trace.append((time.perf_counter(), info.error)),
-                     as_numpy=True)
+        result = run(
+            X, {"n_components": k}, callback=lambda info: trace.append((time.perf_counter(), info.error)), as_numpy=True
+        )
         seconds = time.perf_counter() - started
     warned = any(issubclass(w.category, ConvergenceWarning) for w in caught)
     return {
-        "seconds": seconds, "error": float(result.reconstruction_err), "n_iter": int(result.n_iter), "warned": warned,
+        "seconds": seconds,
+        "error": float(result.reconstruction_err),
+        "n_iter": int(result.n_iter),
+        "warned": warned,
         "trace": [(t - started, e) for t, e in trace],
     }
 
@@ -129,8 +138,10 @@ def compare(name, k, X, repeats, log):
     for _ in range(repeats):
         sklearn_runs.append(run_sklearn(X, k))
         dnmf_runs.append(run_dnmf(X, k))
-        log(f"  scikit-learn {sklearn_runs[-1]['seconds']:.2f} s ({sklearn_runs[-1]['n_iter']} it), "
-            f"dnmf {dnmf_runs[-1]['seconds']:.2f} s ({dnmf_runs[-1]['n_iter']} it)")
+        log(
+            f"  scikit-learn {sklearn_runs[-1]['seconds']:.2f} s ({sklearn_runs[-1]['n_iter']} it), "
+            f"dnmf {dnmf_runs[-1]['seconds']:.2f} s ({dnmf_runs[-1]['n_iter']} it)"
+        )
     sk = min(sklearn_runs, key=lambda r: r["seconds"])
     ours = min(dnmf_runs, key=lambda r: r["seconds"])
     target = ERROR_TARGET * sk["error"]
@@ -172,8 +183,9 @@ def run(workdir, quick=False, corpora=(), repeats=REPEATS, only=None, log=print)
         f"targets: error ratio <= {ERROR_TARGET}, time ratio <= {TIME_TARGET}, dnmf stops by itself",
         f"fastest of {repeats} interleaved runs of each tool",
     ]
-    write_report(Path(workdir) / "bench_sklearn", payload, title="dnmf vs scikit-learn, defaults",
-                 table_rows=rows, notes=notes)
+    write_report(
+        Path(workdir) / "bench_sklearn", payload, title="dnmf vs scikit-learn, defaults", table_rows=rows, notes=notes
+    )
     return rows
 
 

@@ -52,11 +52,15 @@ def main(argv=None):
             W0[W0 < 0.2] = 0
             cross = (W0 @ gram * rng.uniform(0.5, 1.5, (args.rows, k))).astype(dtype)
             order = np.arange(k, dtype=np.intp)
-            sk_seconds, sk_W = best_time(lambda W: _update_cdnmf_fast(W, gram, cross, order), W0, args.repeats)
-            ours_seconds, ours_W = best_time(lambda W: hals_sweeps(W, gram, cross, 1), W0, args.repeats)
+            sk_seconds, sk_W = best_time(
+                lambda W, g=gram, c=cross, o=order: _update_cdnmf_fast(W, g, c, o), W0, args.repeats
+            )
+            ours_seconds, ours_W = best_time(lambda W, g=gram, c=cross: hals_sweeps(W, g, c, 1), W0, args.repeats)
             difference = np.linalg.norm(ours_W - sk_W) / np.linalg.norm(sk_W)
-            print(f"{dtype.__name__:8} {k:3d} {sk_seconds:12.3f}s {ours_seconds:8.3f}s {ours_seconds / sk_seconds:5.2f}x "
-                  f"{difference:11.1e}")
+            print(
+                f"{dtype.__name__:8} {k:3d} {sk_seconds:12.3f}s {ours_seconds:8.3f}s {ours_seconds / sk_seconds:5.2f}x "
+                f"{difference:11.1e}"
+            )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,9 @@ PLANC = {"flickr": (30, 291.8, 4.1), "delicious": (30, 842.0, None)}
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workdir", type=Path, required=True, help="Where the graphs are written (and reused).")
     parser.add_argument("--graphs", nargs="+", default=["flickr", "delicious"], choices=sorted(PLANC))
     parser.add_argument("--max-iter", type=int, default=None, help="Cut the fits here (default: dnmf's own, 200).")
@@ -176,8 +178,14 @@ def bench_graph(workdir, name, args):
         "dense_v_gib": matrix.shape[0] * matrix.shape[1] * 4 / 2**30,
         "iteration_all_s": clock.seconds,
     }
-    _log("  " + ", ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
-                          for key, value in row.items() if key != "iteration_all_s"))
+    _log(
+        "  "
+        + ", ".join(
+            f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
+            for key, value in row.items()
+            if key != "iteration_all_s"
+        )
+    )
     return row
 
 
@@ -200,8 +208,10 @@ def in_memory_comparison(workdir, scale):
         runs[source_name] = (time.perf_counter() - clock.started, result)
         _log(f"  {source_name}: {runs[source_name][0]:.1f} s, {result.n_iter} iterations")
     memory_s = min(runs["in_memory"][0], runs["in_memory_again"][0])
-    same = all(np.array_equal(np.asarray(getattr(runs["zarr"][1], f)), np.asarray(getattr(runs["in_memory"][1], f)))
-               for f in ("W", "H"))
+    same = all(
+        np.array_equal(np.asarray(getattr(runs["zarr"][1], f)), np.asarray(getattr(runs["in_memory"][1], f)))
+        for f in ("W", "H")
+    )
     return {
         "shape": f"{X.shape[0]:,} x {X.shape[1]:,}",
         "nnz": int(X.nnz),
@@ -220,23 +230,29 @@ def main(argv=None):
     rows = [bench_graph(args.workdir, name, args) for name in args.graphs]
     comparison = in_memory_comparison(args.workdir, args.in_memory_scale) if args.in_memory_scale else None
     print()
-    print("| graph | shape, nnz, k | generate | to 1st iteration | iteration | floor (read + products) "
-          f"| ratio (target {TARGET_RATIO}) "
-          "| PLANC 16 cores | PLANC 3,072 cores | iterations | rel. error | peak driver / worker / all |")
+    print(
+        "| graph | shape, nnz, k | generate | to 1st iteration | iteration | floor (read + products) "
+        f"| ratio (target {TARGET_RATIO}) "
+        "| PLANC 16 cores | PLANC 3,072 cores | iterations | rel. error | peak driver / worker / all |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         planc_3072 = "—" if r["planc_3072_cores_s"] is None else f"{r['planc_3072_cores_s']:.3f} s"
         stop = "converged" if r["converged"] else "cut"
-        print(f"| {r['graph']} | {r['shape']}, {r['nnz']:,}, {r['k']} | {r['generate_s']:.0f} s, "
-              f"{r['on_disk_mib']:.0f} MiB | {r['to_first_iteration_s']:.0f} s | {r['iteration_s']:.2f} s | "
-              f"{r['floor_s']:.2f} s ({r['floor_read_s']:.2f} + {r['floor_products_s']:.2f}) | {r['ratio']:.2f} | "
-              f"{r['planc_16_cores_s']:.2f} s | {planc_3072} | {r['n_iter']} ({stop}) | {r['relative_err']:.4f} | "
-              f"{r['peak_driver_gib']:.1f} / {r['peak_worker_gib']:.1f} / {r['peak_total_gib']:.1f} GiB |")
+        print(
+            f"| {r['graph']} | {r['shape']}, {r['nnz']:,}, {r['k']} | {r['generate_s']:.0f} s, "
+            f"{r['on_disk_mib']:.0f} MiB | {r['to_first_iteration_s']:.0f} s | {r['iteration_s']:.2f} s | "
+            f"{r['floor_s']:.2f} s ({r['floor_read_s']:.2f} + {r['floor_products_s']:.2f}) | {r['ratio']:.2f} | "
+            f"{r['planc_16_cores_s']:.2f} s | {planc_3072} | {r['n_iter']} ({stop}) | {r['relative_err']:.4f} | "
+            f"{r['peak_driver_gib']:.1f} / {r['peak_worker_gib']:.1f} / {r['peak_total_gib']:.1f} GiB |"
+        )
     if comparison:
         c = comparison
-        print(f"\nout of core / in memory ({c['shape']}, {c['nnz']:,} entries, k {c['k']}, {c['n_iter']} iterations): "
-              f"{c['zarr_s']:.1f} s / {c['in_memory_s']:.1f} s = {c['ratio']:.2f} (target {TARGET_IN_MEMORY}); "
-              f"same factors: {c['same_factors']}")
+        print(
+            f"\nout of core / in memory ({c['shape']}, {c['nnz']:,} entries, k {c['k']}, {c['n_iter']} iterations): "
+            f"{c['zarr_s']:.1f} s / {c['in_memory_s']:.1f} s = {c['ratio']:.2f} (target {TARGET_IN_MEMORY}); "
+            f"same factors: {c['same_factors']}"
+        )
     payload = {
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "date": time.strftime("%Y-%m-%d"),
@@ -245,8 +261,12 @@ def main(argv=None):
         "in_memory": comparison,
     }
     report = args.report or args.workdir / "report-webscale.json"
-    common.write_report(report, payload, title="Web-scale graphs, defaults", table_rows=[
-        {k: v for k, v in r.items() if k != "iteration_all_s"} for r in rows])
+    common.write_report(
+        report,
+        payload,
+        title="Web-scale graphs, defaults",
+        table_rows=[{k: v for k, v in r.items() if k != "iteration_all_s"} for r in rows],
+    )
     print(f"\nreport: {report}")
 
 

@@ -202,11 +202,13 @@ def main(argv=None):
     parser.add_argument("--cap", type=_parse_size, default=GIB)
     parser.add_argument("--rows", type=int, default=1048576)
     parser.add_argument("--cols", type=int, default=1024)
-    parser.add_argument("fit_options", nargs="*", help="dnmf fit options (after --); default: "
-                        + " ".join(DEFAULT_FIT_OPTIONS))
+    parser.add_argument(
+        "fit_options", nargs="*", help="dnmf fit options (after --); default: " + " ".join(DEFAULT_FIT_OPTIONS)
+    )
     args = parser.parse_args(argv)
-    result = run(args.workdir, rows=args.rows, cols=args.cols, cap=args.cap,
-                 fit_options=args.fit_options or DEFAULT_FIT_OPTIONS)
+    result = run(
+        args.workdir, rows=args.rows, cols=args.cols, cap=args.cap, fit_options=args.fit_options or DEFAULT_FIT_OPTIONS
+    )
     out = Path(args.workdir) / "capped"
     row = {k: result[k] for k in ("exit_code", "oom_kills", "peak_bytes", "peak_anon_bytes", "seconds_per_iteration")}
     write_report(out, {"command": " ".join(sys.argv), **result}, title="dnmf fit under a memory cap", table_rows=[row])

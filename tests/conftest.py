@@ -97,8 +97,10 @@ def s3(s3_server, monkeypatch):
 
     for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": s3_server}.items():
         monkeypatch.setenv(name, value)
-    fs = s3fs.S3FileSystem(endpoint_url=s3_server, **{"key": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                                                      "secret": CREDENTIALS["AWS_SECRET_ACCESS_KEY"]})
+    fs = s3fs.S3FileSystem(
+        endpoint_url=s3_server,
+        **{"key": CREDENTIALS["AWS_ACCESS_KEY_ID"], "secret": CREDENTIALS["AWS_SECRET_ACCESS_KEY"]},
+    )
 
     class Bucket:
         endpoint = s3_server

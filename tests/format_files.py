@@ -11,7 +11,6 @@ import numpy as np
 import scipy.io
 import scipy.sparse as sp
 
-
 #: Cells and genes of :func:`counts`'s default matrix.
 M, N = 120, 30
 

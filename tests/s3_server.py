@@ -53,7 +53,9 @@ def start_server(env=None):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
     _wait_for(port, process)
     return process, f"http://127.0.0.1:{port}"
@@ -106,10 +108,15 @@ class FaultyProxy:
                     proxy.failed += fail
                     proxy.forwarded += not fail
                 if fail:
-                    status, code, message = (503, "SlowDown", "Please reduce your request rate.") if draw < proxy.rate / 2 \
+                    status, code, message = (
+                        (503, "SlowDown", "Please reduce your request rate.")
+                        if draw < proxy.rate / 2
                         else (500, "InternalError", "We encountered an internal error. Please try again.")
-                    payload = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
-                               f"<Message>{message}</Message></Error>").encode()
+                    )
+                    payload = (
+                        f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                        f"<Message>{message}</Message></Error>"
+                    ).encode()
                     self.send_response(status)
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(payload)))

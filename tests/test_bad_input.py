@@ -170,49 +170,152 @@ DATA_CASES = [
     E("boolean", {}, TypeError, r"boolean dtype bool", id="boolean"),
     E("complex", {}, ValueError, r"Complex data not supported: .*complex128", id="complex"),
     E("text", {}, TypeError, r"string dtype <U1", id="text"),
-    E("zeros", {"solver": "mu", "beta_loss": "itakura-saito"}, ValueError,
-      r"When beta_loss <= 0 and X contains zeros, the solver may diverge.*\(X has 1 zeros; beta_loss=0\.0\)", id="itakura-saito-with-zeros"),
-    E("zeros", {"solver": "mu", "beta_loss": -0.5}, ValueError, r"contains zeros.*beta_loss=-0\.5", id="beta-negative-zeros"),
+    E(
+        "zeros",
+        {"solver": "mu", "beta_loss": "itakura-saito"},
+        ValueError,
+        r"When beta_loss <= 0 and X contains zeros, the solver may diverge.*\(X has 1 zeros; beta_loss=0\.0\)",
+        id="itakura-saito-with-zeros",
+    ),
+    E(
+        "zeros",
+        {"solver": "mu", "beta_loss": -0.5},
+        ValueError,
+        r"contains zeros.*beta_loss=-0\.5",
+        id="beta-negative-zeros",
+    ),
 ]
 
 PARAM_CASES = [  # id, parameters, exception, its message in Python, the CLI arguments, its message on the CLI
-    E({"n_components": 0}, ValueError, r"n_components must be >= 1, got 0", ["--rank", 0], r"--rank must be >= 1, got 0",
-      id="rank-0"),
-    E({"n_components": -3}, ValueError, r"n_components must be >= 1, got -3", ["--rank", -3],
-      r"--rank must be >= 1, got -3", id="rank-negative"),
-    E({"n_components": 1.5}, TypeError, r"n_components must be an integer, got 1\.5", ["--rank", 1.5],
-      r"--rank must be an integer, got 1\.5", id="rank-float"),
-    E({"n_components": "two"}, TypeError, r"n_components must be an integer, got 'two'", ["--rank", "two"],
-      r"--rank must be an integer, got 'two'", id="rank-text"),
-    E({"n_components": 11, "init": "nndsvd"}, ValueError,
-      r"init = 'nndsvd' can only be used when n_components <= min\(n_samples, n_features\) \(n_components=11, "
-      r".* = 10\); use init='random'",
-      ["--rank", 11, "--init", "nndsvd"],
-      r"--init nndsvd can only be used when --rank <= min\(n_samples, n_features\) \(--rank 11, .* = 10\); "
-      r"use --init random", id="rank-too-large-for-nndsvd"),
-    E({"solver": "als"}, ValueError, r"solver must be one of .*got 'als'", ["--solver", "als"],
-      r"--solver must be one of .*got 'als'", id="solver"),
-    E({"init": "pca"}, ValueError, r"init must be one of .*got 'pca'", ["--init", "pca"], r"--init must be one of .*got 'pca'",
-      id="init"),
-    E({"solver": "mu", "beta_loss": "poisson"}, ValueError, r"beta_loss must be one of .*got 'poisson'",
-      ["--solver", "mu", "--beta-loss", "poisson"], r"--beta-loss must be one of .*got 'poisson'", id="beta-name"),
-    E({"beta_loss": "kullback-leibler"}, ValueError, r"solver 'cd' does not handle beta_loss = 'kullback-leibler'",
-      ["--beta-loss", "kullback-leibler"], r"--solver cd does not handle --beta-loss kullback-leibler; use --solver mu",
-      id="kl-asked-of-cd"),
-    E({"beta_loss": 0.5}, ValueError, r"solver 'cd' does not handle beta_loss = 0\.5", ["--beta-loss", 0.5],
-      r"--solver cd does not handle --beta-loss 0\.5", id="beta-float-asked-of-cd"),
-    E({"max_iter": 0}, ValueError, r"max_iter must be >= 1, got 0", ["--max-iter", 0], r"--max-iter must be >= 1, got 0",
-      id="max-iter"),
-    E({"tol": -1.0}, ValueError, r"tol must be >= 0, got -1\.0", ["--tol", -1.0], r"--tol must be >= 0, got -1\.0", id="tol"),
-    E({"alpha_W": -0.1}, ValueError, r"alpha_W must be >= 0, got -0\.1", ["--alpha-w", -0.1],
-      r"--alpha-w must be >= 0, got -0\.1", id="alpha"),
-    E({"l1_ratio": 2}, ValueError, r"l1_ratio must be <= 1, got 2", ["--l1-ratio", 2], r"--l1-ratio must be <= 1, got 2",
-      id="l1-ratio"),
+    E(
+        {"n_components": 0},
+        ValueError,
+        r"n_components must be >= 1, got 0",
+        ["--rank", 0],
+        r"--rank must be >= 1, got 0",
+        id="rank-0",
+    ),
+    E(
+        {"n_components": -3},
+        ValueError,
+        r"n_components must be >= 1, got -3",
+        ["--rank", -3],
+        r"--rank must be >= 1, got -3",
+        id="rank-negative",
+    ),
+    E(
+        {"n_components": 1.5},
+        TypeError,
+        r"n_components must be an integer, got 1\.5",
+        ["--rank", 1.5],
+        r"--rank must be an integer, got 1\.5",
+        id="rank-float",
+    ),
+    E(
+        {"n_components": "two"},
+        TypeError,
+        r"n_components must be an integer, got 'two'",
+        ["--rank", "two"],
+        r"--rank must be an integer, got 'two'",
+        id="rank-text",
+    ),
+    E(
+        {"n_components": 11, "init": "nndsvd"},
+        ValueError,
+        r"init = 'nndsvd' can only be used when n_components <= min\(n_samples, n_features\) \(n_components=11, "
+        r".* = 10\); use init='random'",
+        ["--rank", 11, "--init", "nndsvd"],
+        r"--init nndsvd can only be used when --rank <= min\(n_samples, n_features\) \(--rank 11, .* = 10\); "
+        r"use --init random",
+        id="rank-too-large-for-nndsvd",
+    ),
+    E(
+        {"solver": "als"},
+        ValueError,
+        r"solver must be one of .*got 'als'",
+        ["--solver", "als"],
+        r"--solver must be one of .*got 'als'",
+        id="solver",
+    ),
+    E(
+        {"init": "pca"},
+        ValueError,
+        r"init must be one of .*got 'pca'",
+        ["--init", "pca"],
+        r"--init must be one of .*got 'pca'",
+        id="init",
+    ),
+    E(
+        {"solver": "mu", "beta_loss": "poisson"},
+        ValueError,
+        r"beta_loss must be one of .*got 'poisson'",
+        ["--solver", "mu", "--beta-loss", "poisson"],
+        r"--beta-loss must be one of .*got 'poisson'",
+        id="beta-name",
+    ),
+    E(
+        {"beta_loss": "kullback-leibler"},
+        ValueError,
+        r"solver 'cd' does not handle beta_loss = 'kullback-leibler'",
+        ["--beta-loss", "kullback-leibler"],
+        r"--solver cd does not handle --beta-loss kullback-leibler; use --solver mu",
+        id="kl-asked-of-cd",
+    ),
+    E(
+        {"beta_loss": 0.5},
+        ValueError,
+        r"solver 'cd' does not handle beta_loss = 0\.5",
+        ["--beta-loss", 0.5],
+        r"--solver cd does not handle --beta-loss 0\.5",
+        id="beta-float-asked-of-cd",
+    ),
+    E(
+        {"max_iter": 0},
+        ValueError,
+        r"max_iter must be >= 1, got 0",
+        ["--max-iter", 0],
+        r"--max-iter must be >= 1, got 0",
+        id="max-iter",
+    ),
+    E(
+        {"tol": -1.0},
+        ValueError,
+        r"tol must be >= 0, got -1\.0",
+        ["--tol", -1.0],
+        r"--tol must be >= 0, got -1\.0",
+        id="tol",
+    ),
+    E(
+        {"alpha_W": -0.1},
+        ValueError,
+        r"alpha_W must be >= 0, got -0\.1",
+        ["--alpha-w", -0.1],
+        r"--alpha-w must be >= 0, got -0\.1",
+        id="alpha",
+    ),
+    E(
+        {"l1_ratio": 2},
+        ValueError,
+        r"l1_ratio must be <= 1, got 2",
+        ["--l1-ratio", 2],
+        r"--l1-ratio must be <= 1, got 2",
+        id="l1-ratio",
+    ),
 ]
 
 CUSTOM_CASES = [
-    E(np.ones((M - 1, 2)), np.ones((2, N)), r"Array with wrong first dimension passed to NMF \(input W\)\. Expected 30, but got 29\.", id="W-shape"),
-    E(np.ones((M, 2)), np.ones((2, N + 1)), r"Array with wrong second dimension passed to NMF \(input H\)\. Expected 10, but got 11\.", id="H-shape"),
+    E(
+        np.ones((M - 1, 2)),
+        np.ones((2, N)),
+        r"Array with wrong first dimension passed to NMF \(input W\)\. Expected 30, but got 29\.",
+        id="W-shape",
+    ),
+    E(
+        np.ones((M, 2)),
+        np.ones((2, N + 1)),
+        r"Array with wrong second dimension passed to NMF \(input H\)\. Expected 10, but got 11\.",
+        id="H-shape",
+    ),
     E(-np.ones((M, 2)), np.ones((2, N)), r"Negative values in data passed to NMF \(input W\)", id="W-negative"),
     E(np.ones((M, 2)), -np.ones((2, N)), r"Negative values in data passed to NMF \(input H\)", id="H-negative"),
     E(np.ones((M, 2)), np.full((2, N), np.nan), r"Input contains NaN", id="H-nan"),
@@ -223,10 +326,18 @@ PATH_CASES = [
     E("text-file", ValueError, r"notes\.txt is not a Zarr array or CSR group", id="text-file"),
     E("plain-directory", ValueError, r"plain is not a Zarr array or CSR group", id="plain-directory"),
     E("group-not-csr", ValueError, r"group\.zarr is not a CSR matrix: attrs\['format'\] is 'coo'", id="group-not-csr"),
-    E("csr-decreasing", ValueError, r"csr-decreasing\.zarr: inconsistent indptr: it decreases at row 5",
-      id="csr-indptr-decreasing"),
-    E("csr-bad-end", ValueError, r"csr-bad-end\.zarr: inconsistent indptr: .*ends at \d+, expected 0 and nnz=\d+",
-      id="csr-indptr-end"),
+    E(
+        "csr-decreasing",
+        ValueError,
+        r"csr-decreasing\.zarr: inconsistent indptr: it decreases at row 5",
+        id="csr-indptr-decreasing",
+    ),
+    E(
+        "csr-bad-end",
+        ValueError,
+        r"csr-bad-end\.zarr: inconsistent indptr: .*ends at \d+, expected 0 and nnz=\d+",
+        id="csr-indptr-end",
+    ),
     E("npy-3d", ValueError, r"must be 2-D .*3-D shape \(2, 3, 4\)", id="npy-3d"),
     E("npy-object", ValueError, r"object\.npy is not a NumPy \.npy file of numbers", id="npy-object"),
 ]
@@ -348,8 +459,25 @@ THREADS = ("--workers", 1, "--threads")
 
 
 def _fit_args(path, tmp_path, *extra, where=THREADS):
-    return ["fit", path, "--rank", 2, "--max-iter", 3, "--tol", 0, "--seed", 0, "--init", "random",
-            "--out", tmp_path / "out.zarr", *where, "--quiet", *extra]
+    return [
+        "fit",
+        path,
+        "--rank",
+        2,
+        "--max-iter",
+        3,
+        "--tol",
+        0,
+        "--seed",
+        0,
+        "--init",
+        "random",
+        "--out",
+        tmp_path / "out.zarr",
+        *where,
+        "--quiet",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("name, params, error, message", DATA_CASES)
@@ -393,10 +521,32 @@ def test_cli_refuses_custom_init_an_existing_out_an_unknown_key_and_another_matr
     status, err = _call(capfd, *_fit_args(untouched["good"], tmp_path, "--config", untouched["unknown-key.yaml"]))
     _assert_one_error_line(status, err, r"unknown key\(s\) learning-rate in .*unknown-key\.yaml; valid keys: ")
 
-    status, err = _call(capfd, "fit", untouched["other"], "--rank", 2, "--max-iter", 3, "--tol", 0, "--seed", 0,
-                        "--init", "random", "--out", tmp_path / "o2.zarr", "--checkpoint", untouched["checkpoint"],
-                        "--workers", 1, "--threads", "--quiet")
-    _assert_one_error_line(status, err, r"cannot resume from .*good\.ckpt/ckpt-000002: it was written for another matrix")
+    status, err = _call(
+        capfd,
+        "fit",
+        untouched["other"],
+        "--rank",
+        2,
+        "--max-iter",
+        3,
+        "--tol",
+        0,
+        "--seed",
+        0,
+        "--init",
+        "random",
+        "--out",
+        tmp_path / "o2.zarr",
+        "--checkpoint",
+        untouched["checkpoint"],
+        "--workers",
+        1,
+        "--threads",
+        "--quiet",
+    )
+    _assert_one_error_line(
+        status, err, r"cannot resume from .*good\.ckpt/ckpt-000002: it was written for another matrix"
+    )
     assert not (tmp_path / "o2.zarr").exists()
 
     status, err = _call(capfd, "resume", untouched["checkpoint"], "--from", "ckpt-000099", "--quiet")
@@ -410,8 +560,10 @@ def test_cli_in_real_processes_one_line_and_a_traceback_only_with_verbose(untouc
     cluster with a worker process (whose log lines must not reach stderr), and, with -v, an
     error found before the cluster starts (the traceback, then the error line last)."""
     cases = [
-        (_fit_args(untouched["negative"], tmp_path, where=("--workers", 1)),
-         r"^error: \S+negative\S*: Negative values in data passed to NMF \(input minimum is -2\.0\)$"),
+        (
+            _fit_args(untouched["negative"], tmp_path, where=("--workers", 1)),
+            r"^error: \S+negative\S*: Negative values in data passed to NMF \(input minimum is -2\.0\)$",
+        ),
         ([*_fit_args(untouched["missing"], tmp_path), "-v"], None),
     ]
     processes = [

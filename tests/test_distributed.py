@@ -19,11 +19,11 @@ import pytest
 import scipy.sparse as sp
 import zarr
 from distributed import Client, LocalCluster, futures_of
+from fitting import fit
 
 from dnmf import save_csr
 from dnmf.api import non_negative_factorization as nmf
 from dnmf.engine.driver import to_numpy
-from fitting import fit
 from dnmf.engine.scheduler import connect
 
 M, N, K = 60, 14, 4
@@ -103,7 +103,8 @@ def test_cluster_fit_equals_threaded_fit_and_leaves_nothing_behind(client, input
     np.testing.assert_allclose(result.loss_history, threaded.loss_history, rtol=1e-8)
 
     # While the result lives, the cluster holds W's blocks and nothing else of ours.
-    assert _wait_until(lambda: _idle(client) and _held_keys(client) <= {f.key for f in futures})
+    keys = {f.key for f in futures}
+    assert _wait_until(lambda: _idle(client) and _held_keys(client) <= keys)
     del result, futures
     assert _wait_until(lambda: not _held_keys(client)), f"left on the cluster: {sorted(map(str, _held_keys(client)))}"
     assert _idle(client)
@@ -135,11 +136,13 @@ def test_a_wide_matrix_sends_its_h_and_svd_basis_to_the_workers_once(client, tmp
     X.data += 0.1
     path = save_csr(X, tmp_path / "wide.zarr")
     checkpointing = Checkpointing(tmp_path / "run.ckpt", every=1) if checkpointed else None
-    result = _cluster_fit_as_threaded(client, relerr, path, dict(n_components=20, max_iter=3, tol=0, random_state=0),
-                                      checkpointing=checkpointing)
+    result = _cluster_fit_as_threaded(
+        client, relerr, path, dict(n_components=20, max_iter=3, tol=0, random_state=0), checkpointing=checkpointing
+    )
     futures = futures_of(result.W)
-    assert _wait_until(lambda: _idle(client) and _held_keys(client) <= {f.key for f in futures}), sorted(
-        map(str, _held_keys(client) - {f.key for f in futures})
+    keys = {f.key for f in futures}
+    assert _wait_until(lambda: _idle(client) and _held_keys(client) <= keys), sorted(
+        map(str, _held_keys(client) - keys)
     )
     del result, futures
     assert _wait_until(lambda: not _held_keys(client)), f"left on the cluster: {sorted(map(str, _held_keys(client)))}"
@@ -192,7 +195,8 @@ def test_cluster_holds_the_same_after_few_and_many_iterations(client, inputs):
     for iterations in (2, 6):
         with client.as_current():
             result = fit(X, K, init="custom", W=W0, H=H0, max_iter=iterations, tol=0, panel_rows=PANEL_ROWS)
-        assert _wait_until(lambda: _idle(client) and len(_held_keys(client)) <= len(futures_of(result.W)))
+        n_blocks = len(futures_of(result.W))
+        assert _wait_until(lambda n_blocks=n_blocks: _idle(client) and len(_held_keys(client)) <= n_blocks)
         held.append(len(_held_keys(client)))
         del result
         assert _wait_until(lambda: not _held_keys(client))
@@ -205,8 +209,9 @@ def test_extrapolated_fit_checkpointed_on_the_cluster_equals_the_threaded_fit(cl
     from dnmf.api import Checkpointing, run
 
     X, _, _, sources = inputs
-    params = dict(n_components=K, init="random", random_state=0, tol=0.0, max_iter=8, extrapolate=True,
-                  panel_rows=PANEL_ROWS)
+    params = dict(
+        n_components=K, init="random", random_state=0, tol=0.0, max_iter=8, extrapolate=True, panel_rows=PANEL_ROWS
+    )
     threaded = run(sources["scipy"], params)
     with client.as_current():
         result = run(sources["scipy"], params, checkpointing=Checkpointing(tmp_path / "c", every=3))
@@ -237,8 +242,9 @@ def test_non_negative_factorization_with_client_object_as_current(client, inputs
     X, W0, H0, _ = inputs
     expected, _, _ = nmf(X, W0, H0, n_components=K, init="custom", max_iter=3, tol=0, panel_rows=PANEL_ROWS)
     with client.as_current():
-        W, H, n_iter = nmf(X, W0, H0, n_components=K, init="custom", max_iter=3, tol=0, panel_rows=PANEL_ROWS,
-                           client=client)
+        W, H, n_iter = nmf(
+            X, W0, H0, n_components=K, init="custom", max_iter=3, tol=0, panel_rows=PANEL_ROWS, client=client
+        )
     assert isinstance(W, np.ndarray) and n_iter == 3
     assert relerr(W, expected) <= 1e-8
 
@@ -253,8 +259,17 @@ def test_non_negative_factorization_with_client_object(client, inputs, relerr):
 def test_non_negative_factorization_with_scheduler_address(cluster, inputs, relerr):
     X, W0, H0, _ = inputs
     expected, _, _ = nmf(X, W0, H0, n_components=K, init="custom", max_iter=3, tol=0, panel_rows=PANEL_ROWS)
-    W, H, _ = nmf(X, W0, H0, n_components=K, init="custom", max_iter=3, tol=0, panel_rows=PANEL_ROWS,
-                  client=cluster.scheduler_address)
+    W, H, _ = nmf(
+        X,
+        W0,
+        H0,
+        n_components=K,
+        init="custom",
+        max_iter=3,
+        tol=0,
+        panel_rows=PANEL_ROWS,
+        client=cluster.scheduler_address,
+    )
     assert relerr(W, expected) <= 1e-8
 
 
@@ -262,10 +277,20 @@ def test_scheduler_address_with_stored_input_returns_dask_result_on_the_cluster(
     """Zarr in → a Dask W persisted on the cluster; the connection to that address stays
     open, and computing W on it gives the threaded scheduler's factors."""
     X, W0, H0, sources = inputs
-    expected, expected_H, _ = nmf(sources["zarr"], W0, H0, n_components=K, init="custom", max_iter=3, tol=0,
-                                  panel_rows=PANEL_ROWS)
-    W, H, n_iter = nmf(sources["zarr"], W0, H0, n_components=K, init="custom", max_iter=3, tol=0,
-                       panel_rows=PANEL_ROWS, client=cluster.scheduler_address)
+    expected, expected_H, _ = nmf(
+        sources["zarr"], W0, H0, n_components=K, init="custom", max_iter=3, tol=0, panel_rows=PANEL_ROWS
+    )
+    W, H, n_iter = nmf(
+        sources["zarr"],
+        W0,
+        H0,
+        n_components=K,
+        init="custom",
+        max_iter=3,
+        tol=0,
+        panel_rows=PANEL_ROWS,
+        client=cluster.scheduler_address,
+    )
     connection = connect(cluster.scheduler_address)
     assert futures_of(W) and all(future.client is connection for future in futures_of(W))
     with connection.as_current():

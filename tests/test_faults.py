@@ -44,6 +44,7 @@ import zarr
 
 from dnmf import NMF
 from dnmf.api import Checkpointing, run
+from dnmf.cli import main
 from dnmf.engine.checkpoint import (
     CURRENT,
     MANIFEST,
@@ -51,10 +52,9 @@ from dnmf.engine.checkpoint import (
     load_checkpoint,
     verify_checkpoint,
 )
-from dnmf.cli import main
+from dnmf.engine.durable import TEMP_PREFIX, check_writable
 from dnmf.engine.state import FitResult
 from dnmf.io.generate import generate
-from dnmf.engine.durable import TEMP_PREFIX, check_writable
 from dnmf.io.results import read_result, write_fit
 from dnmf.io.storage import open_matrix, save_csr
 
@@ -63,8 +63,12 @@ TIMEOUT = 240
 #: The ``dnmf`` console script's entry point in a new process, with SIGINT as a terminal
 #: gives it (unblocked, raising KeyboardInterrupt) whatever the test process passes on: a
 #: child inherits its parent's blocked and ignored signals.
-DNMF = (sys.executable, "-c", "import signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
-        "signal.signal(signal.SIGINT, signal.default_int_handler); from dnmf.cli import main; sys.exit(main())")
+DNMF = (
+    sys.executable,
+    "-c",
+    "import signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+    "signal.signal(signal.SIGINT, signal.default_int_handler); from dnmf.cli import main; sys.exit(main())",
+)
 #: Rank, iterations and checkpoint interval of the driver-kill runs.
 K, ITERATIONS, EVERY = 6, 30, 10
 #: Parameters of those runs, as the CLI passes them.
@@ -78,8 +82,11 @@ OPTIONS = ["--rank", K, "--init", "random", "--seed", 1, "--tol", 0, "--max-iter
 def _start(args, env=None):
     """``dnmf ARGS`` in a new process group (SIGKILL of the group takes its workers too)."""
     return subprocess.Popen(
-        [*DNMF, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True, env={**os.environ, **(env or {})},
+        [*DNMF, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -201,7 +208,8 @@ def _kill_during_a_checkpoint_write(process, directory, progress):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "kill", [_kill_mid_iteration, _kill_right_after_a_checkpoint, _kill_during_a_checkpoint_write],
+    "kill",
+    [_kill_mid_iteration, _kill_right_after_a_checkpoint, _kill_during_a_checkpoint_write],
     ids=["mid-iteration", "right-after-a-checkpoint", "during-a-checkpoint-write"],
 )
 def test_driver_killed_then_resumed_equals_an_uninterrupted_run(capfd, tmp_path, stored, kill):
@@ -210,8 +218,23 @@ def test_driver_killed_then_resumed_equals_an_uninterrupted_run(capfd, tmp_path,
     out, directory = tmp_path / "out.zarr", tmp_path / "run.ckpt"
     hold = kill is _kill_during_a_checkpoint_write
     env = {"DNMF_TEST_PAUSE_IN_CHECKPOINT_WRITE": f"{TIMEOUT}@{2 * EVERY}"} if hold else {}
-    process = _start(["fit", data, *OPTIONS, "--out", out, "--checkpoint", directory, "--checkpoint-every", EVERY,
-                      "--workers", 2, "--threads"], env=env)
+    process = _start(
+        [
+            "fit",
+            data,
+            *OPTIONS,
+            "--out",
+            out,
+            "--checkpoint",
+            directory,
+            "--checkpoint-every",
+            EVERY,
+            "--workers",
+            2,
+            "--threads",
+        ],
+        env=env,
+    )
     expected = kill(process, directory, _Progress(process))
     assert process.returncode == -signal.SIGKILL
     assert not out.exists()
@@ -229,7 +252,8 @@ def test_driver_killed_then_resumed_equals_an_uninterrupted_run(capfd, tmp_path,
     _assert_same(out, reference)
     assert _current(directory) == f"ckpt-{ITERATIONS:06d}"
     assert sorted(n for n in os.listdir(directory) if n.startswith("ckpt-")) == [
-        f"ckpt-{2 * EVERY:06d}", f"ckpt-{ITERATIONS:06d}"
+        f"ckpt-{2 * EVERY:06d}",
+        f"ckpt-{ITERATIONS:06d}",
     ]  # the half-written one was replaced, older ones pruned
     assert not [n for n in os.listdir(directory) if n.startswith(TEMP_PREFIX)]
     assert _tree_hashes(data) == input_before  # the input was only read
@@ -237,7 +261,8 @@ def test_driver_killed_then_resumed_equals_an_uninterrupted_run(capfd, tmp_path,
 
 @pytest.mark.slow
 @pytest.mark.parametrize(  # each dtype and each kind of worker once (all four pairs cost a minute of CI)
-    "where, dtype", [(["--workers", 1], "float32"), (["--workers", 1, "--threads"], "float64")],
+    "where, dtype",
+    [(["--workers", 1], "float32"), (["--workers", 1, "--threads"], "float64")],
     ids=["processes-float32", "threads-float64"],
 )
 def test_a_checkpoint_changes_nothing_plain_checkpointed_and_resumed_fits_are_bit_identical(
@@ -251,12 +276,34 @@ def test_a_checkpoint_changes_nothing_plain_checkpointed_and_resumed_fits_are_bi
     options = ["--rank", K, "--seed", 0, "--tol", 0, "--max-iter", ITERATIONS, *where, "--quiet"]
     status, _, err = _call(capfd, "fit", data, *options, "--out", tmp_path / "plain.zarr")
     assert status == 0, err
-    status, _, err = _call(capfd, "fit", data, *options, "--out", tmp_path / "checkpointed.zarr",
-                           "--checkpoint", tmp_path / "a.ckpt", "--checkpoint-every", 7)
+    status, _, err = _call(
+        capfd,
+        "fit",
+        data,
+        *options,
+        "--out",
+        tmp_path / "checkpointed.zarr",
+        "--checkpoint",
+        tmp_path / "a.ckpt",
+        "--checkpoint-every",
+        7,
+    )
     assert status == 0, err
     env = {"DNMF_TEST_PAUSE_IN_CHECKPOINT_WRITE": f"{TIMEOUT}@14"}  # held in the second save
-    process = _start(["fit", data, *options[:-1], "--out", tmp_path / "killed.zarr", "--checkpoint",
-                      tmp_path / "b.ckpt", "--checkpoint-every", 7], env=env)
+    process = _start(
+        [
+            "fit",
+            data,
+            *options[:-1],
+            "--out",
+            tmp_path / "killed.zarr",
+            "--checkpoint",
+            tmp_path / "b.ckpt",
+            "--checkpoint-every",
+            7,
+        ],
+        env=env,
+    )
     _wait_for(lambda: (tmp_path / "b.ckpt" / "ckpt-000014" / "W" / "zarr.json").exists(), process, "the second save")
     _kill(process)
     assert _current(tmp_path / "b.ckpt") == "ckpt-000007"
@@ -277,8 +324,23 @@ def test_ctrl_c_exits_130_with_one_line_that_says_how_to_resume(tmp_path, stored
     data, _ = stored
     directory = tmp_path / "run.ckpt"
     extra = ["--checkpoint", directory, "--checkpoint-every", 2] if checkpointed else []
-    process = _start(["fit", data, "--rank", K, "--tol", 0, "--max-iter", 10_000, "--out", tmp_path / "o.zarr",
-                      "--workers", 1, *extra])
+    process = _start(
+        [
+            "fit",
+            data,
+            "--rank",
+            K,
+            "--tol",
+            0,
+            "--max-iter",
+            10_000,
+            "--out",
+            tmp_path / "o.zarr",
+            "--workers",
+            1,
+            *extra,
+        ]
+    )
     progress = _Progress(process)
     _wait_for(lambda: progress.iteration >= 5, process, "iteration 5")
     process.send_signal(signal.SIGINT)
@@ -290,8 +352,11 @@ def test_ctrl_c_exits_130_with_one_line_that_says_how_to_resume(tmp_path, stored
     errors = [line for line in tail.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, tail
     if checkpointed:
-        assert re.search(rf"interrupted after iteration \d+; the last complete checkpoint is {re.escape(str(directory))}"
-                         rf"/ckpt-\d+: resume with `dnmf resume {re.escape(str(directory))}`", errors[0]), errors[0]
+        assert re.search(
+            rf"interrupted after iteration \d+; the last complete checkpoint is {re.escape(str(directory))}"
+            rf"/ckpt-\d+: resume with `dnmf resume {re.escape(str(directory))}`",
+            errors[0],
+        ), errors[0]
     else:
         assert "nothing was saved" in errors[0]
     assert not (tmp_path / "o.zarr").exists()
@@ -318,10 +383,14 @@ def _chunk_of_W(path):
 CORRUPTIONS = {
     "W-chunk-truncated": (lambda path: _chunk_of_W(path), _truncate),
     "W-chunk-altered": (lambda path: _chunk_of_W(path), _flip_a_byte),
-    "H-chunk-altered": (lambda path: next(p for p in (path / "H").rglob("*") if p.is_file() and p.name != "zarr.json"),
-                        _flip_a_byte),
-    "attrs-altered": (lambda path: path / "zarr.json",
-                      lambda f: f.write_text(f.read_text().replace('"iteration": 6', '"iteration": 7'))),
+    "H-chunk-altered": (
+        lambda path: next(p for p in (path / "H").rglob("*") if p.is_file() and p.name != "zarr.json"),
+        _flip_a_byte,
+    ),
+    "attrs-altered": (
+        lambda path: path / "zarr.json",
+        lambda f: f.write_text(f.read_text().replace('"iteration": 6', '"iteration": 7')),
+    ),
     "checksums-truncated": (lambda path: path / MANIFEST, _truncate),
     "file-added": (lambda path: path / "W" / "stray", lambda f: f.write_bytes(b"x")),
     "file-removed": (lambda path: _chunk_of_W(path), Path.unlink),
@@ -384,18 +453,23 @@ def test_cli_reports_a_corrupted_checkpoint_and_resumes_from_the_previous_one_wh
     data, _ = stored
     out, directory = tmp_path / "out.zarr", tmp_path / "run.ckpt"
     common = ["--workers", 1, "--threads", "--quiet"]
-    status, _, err = _call(capfd, "fit", data, *OPTIONS[:-1], 6, "--out", out, "--checkpoint", directory,
-                           "--checkpoint-every", 2, *common)
+    status, _, err = _call(
+        capfd, "fit", data, *OPTIONS[:-1], 6, "--out", out, "--checkpoint", directory, "--checkpoint-every", 2, *common
+    )
     assert status == 0, err
     file = _chunk_of_W(directory / "ckpt-000006")
     _truncate(file)
     status, _, err = _call(capfd, "resume", directory, "--max-iter", 8, "--overwrite", *common)
-    _one_error_line(status, err, re.escape(str(file)), r"fails its checksum",
-                    rf"`dnmf resume {re.escape(str(directory))} --from ckpt-000004`")
+    _one_error_line(
+        status,
+        err,
+        re.escape(str(file)),
+        r"fails its checksum",
+        rf"`dnmf resume {re.escape(str(directory))} --from ckpt-000004`",
+    )
     status, _, err = _call(capfd, "info", directory)
     _one_error_line(status, err, re.escape(str(file)))
-    status, _, err = _call(capfd, "resume", directory, "--from", "ckpt-000004", "--max-iter", 8, "--overwrite",
-                           *common)
+    status, _, err = _call(capfd, "resume", directory, "--from", "ckpt-000004", "--max-iter", 8, "--overwrite", *common)
     assert status == 0, err
     _assert_same(out, run(str(data), {**PARAMS, "max_iter": 8}, as_numpy=True))
 
@@ -409,8 +483,7 @@ def _mounted(target, *options):
     target.mkdir(parents=True, exist_ok=True)
     commands = {
         "tmpfs": [["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(target)]],
-        "read-only": [["mount", "--bind", str(target), str(target)],
-                      ["mount", "-o", "remount,ro,bind", str(target)]],
+        "read-only": [["mount", "--bind", str(target), str(target)], ["mount", "-o", "remount,ro,bind", str(target)]],
     }[options[0]]
     done = []
     try:
@@ -451,17 +524,20 @@ def _refused_before_the_cluster_starts(capfd, args, *fragments):
 def test_no_room_for_out_or_checkpoints_is_refused_before_the_first_iteration(capfd, tmp_path, small_input):
     with _mounted(tmp_path / "small", "tmpfs") as small:
         _refused_before_the_cluster_starts(
-            capfd, [small_input, "--out", small / "out.zarr"],
+            capfd,
+            [small_input, "--out", small / "out.zarr"],
             r"not enough space for OUT .*/small/out\.zarr: it needs about 1\.2 MiB .*free in .*/small",
         )
         _refused_before_the_cluster_starts(
-            capfd, [small_input, "--out", tmp_path / "out.zarr", "--checkpoint", small / "ckpt"],
+            capfd,
+            [small_input, "--out", tmp_path / "out.zarr", "--checkpoint", small / "ckpt"],
             r"not enough space for checkpoint directory .*/small/ckpt",
         )
         assert not (tmp_path / "out.zarr").exists() and os.listdir(small) == []
         _fill(small)
         _refused_before_the_cluster_starts(
-            capfd, [small_input, "--out", small / "out.zarr"],
+            capfd,
+            [small_input, "--out", small / "out.zarr"],
             r"cannot write OUT .*/small/out\.zarr: No space left on device",
         )
         with pytest.raises(OSError, match="No space left on device"):
@@ -472,17 +548,22 @@ def test_no_room_for_out_or_checkpoints_is_refused_before_the_first_iteration(ca
 def test_no_permission_for_out_or_checkpoints_is_refused_before_the_first_iteration(capfd, tmp_path, small_input):
     with _mounted(tmp_path / "locked", "read-only") as locked:
         _refused_before_the_cluster_starts(
-            capfd, [small_input, "--out", locked / "out.zarr"], r"cannot write OUT .*/locked/out\.zarr: Read-only file system"
+            capfd,
+            [small_input, "--out", locked / "out.zarr"],
+            r"cannot write OUT .*/locked/out\.zarr: Read-only file system",
         )
         _refused_before_the_cluster_starts(
-            capfd, [small_input, "--out", tmp_path / "out.zarr", "--checkpoint", locked / "deeper" / "ckpt"],
+            capfd,
+            [small_input, "--out", tmp_path / "out.zarr", "--checkpoint", locked / "deeper" / "ckpt"],
             r"cannot write checkpoint directory .*/locked/deeper/ckpt: Read-only file system \(probe of .*/locked\)",
         )
         with pytest.raises(OSError, match="Read-only file system"):
             NMF(n_components=1, checkpoint=locked / "ckpt").fit(np.ones((4, 3)))
     (tmp_path / "a-file").write_text("x")
     _refused_before_the_cluster_starts(
-        capfd, [small_input, "--out", tmp_path / "a-file" / "out.zarr"], r"cannot write OUT .*a-file/out\.zarr: .*a-file is not a directory"
+        capfd,
+        [small_input, "--out", tmp_path / "a-file" / "out.zarr"],
+        r"cannot write OUT .*a-file/out\.zarr: .*a-file is not a directory",
     )
     with pytest.raises(NotADirectoryError, match="is not a directory"):
         check_writable(tmp_path / "a-file" / "x" / "y")
@@ -499,8 +580,9 @@ def test_a_run_killed_while_writing_out_leaves_the_previous_out_intact(capfd, tm
     status, _, err = _call(capfd, "fit", data, *options)
     assert status == 0, err
     before = _tree_hashes(out)
-    process = _start(["fit", data, *options, "--overwrite", "--max-iter", 4],
-                     env={"DNMF_TEST_PAUSE_IN_RESULT_WRITE": str(TIMEOUT)})
+    process = _start(
+        ["fit", data, *options, "--overwrite", "--max-iter", 4], env={"DNMF_TEST_PAUSE_IN_RESULT_WRITE": str(TIMEOUT)}
+    )
     hidden = lambda: [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]  # noqa: E731
     _wait_for(lambda: any((p / "W" / "zarr.json").exists() for p in hidden()), process, "OUT's W written")
     _kill(process)
@@ -540,22 +622,41 @@ class _Cluster:
 
     def _spawn(self, name, *args):
         log = open(self.logs / f"{name}.log", "w")
-        process = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=self.logs, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, cwd=self.logs, start_new_session=True
+        )
         self.processes.append((process, log))
         return process
 
     def start(self):
-        self._spawn("scheduler", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                    "--port", self.address.rsplit(":", 1)[1], "--no-dashboard")
+        self._spawn(
+            "scheduler",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            self.address.rsplit(":", 1)[1],
+            "--no-dashboard",
+        )
         for _ in range(2):
             self.add_worker()
         self.wait_for_workers(2)
 
     def add_worker(self):
-        self.workers.append(self._spawn(f"worker-{len(self.workers)}", "distributed.cli.dask_worker", self.address,
-                                        "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard",
-                                        "--memory-limit", "1GiB"))
+        self.workers.append(
+            self._spawn(
+                f"worker-{len(self.workers)}",
+                "distributed.cli.dask_worker",
+                self.address,
+                "--nthreads",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--no-dashboard",
+                "--memory-limit",
+                "1GiB",
+            )
+        )
 
     def wait_for_workers(self, n):
         from distributed import Client
@@ -618,7 +719,9 @@ CLUSTER_OPTIONS = ["--rank", 5, "--init", "random", "--seed", 2, "--tol", 0, "--
 @pytest.fixture(scope="module")
 def alone(cluster, cluster_inputs):
     """Each input's fit on the cluster, undisturbed and alone (from the API)."""
-    return {path: run(str(path), {**CLUSTER_PARAMS, "client": cluster.address}, as_numpy=True) for path in cluster_inputs}
+    return {
+        path: run(str(path), {**CLUSTER_PARAMS, "client": cluster.address}, as_numpy=True) for path in cluster_inputs
+    }
 
 
 def _scheduler_tasks(address):
@@ -633,9 +736,22 @@ def test_two_fits_at_once_on_one_cluster_get_what_they_get_alone(cluster, cluste
     processes = {}
     for path in cluster_inputs:
         name = path.stem
-        processes[path] = _start(["fit", path, *CLUSTER_OPTIONS, "--out", tmp_path / f"{name}-out.zarr",
-                                  "--checkpoint", tmp_path / f"{name}.ckpt", "--checkpoint-every", 1,
-                                  "--scheduler", cluster.address, "--quiet"])
+        processes[path] = _start(
+            [
+                "fit",
+                path,
+                *CLUSTER_OPTIONS,
+                "--out",
+                tmp_path / f"{name}-out.zarr",
+                "--checkpoint",
+                tmp_path / f"{name}.ckpt",
+                "--checkpoint-every",
+                1,
+                "--scheduler",
+                cluster.address,
+                "--quiet",
+            ]
+        )
     both = lambda: all(_current(tmp_path / f"{p.stem}.ckpt") for p in cluster_inputs)  # noqa: E731
     _wait_for(both, next(iter(processes.values())), "both fits iterating")
     assert all(process.poll() is None for process in processes.values())  # both iterating at once
@@ -649,8 +765,21 @@ def test_two_fits_at_once_on_one_cluster_get_what_they_get_alone(cluster, cluste
 def test_worker_killed_mid_iteration_the_cli_fit_completes_as_undisturbed(cluster, cluster_inputs, alone, tmp_path):
     dense, _ = cluster_inputs
     out, directory = tmp_path / "out.zarr", tmp_path / "run.ckpt"
-    process = _start(["fit", dense, *CLUSTER_OPTIONS, "--out", out, "--checkpoint", directory,
-                      "--checkpoint-every", 3, "--scheduler", cluster.address])
+    process = _start(
+        [
+            "fit",
+            dense,
+            *CLUSTER_OPTIONS,
+            "--out",
+            out,
+            "--checkpoint",
+            directory,
+            "--checkpoint-every",
+            3,
+            "--scheduler",
+            cluster.address,
+        ]
+    )
     progress = _Progress(process)
     _wait_for(lambda: progress.iteration >= 4, process, "iteration 4")
     cluster.kill_worker()  # with its blocks of W and H, mid-iteration

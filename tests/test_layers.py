@@ -108,7 +108,7 @@ def test_no_import_cycles():
         state[node] = "open"
         for child in sorted(graph[node]):
             if state.get(child) == "open":
-                cycle = trail[trail.index(child):] + [child]
+                cycle = trail[trail.index(child) :] + [child]
                 pytest.fail(f"import cycle: {' -> '.join(cycle)}")
             if child not in state:
                 visit(child, trail + [child])
@@ -131,7 +131,11 @@ def test_only_the_driver_computes():
         if name == "dnmf.engine.driver":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("compute", "persist"):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("compute", "persist")
+            ):
                 calls.append(f"{name}:{node.lineno}")
     assert not calls, f"compute/persist outside dnmf.engine.driver: {calls}"
 
@@ -175,8 +179,11 @@ def test_no_private_name_crosses_modules():
             if isinstance(node, ast.ImportFrom) and _source(node, _package(name, path)).startswith("dnmf"):
                 crossing += [f"{name} imports {alias.name}" for alias in node.names if alias.name.startswith("_")]
             elif (
-                isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
-                and node.attr.startswith("_") and not node.attr.startswith("__")
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in modules
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
             ):
                 crossing.append(f"{name} uses {modules[node.value.id]}.{node.attr}")
     assert not crossing, crossing

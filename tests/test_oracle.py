@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from fitting import fit
 from sklearn.decomposition import NMF
 from sklearn.decomposition import non_negative_factorization as sk_nmf
 from sklearn.decomposition._nmf import _beta_divergence, _initialize_nmf
@@ -19,11 +20,9 @@ from sklearn.utils.extmath import randomized_svd
 
 from dnmf.api import non_negative_factorization as nmf
 from dnmf.engine.driver import to_numpy
-from fitting import fit
 from dnmf.engine.initialization import nndsvd_from_svd
-from dnmf.params import beta_to_float
-from dnmf.params import compute_penalties
 from dnmf.engine.solvers import TREE_FAN_IN
+from dnmf.params import beta_to_float, compute_penalties
 
 M, N, K = 29, 13, 5
 #: 10 panels of 3 rows: more than TREE_FAN_IN, so the reduction tree has two levels.
@@ -69,7 +68,12 @@ def test_iterates_equal_sklearn(solver, beta_loss, penalty, sparse, dtype, make_
     X = _data(make_matrix, beta_loss, sparse, dtype)
     W0, H0 = make_factors(M, N, K, seed=2, dtype=dtype)
     kwargs = dict(
-        n_components=K, init="custom", solver=solver, beta_loss=beta_loss, tol=0, max_iter=ITERATIONS,
+        n_components=K,
+        init="custom",
+        solver=solver,
+        beta_loss=beta_loss,
+        tol=0,
+        max_iter=ITERATIONS,
         **PENALTIES[penalty],
     )
     W_sk, H_sk, n_sk = sk_nmf(X, W0.copy(), H0.copy(), **kwargs)
@@ -90,8 +94,18 @@ def test_loss_history_is_sklearn_beta_divergence_of_each_iterate(solver, beta_lo
     W0, H0 = make_factors(M, N, K, seed=3)
     beta = beta_to_float(beta_loss)
     result = fit(
-        X, K, solver=solver, beta_loss=beta, init="custom", W=W0, H=H0, max_iter=ITERATIONS, tol=0,
-        alpha_W=0.02, l1_ratio=0.5, panel_rows=PANEL_ROWS,
+        X,
+        K,
+        solver=solver,
+        beta_loss=beta,
+        init="custom",
+        W=W0,
+        H=H0,
+        max_iter=ITERATIONS,
+        tol=0,
+        alpha_W=0.02,
+        l1_ratio=0.5,
+        panel_rows=PANEL_ROWS,
     )
     assert result.n_iter == ITERATIONS
     assert len(result.loss_history) == ITERATIONS + 1
@@ -99,8 +113,17 @@ def test_loss_history_is_sklearn_beta_divergence_of_each_iterate(solver, beta_lo
     expected = [_beta_divergence(X, W0, H0, beta)]
     for t in range(1, ITERATIONS + 1):
         W_t, H_t, _ = sk_nmf(
-            X, W0.copy(), H0.copy(), n_components=K, init="custom", solver=solver, beta_loss=beta_loss,
-            tol=0, max_iter=t, alpha_W=0.02, l1_ratio=0.5,
+            X,
+            W0.copy(),
+            H0.copy(),
+            n_components=K,
+            init="custom",
+            solver=solver,
+            beta_loss=beta_loss,
+            tol=0,
+            max_iter=t,
+            alpha_W=0.02,
+            l1_ratio=0.5,
         )
         expected.append(_beta_divergence(X, W_t, H_t, beta))
     np.testing.assert_allclose(result.loss_history, expected, rtol=1e-8)

@@ -22,7 +22,7 @@ IMPORT = "from sklearn.decomposition import NMF, MiniBatchNMF, non_negative_fact
 #: What it becomes.
 DNMF_IMPORT = "from sklearn.decomposition import MiniBatchNMF\nfrom dnmf import NMF, non_negative_factorization"
 #: A conftest that leaves out the tests of MiniBatchNMF itself.
-CONFTEST = '''
+CONFTEST = """
 def pytest_collection_modifyitems(config, items):
     def of_minibatch(item):
         name = item.originalname or item.name
@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(config, items):
     kept = [item for item in items if not of_minibatch(item)]
     config.hook.pytest_deselected(items=[item for item in items if of_minibatch(item)])
     items[:] = kept
-'''
+"""
 
 
 @pytest.mark.slow
@@ -44,7 +44,10 @@ def test_scikit_learns_nmf_tests_pass_against_dnmf(tmp_path):
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_sklearn_nmf.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=1200,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]

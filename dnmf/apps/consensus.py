@@ -367,30 +367,40 @@ def _batches(jobs, shape, itemsize, panel_rows, tasks, budget):
     return batches + [current] if current else batches
 
 
-def check_options(replicates, density_threshold, neighbors, preprocess="none", top_genes=TOP_GENES, spell=None,
-                  refit_usages=None):
+def check_options(
+    replicates, density_threshold, neighbors, preprocess="none", top_genes=TOP_GENES, spell=None, refit_usages=None
+):
     """Check the consensus options; ``spell`` maps a name to what the user typed."""
     name = (spell or {}).get
     if preprocess not in PREPROCESSING:
-        raise ParameterError(f"{name('preprocess', 'preprocess')} must be one of {', '.join(PREPROCESSING)}, "
-                             f"got {preprocess!r}")
+        raise ParameterError(
+            f"{name('preprocess', 'preprocess')} must be one of {', '.join(PREPROCESSING)}, got {preprocess!r}"
+        )
     check_top_genes(top_genes, name("top_genes", "top_genes"))
     if refit_usages is not None:
         if preprocess != "counts":
-            raise ParameterError(f"{name('refit_usages', 'refit_usages')} applies with "
-                                 f"{name('preprocess', 'preprocess')} counts (there is no TPM otherwise)")
+            raise ParameterError(
+                f"{name('refit_usages', 'refit_usages')} applies with "
+                f"{name('preprocess', 'preprocess')} counts (there is no TPM otherwise)"
+            )
         if refit_usages not in REFIT_USAGES:
-            raise ParameterError(f"{name('refit_usages', 'refit_usages')} must be one of {', '.join(REFIT_USAGES)}, "
-                                 f"got {refit_usages!r}")
+            raise ParameterError(
+                f"{name('refit_usages', 'refit_usages')} must be one of {', '.join(REFIT_USAGES)}, got {refit_usages!r}"
+            )
     if isinstance(replicates, bool) or int(replicates) != replicates or replicates < 2:
-        raise ParameterError(f"{name('replicates', 'replicates')} must be an integer >= 2 (the consensus compares "
-                             f"replicates), got {replicates!r}")
+        raise ParameterError(
+            f"{name('replicates', 'replicates')} must be an integer >= 2 (the consensus compares "
+            f"replicates), got {replicates!r}"
+        )
     if not 0 < density_threshold <= 2:
-        raise ParameterError(f"{name('density_threshold', 'density_threshold')} must be in (0, 2] (distances between "
-                             f"unit vectors), got {density_threshold!r}")
+        raise ParameterError(
+            f"{name('density_threshold', 'density_threshold')} must be in (0, 2] (distances between "
+            f"unit vectors), got {density_threshold!r}"
+        )
     if not 0 < neighbors <= 1:
-        raise ParameterError(f"{name('neighbors', 'neighbors')} must be in (0, 1] (a fraction of the replicates), "
-                             f"got {neighbors!r}")
+        raise ParameterError(
+            f"{name('neighbors', 'neighbors')} must be in (0, 1] (a fraction of the replicates), got {neighbors!r}"
+        )
 
 
 def _check(ranks, shape, params, features="n_features"):
@@ -495,24 +505,35 @@ def consensus(
         spectra = {k: [] for k in ranks}
         budget = batch_bytes or _memory_budget()
         tasks = max(1, sum(p["client"].nthreads().values()) if p["client"] is not None else _threads())
-        batches = [[(k, int(random_state) + SEED_STRIDE * k + r) for k, r in batch]
-                   for batch in _batches(jobs, panels.shape, panels.dtype.itemsize, max(panels.row_chunks), tasks,
-                                         budget)]
+        batches = [
+            [(k, int(random_state) + SEED_STRIDE * k + r) for k, r in batch]
+            for batch in _batches(jobs, panels.shape, panels.dtype.itemsize, max(panels.row_chunks), tasks, budget)
+        ]
         store = None
         if checkpoint is not None:
             c = checkpoint if isinstance(checkpoint, api.Checkpointing) else api.Checkpointing(checkpoint)
-            settings = dict(ranks=ranks, replicates=int(replicates), random_state=int(random_state),
-                            preprocess=preprocess, top_genes=int(top_genes) if preprocess == "counts" else None)
-            store = ConsensusCheckpoint(c.directory, panels, p, settings, every=c.every, seconds=c.seconds,
-                                        run_info=c.run_info)
+            settings = dict(
+                ranks=ranks,
+                replicates=int(replicates),
+                random_state=int(random_state),
+                preprocess=preprocess,
+                top_genes=int(top_genes) if preprocess == "counts" else None,
+            )
+            store = ConsensusCheckpoint(
+                c.directory, panels, p, settings, every=c.every, seconds=c.seconds, run_info=c.run_info
+            )
             batches = store.plan(batches)
         for number, members in enumerate(batches, 1):
             K = sum(k for k, _ in members)
             done = None if store is None else store.finished(number)
             if done is None:
                 logger.info("ensemble %d of %d: %d fits, total rank %d", number, len(batches), len(members), K)
-                job = api.prepare(panels, {**p, "n_components": K}, members=members,
-                                  checkpointing=None if store is None else store.checkpointing(number))
+                job = api.prepare(
+                    panels,
+                    {**p, "n_components": K},
+                    members=members,
+                    checkpointing=None if store is None else store.checkpointing(number),
+                )
                 if job.start is not None:
                     logger.info("ensemble %d: resuming from iteration %d", number, job.start.iteration)
                 result = api.run_job(job, callback=callback)
@@ -527,8 +548,9 @@ def consensus(
                 spectra[k].append(spectrum)
             if callback is not None:
                 callback(None)
-        outcomes = {k: consensus_of_rank(np.vstack(spectra[k]), k, replicates, density_threshold, neighbors)
-                    for k in ranks}
+        outcomes = {
+            k: consensus_of_rank(np.vstack(spectra[k]), k, replicates, density_threshold, neighbors) for k in ranks
+        }
         H_all = np.vstack([outcomes[k][0] for k in ranks]).astype(panels.dtype)
         refit = _refit(panels, H_all, ranks, p)
         passes += 2
@@ -559,9 +581,19 @@ def consensus(
         scores.append(ConsensusScore(k, outcomes[k][3], error, relative, int((outcomes[k][1] >= 0).sum())))
         logger.info("rank %d: stability %.3f, relative error %.4g", k, scores[-1].stability, relative)
     recommended, rule = recommend_k(scores)
-    report = ConsensusReport(tuple(scores), recommended, rule, int(replicates), float(density_threshold),
-                             float(neighbors), len(batches), passes, time.perf_counter() - started,
-                             as_dict(preprocessing), refit_usages or "input")
+    report = ConsensusReport(
+        tuple(scores),
+        recommended,
+        rule,
+        int(replicates),
+        float(density_threshold),
+        float(neighbors),
+        len(batches),
+        passes,
+        time.perf_counter() - started,
+        as_dict(preprocessing),
+        refit_usages or "input",
+    )
     return Consensus(
         report,
         spectra={k: outcomes[k][0][orders[k]] for k in ranks},
@@ -578,8 +610,15 @@ def consensus(
 
 def _refit(panels, H, ranks, p):
     """The usages of every rank's spectra ``H`` (stacked) against ``panels``, H fixed."""
-    return api.run_job(api.prepare(panels, {**p, "n_components": H.shape[0], "init": None}, H=H, update_H=False,
-                                   members=[(k, None) for k in ranks]))
+    return api.run_job(
+        api.prepare(
+            panels,
+            {**p, "n_components": H.shape[0], "init": None},
+            H=H,
+            update_H=False,
+            members=[(k, None) for k in ranks],
+        )
+    )
 
 
 def _orders(shares, ranks):
@@ -615,8 +654,14 @@ def _tpm_spectra(counts, preprocessing, refit, ranks, p):
     if not frobenius:  # cNMF's refit_spectra with its loss: MU with the usages fixed
         start = np.vstack([np.full((k, tpm.shape[1]), np.sqrt(preprocessing.tpm_mean.mean() / k)) for k in ranks])
         config = resolve({**p, "n_components": K, "init": "custom"}, shape=tpm.shape)
-        solved = factorize(tpm, config, W=normalized_usages(refit.W, ranks), H=start.astype(tpm.dtype),
-                           update_W=False, members=[(k, None) for k in ranks])
+        solved = factorize(
+            tpm,
+            config,
+            W=normalized_usages(refit.W, ranks),
+            H=start.astype(tpm.dtype),
+            update_W=False,
+            members=[(k, None) for k in ranks],
+        )
         passes += solved.n_iter + 1
         logger.info("spectra in TPM units: %d multiplicative updates", solved.n_iter)
     spectra_tpm, spectra_score = {}, {}
@@ -624,13 +669,19 @@ def _tpm_spectra(counts, preprocessing, refit, ranks, p):
         order = orders[k]
         normalized, raw = np.arange(a, b)[order], np.arange(K + a, K + b)[order]
         if frobenius:
-            spectra_tpm[k], n_iter = nonnegative_spectra(products.gram[np.ix_(normalized, normalized)],
-                                                         products.cross[normalized], p["tol"], p["max_iter"])
+            spectra_tpm[k], n_iter = nonnegative_spectra(
+                products.gram[np.ix_(normalized, normalized)], products.cross[normalized], p["tol"], p["max_iter"]
+            )
             logger.info("rank %d: spectra in TPM units solved in %d iterations", k, n_iter)
         else:
             spectra_tpm[k] = np.asarray(solved.H[a:b][order], dtype=np.float64)
-        spectra_score[k] = gene_scores(products.gram[np.ix_(raw, raw)], products.cross[raw], products.totals[raw],
-                                       preprocessing.tpm_mean, preprocessing.tpm_var)
+        spectra_score[k] = gene_scores(
+            products.gram[np.ix_(raw, raw)],
+            products.cross[raw],
+            products.totals[raw],
+            preprocessing.tpm_mean,
+            preprocessing.tpm_var,
+        )
     return orders, spectra_tpm, spectra_score, passes
 
 
@@ -666,8 +717,9 @@ def _usages(W, ranks, orders=None):
 RESULT_FORMATS = ("zarr", "h5ad")
 
 
-def write_consensus(path, result, params, *, input_path=None, overwrite=False, result_format="zarr",
-                    labels=(None, None)):
+def write_consensus(
+    path, result, params, *, input_path=None, overwrite=False, result_format="zarr", labels=(None, None)
+):
     """Write a :class:`Consensus` as the directory ``path`` (a local path), whole or not
     at all: ``consensus.json``, one fit result per rank (H the consensus spectra, W the
     usages) -- ``k<K>.zarr``, or with ``result_format="h5ad"`` an AnnData file
@@ -692,11 +744,21 @@ def write_consensus(path, result, params, *, input_path=None, overwrite=False, r
         (temp / "consensus.json").write_text(report.to_json())
         for score, loss in zip(report.scores, refit.member_losses):
             k = score.rank
-            fitted = FitResult(result.usages[k], result.spectra[k].astype(refit.H.dtype), refit.n_iter, [loss],
-                               refit.converged, refit.norm_V)
-            write_fit(temp / f"k{k}.{result_format}", fitted,
-                      {**DEFAULTS, **params, "n_components": k, "init": "custom"}, input_path=input_path,
-                      labels=(rows, columns))
+            fitted = FitResult(
+                result.usages[k],
+                result.spectra[k].astype(refit.H.dtype),
+                refit.n_iter,
+                [loss],
+                refit.converged,
+                refit.norm_V,
+            )
+            write_fit(
+                temp / f"k{k}.{result_format}",
+                fitted,
+                {**DEFAULTS, **params, "n_components": k, "init": "custom"},
+                input_path=input_path,
+                labels=(rows, columns),
+            )
             if result.spectra_tpm is not None:
                 write_spectra_table(temp / f"k{k}.spectra_tpm.tsv", result.spectra_tpm[k], genes)
                 write_spectra_table(temp / f"k{k}.spectra_score.tsv", result.spectra_score[k], genes)

@@ -125,15 +125,24 @@ class ConsensusCheckpoint:
         fingerprint = matrix_fingerprint(self.panels)
         if not is_consensus_checkpoint(self.directory):
             self.directory.mkdir(parents=True, exist_ok=True)
-            run = {"format": RUN_FORMAT, "version": RUN_VERSION, **self.settings, "fingerprint": fingerprint,
-                   "params": result_params(self.params), "batches": [[[int(k), int(seed)] for k, seed in batch]
-                                                                     for batch in batches], "run": self.run_info}
+            run = {
+                "format": RUN_FORMAT,
+                "version": RUN_VERSION,
+                **self.settings,
+                "fingerprint": fingerprint,
+                "params": result_params(self.params),
+                "batches": [[[int(k), int(seed)] for k, seed in batch] for batch in batches],
+                "run": self.run_info,
+            }
             _write_file(self.directory / RUN_FILE, json.dumps(run, indent=1) + "\n")
             return [list(batch) for batch in batches]
         run = read_run(self.directory)
         where = str(self.directory / RUN_FILE)
-        changed = [f"{name}: checkpoint {run.get(name)!r}, now {self.settings[name]!r}"
-                   for name in SETTINGS if run.get(name) != self.settings[name]]
+        changed = [
+            f"{name}: checkpoint {run.get(name)!r}, now {self.settings[name]!r}"
+            for name in SETTINGS
+            if run.get(name) != self.settings[name]
+        ]
         if changed:
             raise CheckpointMismatch(f"cannot resume from {where}: the consensus differs ({'; '.join(changed)})")
         check_compatible({"path": where, **run}, fingerprint, self.params)
@@ -163,8 +172,9 @@ class ConsensusCheckpoint:
         with publish_directory(self._finished_path(number), overwrite=True) as temp:
             temp.mkdir()
             np.save(temp / "H.npy", np.asarray(H))
-            (temp / "batch.json").write_text(json.dumps(
-                {"n_iter": int(n_iter), "members": [[int(k), int(seed)] for k, seed in members]}) + "\n")
+            (temp / "batch.json").write_text(
+                json.dumps({"n_iter": int(n_iter), "members": [[int(k), int(seed)] for k, seed in members]}) + "\n"
+            )
         running = Path(self.checkpointing(number).directory)
         if running.exists():
             remove(running)

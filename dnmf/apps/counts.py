@@ -80,8 +80,13 @@ class CountPreprocessing:
 
     def to_dict(self):
         """A JSON-ready dict (the kept columns and their scale)."""
-        return {"kind": "counts", "target_sum": self.target_sum, "top_genes": int(self.columns.size),
-                "columns": self.columns.tolist(), "scale": self.scale.tolist()}
+        return {
+            "kind": "counts",
+            "target_sum": self.target_sum,
+            "top_genes": int(self.columns.size),
+            "columns": self.columns.tolist(),
+            "scale": self.scale.tolist(),
+        }
 
 
 def check_top_genes(top_genes, spell="top_genes"):
@@ -150,4 +155,3 @@ def tpm_refit_spectra(spectra_tpm, preprocessing):
 def as_dict(preprocessing):
     """:meth:`CountPreprocessing.to_dict`, or ``{"kind": "none"}``."""
     return {"kind": "none"} if preprocessing is None else preprocessing.to_dict()
-

@@ -260,15 +260,31 @@ def _reconstruction(V, WH, shape, sample, out, annotate):
     where = {"row_labels": rows if len(rows) < m else None, "column_labels": columns if len(columns) < n else None}
     _heatmap(axes[0], V, "V", vmin=0, vmax=high, annotate=annotate, **where)
     _heatmap(axes[1], WH, "W·H", vmin=0, vmax=high, annotate=annotate, **where)
-    _heatmap(axes[2], R, f"V − W·H (relative error {relative:.3g} on the sample)", cmap=RESIDUAL_CMAP,
-             vmin=-bound, vmax=bound, annotate=annotate, **where)
+    _heatmap(
+        axes[2],
+        R,
+        f"V − W·H (relative error {relative:.3g} on the sample)",
+        cmap=RESIDUAL_CMAP,
+        vmin=-bound,
+        vmax=bound,
+        annotate=annotate,
+        **where,
+    )
     notes = f"{_sample_note(len(rows), m, 'rows')}; {_sample_note(len(columns), n, 'columns')}"
     figure.suptitle(f"V ({m} x {n}) and its reconstruction — {notes}", fontsize=11)
     return save_figure(figure, out)
 
 
 def plot_factors(
-    W, H, *, out=None, max_rows=SAMPLE_ROWS, max_columns=SAMPLE_COLUMNS, annotate=None, feature_names=None, row_labels=None
+    W,
+    H,
+    *,
+    out=None,
+    max_rows=SAMPLE_ROWS,
+    max_columns=SAMPLE_COLUMNS,
+    annotate=None,
+    feature_names=None,
+    row_labels=None,
 ):
     """Heatmaps of W (rows x components) and H (components x features).
 
@@ -314,10 +330,22 @@ def _factors_figure(W, H, m, rows, row_labels, out, max_columns, annotate, featu
     figure = new_figure(FACTORS_SIZE)
     left, right = figure.subplots(1, 2, width_ratios=[1, 2])
     components = [f"c{c}" for c in range(k)]
-    _heatmap(left, W, f"W ({m} x {k}) — {_sample_note(W.shape[0], m, 'rows')}", annotate=annotate,
-             row_labels=row_labels, column_labels=components)
-    _heatmap(right, H[:, columns], f"H ({k} x {n}) — {_sample_note(len(columns), n, 'columns')}", annotate=annotate,
-             row_labels=components, column_labels=feature_names)
+    _heatmap(
+        left,
+        W,
+        f"W ({m} x {k}) — {_sample_note(W.shape[0], m, 'rows')}",
+        annotate=annotate,
+        row_labels=row_labels,
+        column_labels=components,
+    )
+    _heatmap(
+        right,
+        H[:, columns],
+        f"H ({k} x {n}) — {_sample_note(len(columns), n, 'columns')}",
+        annotate=annotate,
+        row_labels=components,
+        column_labels=feature_names,
+    )
     left.set_xlabel("component")
     right.set_ylabel("component")
     return save_figure(figure, out)
@@ -455,8 +483,17 @@ def _factors(source):
 
 
 def plot(
-    source, kind, out=None, *, V=None, image_shape=None, feature_names=None, row_labels=None, max_rows=SAMPLE_ROWS,
-    max_columns=SAMPLE_COLUMNS, annotate=None,
+    source,
+    kind,
+    out=None,
+    *,
+    V=None,
+    image_shape=None,
+    feature_names=None,
+    row_labels=None,
+    max_rows=SAMPLE_ROWS,
+    max_columns=SAMPLE_COLUMNS,
+    annotate=None,
 ):
     """One of the plots of a fitted model, by name (what `dnmf plot` draws).
 
@@ -505,7 +542,13 @@ def plot(
         return _reconstruction(V_rows[:, columns], W_rows @ H[:, columns], (m, n), (rows, columns), out, annotate)
     if kind == "factors":
         return plot_factors(
-            W, H, out=out, max_rows=max_rows, max_columns=max_columns, annotate=annotate, feature_names=feature_names,
+            W,
+            H,
+            out=out,
+            max_rows=max_rows,
+            max_columns=max_columns,
+            annotate=annotate,
+            feature_names=feature_names,
             row_labels=row_labels,
         )
     return plot_reconstruction(V, W, H, out=out, max_rows=max_rows, max_columns=max_columns, annotate=annotate)

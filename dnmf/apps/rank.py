@@ -310,7 +310,9 @@ def _run_as_tasks(client, X, jobs, p, random_state, perturbation, window, callba
             return
         index, (k, r) = item
         seed = int(random_state) + SEED_STRIDE * k + r
-        future = client.submit(_fit_task, source, params, k, seed, perturbation, pure=False, key=f"dnmf-rank-{k}-{r}-{os.urandom(4).hex()}")
+        future = client.submit(
+            _fit_task, source, params, k, seed, perturbation, pure=False, key=f"dnmf-rank-{k}-{r}-{os.urandom(4).hex()}"
+        )
         index_of[future.key] = index
         running.add(future)
 
@@ -389,7 +391,9 @@ def select_rank(
         raise ParameterError(f"perturbation must be in [0, 1), got {perturbation!r}")
     unknown = set(params) - set(DEFAULTS)
     if unknown or "n_components" in params or "random_state" in params:
-        raise ParameterTypeError(f"unexpected parameter(s) {sorted(unknown | ({'n_components', 'random_state'} & set(params)))}")
+        raise ParameterTypeError(
+            f"unexpected parameter(s) {sorted(unknown | ({'n_components', 'random_state'} & set(params)))}"
+        )
     p = {**DEFAULTS, "init": "random", **params}
     validate_params({**p, "n_components": ranks[-1], "random_state": int(random_state)})
     if mode not in ("auto", "tasks", "threads"):
@@ -414,12 +418,20 @@ def select_rank(
             return _report(ranks, jobs, outcomes, threshold, replicates, perturbation, seconds)
         panels = as_panels(X, panel_rows=p["panel_rows"])
         if active is not None and panels.in_memory:
-            panels = dataclasses.replace(panels, array=persist(panels.array)[0], in_memory=False)  # shipped once for all fits
+            panels = dataclasses.replace(
+                panels, array=persist(panels.array)[0], in_memory=False
+            )  # shipped once for all fits
         started = time.perf_counter()
 
         def run(job):
             k, r = job
-            outcome = _fit_one(panels, p, k, int(random_state) + SEED_STRIDE * k + r, perturbation)
+            outcome = _fit_one(
+                panels,  # noqa: F821 (bound until the del below)
+                p,
+                k,
+                int(random_state) + SEED_STRIDE * k + r,
+                perturbation,
+            )
             if callback is not None:
                 callback(k, r)
             return outcome
@@ -444,14 +456,21 @@ def _report(ranks, jobs, outcomes, threshold, replicates, perturbation, seconds)
         worst, mean = stability([o[0] for o in mine])
         scores.append(
             RankScore(
-                k, float(np.mean(errors)), float(np.std(errors)), worst, mean,
-                float(np.mean([o[2] for o in mine])), int(sum(o[3] for o in mine)),
+                k,
+                float(np.mean(errors)),
+                float(np.std(errors)),
+                worst,
+                mean,
+                float(np.mean([o[2] for o in mine])),
+                int(sum(o[3] for o in mine)),
             )
         )
         logger.info("rank %d: error %.4g, stability %.3f", k, scores[-1].error, worst)
     recommended, rule = recommend_rank(scores, threshold)
     elbow = error_elbow(ranks, [s.error for s in scores])
-    return RankReport(tuple(scores), recommended, elbow, float(threshold), int(replicates), float(perturbation), seconds, rule)
+    return RankReport(
+        tuple(scores), recommended, elbow, float(threshold), int(replicates), float(perturbation), seconds, rule
+    )
 
 
 # ----------------------------------------------------------------------------- plot

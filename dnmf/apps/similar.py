@@ -219,6 +219,4 @@ def similar(model_or_W, query, top=5, labels=None, *, exclude_query=True):
     exact = _cosine_block(compute(vectors[rows])[0] if len(rows) else np.empty((0, vectors.shape[1])), unit)
     order = np.lexsort((rows, -exact))[:top]
     logger.debug("similar: %d candidates from %d panels", len(candidates), vectors.numblocks[0])
-    return [
-        Neighbor(int(rows[i]), float(exact[i]), None if labels is None else labels[int(rows[i])]) for i in order
-    ]
+    return [Neighbor(int(rows[i]), float(exact[i]), None if labels is None else labels[int(rows[i])]) for i in order]

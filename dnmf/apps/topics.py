@@ -359,8 +359,16 @@ class Topics:
 
 
 def find_topics(
-    source, n_components, *, top=DEFAULT_TOP, column=None, label_column=None, store=None, overwrite=False,
-    vectorizer=None, **nmf_params,
+    source,
+    n_components,
+    *,
+    top=DEFAULT_TOP,
+    column=None,
+    label_column=None,
+    store=None,
+    overwrite=False,
+    vectorizer=None,
+    **nmf_params,
 ):
     """Topics of a set of documents in one call: tf-idf → Zarr → NMF → top terms and mixes.
 

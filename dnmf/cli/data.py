@@ -8,7 +8,14 @@ import click
 
 from ..io.describe import describe
 from ..io.generate import (
-    DEFAULT_DTYPE, DEFAULT_NOISE, DEFAULT_RANK, DEFAULT_SEED, DEFAULT_SHAPE, DTYPES, SHAPES, generate,
+    DEFAULT_DTYPE,
+    DEFAULT_NOISE,
+    DEFAULT_RANK,
+    DEFAULT_SEED,
+    DEFAULT_SHAPE,
+    DTYPES,
+    SHAPES,
+    generate,
 )
 from .options import Bar, absolute, output_options, storage_option
 
@@ -17,29 +24,63 @@ __all__ = ["COMMANDS", "generate_command", "info"]
 
 @click.command("generate")
 @click.argument("out", metavar="OUT.zarr")
-@click.option("--shape", nargs=2, type=click.IntRange(min=1), default=None, metavar="M N",
-              help=f"[default: {DEFAULT_SHAPE[0]} {DEFAULT_SHAPE[1]}, or the --like graph's]")
-@click.option("--rank", type=click.IntRange(min=1), default=None, metavar="K",
-              help=f"Planted rank (a graph's communities). [default: {DEFAULT_RANK}, or the --like graph's]")
-@click.option("--noise", type=float, default=None, metavar="F",
-              help=f"Amplitude of the uniform [0, F) noise added. [default: {DEFAULT_NOISE}; a graph has none]")
 @click.option(
-    "--density", type=float, default=None, metavar="D", help="Keep each entry with probability D and write a CSR group.",
+    "--shape",
+    nargs=2,
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="M N",
+    help=f"[default: {DEFAULT_SHAPE[0]} {DEFAULT_SHAPE[1]}, or the --like graph's]",
 )
-@click.option("--nnz", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Draw a user-item graph of about N entries (power-law degrees, planted communities) as a CSR group.")
-@click.option("--like", type=click.Choice(sorted(SHAPES)), default=None,
-              help="A graph of the shape, entries and rank of a published benchmark: "
-                   + "; ".join(f"{name} {s[0][0]:,} x {s[0][1]:,}, {s[1]:,} entries, rank {s[2]}"
-                               for name, s in sorted(SHAPES.items())) + ".")
-@click.option("--chunks", "chunk_rows", type=click.IntRange(min=1), default=None, metavar="ROWS", help="Rows per stored chunk.")
+@click.option(
+    "--rank",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="K",
+    help=f"Planted rank (a graph's communities). [default: {DEFAULT_RANK}, or the --like graph's]",
+)
+@click.option(
+    "--noise",
+    type=float,
+    default=None,
+    metavar="F",
+    help=f"Amplitude of the uniform [0, F) noise added. [default: {DEFAULT_NOISE}; a graph has none]",
+)
+@click.option(
+    "--density",
+    type=float,
+    default=None,
+    metavar="D",
+    help="Keep each entry with probability D and write a CSR group.",
+)
+@click.option(
+    "--nnz",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Draw a user-item graph of about N entries (power-law degrees, planted communities) as a CSR group.",
+)
+@click.option(
+    "--like",
+    type=click.Choice(sorted(SHAPES)),
+    default=None,
+    help="A graph of the shape, entries and rank of a published benchmark: "
+    + "; ".join(
+        f"{name} {s[0][0]:,} x {s[0][1]:,}, {s[1]:,} entries, rank {s[2]}" for name, s in sorted(SHAPES.items())
+    )
+    + ".",
+)
+@click.option(
+    "--chunks", "chunk_rows", type=click.IntRange(min=1), default=None, metavar="ROWS", help="Rows per stored chunk."
+)
 @click.option("--dtype", type=click.Choice(DTYPES), default=DEFAULT_DTYPE, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, metavar="S", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
 @storage_option
 @output_options
-def generate_command(out, shape, rank, noise, density, nnz, like, chunk_rows, dtype, seed, overwrite, storage_options,
-                     quiet, verbose):
+def generate_command(
+    out, shape, rank, noise, density, nnz, like, chunk_rows, dtype, seed, overwrite, storage_options, quiet, verbose
+):
     """Write a synthetic non-negative matrix of planted rank to OUT (a path or URL): low rank + noise (dense Zarr,
     or CSR with --density), or a user-item graph (CSR, with --nnz or --like)."""
     if like is not None:
@@ -56,8 +97,18 @@ def generate_command(out, shape, rank, noise, density, nnz, like, chunk_rows, dt
     bar = Bar(shape[0], "generate", "rows", quiet)
     try:
         info = generate(
-            out, shape, rank, noise=noise, density=density, nnz=nnz, chunk_rows=chunk_rows, dtype=dtype, seed=seed,
-            overwrite=overwrite, progress=bar.update, storage_options=storage_options,
+            out,
+            shape,
+            rank,
+            noise=noise,
+            density=density,
+            nnz=nnz,
+            chunk_rows=chunk_rows,
+            dtype=dtype,
+            seed=seed,
+            overwrite=overwrite,
+            progress=bar.update,
+            storage_options=storage_options,
         )
     finally:
         bar.close()

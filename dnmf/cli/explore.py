@@ -58,19 +58,45 @@ def _row_labels_of_result(result):
 @click.argument("result_path", metavar="OUT.zarr")
 @click.option("--kind", required=True, type=click.Choice(PLOT_KINDS), help="What to draw.")
 @click.option("--out", "-o", required=True, metavar="FILE.png", help="PNG file to write.")
-@click.option("--image-shape", nargs=2, type=click.IntRange(min=1), default=None, metavar="H W",
-              help="components: show each component as an H x W image (H * W = columns of V).")
-@click.option("--input", "input_path", metavar="V", default=None,
-              help="reconstruction: the factorized matrix. [default: the input recorded in OUT]")
-@click.option("--rows", "max_rows", type=click.IntRange(min=1), default=SAMPLE_ROWS, show_default=True, metavar="N",
-              help="Heatmaps show at most N rows (evenly spaced sample, first and last included).")
-@click.option("--columns", "max_columns", type=click.IntRange(min=1), default=SAMPLE_COLUMNS, show_default=True,
-              metavar="N", help="Heatmaps show at most N columns (evenly spaced sample).")
+@click.option(
+    "--image-shape",
+    nargs=2,
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="H W",
+    help="components: show each component as an H x W image (H * W = columns of V).",
+)
+@click.option(
+    "--input",
+    "input_path",
+    metavar="V",
+    default=None,
+    help="reconstruction: the factorized matrix. [default: the input recorded in OUT]",
+)
+@click.option(
+    "--rows",
+    "max_rows",
+    type=click.IntRange(min=1),
+    default=SAMPLE_ROWS,
+    show_default=True,
+    metavar="N",
+    help="Heatmaps show at most N rows (evenly spaced sample, first and last included).",
+)
+@click.option(
+    "--columns",
+    "max_columns",
+    type=click.IntRange(min=1),
+    default=SAMPLE_COLUMNS,
+    show_default=True,
+    metavar="N",
+    help="Heatmaps show at most N columns (evenly spaced sample).",
+)
 @click.option("--overwrite", is_flag=True, default=False, help="Replace an existing FILE.png.")
 @storage_option
 @output_options
-def plot_command(result_path, kind, out, image_shape, input_path, max_rows, max_columns, overwrite, storage_options,
-                 quiet, verbose):
+def plot_command(
+    result_path, kind, out, image_shape, input_path, max_rows, max_columns, overwrite, storage_options, quiet, verbose
+):
     """Draw a fit result (OUT of `dnmf fit`) as a PNG.
 
     \b
@@ -97,9 +123,15 @@ def plot_command(result_path, kind, out, image_shape, input_path, max_rows, max_
         logger.warning("--image-shape applies to --kind components; ignored")
     corpus = _corpus_of_result(result)
     figure = plot(
-        result, kind, out, V=V, image_shape=image_shape if kind == "components" else None,
+        result,
+        kind,
+        out,
+        V=V,
+        image_shape=image_shape if kind == "components" else None,
         feature_names=None if corpus is None else corpus.vocabulary,
-        row_labels=None if corpus is None else corpus.documents, max_rows=max_rows, max_columns=max_columns,
+        row_labels=None if corpus is None else corpus.documents,
+        max_rows=max_rows,
+        max_columns=max_columns,
     )
     if not quiet:
         width, height = (figure.get_size_inches() * figure.dpi).round().astype(int)
@@ -112,18 +144,46 @@ def plot_command(result_path, kind, out, image_shape, input_path, max_rows, max_
 @click.command("topics")
 @click.argument("docs", metavar="DOCS")
 @click.option("--rank", "-k", "rank", required=True, type=click.IntRange(min=1), metavar="K", help="Number of topics.")
-@click.option("--top", type=click.IntRange(min=1), default=DEFAULT_TOP, show_default=True, metavar="N", help="Terms shown per topic.")
-@click.option("--column", metavar="NAME", default=None, help="CSV column holding the text. [default: 'text' or the only column]")
-@click.option("--label-column", metavar="NAME", default=None, help="CSV column holding document labels. [default: 'row N']")
-@click.option("--store", metavar="CORPUS.zarr", default=None,
-              help="Keep the tf-idf corpus (CSR matrix + vocabulary + labels) here. [default: temporary]")
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=DEFAULT_TOP,
+    show_default=True,
+    metavar="N",
+    help="Terms shown per topic.",
+)
+@click.option(
+    "--column", metavar="NAME", default=None, help="CSV column holding the text. [default: 'text' or the only column]"
+)
+@click.option(
+    "--label-column", metavar="NAME", default=None, help="CSV column holding document labels. [default: 'row N']"
+)
+@click.option(
+    "--store",
+    metavar="CORPUS.zarr",
+    default=None,
+    help="Keep the tf-idf corpus (CSR matrix + vocabulary + labels) here. [default: temporary]",
+)
 @click.option("--max-iter", type=click.IntRange(min=1), default=TOPICS_MAX_ITER, show_default=True, metavar="N")
 @click.option("--seed", type=click.IntRange(min=0), default=TOPICS_SEED, show_default=True, metavar="S")
-@click.option("--max-docs", type=click.IntRange(min=0), default=None, metavar="N", help="Show the mix of the first N documents only.")
-@click.option("--scheduler", metavar="ADDRESS", default=None, help="Fit on the Dask scheduler at ADDRESS. [default: in this process]")
+@click.option(
+    "--max-docs",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Show the mix of the first N documents only.",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    default=None,
+    help="Fit on the Dask scheduler at ADDRESS. [default: in this process]",
+)
 @click.option("--overwrite", is_flag=True, default=False, help="Replace an existing --store.")
 @output_options
-def topics_command(docs, rank, top, column, label_column, store, max_iter, seed, max_docs, scheduler, overwrite, quiet, verbose):
+def topics_command(
+    docs, rank, top, column, label_column, store, max_iter, seed, max_docs, scheduler, overwrite, quiet, verbose
+):
     """Topics of DOCS: a folder of .txt files, a CSV file (--column) or a stored corpus.
 
     Builds tf-idf (scikit-learn's TfidfVectorizer, English stop words out), stores it as
@@ -133,8 +193,16 @@ def topics_command(docs, rank, top, column, label_column, store, max_iter, seed,
     from ..apps.topics import find_topics
 
     found = find_topics(
-        absolute(docs), rank, top=top, column=column, label_column=label_column, store=absolute(store),
-        overwrite=overwrite, max_iter=max_iter, random_state=seed, client=scheduler,
+        absolute(docs),
+        rank,
+        top=top,
+        column=column,
+        label_column=label_column,
+        store=absolute(store),
+        overwrite=overwrite,
+        max_iter=max_iter,
+        random_state=seed,
+        client=scheduler,
     )
     if not quiet:
         click.echo(found.format(max_documents=max_docs))
@@ -149,9 +217,14 @@ def topics_command(docs, rank, top, column, label_column, store, max_iter, seed,
 @click.argument("result_path", metavar="OUT.zarr")
 @click.option("--row", type=click.IntRange(min=0), default=None, metavar="I", help="Query: row I of V (of W).")
 @click.option("--label", default=None, metavar="TEXT", help="Query: the row labelled TEXT.")
-@click.option("--labels", "labels_path", metavar="FILE", default=None,
-              help="Labels of the rows, one a line. [default: the documents of a `dnmf topics` corpus, or the obs "
-              "names / barcodes of an AnnData or 10x input, if OUT is its fit]")
+@click.option(
+    "--labels",
+    "labels_path",
+    metavar="FILE",
+    default=None,
+    help="Labels of the rows, one a line. [default: the documents of a `dnmf topics` corpus, or the obs "
+    "names / barcodes of an AnnData or 10x input, if OUT is its fit]",
+)
 @click.option("--top", type=click.IntRange(min=1), default=SIMILAR_TOP, show_default=True, metavar="N")
 @storage_option
 @output_options

@@ -29,10 +29,10 @@ from .. import api
 from ..apps.consensus_checkpoint import is_consensus_checkpoint
 from ..engine.checkpoint import CURRENT, load_checkpoint
 from ..engine.durable import check_destination, check_writable, factor_bytes
-from ..errors import InputError, ParameterError
-from ..io.generate import DEFAULT_DTYPE, DEFAULT_NOISE, DEFAULT_SEED, generate
-from ..io.formats import matrix_labels
 from ..engine.location import Location, is_url, shown
+from ..errors import InputError, ParameterError
+from ..io.formats import matrix_labels
+from ..io.generate import DEFAULT_DTYPE, DEFAULT_NOISE, DEFAULT_SEED, generate
 from ..io.results import FIT_KIND, H5AD_SUFFIX, check_h5ad_destination, read_result, write_fit, write_transform
 from ..io.storage import value_dtype
 from ..params import DEFAULTS
@@ -92,8 +92,20 @@ def _interrupted_at(iteration, checkpoint, storage_options=None):
     return f"{where}; the last complete checkpoint is {directory.join(current)}: resume with `dnmf resume {directory}`"
 
 
-def _fit_job(input_path, params, *, out, overwrite, read=None, checkpoint=None, every=None, seconds=None,
-             resume_from=None, scheduler=None, quiet=False):
+def _fit_job(
+    input_path,
+    params,
+    *,
+    out,
+    overwrite,
+    read=None,
+    checkpoint=None,
+    every=None,
+    seconds=None,
+    resume_from=None,
+    scheduler=None,
+    quiet=False,
+):
     """Fit ``input_path`` (read as ``read`` says: :data:`~dnmf.cli.options.READ_OPTIONS`;
     checkpointing and resuming if asked) and write OUT.
 
@@ -135,8 +147,15 @@ def _fit_job(input_path, params, *, out, overwrite, read=None, checkpoint=None, 
             progress.close()
         elapsed = time.perf_counter() - started
         labels = matrix_labels(input_path) if out.endswith(H5AD_SUFFIX) and not is_url(input_path) else (None, None)
-        attrs = write_fit(out, result, job.config.params, input_path=shown(input_path), overwrite=overwrite,
-                          labels=labels, storage_options=options)
+        attrs = write_fit(
+            out,
+            result,
+            job.config.params,
+            input_path=shown(input_path),
+            overwrite=overwrite,
+            labels=labels,
+            storage_options=options,
+        )
     return attrs, elapsed
 
 
@@ -152,17 +171,30 @@ def _summary(out, attrs, elapsed):
 @input_options
 @param_options
 @click.option(
-    "--out", "-o", metavar="OUT.zarr", default=None,
+    "--out",
+    "-o",
+    metavar="OUT.zarr",
+    default=None,
     help="Result to write (required): a Zarr group, or an AnnData file if it ends in .h5ad.",
 )
 @click.option(
-    "--checkpoint", metavar="DIR", default=None, help="Checkpoint directory; a matching checkpoint there is resumed.",
+    "--checkpoint",
+    metavar="DIR",
+    default=None,
+    help="Checkpoint directory; a matching checkpoint there is resumed.",
 )
 @click.option(
-    "--checkpoint-every", type=click.IntRange(min=1), metavar="N", default=None, help="Checkpoint every N iterations.",
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=None,
+    help="Checkpoint every N iterations.",
 )
 @click.option(
-    "--checkpoint-seconds", type=click.FloatRange(min=0, min_open=True), metavar="S", default=None,
+    "--checkpoint-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="S",
+    default=None,
     help="Also checkpoint every S seconds.",
 )
 @scheduler_options
@@ -171,8 +203,26 @@ def _summary(out, attrs, elapsed):
 @config_option
 @click.option("--show-config", is_flag=True, help="Print the resolved options as YAML and exit.")
 @output_options
-def fit(input_path, layer, dtype, store, out, checkpoint, checkpoint_every, checkpoint_seconds, scheduler, workers,
-        memory_limit, threads, storage_options, overwrite, show_config, quiet, verbose, **values):
+def fit(
+    input_path,
+    layer,
+    dtype,
+    store,
+    out,
+    checkpoint,
+    checkpoint_every,
+    checkpoint_seconds,
+    scheduler,
+    workers,
+    memory_limit,
+    threads,
+    storage_options,
+    overwrite,
+    show_config,
+    quiet,
+    verbose,
+    **values,
+):
     """Factorize INPUT and write OUT.zarr (or OUT.h5ad).
 
     INPUT: a Zarr array or CSR group, .npy, .npz, an AnnData file (.h5ad or Zarr; X or
@@ -191,18 +241,30 @@ def fit(input_path, layer, dtype, store, out, checkpoint, checkpoint_every, chec
         return
     if out is None:
         raise click.UsageError("missing option '--out' (the result group to write)")
-    params = {**CLI_DEFAULTS, **fit_values(values), **({} if storage_options is None else {"storage_options": storage_options})}
+    params = {
+        **CLI_DEFAULTS,
+        **fit_values(values),
+        **({} if storage_options is None else {"storage_options": storage_options}),
+    }
     if "n_components" not in params:
         raise click.UsageError("missing option '--rank' (the number of components)")
     if params.get("init") == "custom":
-        raise ParameterError("--init custom needs initial W and H, which the command line cannot pass; use the Python API")
+        raise ParameterError(
+            "--init custom needs initial W and H, which the command line cannot pass; use the Python API"
+        )
     if checkpoint is None and (checkpoint_every is not None or checkpoint_seconds is not None):
         logger.info("no --checkpoint DIR: --checkpoint-every/--checkpoint-seconds ignored")
     attrs, elapsed = _fit_job(
-        input_path, params, out=out, overwrite=overwrite, read=dict(layer=layer, dtype=dtype, store=store),
-        checkpoint=checkpoint, every=checkpoint_every,
+        input_path,
+        params,
+        out=out,
+        overwrite=overwrite,
+        read=dict(layer=layer, dtype=dtype, store=store),
+        checkpoint=checkpoint,
+        every=checkpoint_every,
         seconds=checkpoint_seconds,
-        scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads), quiet=quiet,
+        scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads),
+        quiet=quiet,
     )
     if not quiet:
         click.echo(_summary(absolute(out), attrs, elapsed))
@@ -211,19 +273,40 @@ def fit(input_path, layer, dtype, store, out, checkpoint, checkpoint_every, chec
 @click.command()
 @click.argument("directory", metavar="DIR")
 @click.option(
-    "--max-iter", type=click.IntRange(min=1), metavar="N", default=None, help="New iteration limit (counts all iterations).",
+    "--max-iter",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=None,
+    help="New iteration limit (counts all iterations).",
 )
-@click.option("--out", "-o", metavar="OUT.zarr", default=None, help="Write here instead of the OUT of the original fit.")
 @click.option(
-    "--from", "from_name", metavar="NAME", default=None,
+    "--out", "-o", metavar="OUT.zarr", default=None, help="Write here instead of the OUT of the original fit."
+)
+@click.option(
+    "--from",
+    "from_name",
+    metavar="NAME",
+    default=None,
     help="Resume from this checkpoint of DIR (e.g. ckpt-000010), such as the intact one a checksum error names.",
 )
 @scheduler_options
 @storage_option
 @click.option("--overwrite", is_flag=True, default=False, help="Replace an existing OUT.")
 @output_options
-def resume(directory, max_iter, out, from_name, scheduler, workers, memory_limit, threads, storage_options, overwrite,
-           quiet, verbose):
+def resume(
+    directory,
+    max_iter,
+    out,
+    from_name,
+    scheduler,
+    workers,
+    memory_limit,
+    threads,
+    storage_options,
+    overwrite,
+    quiet,
+    verbose,
+):
     """Finish the checkpointed `dnmf fit` in DIR (a path or URL) and write its OUT, or
     the `dnmf consensus` whose --checkpoint is DIR and write its DIR.
 
@@ -235,21 +318,37 @@ def resume(directory, max_iter, out, from_name, scheduler, workers, memory_limit
 
         if max_iter is not None or from_name is not None or storage_options is not None:
             raise click.UsageError("--max-iter, --from and --storage-options do not apply to a consensus")
-        resume_consensus(directory, out=out, overwrite=overwrite, quiet=quiet,
-                         scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads))
+        resume_consensus(
+            directory,
+            out=out,
+            overwrite=overwrite,
+            quiet=quiet,
+            scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads),
+        )
         return
     _, metadata = load_checkpoint(directory, name=from_name, storage_options=storage_options)
     run_info = metadata["run"]
     if not run_info.get("input"):
         raise InputError(f"{directory} was not written by `dnmf fit` (it records no input); resume it from Python")
     out = out or run_info.get("out")
-    params = {**DEFAULTS, **metadata["all_params"], **({} if max_iter is None else {"max_iter": max_iter}),
-              "storage_options": storage_options}
+    params = {
+        **DEFAULTS,
+        **metadata["all_params"],
+        **({} if max_iter is None else {"max_iter": max_iter}),
+        "storage_options": storage_options,
+    }
     attrs, elapsed = _fit_job(
-        run_info["input"], params, out=out, overwrite=overwrite, read=run_info.get("read"), checkpoint=directory,
+        run_info["input"],
+        params,
+        out=out,
+        overwrite=overwrite,
+        read=run_info.get("read"),
+        checkpoint=directory,
         every=run_info.get("every"),
-        seconds=run_info.get("seconds"), resume_from=from_name,
-        scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads), quiet=quiet,
+        seconds=run_info.get("seconds"),
+        resume_from=from_name,
+        scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads),
+        quiet=quiet,
     )
     if not quiet:
         click.echo(_summary(absolute(out), attrs, elapsed))
@@ -261,15 +360,33 @@ def resume(directory, max_iter, out, from_name, scheduler, workers, memory_limit
 @click.option("--model", required=True, metavar="OUT.zarr", help="A result of `dnmf fit` (its H is used).")
 @click.option("--out", "-o", required=True, metavar="W.zarr", help="Group to write (array W and errors).")
 @click.option(
-    "--max-iter", type=click.IntRange(min=1), metavar="N", default=None,
+    "--max-iter",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=None,
     help="Updates per panel. [default: the model's max_iter]",
 )
 @scheduler_options
 @storage_option
 @click.option("--overwrite", is_flag=True, default=False, help="Replace an existing OUT.")
 @output_options
-def transform(input_path, layer, dtype, store, model, out, max_iter, scheduler, workers, memory_limit, threads,
-              storage_options, overwrite, quiet, verbose):
+def transform(
+    input_path,
+    layer,
+    dtype,
+    store,
+    model,
+    out,
+    max_iter,
+    scheduler,
+    workers,
+    memory_limit,
+    threads,
+    storage_options,
+    overwrite,
+    quiet,
+    verbose,
+):
     """Project the rows of INPUT on a fitted H: solve W >= 0 with H fixed, write W.zarr.
 
     INPUT, --model and --out may be URLs (see `dnmf fit --help`)."""
@@ -278,23 +395,38 @@ def transform(input_path, layer, dtype, store, model, out, max_iter, scheduler, 
     fitted = read_result(model, storage_options)
     if fitted.kind != FIT_KIND:
         raise InputError(f"{model} is a transform result; --model needs the OUT of `dnmf fit`")
-    params = {**DEFAULTS, **fitted.attrs["params"], "n_components": int(fitted.H.shape[0]),
-              "storage_options": storage_options}
+    params = {
+        **DEFAULTS,
+        **fitted.attrs["params"],
+        "n_components": int(fitted.H.shape[0]),
+        "storage_options": storage_options,
+    }
     if max_iter is not None:
         params["max_iter"] = max_iter
     check_destination(out, overwrite, storage_options)  # before a conversion of INPUT
-    source = open_input(input_path, layer=layer, dtype=dtype, store=store, out=out, quiet=quiet,
-                        storage_options=storage_options)
+    source = open_input(
+        input_path, layer=layer, dtype=dtype, store=store, out=out, quiet=quiet, storage_options=storage_options
+    )
     H = fitted.H.astype(value_dtype(source.dtype, input_path), copy=False)  # as the estimator: H in X's dtype
     job = api.prepare(source, params, H=H, update_H=False, spell=flag)
-    check_writable(out, factor_bytes((job.panels.shape[0], 0), job.config.n_components, job.panels.dtype), "OUT",
-                   storage_options=storage_options)
+    check_writable(
+        out,
+        factor_bytes((job.panels.shape[0], 0), job.config.n_components, job.panels.dtype),
+        "OUT",
+        storage_options=storage_options,
+    )
     with running_on(scheduler, workers, memory_limit, threads, quiet=quiet):
         started = time.perf_counter()
         result = api.run_job(job)
         elapsed = time.perf_counter() - started
-        attrs = write_transform(out, result, model=shown(model), input_path=shown(input_path), overwrite=overwrite,
-                                storage_options=storage_options)
+        attrs = write_transform(
+            out,
+            result,
+            model=shown(model),
+            input_path=shown(input_path),
+            overwrite=overwrite,
+            storage_options=storage_options,
+        )
     if not quiet:
         rows, k = result.W.shape
         click.echo(f"wrote {out}: W {rows} x {k}, relative_err={attrs['relative_err']:.4g} ({elapsed:.1f} s)")
@@ -302,7 +434,9 @@ def transform(input_path, layer, dtype, store, model, out, max_iter, scheduler, 
 
 @click.command()
 @click.option(
-    "--workdir", metavar="DIR", default=None,
+    "--workdir",
+    metavar="DIR",
+    default=None,
     help=f"Keep {DEMO_INPUT} and {DEMO_OUTPUT} here (replaced if present). [default: a temporary directory, removed]",
 )
 @click.option("--shape", nargs=2, type=click.IntRange(min=1), default=DEMO_SHAPE, metavar="M N", show_default=True)
@@ -310,7 +444,11 @@ def transform(input_path, layer, dtype, store, model, out, max_iter, scheduler, 
 @click.option("--max-iter", type=click.IntRange(min=1), default=DEMO_MAX_ITER, metavar="N", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, metavar="S", show_default=True)
 @click.option(
-    "--workers", type=click.IntRange(min=1), metavar="N", default=None, help="Workers of the embedded LocalCluster.",
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=None,
+    help="Workers of the embedded LocalCluster.",
 )
 @click.option("--memory-limit", metavar="SIZE", default=None, help="Memory limit per worker. [default: auto]")
 @click.option(
@@ -337,8 +475,12 @@ def demo(workdir, shape, rank, max_iter, seed, workers, memory_limit, processes,
         generated_in = time.perf_counter() - started
         params = {"n_components": rank, "max_iter": max_iter, "tol": 0.0, "random_state": seed}
         attrs, elapsed = _fit_job(
-            data, params, out=out, overwrite=True,
-            scheduler=dict(workers=workers, memory_limit=memory_limit, threads=not processes), quiet=quiet,
+            data,
+            params,
+            out=out,
+            overwrite=True,
+            scheduler=dict(workers=workers, memory_limit=memory_limit, threads=not processes),
+            quiet=quiet,
         )
         lines = [
             f"dnmf demo: V is {shape[0]} x {shape[1]} {DEFAULT_DTYPE}, rank {rank} + uniform noise "

@@ -154,18 +154,24 @@ def fit_values(values, without=()):
 def scheduler_options(command):
     """``--scheduler``, or the embedded cluster's ``--workers``, ``--memory-limit``, ``--threads``."""
     command = click.option(
-        "--threads", is_flag=True, default=False,
+        "--threads",
+        is_flag=True,
+        default=False,
         help="Run the embedded cluster's workers as threads of this process (starts at once; for small jobs).",
     )(command)
     command = click.option(
-        "--memory-limit", metavar="SIZE", default=None,
+        "--memory-limit",
+        metavar="SIZE",
+        default=None,
         help="Memory limit per embedded worker, e.g. 2GiB. [default: auto]",
     )(command)
     command = click.option(
         "--workers", type=click.IntRange(min=1), metavar="N", default=None, help="Workers of the embedded LocalCluster."
     )(command)
     command = click.option(
-        "--scheduler", metavar="ADDRESS", default=None,
+        "--scheduler",
+        metavar="ADDRESS",
+        default=None,
         help="Run on the Dask scheduler at ADDRESS (tcp://HOST:PORT) instead of an embedded LocalCluster.",
     )(command)
     return command
@@ -178,24 +184,34 @@ READ_OPTIONS = ("layer", "dtype", "store")
 def input_options(command):
     """``--layer``, ``--dtype`` and ``--store``: how INPUT is read (:func:`open_input`)."""
     command = click.option(
-        "--store", metavar="DIR", default=None,
+        "--store",
+        metavar="DIR",
+        default=None,
         help="Where a MatrixMarket, 10x MEX or CSC AnnData INPUT is converted (once) to a Zarr CSR group. "
         "[default: INPUT's name + .csr.zarr, beside OUT]",
     )(command)
     command = click.option(
-        "--dtype", type=click.Choice(["float32", "float64"]), default=None,
+        "--dtype",
+        type=click.Choice(["float32", "float64"]),
+        default=None,
         help="Compute in this dtype. [default: INPUT's float dtype; float32 for integer counts of AnnData, "
         "10x and MatrixMarket files]",
     )(command)
     return click.option(
-        "--layer", metavar="NAME", default=None, help="Factorize this layer of an AnnData INPUT instead of X.",
+        "--layer",
+        metavar="NAME",
+        default=None,
+        help="Factorize this layer of an AnnData INPUT instead of X.",
     )(command)
 
 
 def storage_option(command):
     """``--storage-options``: the fsspec options of the command's URLs (a mapping)."""
     return click.option(
-        "--storage-options", "storage_options", metavar="JSON|YAML|@FILE", default=None,
+        "--storage-options",
+        "storage_options",
+        metavar="JSON|YAML|@FILE",
+        default=None,
         callback=lambda ctx, param, value: parse_storage_options(value),
         help="Options of the filesystem of s3://, gs://, abfs://... paths (credentials, endpoint_url), as a "
         "JSON or YAML mapping or @FILE. [default: the standard ways, e.g. the AWS_* environment variables]",
@@ -257,7 +273,9 @@ def _load_config(ctx, param, value):
     keys = config_keys(ctx.command)
     unknown = sorted(str(key) for key in data if str(key) not in keys)
     if unknown:
-        raise click.BadParameter(f"unknown key(s) {', '.join(unknown)} in {value}; valid keys: {', '.join(sorted(keys))}")
+        raise click.BadParameter(
+            f"unknown key(s) {', '.join(unknown)} in {value}; valid keys: {', '.join(sorted(keys))}"
+        )
     names = [keys[str(key)] for key in data]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -269,8 +287,13 @@ def _load_config(ctx, param, value):
 def config_option(command):
     """``--config FILE.yaml``: option values from a file (flags override them)."""
     return click.option(
-        "--config", type=click.Path(dir_okay=False), metavar="FILE.yaml", callback=_load_config, is_eager=True,
-        expose_value=False, help="YAML file of option: value (long option names); flags override it.",
+        "--config",
+        type=click.Path(dir_okay=False),
+        metavar="FILE.yaml",
+        callback=_load_config,
+        is_eager=True,
+        expose_value=False,
+        help="YAML file of option: value (long option names); flags override it.",
     )(command)
 
 
@@ -347,7 +370,9 @@ def running_on(address=None, workers=None, memory_limit=None, threads=False, qui
     """An embedded LocalCluster, or a connection to ``address``; current for the block."""
     if address:
         if workers is not None or memory_limit is not None or threads:
-            logger.warning("--workers, --memory-limit and --threads apply to the embedded cluster; ignored with --scheduler")
+            logger.warning(
+                "--workers, --memory-limit and --threads apply to the embedded cluster; ignored with --scheduler"
+            )
         with use_scheduler(address) as client:
             logger.info("running on the Dask scheduler at %s (dashboard: %s)", address, client.dashboard_link)
             if SESSION.verbose:
@@ -388,7 +413,13 @@ class Bar:
 
     def __init__(self, total, desc, unit, quiet, initial=0, bar_format=None):
         self._options = dict(
-            total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, bar_format=bar_format
+            total=total,
+            initial=initial,
+            desc=desc,
+            unit=unit,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            bar_format=bar_format,
         )
         self._quiet = quiet
         self.bar = None
@@ -416,7 +447,11 @@ class Progress(Bar):
 
     def __init__(self, max_iter, first, quiet):
         super().__init__(
-            max_iter, "fit", "iter", quiet, initial=first,
+            max_iter,
+            "fit",
+            "iter",
+            quiet,
+            initial=first,
             bar_format="{desc} |{bar}| {n_fmt}/{total_fmt}{postfix} [{elapsed}<{remaining}]",
         )
         self.iteration = first

@@ -74,31 +74,67 @@ def parse_ranks(text):
 @click.argument("input_path", metavar="INPUT")
 @input_options
 @click.option("--ranks", required=True, metavar="FIRST:LAST[:STEP]", help="Ranks to try, e.g. 2:20 or 3,5,8.")
-@click.option("--replicates", type=click.IntRange(min=2), default=3, show_default=True, metavar="R",
-              help="Fits per rank.")
-@click.option("--perturbation", type=click.FloatRange(0, 1, max_open=True), default=None, metavar="F",
-              help="Relative noise of each replicate's copy of INPUT. [default: 0.03]")
-@click.option("--threshold", type=float, default=None, metavar="S",
-              help="Stability a rank needs to be recommended. [default: 0.8]")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="S",
-              help="Base seed of the replicates.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Fits at once (1: one after another). [default: all, up to 16]")
+@click.option(
+    "--replicates", type=click.IntRange(min=2), default=3, show_default=True, metavar="R", help="Fits per rank."
+)
+@click.option(
+    "--perturbation",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    metavar="F",
+    help="Relative noise of each replicate's copy of INPUT. [default: 0.03]",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    metavar="S",
+    help="Stability a rank needs to be recommended. [default: 0.8]",
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="S", help="Base seed of the replicates."
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Fits at once (1: one after another). [default: all, up to 16]",
+)
 @click.option("--out", "-o", metavar="REPORT.json", default=None, help="Write the report as JSON.")
 @click.option("--plot", "plot_path", metavar="FILE.png", default=None, help="Plot error and stability against k.")
 @param_options(without=NOT_RANK_OPTIONS)
 @scheduler_options
 @output_options
 def rank_command(
-    input_path, layer, dtype, store, ranks, replicates, perturbation, threshold, seed, concurrency, out, plot_path, scheduler, workers,
-    memory_limit, threads, quiet, verbose, **values
+    input_path,
+    layer,
+    dtype,
+    store,
+    ranks,
+    replicates,
+    perturbation,
+    threshold,
+    seed,
+    concurrency,
+    out,
+    plot_path,
+    scheduler,
+    workers,
+    memory_limit,
+    threads,
+    quiet,
+    verbose,
+    **values,
 ):
     """Fit each rank of --ranks several times and recommend k by stability (NMFk)."""
     from ..apps import rank as rank_selection
 
     ranks = parse_ranks(ranks)
     params = fit_values(values, without=NOT_RANK_OPTIONS)
-    validate_params({**params, "n_components": ranks[-1]}, spell=lambda name: "--ranks" if name == "n_components" else flag(name))
+    validate_params(
+        {**params, "n_components": ranks[-1]}, spell=lambda name: "--ranks" if name == "n_components" else flag(name)
+    )
     options = dict(replicates=replicates, random_state=seed, concurrency=concurrency)
     if perturbation is not None:
         options["perturbation"] = perturbation
@@ -108,9 +144,7 @@ def rank_command(
     with running_on(scheduler, workers, memory_limit, threads, quiet=quiet):
         bar = Bar(len(ranks) * replicates, "rank", "fit", quiet)
         try:
-            report = rank_selection.select_rank(
-                source, ranks, callback=lambda k, r: bar.update(1), **options, **params
-            )
+            report = rank_selection.select_rank(source, ranks, callback=lambda k, r: bar.update(1), **options, **params)
         finally:
             bar.close()
     if out is not None:
@@ -121,7 +155,9 @@ def rank_command(
         click.echo(f"{'rank':>4}  {'error':>10}  {'stability':>9}  {'silhouette':>10}")
         for score in report.scores:
             mark = "  <- recommended" if score.rank == report.recommended else ""
-            click.echo(f"{score.rank:>4}  {score.error:>10.5g}  {score.stability:>9.3f}  {score.silhouette:>10.3f}{mark}")
+            click.echo(
+                f"{score.rank:>4}  {score.error:>10.5g}  {score.stability:>9.3f}  {score.silhouette:>10.3f}{mark}"
+            )
         click.echo(
             f"recommended k = {report.recommended} ({report.rule}); error elbow at k = {report.elbow}; "
             f"{len(ranks) * replicates} fits in {report.seconds:.1f} s"
@@ -132,8 +168,13 @@ def rank_command(
 @click.argument("model", metavar="OUT.zarr")
 @click.option("--row", type=click.IntRange(min=0), required=True, metavar="R", help="Row of V (0-based).")
 @click.option("--top", type=click.IntRange(min=1), default=RECOMMEND_TOP, show_default=True, metavar="N")
-@click.option("--input", "input_path", metavar="V", default=None,
-              help="The fitted matrix, to know the observed entries. [default: the input recorded in OUT]")
+@click.option(
+    "--input",
+    "input_path",
+    metavar="V",
+    default=None,
+    help="The fitted matrix, to know the observed entries. [default: the input recorded in OUT]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @output_options
 def recommend_command(model, row, top, input_path, as_json, quiet, verbose):
@@ -149,16 +190,25 @@ def recommend_command(model, row, top, input_path, as_json, quiet, verbose):
         raise InputError(f"{model} records no input; pass --input V (the fitted matrix) to know the observed entries")
     source = open_matrix(input_path)
     if tuple(source.shape) != (m, fitted.H.shape[1]):
-        raise InputError(f"--input {input_path} has shape {tuple(source.shape)}, but {model} fits {(m, fitted.H.shape[1])}")
+        raise InputError(
+            f"--input {input_path} has shape {tuple(source.shape)}, but {model} fits {(m, fitted.H.shape[1])}"
+        )
     missing = normalize_missing((fitted.attrs.get("params") or {}).get("missing_values"))
     observed = observed_columns(_read_row(source, row), missing)
     picks = recommend(np.asarray(fitted.W[row]), fitted.H, observed, top)
     if quiet:
         return
     if as_json:
-        click.echo(json.dumps({"row": row, "observed": int(observed.size), "top": [
-            {"column": column, "score": score} for column, score in picks
-        ]}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "row": row,
+                    "observed": int(observed.size),
+                    "top": [{"column": column, "score": score} for column, score in picks],
+                },
+                indent=2,
+            )
+        )
         return
     click.echo(f"row {row}: {observed.size} observed of {fitted.H.shape[1]}; top {len(picks)} predictions")
     for column, score in picks:

@@ -218,7 +218,10 @@ def _rows_as_made(blocks, row_chunks, k, dtype, client):
         return _as_array(list(blocks), row_chunks, k, dtype)
     futures = [client.scatter(block, hash=False) for block in blocks]
     return da.concatenate(
-        [da.from_delayed(dask.delayed(f, pure=True), shape=(rows, k), dtype=dtype) for f, rows in zip(futures, row_chunks)],
+        [
+            da.from_delayed(dask.delayed(f, pure=True), shape=(rows, k), dtype=dtype)
+            for f, rows in zip(futures, row_chunks)
+        ],
         axis=0,
     )
 
@@ -468,8 +471,19 @@ def acceleration(solver, missing, shape, n_components, entries, sweeps="auto", e
     return sweeps_W, sweeps_H, accelerated if isinstance(extrapolate, str) else bool(extrapolate)
 
 
-def factorize(V, config, *, W=None, H=None, update_H=True, update_W=True, callback=None, start=None,
-              checkpointer=None, members=None):
+def factorize(
+    V,
+    config,
+    *,
+    W=None,
+    H=None,
+    update_H=True,
+    update_W=True,
+    callback=None,
+    start=None,
+    checkpointer=None,
+    members=None,
+):
     """Factorize V ≈ W H on the active Dask scheduler.
 
     Parameters
@@ -537,8 +551,9 @@ def factorize(V, config, *, W=None, H=None, update_H=True, update_W=True, callba
         if not update_H:
             return _solve_w(V, V_blocks, H0, step, config, stats, client)
         first_W, W0 = [W0], None  # _iterate lets go of the first W after the first pass (see there)
-        return _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client, callback, start,
-                        checkpointer)
+        return _iterate(
+            V, V_blocks, first_W, H0, step, extrapolate, config, stats, client, callback, start, checkpointer
+        )
 
 
 def _local_tasks(client, V):
@@ -580,8 +595,17 @@ def _step(config, V, stats, k, update_H, members=()):
         config.solver, config.missing_values, V.shape, sweeping_rank, entries, config.inner_sweeps, config.extrapolate
     )
     penalty_W, penalty_H = config.penalties(V.shape)
-    step = StepSpec(config.solver, config.beta_loss, penalty_W, penalty_H, sweeps_W, sweeps_H, update_H,
-                    config.missing_values, members=members if len(members) > 1 else ())
+    step = StepSpec(
+        config.solver,
+        config.beta_loss,
+        penalty_W,
+        penalty_H,
+        sweeps_W,
+        sweeps_H,
+        update_H,
+        config.missing_values,
+        members=members if len(members) > 1 else (),
+    )
     return step, extrapolate
 
 
@@ -601,7 +625,9 @@ def _solve_w(V, V_blocks, H, step, config, stats, client):
     if n_done == config.max_iter and config.tol > 0:
         _warn_max_iter(config.max_iter)
     W = _as_array(W_blocks, V.row_chunks, H.shape[0], V.dtype)
-    return FitResult(W, H, n_done, [loss], n_done < config.max_iter, stats.norm, member_losses=[float(v) for v in losses])
+    return FitResult(
+        W, H, n_done, [loss], n_done < config.max_iter, stats.norm, member_losses=[float(v) for v in losses]
+    )
 
 
 def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client, callback, start, checkpointer):
@@ -631,7 +657,9 @@ def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client,
     for n_iter in range(first, config.max_iter + 1 if not converged else first):
         started = time.perf_counter()
         this_step = replace(step, extrapolation=schedule.beta if n_iter > 1 else 0.0) if schedule else step
-        graph = solvers.iteration(V_blocks, W_blocks, _shipped(H_next, client), this_step, V.shape, _known_norm(stats, step))
+        graph = solvers.iteration(
+            V_blocks, W_blocks, _shipped(H_next, client), this_step, V.shape, _known_norm(stats, step)
+        )
         previous = (W_blocks, H_now)
         W_blocks, (H_now, H_ahead), (before, after, violation) = _materialize(graph, client)
         first_W.clear()  # never returned now: not a fresh first iterate (_stop), a resumed one holds its futures
@@ -646,7 +674,7 @@ def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client,
         H_next = H_now
         if schedule is not None and n_iter > 1 and schedule.accept(known[-1], known[-2]):
             H_next = H_ahead
-        errors.extend(loss_to_error(value) for value in known[len(errors):])
+        errors.extend(loss_to_error(value) for value in known[len(errors) :])
         change = (errors[-2] - errors[-1]) / errors[-2] if len(errors) > 1 and errors[-2] else 0.0
         seconds = time.perf_counter() - started
         logger.debug("iteration %d: loss %.6g (relative change %.3g, %.3fs)", n_iter, known[-1], change, seconds)
@@ -663,7 +691,9 @@ def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client,
             rebased = _save(
                 checkpointer,
                 _loop_state(n_iter, W_blocks, H_now, H_next, known, violations, V, k, dtype, False, schedule),
-                client, V, k,
+                client,
+                V,
+                k,
             )
             W_blocks, H_now, H_next = rebased or (W_blocks, H_now, H_next)
             saved = n_iter
@@ -674,7 +704,9 @@ def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client,
         rebased = _save(
             checkpointer,
             _loop_state(n_iter, W_blocks, H_now, H_next, known, violations, V, k, dtype, converged, schedule),
-            client, V, k,
+            client,
+            V,
+            k,
         )
         W_blocks, H_now, _ = rebased or (W_blocks, H_now, H_next)
     if n_iter == config.max_iter and config.tol > 0:
@@ -695,4 +727,5 @@ def _warn_max_iter(max_iter):
     warnings.warn(
         f"Maximum number of iterations {max_iter} reached. Increase it to improve convergence.",
         ConvergenceWarning,
+        stacklevel=2,
     )

@@ -76,8 +76,7 @@ def random_init(shape, n_components, dtype, mean, random_state, row_chunks):
     rng = check_random_state(random_state)
     H = np.abs(avg * rng.standard_normal(size=(n_components, n)).astype(dtype, copy=False))
     panels = [
-        np.abs(avg * rng.standard_normal(size=(rows, n_components)).astype(dtype, copy=False))
-        for rows in row_chunks
+        np.abs(avg * rng.standard_normal(size=(rows, n_components)).astype(dtype, copy=False)) for rows in row_chunks
     ]
     W = np.concatenate(panels) if len(panels) > 1 else panels[0]
     return _row_blocks(W, row_chunks), H
@@ -106,8 +105,9 @@ def ensemble_random_init(shape, members, dtype, mean, row_chunks):
 
     def blocks():
         for rows in row_chunks:
-            yield np.hstack([np.abs(avg * rng.standard_normal(size=(rows, k)).astype(dtype, copy=False))
-                             for rng, avg, k in streams])
+            yield np.hstack(
+                [np.abs(avg * rng.standard_normal(size=(rows, k)).astype(dtype, copy=False)) for rng, avg, k in streams]
+            )
 
     return blocks(), np.vstack(H)
 
@@ -142,14 +142,24 @@ def _nndsvd_scales(part_norms, S, Vt):
     first = np.arange(S.size) == 0
     positive = (m_p > m_n) | first
     lbd = np.sqrt(S * np.where(first, 1.0, np.where(positive, m_p, m_n)))
-    scale_W = np.stack([
-        np.where(first, 1.0, np.where(positive, 1 / safe(x_p), 0.0)),
-        np.where(first, 1.0, np.where(positive, 0.0, 1 / safe(x_n))),
-    ]) * lbd
-    scale_H = np.stack([
-        np.where(first, 1.0, np.where(positive, 1 / safe(y_p_nrm), 0.0)),
-        np.where(first, 1.0, np.where(positive, 0.0, 1 / safe(y_n_nrm))),
-    ]) * lbd
+    scale_W = (
+        np.stack(
+            [
+                np.where(first, 1.0, np.where(positive, 1 / safe(x_p), 0.0)),
+                np.where(first, 1.0, np.where(positive, 0.0, 1 / safe(x_n))),
+            ]
+        )
+        * lbd
+    )
+    scale_H = (
+        np.stack(
+            [
+                np.where(first, 1.0, np.where(positive, 1 / safe(y_p_nrm), 0.0)),
+                np.where(first, 1.0, np.where(positive, 0.0, 1 / safe(y_n_nrm))),
+            ]
+        )
+        * lbd
+    )
     return scale_W, y_p * scale_H[0][:, None] + y_n * scale_H[1][:, None]
 
 
@@ -211,10 +221,12 @@ def singular_vectors(Y_blocks, T, row_chunks):
     """``U = Y T`` as a row-chunked Dask array (float64), one task per panel."""
     product = Task(np.matmul, len(Y_blocks))
     k = T.shape[1]
-    return da.concatenate([
-        da.from_delayed(dask.delayed(product, pure=True)(y, T), shape=(rows, k), dtype=np.float64)
-        for y, rows in zip(Y_blocks, row_chunks)
-    ])
+    return da.concatenate(
+        [
+            da.from_delayed(dask.delayed(product, pure=True)(y, T), shape=(rows, k), dtype=np.float64)
+            for y, rows in zip(Y_blocks, row_chunks)
+        ]
+    )
 
 
 def svd_part_norms(Y_blocks, T):
@@ -250,10 +262,12 @@ def nndsvd_init(Y_blocks, T, S, Vt, part_norms, variant, mean, random_state, row
     fill_H, fill_W = _fills(variant, mean, (k, Vt.shape[1]), row_chunks, dtype, random_state)
     scale_W, H = _nndsvd_scales(part_norms, S, Vt)
     block = Task(_w_block_of_sketch, len(Y_blocks))
-    W = da.concatenate([
-        da.from_delayed(dask.delayed(block, pure=True)(y, T, scale_W, dtype, fill), shape=(rows, k), dtype=dtype)
-        for y, rows, fill in zip(Y_blocks, row_chunks, fill_W)
-    ])
+    W = da.concatenate(
+        [
+            da.from_delayed(dask.delayed(block, pure=True)(y, T, scale_W, dtype, fill), shape=(rows, k), dtype=dtype)
+            for y, rows, fill in zip(Y_blocks, row_chunks, fill_W)
+        ]
+    )
     return W, _finish(H, dtype, fill_H)
 
 
@@ -268,7 +282,9 @@ def _check_init(A, shape, whom):
     for axis, (expected, got) in enumerate(zip(shape, A.shape)):
         if expected != "auto" and got != expected:
             which = "first" if axis == 0 else "second"
-            raise InputError(f"Array with wrong {which} dimension passed to {whom}. Expected {expected}, but got {got}.")
+            raise InputError(
+                f"Array with wrong {which} dimension passed to {whom}. Expected {expected}, but got {got}."
+            )
     if np.max(A) == 0:
         raise InputError(f"Array passed to {whom} is full of zeros.")
 
@@ -298,7 +314,9 @@ def check_custom(W, H, shape, n_components, dtype, update_H):
     if update_H:
         if isinstance(W, da.Array):
             if W.shape != (m, k):
-                raise InputError(f"Array with wrong shape passed to NMF (input W). Expected {(m, k)}, but got {W.shape}.")
+                raise InputError(
+                    f"Array with wrong shape passed to NMF (input W). Expected {(m, k)}, but got {W.shape}."
+                )
         else:
             _check_init(W, (m, k), "NMF (input W)")
         if np.dtype(H.dtype) != dtype or np.dtype(W.dtype) != dtype:

@@ -82,12 +82,20 @@ RETRIES = 6
 BACKOFF_SECONDS = 0.1
 #: The package that provides each URL scheme's filesystem (named when it is missing).
 SCHEME_PACKAGES = {
-    "s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "abfs": "adlfs", "abfss": "adlfs", "az": "adlfs",
-    "http": "aiohttp", "https": "aiohttp",
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+    "az": "adlfs",
+    "http": "aiohttp",
+    "https": "aiohttp",
 }
 #: ``errno`` values of store errors worth retrying (busy/throttled, remote I/O, timeouts, resets).
 TRANSIENT_ERRNOS = frozenset(
-    getattr(errno, name) for name in ("EBUSY", "EREMOTEIO", "EIO", "ETIMEDOUT", "ECONNRESET", "ECONNREFUSED", "EAGAIN")
+    getattr(errno, name)
+    for name in ("EBUSY", "EREMOTEIO", "EIO", "ETIMEDOUT", "ECONNRESET", "ECONNREFUSED", "EAGAIN")
     if hasattr(errno, name)
 )
 
@@ -114,7 +122,7 @@ def shown(url):
     match = _SCHEME.match(url)
     if not match:
         return url
-    rest = url[match.end():]
+    rest = url[match.end() :]
     rest = rest.split("?", 1)[0].split("#", 1)[0]
     head, slash, tail = rest.partition("/")
     return f"{match.group(1)}://{head.rpartition('@')[2]}{slash}{tail}"
@@ -189,8 +197,11 @@ class RetryingStore(WrapperStore):
 
     async def get_partial_values(self, prototype, key_ranges):
         key_ranges = list(key_ranges)
-        return await self._retried("read", key_ranges[0][0] if key_ranges else "",
-                                   lambda: self._store.get_partial_values(prototype, key_ranges))
+        return await self._retried(
+            "read",
+            key_ranges[0][0] if key_ranges else "",
+            lambda: self._store.get_partial_values(prototype, key_ranges),
+        )
 
     async def exists(self, key):
         return await self._retried("lookup", key, lambda: self._store.exists(key))
@@ -254,13 +265,17 @@ def store_error(error, url, what="", writing=False):
         return NotFoundError(f"{subject} not found")
     if isinstance(error, PermissionError):
         kind = DestinationPermissionError if writing else StorePermissionError
-        return kind(f"{subject}: permission denied by the store ({text}); check the credentials "
-                    "(AWS_* environment variables, a profile, or --storage-options)")
+        return kind(
+            f"{subject}: permission denied by the store ({text}); check the credentials "
+            "(AWS_* environment variables, a profile, or --storage-options)"
+        )
     if name in UNREACHABLE_ERRORS or isinstance(error, (ConnectionError, TimeoutError)):
         return StoreUnreachableError(f"{subject}: cannot reach the store's endpoint ({_without_urls(text)})")
     if name in NO_CREDENTIALS_ERRORS:
-        return StorePermissionError(f"{subject}: no credentials found; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-                                "a profile, or pass --storage-options")
+        return StorePermissionError(
+            f"{subject}: no credentials found; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "a profile, or pass --storage-options"
+        )
     if isinstance(error, OSError):
         kind = DestinationError if writing else StoreError
         return kind(f"{subject}: the store failed ({text})")
@@ -278,11 +293,15 @@ def _filesystem(protocol, options):
     except ImportError as error:
         package = SCHEME_PACKAGES.get(protocol)
         hint = f"pip install {package}" if package else str(error)
-        raise MissingDependencyError(f"{protocol}:// URLs need a filesystem package that is not installed: {hint}") from None
+        raise MissingDependencyError(
+            f"{protocol}:// URLs need a filesystem package that is not installed: {hint}"
+        ) from None
     except ValueError as error:
         if "Protocol not known" in str(error):
-            raise ParameterError(f"{protocol}:// is not a storage scheme fsspec knows (s3://, gs://, abfs://, "
-                                 "memory://, file://, or a plain path)") from None
+            raise ParameterError(
+                f"{protocol}:// is not a storage scheme fsspec knows (s3://, gs://, abfs://, "
+                "memory://, file://, or a plain path)"
+            ) from None
         raise ParameterError(f"storage options for {protocol}:// refused: {error}") from None
     except TypeError as error:
         raise ParameterError(f"storage options for {protocol}:// refused: {error}") from None
@@ -321,11 +340,11 @@ class Location:
         text = os.fspath(target)
         match = _SCHEME.match(text) if isinstance(text, str) else None
         if match is None or match.group(1) in ("file", "local"):
-            local = text[match.end():] if match else text
+            local = text[match.end() :] if match else text
             absolute = str(Path(local).expanduser().absolute())
             return cls(absolute, fsspec.filesystem("file"), absolute, "file", {})
         protocol = match.group(1)
-        if "@" in text[match.end():].split("/", 1)[0]:
+        if "@" in text[match.end() :].split("/", 1)[0]:
             raise ParameterError(
                 f"{shown(text)}: credentials in a URL are not used (and never shown); give them in the "
                 "environment (AWS_ACCESS_KEY_ID, ...), a profile, or --storage-options / storage_options"
@@ -386,6 +405,7 @@ class Location:
                 return self.fs.info(self.path).get("type")
             except FileNotFoundError:
                 return None
+
         return self.retried("lookup", look)
 
     def exists(self):
@@ -412,7 +432,7 @@ class Location:
         """Every file below, as sorted relative POSIX paths."""
         base = self.path.rstrip("/") + "/"
         found = self.retried("listing", lambda: self.fs.find(self.path))
-        return sorted(path[len(base):] for path in found if path.startswith(base))
+        return sorted(path[len(base) :] for path in found if path.startswith(base))
 
     def read_bytes(self):
         """The whole file."""
@@ -610,6 +630,7 @@ def timed_retry(call, what, url):
 
 def _backoff(what, url, error, attempt):
     """Log a retry; the seconds to wait before it."""
-    retry_logger.info("retrying %s of %s after %s (attempt %d of %d)", what, url, type(error).__name__, attempt + 1,
-                      RETRIES)
+    retry_logger.info(
+        "retrying %s of %s after %s (attempt %d of %d)", what, url, type(error).__name__, attempt + 1, RETRIES
+    )
     return BACKOFF_SECONDS * 2 ** (attempt - 1)

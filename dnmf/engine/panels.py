@@ -105,13 +105,16 @@ class Panels:
         """V with panel ``i`` replaced by ``function(panel_i, i, *args)``, made each time the
         panel is read (nothing is stored); ``n_columns``: the new panels' width, if it changes."""
         reads = tuple(
-            PanelRead(function, block, i, *args) if isinstance(block, PanelRead)
+            PanelRead(function, block, i, *args)
+            if isinstance(block, PanelRead)
             else dask.delayed(function, pure=True)(block, i, *args)
             for i, block in enumerate(self.blocks())
         )
         n_columns = self.shape[1] if n_columns is None else int(n_columns)
         array = stacked(reads, self.row_chunks, n_columns, self.dtype, self.array._meta)
-        return replace(self, array=array, reads=reads, in_memory=False, nnz=None if n_columns != self.shape[1] else self.nnz)
+        return replace(
+            self, array=array, reads=reads, in_memory=False, nnz=None if n_columns != self.shape[1] else self.nnz
+        )
 
 
 def stacked(reads, row_chunks, n_columns, dtype, meta):
@@ -120,7 +123,9 @@ def stacked(reads, row_chunks, n_columns, dtype, meta):
     pieces = [
         da.from_delayed(
             dask.delayed(read, pure=True)() if isinstance(read, PanelRead) else read,
-            shape=(int(rows), n_columns), dtype=dtype, meta=meta,
+            shape=(int(rows), n_columns),
+            dtype=dtype,
+            meta=meta,
         )
         for read, rows in zip(reads, row_chunks)
     ]

@@ -86,7 +86,9 @@ def _trim_here():
 
 
 @contextlib.contextmanager
-def local_cluster(n_workers=None, memory_limit="auto", threads_per_worker=None, processes=True, silence_logs=logging.WARN):
+def local_cluster(
+    n_workers=None, memory_limit="auto", threads_per_worker=None, processes=True, silence_logs=logging.WARN
+):
     """An embedded ``LocalCluster`` and a ``Client`` on it, current for the block.
 
     Its dashboard link is logged at INFO level. ``silence_logs`` is the level below which
@@ -101,14 +103,18 @@ def local_cluster(n_workers=None, memory_limit="auto", threads_per_worker=None, 
     capped = memory_limit not in (None, "auto")
     if capped and not processes:
         _trim_here()
-    with dask.config.set({} if capped else WORKER_CONFIG), LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=threads_per_worker,
-        memory_limit=memory_limit,
-        processes=processes,
-        dashboard_address=":0",
-        silence_logs=silence_logs,
-    ) as cluster, Client(cluster) as client:
+    with (
+        dask.config.set({} if capped else WORKER_CONFIG),
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit,
+            processes=processes,
+            dashboard_address=":0",
+            silence_logs=silence_logs,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         logger.info("Dask dashboard: %s", client.dashboard_link)
         with client.as_current():
             yield client

@@ -149,8 +149,7 @@ def _tree_sum(parts, combine, n_panels):
     combine = Task(combine, n_panels)
     while len(parts) > 1:
         parts = [
-            dask.delayed(combine, pure=True)(*parts[i : i + TREE_FAN_IN])
-            for i in range(0, len(parts), TREE_FAN_IN)
+            dask.delayed(combine, pure=True)(*parts[i : i + TREE_FAN_IN]) for i in range(0, len(parts), TREE_FAN_IN)
         ]
     return parts[0]
 
@@ -227,8 +226,9 @@ def finish_step(H, total, blocks, step, size, squared_norm=None):
     if step.beta == 2 and not step.missing:
         cross = sum(pieces[1] for _, pieces in blocks)
         gram = sum(pieces[2] for _, pieces in blocks)
-        after = sum(frobenius_losses([total.loss_terms[0], *np.atleast_1d(cross)], total.h_denominator, gram,
-                                     step.members))
+        after = sum(
+            frobenius_losses([total.loss_terms[0], *np.atleast_1d(cross)], total.h_denominator, gram, step.members)
+        )
     return H_new, np.array([before, after, violation])
 
 
@@ -329,7 +329,11 @@ def final_pass(V_blocks, W_blocks, H, step, shape, max_inner, tol, squared_norm=
     total = _tree_sum([out[1] for out in outputs], kernels.sum_partials, len(V_blocks))
     n_done = [out[2] for out in outputs]
     report_of = partial(
-        _final_report, beta=step.beta, size=shape[0] * shape[1], missing=step.missing, squared_norm=squared_norm,
+        _final_report,
+        beta=step.beta,
+        size=shape[0] * shape[1],
+        missing=step.missing,
+        squared_norm=squared_norm,
         members=step.members,
     )
     report = dask.delayed(Task(report_of, len(V_blocks)))(H, total, n_done)
@@ -340,9 +344,7 @@ def _each_panel(function, V_blocks):
     """``function(V_i)`` for every panel: for a panel read in its task (a PanelRead), as
     part of that read; else as a task of its own."""
     task = Task(function, len(V_blocks))
-    return [
-        PanelRead(function, v) if isinstance(v, PanelRead) else dask.delayed(task, pure=True)(v) for v in V_blocks
-    ]
+    return [PanelRead(function, v) if isinstance(v, PanelRead) else dask.delayed(task, pure=True)(v) for v in V_blocks]
 
 
 def filled_panels(V_blocks, value):
@@ -410,7 +412,9 @@ def sketch_pass(V_blocks, Z):
     Z = dask.delayed(Z, pure=True) if isinstance(Z, np.ndarray) else Z
     panel = Task(randomized_svd.panel_sketch, len(V_blocks))
     outputs = [dask.delayed(panel, nout=2)(v, Z) for v in V_blocks]
-    return [out[0] for out in outputs], _tree_sum([out[1] for out in outputs], randomized_svd.add_sketches, len(V_blocks))
+    return [out[0] for out in outputs], _tree_sum(
+        [out[1] for out in outputs], randomized_svd.add_sketches, len(V_blocks)
+    )
 
 
 def _normalized_usages(W, members):

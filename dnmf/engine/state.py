@@ -35,8 +35,15 @@ class InputStats(NamedTuple):
     def of(cls, vector):
         """The statistics of a :func:`~dnmf.numerics.kernels.panel_stats` vector."""
         values = [float(x) for x in np.asarray(vector)]
-        return cls(values[0], int(values[1]), values[2], values[3], int(values[4]), int(values[5]),
-                   int(values[6]) if len(values) > 6 else 0)
+        return cls(
+            values[0],
+            int(values[1]),
+            values[2],
+            values[3],
+            int(values[4]),
+            int(values[5]),
+            int(values[6]) if len(values) > 6 else 0,
+        )
 
     @property
     def mean(self):

@@ -53,7 +53,7 @@ def _anndata():
     try:
         import anndata
     except ImportError:
-        raise MissingDependencyError("AnnData files need anndata: pip install \"dnmf[anndata]\"") from None
+        raise MissingDependencyError('AnnData files need anndata: pip install "dnmf[anndata]"') from None
     return anndata
 
 
@@ -174,7 +174,9 @@ def _csc_entries(element):
     column = 0
     n = indptr.size - 1
     while column < n:
-        stop = min(n, max(column + 1, int(np.searchsorted(indptr, indptr[column] + CSC_BLOCK_ENTRIES, side="right")) - 1))
+        stop = min(
+            n, max(column + 1, int(np.searchsorted(indptr, indptr[column] + CSC_BLOCK_ENTRIES, side="right")) - 1)
+        )
         lo, hi = int(indptr[column]), int(indptr[stop])
         rows = np.asarray(element["indices"][lo:hi], dtype=np.int64)
         columns = np.repeat(np.arange(column, stop), np.diff(indptr[column : stop + 1]))
@@ -244,13 +246,18 @@ def write_h5ad(path, W, H, *, obs_names, var_names, uns):
     obs_names, var_names = [str(name) for name in obs_names], [str(name) for name in var_names]
     k = H.shape[0]
     skeleton = anndata.AnnData(
-        obs=pd.DataFrame(index=pd.Index(obs_names)), var=pd.DataFrame(index=pd.Index(var_names)),
-        varm={COMPONENTS_KEY: np.ascontiguousarray(H.T)}, uns={UNS_KEY: uns},
+        obs=pd.DataFrame(index=pd.Index(obs_names)),
+        var=pd.DataFrame(index=pd.Index(var_names)),
+        varm={COMPONENTS_KEY: np.ascontiguousarray(H.T)},
+        uns={UNS_KEY: uns},
     )
     skeleton.write_h5ad(Path(path))
     with h5py.File(path, "r+") as handle:
         usage = handle["obsm"].create_dataset(
-            USAGE_KEY, shape=(len(obs_names), k), dtype=H.dtype, chunks=(max(1, min(len(obs_names), 2**16)), k),
+            USAGE_KEY,
+            shape=(len(obs_names), k),
+            dtype=H.dtype,
+            chunks=(max(1, min(len(obs_names), 2**16)), k),
         )
         usage.attrs["encoding-type"], usage.attrs["encoding-version"] = "array", "0.2.0"
         row = 0

@@ -74,7 +74,9 @@ def _checked(block, shape, what):
             )
         if values.min() < 0:
             bad = int(np.argmin(values))
-            raise InputError(f"{what}: negative value {values[bad].item()!r} at ({rows[bad]}, {columns[bad]}) (0-based)")
+            raise InputError(
+                f"{what}: negative value {values[bad].item()!r} at ({rows[bad]}, {columns[bad]}) (0-based)"
+            )
     return rows.astype(np.int64, copy=False), columns, values
 
 

@@ -107,13 +107,9 @@ class CSRMatrix:
         (``where`` names them in the errors; ``path`` and ``values`` as the attributes)."""
         m, n = (int(s) for s in shape)
         if indptr.shape != (m + 1,):
-            raise InputError(
-                f"{where}: indptr has shape {indptr.shape}, expected ({m + 1},) for {m} rows"
-            )
+            raise InputError(f"{where}: indptr has shape {indptr.shape}, expected ({m + 1},) for {m} rows")
         if indices.shape != data.shape:
-            raise InputError(
-                f"{where}: indices has {indices.shape[0]} entries but data has {data.shape[0]}"
-            )
+            raise InputError(f"{where}: indices has {indices.shape[0]} entries but data has {data.shape[0]}")
         ends = [indptr[0], indptr[m]] if m else indptr[:]
         if int(ends[0]) != 0 or int(ends[-1]) != data.shape[0]:
             raise InputError(

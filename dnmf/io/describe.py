@@ -46,10 +46,14 @@ def _describe_matrix(location):
             bytes=int(matrix.nnz * (matrix.dtype.itemsize + matrix.indices.dtype.itemsize) + (m + 1) * 8),
         )
     elif hasattr(matrix, "format") and not isinstance(matrix, np.ndarray):  # scipy.sparse from .npz
-        info.update(kind="SciPy sparse (.npz)", chunks=None, nnz=int(matrix.nnz), density=matrix.nnz / np.prod(matrix.shape))
+        info.update(
+            kind="SciPy sparse (.npz)", chunks=None, nnz=int(matrix.nnz), density=matrix.nnz / np.prod(matrix.shape)
+        )
         info["bytes"] = int(matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes)
     elif isinstance(matrix, np.ndarray):
-        info.update(kind="NumPy array (.npy, memory-mapped)", chunks=None, nnz="not counted (dense)", bytes=int(matrix.nbytes))
+        info.update(
+            kind="NumPy array (.npy, memory-mapped)", chunks=None, nnz="not counted (dense)", bytes=int(matrix.nbytes)
+        )
     else:
         info.update(
             kind="dense Zarr array",

@@ -119,9 +119,19 @@ def open_format(path, *, layer=None, dtype=None, store=None, progress=None):
         return converted(store, record, lambda overwrite: write(record, overwrite))
 
     def convert(entries, shape, values):
-        return reuse_or_write(values, lambda record, overwrite: entries_to_csr(
-            entries, shape, store, values, source=record, what=path, progress=progress, overwrite=overwrite,
-        ))
+        return reuse_or_write(
+            values,
+            lambda record, overwrite: entries_to_csr(
+                entries,
+                shape,
+                store,
+                values,
+                source=record,
+                what=path,
+                progress=progress,
+                overwrite=overwrite,
+            ),
+        )
 
     if kind == "10x-h5":
         return open_10x_h5(path, values_of)
@@ -129,9 +139,17 @@ def open_format(path, *, layer=None, dtype=None, store=None, progress=None):
         matrix_file = mex_files(path)["matrix"] if kind == "10x-mex" else path
         values = values_of(np.float64 if read_header(matrix_file)[3] == "real" else np.int64)
         read = open_mex if kind == "10x-mex" else convert_mtx
-        return reuse_or_write(values, lambda record, overwrite: read(
-            path, store, values, source=record, progress=progress, overwrite=overwrite,
-        ))
+        return reuse_or_write(
+            values,
+            lambda record, overwrite: read(
+                path,
+                store,
+                values,
+                source=record,
+                progress=progress,
+                overwrite=overwrite,
+            ),
+        )
     return anndata_element(path, layer, values_of, convert)
 
 

@@ -103,8 +103,9 @@ def _check(shape, rank, noise, density, nnz, chunk_rows, dtype, seed):
         if isinstance(nnz, bool) or not isinstance(nnz, numbers.Integral) or nnz < 1:
             raise ParameterError(f"nnz must be a positive integer, got {nnz!r}")
         if density is not None:
-            raise ParameterError("give density or nnz, not both: density keeps entries of a dense low-rank "
-                                 "matrix, nnz draws a graph")
+            raise ParameterError(
+                "give density or nnz, not both: density keeps entries of a dense low-rank matrix, nnz draws a graph"
+            )
         if noise is not None:
             raise ParameterError("noise does not apply to a graph (nnz): its entries are counts of draws")
     if chunk_rows is not None and (not isinstance(chunk_rows, numbers.Integral) or chunk_rows < 1):

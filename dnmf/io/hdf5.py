@@ -30,7 +30,7 @@ def _h5py():
         import h5py
     except ImportError:
         raise MissingDependencyError(
-            "reading HDF5 files (.h5ad, 10x .h5) needs h5py: pip install \"dnmf[anndata]\""
+            'reading HDF5 files (.h5ad, 10x .h5) needs h5py: pip install "dnmf[anndata]"'
         ) from None
     return h5py
 

@@ -129,6 +129,12 @@ def convert_mtx(path, store, dtype, *, source, transpose=False, progress=None, o
     rows, columns, entries, field = read_header(path)
     shape = (columns, rows) if transpose else (rows, columns)
     return entries_to_csr(
-        lambda: _blocks(path, field, entries, transpose), shape, store, dtype, source=source, what=os.fspath(path),
-        progress=progress, overwrite=overwrite,
+        lambda: _blocks(path, field, entries, transpose),
+        shape,
+        store,
+        dtype,
+        source=source,
+        what=os.fspath(path),
+        progress=progress,
+        overwrite=overwrite,
     )

@@ -133,10 +133,12 @@ def write_fit(path, result, params, *, input_path=None, overwrite=False, labels=
         check_h5ad_destination(location)
         with publish_directory(location.path, overwrite) as temp:
             m, n = result.W.shape[0], result.H.shape[1]
-            rows, columns = (names if names is not None else [str(i) for i in range(size)]
-                             for names, size in zip(labels, (m, n)))
-            write_h5ad(temp, result.W, np.asarray(result.H), obs_names=rows, var_names=columns,
-                       uns=_without_none(attrs))
+            rows, columns = (
+                names if names is not None else [str(i) for i in range(size)] for names, size in zip(labels, (m, n))
+            )
+            write_h5ad(
+                temp, result.W, np.asarray(result.H), obs_names=rows, var_names=columns, uns=_without_none(attrs)
+            )
             pause_for_tests(PAUSE_IN_RESULT_WRITE)
     else:
         with new_group(location, overwrite) as group:

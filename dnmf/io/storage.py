@@ -162,7 +162,9 @@ def _open_remote(location, layer):
         except (ValueError, EOFError, OSError, KeyError) as error:
             problem = store_error(error, url, "input")
             if isinstance(problem, StoreError) or problem is None:
-                raise InputError(f"{url} is not a {url[-4:]} file of numbers ({' '.join(str(error).split())})") from None
+                raise InputError(
+                    f"{url} is not a {url[-4:]} file of numbers ({' '.join(str(error).split())})"
+                ) from None
             raise problem from None
     try:
         node = location.open_zarr("r", "input")
@@ -244,7 +246,9 @@ def _view_panels(X, bounds, view, meta):
     starts = np.concatenate([[0], np.cumsum(bounds)]).astype(int)
     pieces = [
         da.from_delayed(
-            dask.delayed(view(X, int(a), int(b)), traverse=False), shape=(int(b - a), X.shape[1]), dtype=X.dtype,
+            dask.delayed(view(X, int(a), int(b)), traverse=False),
+            shape=(int(b - a), X.shape[1]),
+            dtype=X.dtype,
             meta=meta,
         )
         for a, b in zip(starts[:-1], starts[1:])

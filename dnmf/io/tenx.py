@@ -21,8 +21,16 @@ from .csr import CSRMatrix
 from .hdf5 import Dataset, opened
 from .mtx import convert_mtx, read_header
 
-__all__ = ["H5_DATASETS", "is_mex", "mex_files", "mex_labels", "open_10x_h5", "open_mex", "tenx_h5_labels",
-           "tenx_h5_summary"]
+__all__ = [
+    "H5_DATASETS",
+    "is_mex",
+    "mex_files",
+    "mex_labels",
+    "open_10x_h5",
+    "open_mex",
+    "tenx_h5_labels",
+    "tenx_h5_summary",
+]
 
 #: What a 10x HDF5 file's ``matrix`` group holds.
 H5_DATASETS = ("data", "indices", "indptr", "shape", "barcodes", "features/name")
@@ -61,7 +69,11 @@ def tenx_h5_summary(path):
     with opened(path) as handle:
         group = _matrix_group(handle, os.fspath(path))
         features, barcodes = (int(s) for s in group["shape"][()])
-        return {"shape": [barcodes, features], "stored_dtype": str(group["data"].dtype), "nnz": int(group["data"].shape[0])}
+        return {
+            "shape": [barcodes, features],
+            "stored_dtype": str(group["data"].dtype),
+            "nnz": int(group["data"].shape[0]),
+        }
 
 
 def tenx_h5_labels(path):
@@ -117,5 +129,11 @@ def open_mex(path, store, values, *, source, progress=None, overwrite=False):
             f"{len(names[1])} features and {len(names[0])} barcodes"
         )
     return convert_mtx(
-        files["matrix"], store, values, source=source, transpose=True, progress=progress, overwrite=overwrite,
+        files["matrix"],
+        store,
+        values,
+        source=source,
+        transpose=True,
+        progress=progress,
+        overwrite=overwrite,
     )

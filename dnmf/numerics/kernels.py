@@ -263,8 +263,9 @@ def hals_sweeps(W, gram, cross, n_sweeps, members=()):
         violation = 0.0
         for a, b in member_slices(members):
             block = np.ascontiguousarray(W[:, a:b])
-            violation += hals_sweeps(block, np.ascontiguousarray(gram[a:b, a:b]), np.ascontiguousarray(cross[:, a:b]),
-                                     n_sweeps)
+            violation += hals_sweeps(
+                block, np.ascontiguousarray(gram[a:b, a:b]), np.ascontiguousarray(cross[:, a:b]), n_sweeps
+            )
             W[:, a:b] = block
         return violation
     if W.shape[1] >= BLOCKED_SWEEP_MIN_RANK and W.shape[0] >= BLOCKED_SWEEP_ROWS:
@@ -328,9 +329,7 @@ def _wh_at(V, W, H):
     V = V.tocsr()
     rows = np.repeat(np.arange(V.shape[0]), np.diff(V.indptr))
     values = np.einsum("ij,ji->i", W[rows], H[:, V.indices]) if V.nnz else np.zeros(0)
-    return sp.csr_matrix(
-        (values.astype(W.dtype, copy=False), V.indices, V.indptr), shape=V.shape
-    )
+    return sp.csr_matrix((values.astype(W.dtype, copy=False), V.indices, V.indptr), shape=V.shape)
 
 
 def _wh_power(W, H, exponent):
@@ -346,8 +345,7 @@ def mu_update_w(V, W, H, beta, penalty, gamma, HHt=None, VHt=None, members=()):
     """One multiplicative update of ``W`` (a new array), as scikit-learn's ``mu``; of an
     ensemble (``members``), each member's columns against its own rows of H."""
     if len(members) > 1 and beta != 2:  # (for beta 2, VHt and the block-diagonal HHt are the members')
-        return np.hstack([mu_update_w(V, W[:, a:b], H[a:b], beta, penalty, gamma)
-                          for a, b in member_slices(members)])
+        return np.hstack([mu_update_w(V, W[:, a:b], H[a:b], beta, penalty, gamma) for a, b in member_slices(members)])
     if beta == 2:
         numerator = _dot(V, H.T) if VHt is None else VHt.copy()
         denominator = W @ (H @ H.T if HHt is None else HHt)
@@ -460,9 +458,7 @@ def beta_loss_pieces(V, W, H, beta, members=()):
         sum_wh_beta = float(sum(np.sum((W[i] @ H) ** beta) for i in range(W.shape[0])))
     else:
         sum_wh_beta = float(np.sum(WH_at_V.astype(np.float64) ** beta))
-    return np.array(
-        [(data**beta).sum(), np.dot(data, values ** (beta - 1)), sum_wh_beta]
-    )
+    return np.array([(data**beta).sum(), np.dot(data, values ** (beta - 1)), sum_wh_beta])
 
 
 # --------------------------------------------------------------- per-panel W solves
@@ -527,8 +523,9 @@ class _WRule:
             cross = VHt - self.penalty.l1 if self.penalty.l1 else VHt
             return W, hals_sweeps(W, self.gram, cross, n_updates, self.members)
         for _ in range(n_updates):
-            W = mu_update_w(V, W, self.H, self.beta, self.penalty, self.gamma, HHt=self.HHt, VHt=VHt,
-                            members=self.members)
+            W = mu_update_w(
+                V, W, self.H, self.beta, self.penalty, self.gamma, HHt=self.HHt, VHt=VHt, members=self.members
+            )
         return W, 0.0
 
     def loss_pieces(self, V, W, VHt, norm):

@@ -57,8 +57,10 @@ def frobenius_losses(terms, gram, HHt, members=()):
     """
     if not members:
         return [frobenius_loss(terms[0], terms[1], gram, HHt)]
-    return [frobenius_loss(terms[0], cross, gram[a:b, a:b], HHt[a:b, a:b])
-            for cross, (a, b) in zip(terms[1:], member_slices(members))]
+    return [
+        frobenius_loss(terms[0], cross, gram[a:b, a:b], HHt[a:b, a:b])
+        for cross, (a, b) in zip(terms[1:], member_slices(members))
+    ]
 
 
 def beta_loss(terms, beta, size):

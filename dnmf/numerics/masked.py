@@ -234,8 +234,7 @@ def _entry_loss(values, WH_obs, beta):
         div = vk / whk
         return float(div.sum() - v.size - np.log(div).sum())
     return float(
-        ((vk**beta).sum() - beta * np.dot(vk, whk ** (beta - 1)) + (beta - 1) * (wh**beta).sum())
-        / (beta * (beta - 1))
+        ((vk**beta).sum() - beta * np.dot(vk, whk ** (beta - 1)) + (beta - 1) * (wh**beta).sum()) / (beta * (beta - 1))
     )
 
 
@@ -336,7 +335,7 @@ class _FewMissingRows(_DenseRows):
     corrections at the missing entries C (``(M⊙WH)Hᵀ = W HHᵀ - (C⊙WH)Hᵀ``), so the
     cost is the unmasked one plus O(missing · k)."""
 
-    def __init__(self, values, missing):  # noqa: super().__init__ not called: no mask needed
+    def __init__(self, values, missing):  # super().__init__ not called: no mask needed
         self.values = values
         self.missing = _Entries(*np.divmod(missing, values.shape[1]), values.shape)
         self._norm = None
@@ -475,7 +474,9 @@ class MaskedPartial(NamedTuple):
 
     def columns(self, start, stop, beta=None):
         """The H-step terms of columns ``start:stop`` of H (both are per column)."""
-        return self._replace(h_numerator=self.h_numerator[:, start:stop], h_denominator=self.h_denominator[:, start:stop])
+        return self._replace(
+            h_numerator=self.h_numerator[:, start:stop], h_denominator=self.h_denominator[:, start:stop]
+        )
 
 
 def panel_step(V, W, H, step):

@@ -176,6 +176,7 @@ def update_h(H, total, step):
     k = H.shape[0]
     Ht = np.array(np.asarray(H, dtype=total.h_numerator.dtype).T, order="C", copy=True)
     grams = np.ascontiguousarray(total.h_denominator.T).reshape(-1, k, k)
-    _, violation = hals_sweeps_per_row(Ht, grams, np.ascontiguousarray(total.h_numerator.T), step.sweeps_H, step.penalty_H)
+    _, violation = hals_sweeps_per_row(
+        Ht, grams, np.ascontiguousarray(total.h_numerator.T), step.sweeps_H, step.penalty_H
+    )
     return np.ascontiguousarray(Ht.T), violation
-

@@ -49,12 +49,16 @@ def main(argv=None):
         warnings.simplefilter("ignore", ConvergenceWarning)  # a short run on purpose: parts show early
         W = model.fit_transform(X)
     relative = model.reconstruction_err_ / (X**2).sum() ** 0.5
-    print(f"{X.shape[0]} images of {X.shape[1]} pixels -> {args.rank} parts in {model.n_iter_} iterations "
-          f"(relative error {relative:.3f})")
+    print(
+        f"{X.shape[0]} images of {X.shape[1]} pixels -> {args.rank} parts in {model.n_iter_} iterations "
+        f"(relative error {relative:.3f})"
+    )
 
     pictures = {
         "parts": dnmf.plot_components(model.components_, IMAGE_SHAPE, out=out / "digits_parts.png"),
-        "reconstruction": dnmf.plot(model, "reconstruction", out / "digits_reconstruction.png", V=X, max_rows=SAMPLE_ROWS),
+        "reconstruction": dnmf.plot(
+            model, "reconstruction", out / "digits_reconstruction.png", V=X, max_rows=SAMPLE_ROWS
+        ),
         "convergence": dnmf.plot_convergence(model, out=out / "digits_convergence.png"),
     }
     paths = [out / f"digits_{name}.png" for name in pictures]
@@ -63,7 +67,9 @@ def main(argv=None):
     labels = [f"image {i} (a {t})" for i, t in enumerate(targets)]
     matches = dnmf.similar(W, 0, top=10, labels=labels)
     same = sum(targets[m.index] == targets[0] for m in matches)
-    print(f"\nimages most like image 0 (a {targets[0]}), by their parts: {same} of {len(matches)} are also a {targets[0]}")
+    print(
+        f"\nimages most like image 0 (a {targets[0]}), by their parts: {same} of {len(matches)} are also a {targets[0]}"
+    )
     for match in matches[:5]:
         print(f"  {match.label:<20} cosine {match.score:.3f}")
     print(f"  ... digits among the 10: {dict(Counter(int(targets[m.index]) for m in matches))}")

@@ -62,7 +62,9 @@ def main(argv=None):
 
     ratings, names, genres, likes = make_ratings(args.users)
     stored = dnmf.save_csr(ratings, out / "ratings.zarr", overwrite=True)
-    print(f"{ratings.shape[0]} users x {ratings.shape[1]} items, {ratings.nnz} ratings, stored in {out / 'ratings.zarr'}")
+    print(
+        f"{ratings.shape[0]} users x {ratings.shape[1]} items, {ratings.nnz} ratings, stored in {out / 'ratings.zarr'}"
+    )
 
     model = dnmf.NMF(n_components=RANK, init="nndsvda", max_iter=args.max_iter, random_state=0)
     with warnings.catch_warnings():
@@ -93,8 +95,13 @@ def main(argv=None):
     dnmf.plot_factors(W, model.components_, out=picture, feature_names=names)
     print(f"\nW and H drawn in {picture}")
     return {
-        "names": names, "genres": genres, "likes": likes, "item_matches": item_matches,
-        "user_matches": user_matches, "picks": picks, "pictures": [picture],
+        "names": names,
+        "genres": genres,
+        "likes": likes,
+        "item_matches": item_matches,
+        "user_matches": user_matches,
+        "picks": picks,
+        "pictures": [picture],
     }
 
 

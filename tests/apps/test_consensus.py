@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import zarr
+from counting_store import CountingStore, PassRecorder, chunk_keys
 from scipy.optimize import linear_sum_assignment
 from zarr.storage import LocalStore
 
 from dnmf import api
 from dnmf.api import prepare, run_job
-from dnmf.errors import CheckpointMismatch
 from dnmf.apps.consensus import consensus, consensus_of_rank, local_density
 from dnmf.cli.main import main
 from dnmf.engine.checkpoint import PAUSE_IN_CHECKPOINT_WRITE
+from dnmf.errors import CheckpointMismatch
 from dnmf.io.results import read_result
-from counting_store import CountingStore, PassRecorder, chunk_keys
 
 PROGRAMS = 7
 
@@ -51,8 +51,15 @@ def _cosines(found, planted):
     return similarity[rows, columns]
 
 
-@pytest.mark.parametrize("rule", [dict(inner_sweeps=2, extrapolate=True), dict(solver="mu", beta_loss="kullback-leibler"),
-                                  dict(solver="mu", beta_loss=1.5)], ids=["hals", "kl", "beta1.5"])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        dict(inner_sweeps=2, extrapolate=True),
+        dict(solver="mu", beta_loss="kullback-leibler"),
+        dict(solver="mu", beta_loss=1.5),
+    ],
+    ids=["hals", "kl", "beta1.5"],
+)
 def test_an_ensemble_is_its_members_fitted_alone(make_matrix, rule):
     """Three factorizations of ranks 2, 3, 4 run as one ensemble of rank 9 give each
     member's own fit: the same iterates as three separate fits, for every loss."""
@@ -64,8 +71,9 @@ def test_an_ensemble_is_its_members_fitted_alone(make_matrix, rule):
     for k, seed in members:
         alone = run_job(prepare(X, {**common, "n_components": k, "random_state": seed}))
         np.testing.assert_allclose(together.H[start : start + k], alone.H, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(together.W[:, start : start + k].compute(), alone.W.compute(), rtol=1e-10,
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            together.W[:, start : start + k].compute(), alone.W.compute(), rtol=1e-10, atol=1e-12
+        )
         start += k
 
 
@@ -79,8 +87,9 @@ def test_an_ensemble_resumed_from_its_checkpoint_is_the_uninterrupted_one(make_m
     members = [(2, 21), (3, 22)]
     common = dict(init="random", tol=0, n_components=5)
     whole = run_job(prepare(X, {**common, "max_iter": 12}, members=members))
-    first = run_job(prepare(X, {**common, "max_iter": 7}, members=members,
-                            checkpointing=Checkpointing(tmp_path / "ckpt", every=3)))
+    first = run_job(
+        prepare(X, {**common, "max_iter": 7}, members=members, checkpointing=Checkpointing(tmp_path / "ckpt", every=3))
+    )
     assert first.n_iter == 7
     job = prepare(X, {**common, "max_iter": 12}, members=members, checkpointing=Checkpointing(tmp_path / "ckpt"))
     assert job.start.iteration == 7
@@ -88,8 +97,12 @@ def test_an_ensemble_resumed_from_its_checkpoint_is_the_uninterrupted_one(make_m
     np.testing.assert_array_equal(resumed.H, whole.H)
     np.testing.assert_array_equal(resumed.W.compute(), whole.W.compute())
     assert resumed.n_iter == whole.n_iter == 12
-    with pytest.raises(CheckpointMismatch, match=r"another ensemble .*\[\[2, 21\], \[3, 22\]\], now \[\[2, 21\], \[3, 23\]\]"):
-        prepare(X, {**common, "max_iter": 12}, members=[(2, 21), (3, 23)], checkpointing=Checkpointing(tmp_path / "ckpt"))
+    with pytest.raises(
+        CheckpointMismatch, match=r"another ensemble .*\[\[2, 21\], \[3, 22\]\], now \[\[2, 21\], \[3, 23\]\]"
+    ):
+        prepare(
+            X, {**common, "max_iter": 12}, members=[(2, 21), (3, 23)], checkpointing=Checkpointing(tmp_path / "ckpt")
+        )
 
 
 def test_the_refit_reports_each_members_loss(make_matrix):
@@ -99,13 +112,15 @@ def test_the_refit_reports_each_members_loss(make_matrix):
     rng = np.random.default_rng(0)
     Hs = [rng.random((k, 20)) for k in (2, 5)]
     solve = {"max_iter": 50, "tol": 0}
-    both = run_job(prepare(X, {**solve, "n_components": 7}, H=np.vstack(Hs), update_H=False,
-                           members=[(2, None), (5, None)]))
+    both = run_job(
+        prepare(X, {**solve, "n_components": 7}, H=np.vstack(Hs), update_H=False, members=[(2, None), (5, None)])
+    )
     start = 0
     for H, loss in zip(Hs, both.member_losses):
         alone = run_job(prepare(X, {**solve, "n_components": H.shape[0]}, H=H, update_H=False))
-        np.testing.assert_allclose(both.W[:, start : start + H.shape[0]].compute(), alone.W.compute(), rtol=1e-9,
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            both.W[:, start : start + H.shape[0]].compute(), alone.W.compute(), rtol=1e-9, atol=1e-12
+        )
         assert loss == pytest.approx(alone.loss, rel=1e-9)
         start += H.shape[0]
     assert both.loss == pytest.approx(sum(both.member_losses), rel=1e-12)
@@ -120,8 +135,10 @@ def test_an_ensemble_reads_each_chunk_once_per_iteration(tmp_path):
     store.counts.clear()
     recorder = PassRecorder(store)
     members = [(k, 100 * k + r) for k in (2, 3, 4) for r in range(5)]
-    result = run_job(prepare(V, {"n_components": 45, "init": "random", "max_iter": 6, "tol": 0, "panel_rows": 60},
-                             members=members), callback=recorder)
+    result = run_job(
+        prepare(V, {"n_components": 45, "init": "random", "max_iter": 6, "tol": 0, "panel_rows": 60}, members=members),
+        callback=recorder,
+    )
     assert result.n_iter == 6
     assert store.reads() == {key: 1 + 6 for key in keys}  # the statistics pass, then one pass per iteration
     assert np.all(np.diff(recorder.totals) == len(keys))
@@ -181,8 +198,16 @@ def cnmf_results(counts, spectra, columns, refit_usages, beta_loss="frobenius"):
     from sklearn.preprocessing import StandardScaler
 
     def refit_usage(X, H):
-        return non_negative_factorization(X, H=H, update_H=False, n_components=H.shape[0], tol=1e-4, max_iter=1000,
-                                          solver="cd" if beta_loss == "frobenius" else "mu", beta_loss=beta_loss)[0]
+        return non_negative_factorization(
+            X,
+            H=H,
+            update_H=False,
+            n_components=H.shape[0],
+            tol=1e-4,
+            max_iter=1000,
+            solver="cd" if beta_loss == "frobenius" else "mu",
+            beta_loss=beta_loss,
+        )[0]
 
     X = counts.astype(np.float64)
     norm = X[:, columns] / X[:, columns].std(axis=0, ddof=1)
@@ -210,8 +235,18 @@ def test_results_in_tpm_units_are_cnmfs():
     same consensus spectra; the components come in cNMF's order (by share of usage), and
     the cluster labels follow it."""
     counts, planted = planted_counts()
-    runs = {how: consensus(sp.csr_matrix(counts), [6, 7], replicates=6, preprocess="counts", top_genes=150,
-                           panel_rows=128, refit_usages=how) for how in (None, "normalized")}
+    runs = {
+        how: consensus(
+            sp.csr_matrix(counts),
+            [6, 7],
+            replicates=6,
+            preprocess="counts",
+            top_genes=150,
+            panel_rows=128,
+            refit_usages=how,
+        )
+        for how in (None, "normalized")
+    }
     result = runs[None]
     assert result.report.refit_usages == "tpm" and runs["normalized"].report.refit_usages == "normalized"
     assert result.report.passes == runs["normalized"].report.passes + 2  # the last refit: statistics + solve
@@ -242,11 +277,19 @@ def test_a_kullback_leibler_consensus_is_cnmfs():
     refit starts and stops per panel: the two tools agree to about 1e-4 of the largest
     value; tests/engine/test_fixed_factor.py checks the solve itself tightly.)"""
     counts, planted = planted_counts(cells=300, genes=90, programs=3, seed=2)
-    result = consensus(sp.csr_matrix(counts), [3], replicates=4, preprocess="counts", top_genes=60, panel_rows=128,
-                       beta_loss="kullback-leibler")
+    result = consensus(
+        sp.csr_matrix(counts),
+        [3],
+        replicates=4,
+        preprocess="counts",
+        top_genes=60,
+        panel_rows=128,
+        beta_loss="kullback-leibler",
+    )
     spectra = result.spectra[3]
-    order, spectra_tpm, _, usages, error = cnmf_results(counts, spectra, result.preprocessing.columns, "tpm",
-                                                        "kullback-leibler")
+    order, spectra_tpm, _, usages, error = cnmf_results(
+        counts, spectra, result.preprocessing.columns, "tpm", "kullback-leibler"
+    )
     assert order.tolist() == [0, 1, 2]
     np.testing.assert_allclose(result.spectra_tpm[3], spectra_tpm, rtol=1e-3, atol=1e-3 * spectra_tpm.max())
     np.testing.assert_allclose(result.report.scores[0].error, error, rtol=1e-3)
@@ -292,10 +335,19 @@ def test_an_interrupted_consensus_resumes_to_the_uninterrupted_result(tmp_path):
             raise Crash
 
     with pytest.raises(Crash):
-        consensus(counts, [2, 3], checkpoint=api.Checkpointing(tmp_path / "run", every=5),
-                  callback=crash_in_third_batch, **options)
+        consensus(
+            counts,
+            [2, 3],
+            checkpoint=api.Checkpointing(tmp_path / "run", every=5),
+            callback=crash_in_third_batch,
+            **options,
+        )
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "batch-0001", "batch-0002", "batch-0003.ckpt", "consensus-run.json"]
+        "batch-0001",
+        "batch-0002",
+        "batch-0003.ckpt",
+        "consensus-run.json",
+    ]
     resumed_iterations = []
     resumed = consensus(counts, [2, 3], checkpoint=tmp_path / "run", callback=resumed_iterations.append, **options)
     # batch 3 resumed from its checkpoint at iteration 5; batches 4..8 in full
@@ -319,12 +371,36 @@ def test_kill_9_during_a_consensus_then_resume_equals_an_uninterrupted_run(tmp_p
     counts, _ = planted_counts(cells=200, genes=60, programs=3, seed=2)
     source = tmp_path / "counts.npy"
     np.save(source, counts)
-    options = ["--ranks", "2:3", "--replicates", "2", "--max-iter", "20", "--tol", "0", "--batch-memory", "1",
-               "--threads", "-q"]  # four batches of one fit each
+    options = [
+        "--ranks",
+        "2:3",
+        "--replicates",
+        "2",
+        "--max-iter",
+        "20",
+        "--tol",
+        "0",
+        "--batch-memory",
+        "1",
+        "--threads",
+        "-q",
+    ]  # four batches of one fit each
     assert main(["consensus", str(source), "--out", str(tmp_path / "reference"), *options]) == 0
     out, ckpt = tmp_path / "out", tmp_path / "run.ckpt"
-    command = [sys.executable, "-m", "dnmf.cli", "consensus", str(source), "--out", str(out), "--checkpoint", str(ckpt),
-               "--checkpoint-every", "4", *options]
+    command = [
+        sys.executable,
+        "-m",
+        "dnmf.cli",
+        "consensus",
+        str(source),
+        "--out",
+        str(out),
+        "--checkpoint",
+        str(ckpt),
+        "--checkpoint-every",
+        "4",
+        *options,
+    ]
     pause = {**os.environ, PAUSE_IN_CHECKPOINT_WRITE: "1@8"}  # in every batch's save of iteration 8
     process = subprocess.Popen(command, env=pause, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -356,8 +432,22 @@ def test_cli_writes_the_directory_and_refuses_bad_options(tmp_path, capsys):
     source = tmp_path / "counts.npy"
     np.save(source, counts)
     out = tmp_path / "cnmf"
-    status = main(["consensus", str(source), "--ranks", "2:4", "--replicates", "4", "--out", str(out), "--max-iter",
-                   "100", "--threads", "-q"])
+    status = main(
+        [
+            "consensus",
+            str(source),
+            "--ranks",
+            "2:4",
+            "--replicates",
+            "4",
+            "--out",
+            str(out),
+            "--max-iter",
+            "100",
+            "--threads",
+            "-q",
+        ]
+    )
     assert status == 0, capsys.readouterr().err
     report = json.loads((out / "consensus.json").read_text())
     assert [s["rank"] for s in report["scores"]] == [2, 3, 4]
@@ -372,11 +462,31 @@ def test_cli_writes_the_directory_and_refuses_bad_options(tmp_path, capsys):
     cells, genes = [f"cell{i}" for i in range(200)], [f"gene{j}" for j in range(60)]
     import pandas as pd
 
-    anndata.AnnData(sp.csr_matrix(counts.astype(np.int32)), obs=pd.DataFrame(index=cells),
-                    var=pd.DataFrame(index=genes)).write_h5ad(tmp_path / "counts.h5ad")
-    status = main(["consensus", str(tmp_path / "counts.h5ad"), "--ranks", "2:3", "--replicates", "3", "--preprocess",
-                   "counts", "--top-genes", "40", "--format", "h5ad", "--out", str(tmp_path / "pre"), "--max-iter", "50",
-                   "--threads", "-q"])
+    anndata.AnnData(
+        sp.csr_matrix(counts.astype(np.int32)), obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=genes)
+    ).write_h5ad(tmp_path / "counts.h5ad")
+    status = main(
+        [
+            "consensus",
+            str(tmp_path / "counts.h5ad"),
+            "--ranks",
+            "2:3",
+            "--replicates",
+            "3",
+            "--preprocess",
+            "counts",
+            "--top-genes",
+            "40",
+            "--format",
+            "h5ad",
+            "--out",
+            str(tmp_path / "pre"),
+            "--max-iter",
+            "50",
+            "--threads",
+            "-q",
+        ]
+    )
     assert status == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "pre" / "consensus.json").read_text())
     assert report["preprocessing"]["kind"] == "counts" and len(report["preprocessing"]["columns"]) == 40
@@ -407,14 +517,25 @@ def test_cli_writes_the_directory_and_refuses_bad_options(tmp_path, capsys):
         (["--beta-loss", "kullback-leibler", "--solver", "cd"], "--solver cd does not handle"),
         (["--checkpoint-every", "3"], "--checkpoint-every and --checkpoint-seconds apply with --checkpoint CKPT"),
         (["--batch-memory", "lots"], "'lots' is not a size such as 4GiB"),
-        (["--checkpoint", "s3://bucket/run.ckpt"], "--checkpoint s3://bucket/run.ckpt: a consensus checkpoints to a "
-                                                   "local directory only"),
+        (
+            ["--checkpoint", "s3://bucket/run.ckpt"],
+            "--checkpoint s3://bucket/run.ckpt: a consensus checkpoints to a local directory only",
+        ),
         (["--checkpoint", str(tmp_path)], "holds other files and no consensus-run.json; use an empty directory"),
     ]:
         target = tmp_path / "never"
         options = {"--ranks": "2:3", "--replicates": "3", **dict(zip(args[::2], args[1::2]))}
-        status = main(["consensus", str(source), *[x for pair in options.items() for x in pair], "--out", str(target),
-                       "--threads", "-q"])
+        status = main(
+            [
+                "consensus",
+                str(source),
+                *[x for pair in options.items() for x in pair],
+                "--out",
+                str(target),
+                "--threads",
+                "-q",
+            ]
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert status == 2 and len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
         assert not target.exists()

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_plots import assert_png
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "scripts" / "examples"
@@ -43,20 +42,26 @@ def test_topics_example(run, tmp_path):
     result, out = run("topics")
     found, themes = result["topics"], result["themes"]
     main_topic = {label: int(np.argmax(mix)) for label, mix in zip(found.documents, found.mix)}
-    by_theme = {theme: {main_topic[label] for label, t in themes.items() if t == theme} for theme in set(themes.values())}
+    by_theme = {
+        theme: {main_topic[label] for label, t in themes.items() if t == theme} for theme in set(themes.values())
+    }
     assert all(len(topics) == 1 for topics in by_theme.values())
     assert len(set.union(*by_theme.values())) == len(by_theme)  # one topic per theme
     assert out.count("\ntopic ") + out.startswith("topic ") == 3
     assert (tmp_path / "corpus.zarr" / "tfidf").is_dir()
     first = found.documents[0]
-    assert all(line.split()[1] == themes[first] for line in out.splitlines() if line.startswith("  ") and ".txt" in line)
+    assert all(
+        line.split()[1] == themes[first] for line in out.splitlines() if line.startswith("  ") and ".txt" in line
+    )
 
 
 def test_digits_parts_example(run):
     result, out = run("digits_parts", "--max-iter", "20", "--rank", "12")
     assert result["model"].components_.shape == (12, 64)
     assert [p.name for p in result["pictures"]] == [
-        "digits_parts.png", "digits_reconstruction.png", "digits_convergence.png",
+        "digits_parts.png",
+        "digits_reconstruction.png",
+        "digits_convergence.png",
     ]
     assert result["same_digit"] >= 8, out
     assert "relative error" in out

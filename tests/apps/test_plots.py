@@ -20,8 +20,8 @@ from PIL import Image
 import dnmf
 from dnmf import api
 from dnmf.apps import plots
-from dnmf.cli import main
 from dnmf.apps.plots import DPI, SAMPLE_COLUMNS, SAMPLE_ROWS, sample_indices
+from dnmf.cli import main
 from dnmf.io.results import write_fit
 
 #: Pixel sizes (width, height) of the fixed-size figures.
@@ -217,14 +217,40 @@ def test_bad_arguments_name_the_bad_value(tmp_path, fitted, model):
 def test_cli_plot_every_kind(tmp_path, fitted, capsys):
     where, _ = fitted
     result = str(where / "out.zarr")
-    sizes = {"reconstruction": RECONSTRUCTION_PX, "factors": FACTORS_PX, "convergence": CONVERGENCE_PX, "components": (2 * 160, 2 * 180 + 40)}
-    for kind, extra in [("reconstruction", []), ("factors", []), ("convergence", []), ("components", ["--image-shape", "6", "8"])]:
+    sizes = {
+        "reconstruction": RECONSTRUCTION_PX,
+        "factors": FACTORS_PX,
+        "convergence": CONVERGENCE_PX,
+        "components": (2 * 160, 2 * 180 + 40),
+    }
+    for kind, extra in [
+        ("reconstruction", []),
+        ("factors", []),
+        ("convergence", []),
+        ("components", ["--image-shape", "6", "8"]),
+    ]:
         out = tmp_path / f"{kind}.png"
         assert main(["plot", result, "--kind", kind, "--out", str(out), *extra]) == 0
         assert capsys.readouterr().out.startswith(f"wrote {out} ({kind}")
         assert_png(out, sizes[kind], curve=kind == "convergence")
     out = tmp_path / "given-input.png"
-    assert main(["plot", result, "--kind", "reconstruction", "--input", str(where / "V.zarr"), "--rows", "20", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                result,
+                "--kind",
+                "reconstruction",
+                "--input",
+                str(where / "V.zarr"),
+                "--rows",
+                "20",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert_png(out, RECONSTRUCTION_PX)
 
 
@@ -254,7 +280,9 @@ def test_cli_plot_missing_result_and_moved_input(tmp_path, fitted, capsys):
     V = fitted[1]
     params = {**api.DEFAULTS, "n_components": 2, "max_iter": 2, "tol": 0.0}
     write_fit(tmp_path / "moved.zarr", api.run(V, params), params, input_path=str(tmp_path / "gone.zarr"))
-    assert main(["plot", str(tmp_path / "moved.zarr"), "--kind", "reconstruction", "--out", str(tmp_path / "y.png")]) == 2
+    assert (
+        main(["plot", str(tmp_path / "moved.zarr"), "--kind", "reconstruction", "--out", str(tmp_path / "y.png")]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: the input recorded in") and "gone.zarr" in err and "pass --input V" in err
 

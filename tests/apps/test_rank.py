@@ -66,7 +66,9 @@ def test_sweep_on_a_cluster_with_missing_values():
     distributed = pytest.importorskip("distributed")
     X = planted(60, 40, 3, seed=2)
     X[np.random.RandomState(3).uniform(size=X.shape) < 0.1] = np.nan
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as cluster:
         with distributed.Client(cluster) as client:
             report = select_rank(
                 X, [2, 3, 4], replicates=2, solver="mu", missing_values=np.nan, max_iter=15, client=client
@@ -98,8 +100,22 @@ def test_cli_rank(tmp_path, capsys):
 
     np.save(tmp_path / "v.npy", planted(40, 30, 2, seed=4))
     argv = [
-        "rank", str(tmp_path / "v.npy"), "--ranks", "1:3", "--replicates", "2", "--max-iter", "30",
-        "--out", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"), "--threads", "--workers", "1", "-q",
+        "rank",
+        str(tmp_path / "v.npy"),
+        "--ranks",
+        "1:3",
+        "--replicates",
+        "2",
+        "--max-iter",
+        "30",
+        "--out",
+        str(tmp_path / "r.json"),
+        "--plot",
+        str(tmp_path / "r.png"),
+        "--threads",
+        "--workers",
+        "1",
+        "-q",
     ]
     assert main(argv) == 0
     saved = json.loads((tmp_path / "r.json").read_text())

@@ -13,10 +13,10 @@ import pytest
 import zarr
 
 import dnmf
+from dnmf.apps.similar import Neighbor, item_vectors
 from dnmf.cli import main
 from dnmf.engine.state import FitResult
 from dnmf.io.results import write_fit
-from dnmf.apps.similar import Neighbor, item_vectors
 
 M, K = 3000, 8
 QUERY = 1234
@@ -76,7 +76,9 @@ def test_matches_reference_for_random_queries(planted):
     W = da.from_array(planted, chunks=(97, K))  # uneven panels
     for row in (0, 1, 96, 97, 2500, M - 1):
         matches = dnmf.similar(W, row, top=7)
-        assert [(m.index, round(m.score, 10)) for m in matches] == [(i, round(s, 10)) for i, s in reference(planted, row, 7)]
+        assert [(m.index, round(m.score, 10)) for m in matches] == [
+            (i, round(s, 10)) for i, s in reference(planted, row, 7)
+        ]
 
 
 def test_scores_of_a_dask_W_come_from_a_per_panel_reduction(planted):
@@ -126,7 +128,12 @@ def test_rows_of_zeros_score_zero():
     [
         ("dog bites man", {"labels": [f"r{i}" for i in range(M)]}, ValueError, "unknown label 'dog bites man'"),
         ("r5", {}, ValueError, "'r5' is a label, but no labels"),
-        ("twice", {"labels": ["twice"] * 2 + [f"r{i}" for i in range(M - 2)]}, ValueError, "label 'twice' names 2 items"),
+        (
+            "twice",
+            {"labels": ["twice"] * 2 + [f"r{i}" for i in range(M - 2)]},
+            ValueError,
+            "label 'twice' names 2 items",
+        ),
         (5, {"labels": ["a", "b"]}, ValueError, "got 2 labels for 3000 items"),
         (M, {}, ValueError, f"row {M} is out of range"),
         (-1, {}, ValueError, "row -1 is out of range"),
@@ -170,7 +177,10 @@ def test_cli_similar(fit_result, tmp_path, capsys):
         (["--row", "1", "--label", "x"], "error: give exactly one query"),
         ([], "error: give exactly one query"),
         (["--row", "99999"], "error: row 99999 is out of range"),
-        (["--row", "1", "--labels", "/nonexistent/labels.txt"], "error: labels file not found: /nonexistent/labels.txt"),
+        (
+            ["--row", "1", "--labels", "/nonexistent/labels.txt"],
+            "error: labels file not found: /nonexistent/labels.txt",
+        ),
     ],
 )
 def test_cli_similar_bad_input_exits_2(fit_result, tmp_path, capsys, args, message):

@@ -15,8 +15,8 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 import dnmf
-from dnmf.cli import main
 from dnmf.apps.topics import VECTORIZER_DEFAULTS, corpus_of, read_documents
+from dnmf.cli import main
 
 SPACE = "rocket orbit astronaut launch satellite planet moon telescope galaxy".split()
 BAKING = "oven flour butter sugar dough bread cake chocolate yeast".split()
@@ -104,7 +104,9 @@ def test_csv_column_and_labels(tmp_path):
     themes = np.array([theme_of(d.lower()) for d in result.documents])
     assert len(set(main_topic[themes == "space"])) == 1
     assert set(main_topic[themes == "space"]).isdisjoint(main_topic[themes == "baking"])
-    with pytest.raises(ValueError, match="column 'text' is not in .*news.csv; its columns are \\['headline', 'body'\\]"):
+    with pytest.raises(
+        ValueError, match="column 'text' is not in .*news.csv; its columns are \\['headline', 'body'\\]"
+    ):
         read_documents(path, column="text")
     with pytest.raises(ValueError, match="say which one holds the text"):
         read_documents(path)

@@ -177,11 +177,28 @@ def dask_cluster(tmp_path_factory):
         started.append((process, log))
 
     try:
-        start("scheduler", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
-              "--no-dashboard")
+        start(
+            "scheduler",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            address.rsplit(":", 1)[1],
+            "--no-dashboard",
+        )
         for index in range(2):
-            start(f"worker-{index}", "distributed.cli.dask_worker", address, "--nthreads", "1", "--host", "127.0.0.1",
-                  "--no-dashboard", "--memory-limit", "1GiB")
+            start(
+                f"worker-{index}",
+                "distributed.cli.dask_worker",
+                address,
+                "--nthreads",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--no-dashboard",
+                "--memory-limit",
+                "1GiB",
+            )
         with Client(address, timeout="60s") as client:
             client.wait_for_workers(2, timeout=120)
         yield address
@@ -231,17 +248,58 @@ def _current_iteration(directory):
 @pytest.mark.slow
 def test_kill_9_during_fit_then_resume_equals_an_uninterrupted_run(capsys, tmp_path):
     data = tmp_path / "v.zarr"
-    status, _, err = call(capsys, "generate", data, "--shape", 2000, 200, "--rank", 6, "--dtype", "float64",
-                          "--chunks", 250, "--seed", 3, "--quiet")
+    status, _, err = call(
+        capsys,
+        "generate",
+        data,
+        "--shape",
+        2000,
+        200,
+        "--rank",
+        6,
+        "--dtype",
+        "float64",
+        "--chunks",
+        250,
+        "--seed",
+        3,
+        "--quiet",
+    )
     assert status == 0, err
-    options = ["--rank", 6, "--max-iter", 24, "--tol", 0, "--seed", 1, "--init", "random", "--workers", 2, "--threads",
-               "--quiet"]
+    options = [
+        "--rank",
+        6,
+        "--max-iter",
+        24,
+        "--tol",
+        0,
+        "--seed",
+        1,
+        "--init",
+        "random",
+        "--workers",
+        2,
+        "--threads",
+        "--quiet",
+    ]
     reference = tmp_path / "reference.zarr"
     dnmf("fit", data, "--out", reference, *options)
 
     out, directory = tmp_path / "out.zarr", tmp_path / "run.ckpt"
-    command = [sys.executable, "-m", "dnmf.cli", "fit", data, "--out", out, "--checkpoint", directory,
-               "--checkpoint-every", 2, *options]
+    command = [
+        sys.executable,
+        "-m",
+        "dnmf.cli",
+        "fit",
+        data,
+        "--out",
+        out,
+        "--checkpoint",
+        directory,
+        "--checkpoint-every",
+        2,
+        *options,
+    ]
     process = subprocess.Popen(
         [str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
@@ -286,7 +344,12 @@ def test_config_file_then_flags(capsys, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("rank: 7\nmax-iter: 30\nbeta-loss: kullback-leibler\nsolver: mu\nalpha-w: 0.5\nseed: 3\n")
     resolved = _show(capsys, "--config", config)
-    assert (resolved["rank"], resolved["max-iter"], resolved["beta-loss"], resolved["alpha-w"]) == (7, 30, "kullback-leibler", 0.5)
+    assert (resolved["rank"], resolved["max-iter"], resolved["beta-loss"], resolved["alpha-w"]) == (
+        7,
+        30,
+        "kullback-leibler",
+        0.5,
+    )
     resolved = _show(capsys, "--config", config, "--max-iter", 5, "--seed", 9, "--alpha-w", "0")
     assert (resolved["rank"], resolved["max-iter"], resolved["seed"], resolved["alpha-w"]) == (7, 5, 9, 0)
     assert resolved["tol"] == 1e-4 and resolved["solver"] == "mu"  # table default; file
@@ -305,7 +368,9 @@ def test_unknown_config_key_lists_the_valid_ones(capsys, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("rank: 3\nlearning-rate: 0.1\nmax_iter: 4\n")
     status, _, err = call(capsys, "fit", "in.zarr", "--config", config, "--out", "o.zarr")
-    assert_one_error_line(status, err, "unknown key(s) learning-rate, max_iter", "valid keys: alpha-h, alpha-w,", "max-iter")
+    assert_one_error_line(
+        status, err, "unknown key(s) learning-rate, max_iter", "valid keys: alpha-h, alpha-w,", "max-iter"
+    )
 
 
 @pytest.mark.parametrize(
@@ -344,8 +409,23 @@ def test_numpy_and_scipy_files_as_input(capsys, tmp_path, suffix):
         sp.save_npz(path, sp.csr_matrix(V))
     described = info(capsys, path)
     assert described["shape"] == [600, 80] and described["kind"].startswith("NumPy" if suffix == ".npy" else "SciPy")
-    status, _, err = call(capsys, "fit", path, "--rank", 4, "--max-iter", 10, "--tol", 0, "--out", tmp_path / "o.zarr",
-                          "--workers", 1, "--threads", "--quiet")
+    status, _, err = call(
+        capsys,
+        "fit",
+        path,
+        "--rank",
+        4,
+        "--max-iter",
+        10,
+        "--tol",
+        0,
+        "--out",
+        tmp_path / "o.zarr",
+        "--workers",
+        1,
+        "--threads",
+        "--quiet",
+    )
     assert status == 0, err
     W, H, attrs = read_factors(tmp_path / "o.zarr")
     np.testing.assert_allclose(attrs["relative_err"], np.linalg.norm(V - W @ H) / np.linalg.norm(V), rtol=1e-6)
@@ -357,8 +437,25 @@ def test_extrapolate_from_a_flag_or_a_config_file(capsys, tmp_path):
     config.write_text("extrapolate: true\n")
     assert _show(capsys, "--config", config)["extrapolate"] is True
     assert _show(capsys, "--config", config, "--extrapolate", "false")["extrapolate"] is False
-    status, _, err = call(capsys, "fit", data, "--rank", 4, "--max-iter", 10, "--tol", 0, "--extrapolate", "true",
-                          "--out", tmp_path / "o.zarr", "--workers", 1, "--threads", "--quiet")
+    status, _, err = call(
+        capsys,
+        "fit",
+        data,
+        "--rank",
+        4,
+        "--max-iter",
+        10,
+        "--tol",
+        0,
+        "--extrapolate",
+        "true",
+        "--out",
+        tmp_path / "o.zarr",
+        "--workers",
+        1,
+        "--threads",
+        "--quiet",
+    )
     assert status == 0, err
     W, H, attrs = read_factors(tmp_path / "o.zarr")
     assert attrs["params"]["extrapolate"] is True
@@ -368,7 +465,9 @@ def test_extrapolate_from_a_flag_or_a_config_file(capsys, tmp_path):
 def test_fit_with_config_and_overrides_writes_what_was_resolved(capsys, tmp_path):
     data = make_input(capsys, tmp_path, "dense")
     config = tmp_path / "run.yaml"
-    config.write_text(f"rank: 3\nmax-iter: 9\ntol: 0\nalpha-w: 0.001\nthreads: true\nworkers: 1\nout: {tmp_path / 'o.zarr'}\n")
+    config.write_text(
+        f"rank: 3\nmax-iter: 9\ntol: 0\nalpha-w: 0.001\nthreads: true\nworkers: 1\nout: {tmp_path / 'o.zarr'}\n"
+    )
     status, out, err = call(capsys, "fit", data, "--config", config, "--max-iter", 4)
     assert status == 0, err
     _, H, attrs = read_factors(tmp_path / "o.zarr")
@@ -400,13 +499,19 @@ def test_generate_a_graph_like_a_published_one(capsys, tmp_path):
         (["fit", "{dense}", "--rank", 0, "--out", "{tmp}/o.zarr"], ["--rank must be >= 1, got 0"]),
         (["fit", "{dense}", "--rank", 2, "--out", "{tmp}/o.zarr", "--tol", -1], ["--tol must be >= 0, got -1"]),
         (["fit", "{dense}", "--rank", 2, "--out", "{tmp}/o.zarr", "--l1-ratio", 2], ["--l1-ratio must be <= 1, got 2"]),
-        (["fit", "{dense}", "--rank", 99, "--init", "nndsvd", "--out", "{tmp}/o.zarr"],
-         ["--init nndsvd can only be used when --rank <= min(n_samples, n_features)", "use --init random"]),
+        (
+            ["fit", "{dense}", "--rank", 99, "--init", "nndsvd", "--out", "{tmp}/o.zarr"],
+            ["--init nndsvd can only be used when --rank <= min(n_samples, n_features)", "use --init random"],
+        ),
         (["fit", "{dense}", "--rank", 2, "--out", "{tmp}/o.zarr", "--solver", "als"], ["--solver must be one of"]),
-        (["fit", "{dense}", "--rank", 2, "--out", "{tmp}/o.zarr", "--beta-loss", "kullback-leibler"],
-         ["--solver cd does not handle --beta-loss kullback-leibler; use --solver mu"]),
-        (["fit", "{dense}", "--rank", 2, "--out", "{tmp}/o.zarr", "--extrapolate", "maybe"],
-         ["--extrapolate must be true, false or auto, got 'maybe'"]),
+        (
+            ["fit", "{dense}", "--rank", 2, "--out", "{tmp}/o.zarr", "--beta-loss", "kullback-leibler"],
+            ["--solver cd does not handle --beta-loss kullback-leibler; use --solver mu"],
+        ),
+        (
+            ["fit", "{dense}", "--rank", 2, "--out", "{tmp}/o.zarr", "--extrapolate", "maybe"],
+            ["--extrapolate must be true, false or auto, got 'maybe'"],
+        ),
         (["fit", "{dense}", "--rank", 2, "--out", "{tmp}/taken"], ["taken already exists", "--overwrite"]),
         (["fit", "{dense}", "--rank", 2, "--out", "{dense}"], ["would write over the input"]),
         (["fit", "{dense}", "--out", "{tmp}/o.zarr"], ["missing option '--rank'", "dnmf fit --help"]),
@@ -466,14 +571,39 @@ def test_the_console_script_exits_2_with_one_line():
 def test_resume_refuses_a_changed_run(capsys, tmp_path):
     data = make_input(capsys, tmp_path, "dense")
     common = ["--rank", 3, "--tol", 0, "--seed", 0, "--workers", 1, "--threads", "--quiet"]
-    status, _, err = call(capsys, "fit", data, "--out", tmp_path / "a.zarr", "--max-iter", 4, "--checkpoint",
-                          tmp_path / "c", "--checkpoint-every", 2, *common)
+    status, _, err = call(
+        capsys,
+        "fit",
+        data,
+        "--out",
+        tmp_path / "a.zarr",
+        "--max-iter",
+        4,
+        "--checkpoint",
+        tmp_path / "c",
+        "--checkpoint-every",
+        2,
+        *common,
+    )
     assert status == 0, err
-    status, _, err = call(capsys, "fit", data, "--out", tmp_path / "b.zarr", "--max-iter", 6, "--checkpoint",
-                          tmp_path / "c", "--alpha-w", 0.1, *common)
+    status, _, err = call(
+        capsys,
+        "fit",
+        data,
+        "--out",
+        tmp_path / "b.zarr",
+        "--max-iter",
+        6,
+        "--checkpoint",
+        tmp_path / "c",
+        "--alpha-w",
+        0.1,
+        *common,
+    )
     assert_one_error_line(status, err, "cannot resume from", "alpha_W: checkpoint 0.0, now 0.1")
-    status, _, err = call(capsys, "fit", data, "--out", tmp_path / "b.zarr", "--max-iter", 6, "--checkpoint",
-                          tmp_path / "c", *common)  # the same run, longer: resumes
+    status, _, err = call(
+        capsys, "fit", data, "--out", tmp_path / "b.zarr", "--max-iter", 6, "--checkpoint", tmp_path / "c", *common
+    )  # the same run, longer: resumes
     assert status == 0, err
     assert read_factors(tmp_path / "b.zarr")[2]["n_iter"] == 6
     described = info(capsys, tmp_path / "c")
@@ -481,8 +611,9 @@ def test_resume_refuses_a_changed_run(capsys, tmp_path):
 
 
 def test_demo_runs_end_to_end(capsys, tmp_path):
-    status, out, err = call(capsys, "demo", "--workdir", tmp_path, "--shape", 1000, 60, "--rank", 3, "--max-iter", 8,
-                            "--workers", 1)
+    status, out, err = call(
+        capsys, "demo", "--workdir", tmp_path, "--shape", 1000, 60, "--rank", 3, "--max-iter", 8, "--workers", 1
+    )
     assert status == 0, err
     assert "dnmf demo: V is 1000 x 60 float32, rank 3" in out
     assert "fit: 8 iterations" in out and "relative error" in out and "noise floor" in out

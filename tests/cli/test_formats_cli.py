@@ -16,9 +16,10 @@ import zarr
 anndata = pytest.importorskip("anndata")
 pytest.importorskip("h5py")
 
-from dnmf import NMF, open_matrix  # noqa: E402
 from format_files import M, N, adata_of, counts, digest, gzip_file, names, write_10x_h5, write_mex  # noqa: E402
 from test_cli import assert_one_error_line, call, dnmf, read_factors  # noqa: E402
+
+from dnmf import NMF, open_matrix  # noqa: E402
 
 K = 3
 
@@ -53,8 +54,20 @@ def test_fit_h5ad_on_worker_processes_writes_h5ad(files, tmp_path):
 def test_fit_10x_and_matrix_market(files, name, tmp_path):
     where, X = files
     out = tmp_path / "out.zarr"
-    dnmf("fit", where / name, "--rank", K, "--max-iter", 20, "--out", out, "--store", tmp_path / "store.zarr",
-         "--threads", "--quiet")
+    dnmf(
+        "fit",
+        where / name,
+        "--rank",
+        K,
+        "--max-iter",
+        20,
+        "--out",
+        out,
+        "--store",
+        tmp_path / "store.zarr",
+        "--threads",
+        "--quiet",
+    )
     W, H, attrs = read_factors(out)
     reference = NMF(K, random_state=0, max_iter=20).fit(X.astype(np.float32))
     np.testing.assert_allclose(H, reference.components_, rtol=1e-4, atol=1e-5)
@@ -64,8 +77,18 @@ def test_fit_10x_and_matrix_market(files, name, tmp_path):
 def test_a_conversion_goes_beside_out_by_default(files, tmp_path):
     where, _ = files
     before = sorted(path.name for path in where.iterdir())
-    dnmf("fit", where / "counts.mtx.gz", "--rank", K, "--max-iter", 5, "--out", tmp_path / "out.zarr", "--threads",
-         "--quiet")
+    dnmf(
+        "fit",
+        where / "counts.mtx.gz",
+        "--rank",
+        K,
+        "--max-iter",
+        5,
+        "--out",
+        tmp_path / "out.zarr",
+        "--threads",
+        "--quiet",
+    )
     assert (tmp_path / "counts.mtx.gz.csr.zarr").is_dir()
     assert sorted(path.name for path in where.iterdir()) == before  # nothing written beside the input
 
@@ -73,8 +96,9 @@ def test_a_conversion_goes_beside_out_by_default(files, tmp_path):
 def test_an_existing_out_is_refused_before_any_conversion(files, tmp_path, capsys):
     where, _ = files
     (tmp_path / "out.zarr").mkdir()
-    status, _, err = call(capsys, "fit", where / "counts.mtx.gz", "--rank", K, "--out", tmp_path / "out.zarr",
-                          "--threads", "--quiet")
+    status, _, err = call(
+        capsys, "fit", where / "counts.mtx.gz", "--rank", K, "--out", tmp_path / "out.zarr", "--threads", "--quiet"
+    )
     assert_one_error_line(status, err, "already exists")
     assert not (tmp_path / "counts.mtx.gz.csr.zarr").exists()
 
@@ -82,8 +106,18 @@ def test_an_existing_out_is_refused_before_any_conversion(files, tmp_path, capsy
 def test_similar_names_cells_by_their_barcodes(files, tmp_path, capsys):
     where, _ = files
     out = tmp_path / "out.zarr"
-    dnmf("fit", where / "filtered_feature_bc_matrix.h5", "--rank", K, "--max-iter", 20, "--out", out, "--threads",
-         "--quiet")
+    dnmf(
+        "fit",
+        where / "filtered_feature_bc_matrix.h5",
+        "--rank",
+        K,
+        "--max-iter",
+        20,
+        "--out",
+        out,
+        "--threads",
+        "--quiet",
+    )
     status, printed, err = call(capsys, "similar", out, "--label", "cell7", "--top", 3)
     assert status == 0, err
     assert printed.splitlines()[0] == "most similar to 'cell7':"
@@ -127,8 +161,17 @@ def test_a_fit_written_as_h5ad_is_a_result_like_a_zarr_one(files, tmp_path, caps
 
 def test_an_h5ad_that_holds_no_fit_is_not_a_model(files, tmp_path, capsys):
     where, _ = files
-    status, _, err = call(capsys, "transform", where / "cells.h5ad", "--model", where / "cells.h5ad",
-                          "--out", tmp_path / "w.zarr", "--threads", "--quiet")
+    status, _, err = call(
+        capsys,
+        "transform",
+        where / "cells.h5ad",
+        "--model",
+        where / "cells.h5ad",
+        "--out",
+        tmp_path / "w.zarr",
+        "--threads",
+        "--quiet",
+    )
     assert_one_error_line(status, err, "is not a dnmf result")
     assert not (tmp_path / "w.zarr").exists()
 
@@ -136,8 +179,26 @@ def test_an_h5ad_that_holds_no_fit_is_not_a_model(files, tmp_path, capsys):
 def test_layer_is_read_and_kept_by_resume(files, tmp_path):
     where, X = files
     checkpoint, out = tmp_path / "run.ckpt", tmp_path / "out.zarr"
-    dnmf("fit", where / "cells.h5ad", "--layer", "doubled", "--rank", K, "--max-iter", 6, "--tol", 0,
-         "--checkpoint", checkpoint, "--checkpoint-every", 2, "--out", out, "--threads", "--quiet")
+    dnmf(
+        "fit",
+        where / "cells.h5ad",
+        "--layer",
+        "doubled",
+        "--rank",
+        K,
+        "--max-iter",
+        6,
+        "--tol",
+        0,
+        "--checkpoint",
+        checkpoint,
+        "--checkpoint-every",
+        2,
+        "--out",
+        out,
+        "--threads",
+        "--quiet",
+    )
     dnmf("resume", checkpoint, "--max-iter", 10, "--overwrite", "--threads", "--quiet")
     _, H, attrs = read_factors(out)
     assert attrs["n_iter"] == 10
@@ -162,16 +223,37 @@ def test_info_reads_metadata_only(files, capsys):
 
 def test_dtype_and_layer_reach_fit_and_transform(files, tmp_path):
     where, X = files
-    model, projected = tmp_path / "model.zarr", tmp_path / "w.zarr"
-    dnmf("fit", where / "cells.h5ad", "--dtype", "float64", "--rank", K, "--max-iter", 10, "--out", model,
-         "--threads", "--quiet")
+    model = tmp_path / "model.zarr"
+    dnmf(
+        "fit",
+        where / "cells.h5ad",
+        "--dtype",
+        "float64",
+        "--rank",
+        K,
+        "--max-iter",
+        10,
+        "--out",
+        model,
+        "--threads",
+        "--quiet",
+    )
     W, H, _ = read_factors(model)
     assert W.dtype == H.dtype == np.float64
     projections = {}
     for layer in ("X", "doubled"):
         out = tmp_path / f"w-{layer}.zarr"
-        dnmf("transform", where / "cells.h5ad", *(("--layer", layer) if layer != "X" else ()), "--model", model,
-             "--out", out, "--threads", "--quiet")
+        dnmf(
+            "transform",
+            where / "cells.h5ad",
+            *(("--layer", layer) if layer != "X" else ()),
+            "--model",
+            model,
+            "--out",
+            out,
+            "--threads",
+            "--quiet",
+        )
         projections[layer] = zarr.open_group(str(out), mode="r")["W"][...]
     assert projections["X"].dtype == np.float32  # integer counts read as float32 (H cast to the input's dtype)
     np.testing.assert_allclose(projections["doubled"], 2 * projections["X"], rtol=1e-3, atol=1e-3)  # layer = 2 X
@@ -204,7 +286,10 @@ def test_bad_files_give_one_error_line_and_stay_as_they_were(files, tmp_path, ca
         ((negative, "--rank", 2), [str(negative), "negative value -3.0 at (1, 1)"]),
         ((truncated, "--rank", 2), [str(truncated), "declares 3 entries but the file holds 2"]),
         ((missing, "--rank", 2), [str(missing), "missing matrix/indptr"]),
-        ((where / "cells.h5ad", "--layer", "counts", "--rank", 2), ["has no layer 'counts'", "['csc', 'dense', 'doubled']"]),
+        (
+            (where / "cells.h5ad", "--layer", "counts", "--rank", 2),
+            ["has no layer 'counts'", "['csc', 'dense', 'doubled']"],
+        ),
         ((where / "counts.mtx.gz", "--layer", "x", "--rank", 2), ["has no layers"]),
     ]
     before = {path: digest(path) for path in (text, header, negative, truncated, missing, where / "cells.h5ad")}

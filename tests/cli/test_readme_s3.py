@@ -22,7 +22,7 @@ DONE_BY_FIXTURES = ("pip install", "python -m moto.server", "export ")
 
 def example_lines():
     text = README.read_text()
-    block = re.search(r"```\n(.*?)```", text[text.index(MARKER):], re.S).group(1)
+    block = re.search(r"```\n(.*?)```", text[text.index(MARKER) :], re.S).group(1)
     return [line for line in block.splitlines() if line.strip() and not line.startswith(DONE_BY_FIXTURES)]
 
 

@@ -18,8 +18,11 @@ def _blas_threads():
 
 def _threads_during_fit(X, **params):
     seen = []
-    run(X, {"n_components": 3, "max_iter": 2, "random_state": 0, **params},
-        callback=lambda info: seen.append(_blas_threads()))
+    run(
+        X,
+        {"n_components": 3, "max_iter": 2, "random_state": 0, **params},
+        callback=lambda info: seen.append(_blas_threads()),
+    )
     return seen
 
 

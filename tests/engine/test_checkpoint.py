@@ -28,8 +28,8 @@ from dnmf.engine.checkpoint import (
 )
 from dnmf.engine.driver import to_numpy
 from dnmf.engine.state import LoopState
-from dnmf.io.generate import generate
 from dnmf.errors import CheckpointMismatch
+from dnmf.io.generate import generate
 from dnmf.io.storage import as_panels, open_matrix, save_csr
 
 K = 4
@@ -249,8 +249,16 @@ def saved(tmp_path):
         (_matrix(dtype=np.float32), {}, r"dtype: checkpoint 'float64', now 'float32'"),
         (_matrix() * 2, {}, r"content: sampled rows \[0, .*\] differ"),
         (sp.csr_matrix(_matrix()), {}, r"sparse: checkpoint False, now True"),
-        (_matrix(), {"panel_rows": 50}, r"row chunking: checkpoint 4 panels of up to 38 rows, now 3 panels of up to 50"),
-        (_matrix(), {"alpha_W": 0.1}, r"parameters differ \(alpha_H: checkpoint 0\.0, now 0\.1; alpha_W: checkpoint 0\.0"),
+        (
+            _matrix(),
+            {"panel_rows": 50},
+            r"row chunking: checkpoint 4 panels of up to 38 rows, now 3 panels of up to 50",
+        ),
+        (
+            _matrix(),
+            {"alpha_W": 0.1},
+            r"parameters differ \(alpha_H: checkpoint 0\.0, now 0\.1; alpha_W: checkpoint 0\.0",
+        ),
         (_matrix(), {"random_state": 1}, r"random_state: checkpoint 0, now 1"),
         (_matrix(), {"solver": "mu"}, r"solver: checkpoint 'cd', now 'mu'"),
     ],

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import zarr
+from fitting import fit
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dnmf import save_csr
 from dnmf.engine.driver import to_numpy
-from fitting import fit
 
 ITERATIONS = 3
 RTOL = 1e-8
@@ -104,8 +104,20 @@ def test_dense_inputs_and_chunkings_agree(p, make_matrix, make_factors, relerr, 
 
 
 #: An exact fit: one chunking's loss rounds to 0.0, another's to 2e-16.
-EXACT_FIT = dict(m=7, n=3, k=3, seed=34799, density=0.3, solver_beta=("cd", 2.0), init="custom", panel_rows=1,
-                 row_chunk=1, col_chunk=1, zarr_chunks=(1, 1), csr_entries=1)
+EXACT_FIT = dict(
+    m=7,
+    n=3,
+    k=3,
+    seed=34799,
+    density=0.3,
+    solver_beta=("cd", 2.0),
+    init="custom",
+    panel_rows=1,
+    row_chunk=1,
+    col_chunk=1,
+    zarr_chunks=(1, 1),
+    csr_entries=1,
+)
 
 
 @SETTINGS

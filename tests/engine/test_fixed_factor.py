@@ -27,12 +27,20 @@ def test_h_for_a_fixed_w_is_scikit_learns_solve_of_the_transpose(beta_loss, spar
     V, W = _problem()
     k = W.shape[1]
     expected_t, _, n_iter = non_negative_factorization(
-        np.ascontiguousarray(V.T), H=np.ascontiguousarray(W.T), update_H=False, n_components=k, solver="mu",
-        beta_loss=beta_loss, tol=1e-4, max_iter=1000)
+        np.ascontiguousarray(V.T),
+        H=np.ascontiguousarray(W.T),
+        update_H=False,
+        n_components=k,
+        solver="mu",
+        beta_loss=beta_loss,
+        tol=1e-4,
+        max_iter=1000,
+    )
     start = np.full((k, V.shape[1]), np.sqrt(V.mean() / k))  # scikit-learn's start of a fixed-H solve
     panels = as_panels(sp.csr_matrix(V) if sparse else V, panel_rows=64)
-    config = resolve(dict(n_components=k, init="custom", solver="mu", beta_loss=beta_loss, tol=1e-4, max_iter=1000),
-                     shape=V.shape)
+    config = resolve(
+        dict(n_components=k, init="custom", solver="mu", beta_loss=beta_loss, tol=1e-4, max_iter=1000), shape=V.shape
+    )
     result = factorize(panels, config, W=W, H=start, update_W=False)
     assert result.n_iter == n_iter
     np.testing.assert_allclose(result.H, expected_t.T, rtol=1e-9, atol=1e-12)

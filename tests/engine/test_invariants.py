@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import zarr
+from fitting import fit
 from sklearn.exceptions import ConvergenceWarning
 
 from dnmf import save_csr
 from dnmf.api import non_negative_factorization as nmf
 from dnmf.engine.driver import CONVERGENCE_WINDOW
-from fitting import fit
 
 M, N, K = 24, 11, 3
 SOLVER_BETAS = [("cd", 2.0), ("mu", 2.0), ("mu", 1.0), ("mu", 0.0), ("mu", 0.5), ("mu", 1.5), ("mu", 3.0)]
@@ -72,7 +72,14 @@ def test_every_iterate_is_non_negative(init, case, make_matrix, make_factors):
     recorder = IterateRecorder()
     iterations = 4
     result = fit(
-        X, K, solver=solver, beta_loss=beta, max_iter=iterations, tol=0, panel_rows=5, checkpointer=recorder,
+        X,
+        K,
+        solver=solver,
+        beta_loss=beta,
+        max_iter=iterations,
+        tol=0,
+        panel_rows=5,
+        checkpointer=recorder,
         **_start(init, make_factors),
     )
     assert sorted(recorder.iterates) == list(range(1, iterations + 1))
@@ -92,8 +99,9 @@ def test_every_iterate_is_non_negative(init, case, make_matrix, make_factors):
 def test_loss_never_increases(solver, beta, init, sparse, make_matrix):
     X = _data(make_matrix, beta, sparse=sparse and beta > 0, seed=2)  # Itakura-Saito: dense, positive
     iterations = 12
-    result = fit(X, K, solver=solver, beta_loss=beta, init=init, random_state=3, max_iter=iterations, tol=0,
-                       panel_rows=6)
+    result = fit(
+        X, K, solver=solver, beta_loss=beta, init=init, random_state=3, max_iter=iterations, tol=0, panel_rows=6
+    )
     losses = np.asarray(result.loss_history)
     assert len(losses) == iterations + 1
     assert np.all(np.diff(losses) <= 1e-12 * losses[0]), np.diff(losses)
@@ -143,8 +151,17 @@ def test_float32_in_float32_out(source, solver, beta_loss, make_matrix, make_fac
 @pytest.mark.parametrize("solver, beta_loss", [("cd", "frobenius"), ("mu", "kullback-leibler")])
 def test_float32_in_float32_out_for_every_init(init, solver, beta_loss, make_matrix):
     X = make_matrix(M, N, seed=5, density=0.7, dtype=np.float32)
-    W, H, _ = nmf(X, n_components=K, solver=solver, beta_loss=beta_loss, init=init, random_state=0, max_iter=2,
-                  tol=0, panel_rows=5)
+    W, H, _ = nmf(
+        X,
+        n_components=K,
+        solver=solver,
+        beta_loss=beta_loss,
+        init=init,
+        random_state=0,
+        max_iter=2,
+        tol=0,
+        panel_rows=5,
+    )
     assert W.dtype == np.float32 and H.dtype == np.float32
 
 
@@ -265,8 +282,19 @@ def test_inputs_and_custom_factors_are_not_modified(make_matrix, make_factors):
     S_data = S.data.copy()
     for V in (X, S):
         for solver, beta_loss in [("cd", "frobenius"), ("mu", "kullback-leibler")]:
-            nmf(V, W0, H0, n_components=K, init="custom", solver=solver, beta_loss=beta_loss, max_iter=3, tol=0,
-                alpha_W=0.1, panel_rows=5)
+            nmf(
+                V,
+                W0,
+                H0,
+                n_components=K,
+                init="custom",
+                solver=solver,
+                beta_loss=beta_loss,
+                max_iter=3,
+                tol=0,
+                alpha_W=0.1,
+                panel_rows=5,
+            )
     for original, copy in zip((X, W0, H0), copies):
         assert np.array_equal(original, copy)
     assert np.array_equal(S.data, S_data)
@@ -287,8 +315,16 @@ def test_tol_zero_runs_max_iter_without_warning(solver, beta_loss, make_matrix):
     X = make_matrix(M, N, seed=11)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        result = fit(X, K, solver=solver, beta_loss=1.0 if beta_loss != "frobenius" else 2.0, init="random",
-                           random_state=0, max_iter=12, tol=0)
+        result = fit(
+            X,
+            K,
+            solver=solver,
+            beta_loss=1.0 if beta_loss != "frobenius" else 2.0,
+            init="random",
+            random_state=0,
+            max_iter=12,
+            tol=0,
+        )
     assert result.n_iter == 12 and not result.converged
     assert len(result.loss_history) == 13
 
@@ -326,8 +362,17 @@ def test_stops_before_max_iter_where_the_documented_rule_fires(solver, beta, ext
     tol, max_iter = 1e-2, 200
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        result = fit(X, 2, solver=solver, beta_loss=beta, init="nndsvda", random_state=0, max_iter=max_iter,
-                           tol=tol, extrapolate=extrapolate)
+        result = fit(
+            X,
+            2,
+            solver=solver,
+            beta_loss=beta,
+            init="nndsvda",
+            random_state=0,
+            max_iter=max_iter,
+            tol=tol,
+            extrapolate=extrapolate,
+        )
     assert result.converged
     assert result.n_iter < max_iter
     errors = np.sqrt(2 * np.asarray(result.loss_history))

@@ -23,8 +23,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import zarr
+from counting_store import CountingStore, PassRecorder, chunk_keys, panel_chunk_reads
 from dask.core import get_dependencies
 from dask.utils import key_split
+from fitting import fit
 from zarr.storage import LocalStore
 
 from dnmf import CSRMatrix, save_csr
@@ -34,9 +36,6 @@ from dnmf.engine.panels import PanelRead
 from dnmf.io.storage import as_panels
 from dnmf.numerics.kernels import StepSpec
 from dnmf.numerics.randomized_svd import power_iterations
-
-from counting_store import CountingStore, PassRecorder, chunk_keys, panel_chunk_reads
-from fitting import fit
 
 M, N, K = 40, 12, 3
 ITERATIONS = 4
@@ -96,7 +95,14 @@ def test_dense_zarr_chunks_read_once_per_iteration(dense_store, make_factors, ca
     X, V, store, keys = dense_store
     recorder = PassRecorder(store)
     result = fit(
-        V, K, solver=solver, beta_loss=beta, max_iter=ITERATIONS, tol=0, panel_rows=panel_rows, callback=recorder,
+        V,
+        K,
+        solver=solver,
+        beta_loss=beta,
+        max_iter=ITERATIONS,
+        tol=0,
+        panel_rows=panel_rows,
+        callback=recorder,
         **_init_args(init, make_factors),
     )
     assert result.n_iter == ITERATIONS
@@ -112,8 +118,18 @@ def test_dense_zarr_chunks_read_once_per_iteration(dense_store, make_factors, ca
 def test_dense_zarr_nndsvd_adds_only_the_svd_passes(dense_store, init, solver, beta):
     X, V, store, keys = dense_store
     recorder = PassRecorder(store)
-    fit(V, K, solver=solver, beta_loss=beta, init=init, random_state=0, max_iter=ITERATIONS, tol=0, panel_rows=10,
-              callback=recorder)
+    fit(
+        V,
+        K,
+        solver=solver,
+        beta_loss=beta,
+        init=init,
+        random_state=0,
+        max_iter=ITERATIONS,
+        tol=0,
+        panel_rows=10,
+        callback=recorder,
+    )
     final = 0 if beta == 2 else 1
     reads = store.reads()
     assert set(reads) == keys
@@ -139,8 +155,16 @@ def test_functional_api_reads_each_chunk_once_per_iteration(dense_store, make_fa
     X, V, store, keys = dense_store
     W0, H0 = make_factors(M, N, K, seed=1)
     W, H, n_iter = non_negative_factorization(
-        V, W0, H0, n_components=K, init="custom", solver="mu", beta_loss="kullback-leibler", tol=0,
-        max_iter=ITERATIONS, panel_rows=10,
+        V,
+        W0,
+        H0,
+        n_components=K,
+        init="custom",
+        solver="mu",
+        beta_loss="kullback-leibler",
+        tol=0,
+        max_iter=ITERATIONS,
+        panel_rows=10,
     )
     assert n_iter == ITERATIONS
     W.compute()  # the result is persisted: gathering it reads nothing
@@ -171,7 +195,14 @@ def test_csr_group_chunks_read_once_per_iteration(csr_store, make_factors, init,
     assert any(int(X.indptr[r]) % 13 for r in range(panel_rows, M, panel_rows))
     recorder = PassRecorder(store, "data/")
     result = fit(
-        V, K, solver=solver, beta_loss=beta, max_iter=ITERATIONS, tol=0, panel_rows=panel_rows, callback=recorder,
+        V,
+        K,
+        solver=solver,
+        beta_loss=beta,
+        max_iter=ITERATIONS,
+        tol=0,
+        panel_rows=panel_rows,
+        callback=recorder,
         **_init_args(init, make_factors),
     )
     assert result.n_iter == ITERATIONS

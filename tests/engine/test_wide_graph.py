@@ -18,15 +18,14 @@ import tracemalloc
 import numpy as np
 import pytest
 import zarr
+from counting_store import CountingStore, PassRecorder, panel_chunk_reads
 from dask.distributed import Client, LocalCluster
+from fitting import fit
 from zarr.storage import LocalStore
 
 from dnmf import CSRMatrix
 from dnmf.io.generate import generate
 from dnmf.io.storage import as_panels
-
-from counting_store import CountingStore, PassRecorder, panel_chunk_reads
-from fitting import fit
 
 SHAPE, NNZ, K = (300_000, 250_000), 3_000_000, 8
 #: Traced allocations of the fit: measured 240 MiB, mostly the randomized SVD's float64

@@ -20,12 +20,13 @@ anndata = pytest.importorskip("anndata")
 h5py = pytest.importorskip("h5py")
 pd = pytest.importorskip("pandas")
 
+from fitting import fit  # noqa: E402
+from format_files import M, N, adata_of, counts, digest, gzip_file, names, write_10x_h5, write_mex  # noqa: E402
+
 from dnmf import NMF, open_matrix  # noqa: E402
 from dnmf.io import convert, mtx  # noqa: E402
 from dnmf.io.formats import format_of, matrix_labels  # noqa: E402
 from dnmf.io.hdf5 import Dataset  # noqa: E402
-from fitting import fit  # noqa: E402
-from format_files import M, N, adata_of, counts, digest, gzip_file, names, write_10x_h5, write_mex  # noqa: E402
 
 K = 4
 PANEL_ROWS = 25
@@ -130,8 +131,10 @@ def test_labels_are_obs_and_varnames(files):
     for name in ("cells.h5ad", "cells.zarr", "filtered_feature_bc_matrix.h5", "mex"):
         assert matrix_labels(where / name) == (cells, genes), name
     assert matrix_labels(where / "counts.mtx") == (None, None)
-    assert [format_of(where / name) for name in ("cells.h5ad", "cells.zarr", "filtered_feature_bc_matrix.h5", "mex",
-                                                  "counts.mtx")] == ["h5ad", "anndata-zarr", "10x-h5", "10x-mex", "mtx"]
+    assert [
+        format_of(where / name)
+        for name in ("cells.h5ad", "cells.zarr", "filtered_feature_bc_matrix.h5", "mex", "counts.mtx")
+    ] == ["h5ad", "anndata-zarr", "10x-h5", "10x-mex", "mtx"]
 
 
 def test_reading_changes_no_input_and_reuses_a_conversion(files, tmp_path):
@@ -210,8 +213,13 @@ def test_fit_written_as_h5ad(files, tmp_path):
     matrix = open_matrix(where / "cells.h5ad")
     result = fit(matrix, K, max_iter=20, random_state=0)
     params = {"n_components": K, "max_iter": 20, "random_state": 0, "init": None}
-    attrs = write_fit(tmp_path / "result.h5ad", result, params, input_path=str(where / "cells.h5ad"),
-                      labels=matrix_labels(where / "cells.h5ad"))
+    attrs = write_fit(
+        tmp_path / "result.h5ad",
+        result,
+        params,
+        input_path=str(where / "cells.h5ad"),
+        labels=matrix_labels(where / "cells.h5ad"),
+    )
     written = anndata.read_h5ad(tmp_path / "result.h5ad")
     assert written.shape == X.shape and written.X is None
     assert list(written.obs_names) == names("cell", M) and list(written.var_names) == names("gene", N)

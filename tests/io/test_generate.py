@@ -159,8 +159,11 @@ def test_a_graph_has_its_planted_communities(tmp_path):
     home = np.empty(3000, np.int64)
     home[columns.order] = np.repeat(np.arange(rank), np.diff(columns.starts))
     busy = np.flatnonzero(np.diff(X.indptr) >= 30)
-    shares = [np.bincount(home[X.indices[X.indptr[i]:X.indptr[i + 1]]], minlength=rank).max()
-              / (X.indptr[i + 1] - X.indptr[i]) for i in busy]
+    shares = [
+        np.bincount(home[X.indices[X.indptr[i] : X.indptr[i + 1]]], minlength=rank).max()
+        / (X.indptr[i + 1] - X.indptr[i])
+        for i in busy
+    ]
     assert len(busy) > 100 and np.mean(shares) > 0.6  # about 1/4 if rows ignored the communities
 
 

@@ -20,12 +20,13 @@ import zarr
 
 pytest.importorskip("s3fs")
 
+from s3_server import FaultyProxy, start_server  # noqa: E402
+
 from dnmf import NMF  # noqa: E402
 from dnmf.cli.main import main  # noqa: E402
 from dnmf.engine.location import Location  # noqa: E402
 from dnmf.io.results import read_result  # noqa: E402
 from dnmf.io.storage import open_matrix  # noqa: E402
-from s3_server import FaultyProxy, start_server  # noqa: E402
 
 #: Storage options that carry credentials explicitly (moto accepts any): they must never
 #: appear in what dnmf writes or prints.
@@ -53,16 +54,18 @@ def _upload_csr(X, url, chunk_entries=4096):
 
 
 def _upload_dense(X, url, rows=100):
-    array = zarr.create_array(Location.of(url).zarr_store(read_only=False), shape=X.shape, chunks=(rows, X.shape[1]),
-                              dtype=X.dtype)
+    array = zarr.create_array(
+        Location.of(url).zarr_store(read_only=False), shape=X.shape, chunks=(rows, X.shape[1]), dtype=X.dtype
+    )
     array[...] = X
     return url
 
 
 def _dnmf(*args, env=None, cwd=None, check=True, timeout=600):
     """Run the ``dnmf`` command line in its own process."""
-    done = subprocess.run([sys.executable, "-m", "dnmf.cli", *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "dnmf.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"dnmf {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return done
@@ -125,9 +128,28 @@ def test_cli_fit_with_input_output_and_checkpoints_on_s3_records_no_credentials(
     X = _tf_idf_like()
     url = _upload_csr(X, s3.url("v.zarr"))
     options = json.dumps({"key": KEY_ID, "secret": SECRET, "endpoint_url": s3.endpoint})
-    done = _dnmf("fit", url, "--rank", "5", "--seed", "0", "--max-iter", "30", "--tol", "0", "--out",
-                 s3.url("result.zarr"), "--checkpoint", s3.url("run.ckpt"), "--checkpoint-every", "10",
-                 "--storage-options", options, "--threads", "-v")
+    done = _dnmf(
+        "fit",
+        url,
+        "--rank",
+        "5",
+        "--seed",
+        "0",
+        "--max-iter",
+        "30",
+        "--tol",
+        "0",
+        "--out",
+        s3.url("result.zarr"),
+        "--checkpoint",
+        s3.url("run.ckpt"),
+        "--checkpoint-every",
+        "10",
+        "--storage-options",
+        options,
+        "--threads",
+        "-v",
+    )
     result = read_result(s3.url("result.zarr"))
     plain = NMF(5, random_state=0, max_iter=30, tol=0).fit(X)
     np.testing.assert_array_equal(result.H, plain.components_)
@@ -139,8 +161,10 @@ def test_cli_fit_with_input_output_and_checkpoints_on_s3_records_no_credentials(
     shown = _dnmf("fit", url, "--rank", "5", "--out", s3.url("x.zarr"), "--storage-options", options, "--show-config")
     assert SECRET not in shown.stdout and KEY_ID not in shown.stdout and "storage-options" in shown.stdout
     config = tmp_path / "run.yaml"
-    config.write_text(f"rank: 3\nmax-iter: 5\nthreads: true\nstorage-options:\n  key: {KEY_ID}\n  secret: {SECRET}\n"
-                      f"  endpoint_url: {s3.endpoint}\n")
+    config.write_text(
+        f"rank: 3\nmax-iter: 5\nthreads: true\nstorage-options:\n  key: {KEY_ID}\n  secret: {SECRET}\n"
+        f"  endpoint_url: {s3.endpoint}\n"
+    )
     done = _dnmf("fit", url, "--out", s3.url("from-config.zarr"), "--config", str(config), "-v")
     assert read_result(s3.url("from-config.zarr")).H.shape == (3, X.shape[1])
     assert SECRET not in done.stdout + done.stderr
@@ -157,8 +181,22 @@ def test_cli_info_transform_and_plot_take_urls(s3, tmp_path, capsys):
     _cli(capsys, "plot", s3.url("fit.zarr"), "--kind", "convergence", "--out", str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").stat().st_size > 0
     assert "most similar to row 0" in _cli(capsys, "similar", s3.url("fit.zarr"), "--row", "0").stdout
-    _cli(capsys, "fit", url, "--rank", "3", "--max-iter", "6", "--out", s3.url("f2.zarr"), "--checkpoint",
-          s3.url("c.ckpt"), "--checkpoint-every", "3", "--threads")
+    _cli(
+        capsys,
+        "fit",
+        url,
+        "--rank",
+        "3",
+        "--max-iter",
+        "6",
+        "--out",
+        s3.url("f2.zarr"),
+        "--checkpoint",
+        s3.url("c.ckpt"),
+        "--checkpoint-every",
+        "3",
+        "--threads",
+    )
     assert "dnmf checkpoint directory" in _cli(capsys, "info", s3.url("c.ckpt")).stdout
 
 
@@ -177,11 +215,30 @@ def test_driver_killed_inside_a_checkpoint_write_resumes_bit_identical(s3, capsy
     X = _tf_idf_like()
     url = _upload_csr(X, s3.url("v.zarr"))
     checkpoint, out = s3.url("run.ckpt"), s3.url("result.zarr")
-    args = ["fit", url, "--rank", "5", "--seed", "3", "--max-iter", "20", "--tol", "0", "--out", out,
-            "--checkpoint", checkpoint, "--checkpoint-every", "5", "--threads", "-q"]
+    args = [
+        "fit",
+        url,
+        "--rank",
+        "5",
+        "--seed",
+        "3",
+        "--max-iter",
+        "20",
+        "--tol",
+        "0",
+        "--out",
+        out,
+        "--checkpoint",
+        checkpoint,
+        "--checkpoint-every",
+        "5",
+        "--threads",
+        "-q",
+    ]
     env = {**os.environ, "DNMF_TEST_PAUSE_IN_CHECKPOINT_WRITE": "60@10"}
-    process = subprocess.Popen([sys.executable, "-m", "dnmf.cli", *args], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dnmf.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     _kill_when(process, s3.fs, f"{s3.bucket}/run.ckpt/ckpt-000010/W/zarr.json")
     assert s3.fs.cat_file(f"{s3.bucket}/run.ckpt/CURRENT").decode().strip() == "ckpt-000005"
     assert not s3.fs.exists(f"{s3.bucket}/result.zarr/zarr.json")
@@ -199,13 +256,42 @@ def test_driver_killed_inside_the_output_write_leaves_no_result(s3, capsys):
     url = _upload_csr(_tf_idf_like(300, 60), s3.url("v.zarr"))
     env = {**os.environ, "DNMF_TEST_PAUSE_IN_RESULT_WRITE": "60"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "dnmf.cli", "fit", url, "--rank", "3", "--max-iter", "5", "--out", s3.url("r.zarr"),
-         "--threads", "-q"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "dnmf.cli",
+            "fit",
+            url,
+            "--rank",
+            "3",
+            "--max-iter",
+            "5",
+            "--out",
+            s3.url("r.zarr"),
+            "--threads",
+            "-q",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     _kill_when(process, s3.fs, f"{s3.bucket}/r.zarr/W/zarr.json")
     with pytest.raises(ValueError, match="not a dnmf result"):
         read_result(s3.url("r.zarr"))
-    _cli(capsys, "fit", url, "--rank", "3", "--max-iter", "5", "--out", s3.url("r.zarr"), "--threads", "--overwrite", "-q")
+    _cli(
+        capsys,
+        "fit",
+        url,
+        "--rank",
+        "3",
+        "--max-iter",
+        "5",
+        "--out",
+        s3.url("r.zarr"),
+        "--threads",
+        "--overwrite",
+        "-q",
+    )
     assert read_result(s3.url("r.zarr")).H.shape == (3, 60)
 
 
@@ -220,31 +306,80 @@ def test_a_cluster_whose_workers_share_no_directory(s3, tmp_path):
     processes = []
     try:
         (tmp_path / "scheduler").mkdir()
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
-             str(scheduler_port), "--dashboard-address", ":0"],
-            cwd=tmp_path / "scheduler", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "distributed.cli.dask_scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(scheduler_port),
+                    "--dashboard-address",
+                    ":0",
+                ],
+                cwd=tmp_path / "scheduler",
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         for i in range(2):
             where = tmp_path / f"worker-{i}"
             where.mkdir()
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny",
-                 "--local-directory", str(where)],
-                cwd=where, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            ))
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "distributed.cli.dask_worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--no-nanny",
+                        "--local-directory",
+                        str(where),
+                    ],
+                    cwd=where,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         from distributed import Client
 
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=60)
         driver = tmp_path / "driver"
         driver.mkdir()
-        _dnmf("fit", url, "--rank", "4", "--seed", "0", "--max-iter", "15", "--tol", "0", "--out",
-              s3.url("result.zarr"), "--checkpoint", s3.url("run.ckpt"), "--checkpoint-every", "5",
-              "--scheduler", address, "-q", cwd=driver)
+        _dnmf(
+            "fit",
+            url,
+            "--rank",
+            "4",
+            "--seed",
+            "0",
+            "--max-iter",
+            "15",
+            "--tol",
+            "0",
+            "--out",
+            s3.url("result.zarr"),
+            "--checkpoint",
+            s3.url("run.ckpt"),
+            "--checkpoint-every",
+            "5",
+            "--scheduler",
+            address,
+            "-q",
+            cwd=driver,
+        )
         for i in range(2):
             assert sorted(p.name for p in (tmp_path / f"worker-{i}").iterdir() if not p.name.startswith(".")) in (
-                [], ["dask-scratch-space"]), list((tmp_path / f"worker-{i}").iterdir())
+                [],
+                ["dask-scratch-space"],
+            ), list((tmp_path / f"worker-{i}").iterdir())
         assert not any(driver.iterdir())
         result = read_result(s3.url("result.zarr"))
         plain = NMF(4, random_state=0, max_iter=15, tol=0).fit(X)
@@ -271,8 +406,12 @@ def strict_s3():
         iam = session.create_client("iam", **plain)
         iam.create_user(UserName="analyst")
         key = iam.create_access_key(UserName="analyst")["AccessKey"]
-        policy = {"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": "s3:*", "Resource": ["arn:aws:s3:::open", "arn:aws:s3:::open/*"]}]}
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "s3:*", "Resource": ["arn:aws:s3:::open", "arn:aws:s3:::open/*"]}
+            ],
+        }
         iam.put_user_policy(UserName="analyst", PolicyName="open-only", PolicyDocument=json.dumps(policy))
         session.create_client("s3", **plain).create_bucket(Bucket="closed")
         user = dict(endpoint_url=endpoint, key=key["AccessKeyId"], secret=key["SecretAccessKey"])
@@ -298,39 +437,77 @@ def test_store_errors_are_one_line_naming_the_url(s3, strict_s3, tmp_path, capsy
     before = _all_objects(s3.fs, s3.bucket)
     out = str(tmp_path / "out.zarr")
     cases = {
-        "missing bucket": (["fit", "s3://no-such-bucket-dnmf/v.zarr", "--out", out], "no-such-bucket-dnmf",
-                           "does not exist"),
+        "missing bucket": (
+            ["fit", "s3://no-such-bucket-dnmf/v.zarr", "--out", out],
+            "no-such-bucket-dnmf",
+            "does not exist",
+        ),
         "missing key": (["fit", s3.url("nothing.zarr"), "--out", out], "nothing.zarr", "not found"),
         "unknown scheme": (["fit", "nosuch://b/v.zarr", "--out", out], "nosuch://", "not a storage scheme"),
         "package missing": (["fit", "gs://bucket/v.zarr", "--out", out], "gs://", "pip install gcsfs"),
-        "unwritable output bucket": (["fit", url, "--out", "s3://no-such-bucket-dnmf/r.zarr"],
-                                     "s3://no-such-bucket-dnmf/r.zarr", "does not exist"),
-        "a format read from disks only": (["fit", s3.url("cells.h5ad"), "--out", out], "cells.h5ad",
-                                          "copy this file to a local disk"),
-        "credentials in the URL": (["fit", "s3://AKID:hush@no-such-bucket-dnmf/v.zarr", "--out", out],
-                                   "s3://no-such-bucket-dnmf/v.zarr", ""),
+        "unwritable output bucket": (
+            ["fit", url, "--out", "s3://no-such-bucket-dnmf/r.zarr"],
+            "s3://no-such-bucket-dnmf/r.zarr",
+            "does not exist",
+        ),
+        "a format read from disks only": (
+            ["fit", s3.url("cells.h5ad"), "--out", out],
+            "cells.h5ad",
+            "copy this file to a local disk",
+        ),
+        "credentials in the URL": (
+            ["fit", "s3://AKID:hush@no-such-bucket-dnmf/v.zarr", "--out", out],
+            "s3://no-such-bucket-dnmf/v.zarr",
+            "",
+        ),
     }
     for name, (args, named, problem) in cases.items():
         line = _error_line(_cli(capsys, *args, "--rank", "2", "--threads", check=False))
         assert named in line and problem in line and "hush" not in line, (name, line)
     strict = json.dumps(strict_s3)
     wrong = json.dumps({**strict_s3, "secret": "wrong-secret", "key": "AKIDWRONG"})
-    unreachable = json.dumps({"endpoint_url": f"http://127.0.0.1:{__import__('s3_server').free_port()}",
-                              "config_kwargs": {"connect_timeout": 1, "retries": {"total_max_attempts": 1}}})
+    unreachable = json.dumps(
+        {
+            "endpoint_url": f"http://127.0.0.1:{__import__('s3_server').free_port()}",
+            "config_kwargs": {"connect_timeout": 1, "retries": {"total_max_attempts": 1}},
+        }
+    )
     cases = {
-        "no permission": (["fit", "s3://closed/v.zarr", "--storage-options", strict], "s3://closed/v.zarr",
-                          "permission denied"),
-        "wrong credentials": (["fit", "s3://open/v.zarr", "--storage-options", wrong], "s3://open/v.zarr",
-                              "permission denied"),
-        "unreachable endpoint": (["fit", "s3://open/v.zarr", "--storage-options", unreachable], "s3://open/v.zarr",
-                                 "cannot reach"),
+        "no permission": (
+            ["fit", "s3://closed/v.zarr", "--storage-options", strict],
+            "s3://closed/v.zarr",
+            "permission denied",
+        ),
+        "wrong credentials": (
+            ["fit", "s3://open/v.zarr", "--storage-options", wrong],
+            "s3://open/v.zarr",
+            "permission denied",
+        ),
+        "unreachable endpoint": (
+            ["fit", "s3://open/v.zarr", "--storage-options", unreachable],
+            "s3://open/v.zarr",
+            "cannot reach",
+        ),
     }
     for name, (args, named, problem) in cases.items():
         line = _error_line(_cli(capsys, *args, "--out", out, "--rank", "2", "--threads", check=False))
         assert named in line and problem in line, (name, line)
         assert "wrong-secret" not in line and strict_s3["secret"] not in line
-    line = _error_line(_cli(capsys, "fit", url, "--out", "s3://closed/r.zarr", "--rank", "2", "--threads",
-                             "--storage-options", json.dumps({**strict_s3, "endpoint_url": s3.endpoint}), check=False))
+    line = _error_line(
+        _cli(
+            capsys,
+            "fit",
+            url,
+            "--out",
+            "s3://closed/r.zarr",
+            "--rank",
+            "2",
+            "--threads",
+            "--storage-options",
+            json.dumps({**strict_s3, "endpoint_url": s3.endpoint}),
+            check=False,
+        )
+    )
     assert "s3://closed/r.zarr" in line
     assert _all_objects(s3.fs, s3.bucket) == before  # the input untouched
     assert not os.path.exists(out)
@@ -345,9 +522,29 @@ def test_a_fit_survives_a_store_failing_five_percent_of_requests(s3):
     proxy = FaultyProxy(s3.endpoint, rate=0.05, seed=1)
     try:
         faulty = {"endpoint_url": proxy.url, **NO_CLIENT_RETRIES}
-        done = _dnmf("fit", url, "--rank", "5", "--seed", "0", "--max-iter", "10", "--tol", "0", "--out",
-                     s3.url("result.zarr"), "--checkpoint", s3.url("run.ckpt"), "--checkpoint-every", "5",
-                     "--storage-options", json.dumps(faulty), "--workers", "2", "-v")
+        done = _dnmf(
+            "fit",
+            url,
+            "--rank",
+            "5",
+            "--seed",
+            "0",
+            "--max-iter",
+            "10",
+            "--tol",
+            "0",
+            "--out",
+            s3.url("result.zarr"),
+            "--checkpoint",
+            s3.url("run.ckpt"),
+            "--checkpoint-every",
+            "5",
+            "--storage-options",
+            json.dumps(faulty),
+            "--workers",
+            "2",
+            "-v",
+        )
     finally:
         proxy.close()
     assert proxy.failed > 0
@@ -366,13 +563,16 @@ def test_every_operation_of_the_zarr_store_is_retried(s3, caplog):
     proxy = FaultyProxy(s3.endpoint, once=True)
     try:
         store = Location.of(s3.url("once"), {"endpoint_url": proxy.url, **NO_CLIENT_RETRIES}).zarr_store(
-            read_only=False)
+            read_only=False
+        )
         with caplog.at_level("INFO", logger="dnmf.retries"):
             for key in ("a/x", "a/y", "b"):
                 sync(store.set(key, cpu.Buffer.from_bytes(key.encode())))
             assert sync(store.get("a/x", default_buffer_prototype())).to_bytes() == b"a/x"
-            assert [value.to_bytes() for value in sync(store.get_partial_values(
-                default_buffer_prototype(), [("a/y", None)]))] == [b"a/y"]
+            assert [
+                value.to_bytes()
+                for value in sync(store.get_partial_values(default_buffer_prototype(), [("a/y", None)]))
+            ] == [b"a/y"]
             assert sync(store.exists("b")) and sync(store.getsize("b")) == 1
             assert sync(store.getsize_prefix("a")) == 6
             assert sorted(sync(_listed(store.list()))) == ["a/x", "a/y", "b"]
@@ -418,16 +618,31 @@ def test_generate_topics_store_and_rank_report_write_to_urls(s3, tmp_path, capsy
     _cli(capsys, "generate", s3.url("g.zarr"), "--shape", "300", "40", "--rank", "3", "--density", "0.2", "-q")
     assert open_matrix(s3.url("g.zarr")).shape == (300, 40)
     documents = tmp_path / "docs.csv"
-    documents.write_text("text\n" + "\n".join(
-        f"{'apples pears plums' if i % 2 else 'rivers lakes seas'} note{i % 5} word{i % 7}" for i in range(40)))
+    documents.write_text(
+        "text\n"
+        + "\n".join(
+            f"{'apples pears plums' if i % 2 else 'rivers lakes seas'} note{i % 5} word{i % 7}" for i in range(40)
+        )
+    )
     done = _cli(capsys, "topics", str(documents), "--rank", "2", "--store", s3.url("corpus.zarr"), "-q")
     assert done.returncode == 0
     from dnmf.apps.topics import open_corpus
 
     corpus = open_corpus(s3.url("corpus.zarr"))
     assert corpus.matrix.shape[0] == 40 and "apples" in set(corpus.vocabulary)
-    _cli(capsys, "rank", s3.url("g.zarr"), "--ranks", "2:3", "--replicates", "2", "--out", s3.url("rank.json"), "--threads",
-          "-q")
+    _cli(
+        capsys,
+        "rank",
+        s3.url("g.zarr"),
+        "--ranks",
+        "2:3",
+        "--replicates",
+        "2",
+        "--out",
+        s3.url("rank.json"),
+        "--threads",
+        "-q",
+    )
     assert json.loads(s3.fs.cat_file(f"{s3.bucket}/rank.json"))["scores"]
 
 
@@ -445,8 +660,16 @@ def test_two_fits_writing_one_checkpoint_url_are_refused(s3):
     panels = as_panels(X)
     first, second = (ZarrCheckpointer(s3.url("shared.ckpt"), panels, {"n_components": 2}) for _ in range(2))
     rng = np.random.default_rng(0)
-    state = LoopState(1, da.from_array(rng.random((60, 2), dtype=np.float32)), rng.random((2, 20), dtype=np.float32),
-                      (2.0, 1.0), False, None, None, (0.5,))
+    state = LoopState(
+        1,
+        da.from_array(rng.random((60, 2), dtype=np.float32)),
+        rng.random((2, 20), dtype=np.float32),
+        (2.0, 1.0),
+        False,
+        None,
+        None,
+        (0.5,),
+    )
     first.save(state)
     first.save(dataclasses.replace(state, iteration=2))
     with pytest.raises(ConcurrentWriteError, match="two fits"):

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import zarr
+from fitting import fit
 
 from dnmf import CSRMatrix, Panels, as_panels, open_matrix, save_csr
 from dnmf.api import non_negative_factorization as nmf
 from dnmf.engine.driver import to_numpy
 from dnmf.engine.panels import PanelRead
-from fitting import fit
 from dnmf.io.storage import CSR_FORMAT
 
 M, N = 23, 9
@@ -34,8 +34,19 @@ def X(make_matrix):
 
 # ------------------------------------------------------------ backend conformance
 
-BACKENDS = ["numpy", "memmap", "scipy-csr", "scipy-coo", "npz", "dask", "dask-sparse", "zarr", "zarr-path", "csr-group",
-            "csr-path"]
+BACKENDS = [
+    "numpy",
+    "memmap",
+    "scipy-csr",
+    "scipy-coo",
+    "npz",
+    "dask",
+    "dask-sparse",
+    "zarr",
+    "zarr-path",
+    "csr-group",
+    "csr-path",
+]
 
 
 def _backend(name, X, tmp_path):
@@ -187,7 +198,9 @@ def test_decreasing_indptr_is_refused_when_read(panel_rows, tmp_path):
     """indptr decreasing in the middle: open_matrix refuses it naming the row; a
     CSRMatrix built around the check is still refused when its panels are read."""
     path = _write_group(tmp_path / "bad.zarr", [0, 3, 1, 4, 5], [0, 1, 0, 2, 1], [1.0, 2, 3, 4, 5], (4, 3))
-    with pytest.raises(ValueError, match=r"inconsistent indptr: it decreases at row 1 \(indptr\[1\] = 3 > indptr\[2\] = 1\)"):
+    with pytest.raises(
+        ValueError, match=r"inconsistent indptr: it decreases at row 1 \(indptr\[1\] = 3 > indptr\[2\] = 1\)"
+    ):
         open_matrix(path)
     group = zarr.open_group(str(path), mode="r")
     matrix = CSRMatrix(group["indptr"], group["indices"], group["data"], (4, 3), str(path))
@@ -278,8 +291,10 @@ def test_zarr_panels_are_whole_stored_chunks(X, tmp_path):
 def _digest(path):
     """Hash of every file name and byte under ``path`` (a file or a directory tree)."""
     digest = hashlib.sha256()
-    paths = [path] if os.path.isfile(path) else sorted(
-        os.path.join(root, name) for root, _, names in os.walk(path) for name in names
+    paths = (
+        [path]
+        if os.path.isfile(path)
+        else sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
     )
     for file in paths:
         digest.update(os.path.relpath(file, path).encode())
@@ -298,8 +313,16 @@ def test_fits_leave_input_files_unchanged(X, tmp_path, make_factors):
     before = {path: _digest(path) for path in paths}
     listing = sorted(os.listdir(tmp_path))
     for path in paths:
-        nmf(str(path), n_components=3, init="nndsvda", solver="mu", beta_loss="kullback-leibler", max_iter=2, tol=0,
-            panel_rows=5)
+        nmf(
+            str(path),
+            n_components=3,
+            init="nndsvda",
+            solver="mu",
+            beta_loss="kullback-leibler",
+            max_iter=2,
+            tol=0,
+            panel_rows=5,
+        )
         nmf(open_matrix(path), W0, H0, n_components=3, init="custom", max_iter=2, tol=0)
     assert {path: _digest(path) for path in paths} == before
     assert sorted(os.listdir(tmp_path)) == listing

@@ -31,8 +31,9 @@ def cnmf_reference(counts, numgenes):
     A = (np.sqrt(gene_var) / gene_mean)[top_genes].min()
     w_mean_low, w_mean_high = gene_mean.quantile([0.10, 0.90])
     w_fano_low, w_fano_high = gene_fano.quantile([0.10, 0.90])
-    winsor_box = (gene_fano > w_fano_low) & (gene_fano < w_fano_high) & (gene_mean > w_mean_low) & (
-        gene_mean < w_mean_high)
+    winsor_box = (
+        (gene_fano > w_fano_low) & (gene_fano < w_fano_high) & (gene_mean > w_mean_low) & (gene_mean < w_mean_high)
+    )
     B = np.sqrt(gene_fano[winsor_box].median())
     fano_ratio = gene_fano / ((A**2) * gene_mean + (B**2))
     kept = np.flatnonzero(fano_ratio.index.isin(fano_ratio.sort_values(ascending=False).index[:numgenes]))
@@ -48,7 +49,8 @@ def overdispersed_counts(cells=900, genes=400, seed=0):
     background = rng.gamma(0.3, 1.0, (1, genes))
     programs = rng.gamma(0.5, 1.0, (5, genes))
     rates = 0.5 * background / background.sum() + 0.5 * rng.dirichlet(np.full(5, 0.3), cells) @ (
-        programs / programs.sum(axis=1, keepdims=True))
+        programs / programs.sum(axis=1, keepdims=True)
+    )
     counts = rng.poisson(rng.lognormal(np.log(2000), 0.5, (cells, 1)) * rates).astype(np.float32)
     counts[:, :7] = 0
     counts[5] = 0
@@ -79,10 +81,13 @@ def test_more_genes_asked_than_there_are_keeps_them_all():
     assert panels.shape == (200, 50) and done.to_dict()["top_genes"] == 50
 
 
-@pytest.mark.parametrize("bad, error, fragment", [
-    (-1.0, InputError, "Negative values"),
-    (np.nan, InputError, "NaN or infinity"),
-])
+@pytest.mark.parametrize(
+    "bad, error, fragment",
+    [
+        (-1.0, InputError, "Negative values"),
+        (np.nan, InputError, "NaN or infinity"),
+    ],
+)
 def test_bad_counts_are_refused_by_the_statistics_pass(bad, error, fragment):
     counts = overdispersed_counts(cells=100, genes=40)
     counts[3, 20] = bad

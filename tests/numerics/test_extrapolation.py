@@ -176,7 +176,10 @@ def test_auto_accelerates_large_hals_fits_only():
     from dnmf.engine.driver import AUTO_MIN_ENTRIES, MAX_AUTO_SWEEPS, acceleration, auto_sweeps
 
     large = (20000, 500)
-    assert acceleration("cd", None, large, 10, large[0] * large[1]) == (*auto_sweeps(large, 10, large[0] * large[1]), True)
+    assert acceleration("cd", None, large, 10, large[0] * large[1]) == (
+        *auto_sweeps(large, 10, large[0] * large[1]),
+        True,
+    )
     assert auto_sweeps(large, 10, large[0] * large[1]) == (MAX_AUTO_SWEEPS, MAX_AUTO_SWEEPS)
     assert auto_sweeps((200000, 30000), 20, 2_000_000) == (1, 1)  # 10 entries a row: a sweep costs what a pass does
     assert acceleration("cd", None, (300, 300), 10, AUTO_MIN_ENTRIES - 1) == (1, 1, False)

@@ -23,8 +23,9 @@ def _problem(rows, k, dtype, seed):
 
 def _sklearn(W, gram, cross, n_sweeps):
     W = W.copy()
-    violations = [float(_update_cdnmf_fast(W, gram, cross, np.arange(W.shape[1], dtype=np.intp)))
-                  for _ in range(n_sweeps)]
+    violations = [
+        float(_update_cdnmf_fast(W, gram, cross, np.arange(W.shape[1], dtype=np.intp))) for _ in range(n_sweeps)
+    ]
     return W, violations[0]
 
 

@@ -8,23 +8,23 @@ noise level, and read V once per iteration.
 
 from __future__ import annotations
 
-import json
 import dataclasses
+import json
 import warnings
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import zarr
+from counting_store import CountingStore
+from fitting import fit
 from sklearn.exceptions import ConvergenceWarning
 from zarr.storage import LocalStore
 
 import dnmf
-from dnmf.numerics import masked, masked_hals
 from dnmf.api import non_negative_factorization
 from dnmf.apps.recommend import observed_columns, recommend
-from counting_store import CountingStore
-from fitting import fit
+from dnmf.numerics import masked, masked_hals
 from dnmf.numerics.kernels import Penalty, StepSpec, mu_gamma, panel_step, update_h
 from dnmf.params import compute_penalties
 
@@ -47,9 +47,10 @@ def reference_iteration(V, M, W, H, beta):
     return W, H
 
 
-def reference_hals_iteration(V, M, W, H, penalty_W=Penalty(), penalty_H=Penalty()):
+def reference_hals_iteration(V, M, W, H, penalty_W=None, penalty_H=None):
     """One masked HALS iteration, row by row and column by column: each row of W (then
     each column of H, with the new W) swept with its own Gram over observed entries."""
+    penalty_W, penalty_H = penalty_W or Penalty(), penalty_H or Penalty()
 
     def sweep(A, B, mask, values, penalty):  # rows a of A against B (k x p), observed where mask
         A = A.copy()
@@ -181,7 +182,16 @@ def test_out_of_core_iterates_follow_reference(beta):
     for _ in range(n_iter):
         W_ref, H_ref = reference_iteration(V, M, W_ref, H_ref, beta)
     result = fit(
-        V_nan, 3, solver="mu", beta_loss=beta, init="custom", W=W0, H=H0, max_iter=n_iter, tol=0, panel_rows=10,
+        V_nan,
+        3,
+        solver="mu",
+        beta_loss=beta,
+        init="custom",
+        W=W0,
+        H=H0,
+        max_iter=n_iter,
+        tol=0,
+        panel_rows=10,
         missing_values="nan",
     )
     np.testing.assert_allclose(result.W.compute(), W_ref, rtol=1e-9)
@@ -205,7 +215,16 @@ def test_masked_hals_follows_reference(mode, penalties):
     for _ in range(n_iter):
         W_ref, H_ref = reference_hals_iteration(V, M, W_ref, H_ref, pW, pH)
     result = fit(
-        data, 3, solver="cd", init="custom", W=W0, H=H0, max_iter=n_iter, tol=0, panel_rows=10, missing_values=mode,
+        data,
+        3,
+        solver="cd",
+        init="custom",
+        W=W0,
+        H=H0,
+        max_iter=n_iter,
+        tol=0,
+        panel_rows=10,
+        missing_values=mode,
         **alphas,
     )
     np.testing.assert_allclose(result.W.compute(), W_ref, rtol=1e-9, atol=1e-12)
@@ -284,8 +303,15 @@ def test_sparse_absent_ratings():
     R = sp.csr_matrix(np.where(hidden, 0.0, V))
     R.eliminate_zeros()
     W, H, _ = quiet(
-        non_negative_factorization, R, n_components=3, solver="mu", missing_values="absent", max_iter=150,
-        tol=1e-6, random_state=0, panel_rows=50,
+        non_negative_factorization,
+        R,
+        n_components=3,
+        solver="mu",
+        missing_values="absent",
+        max_iter=150,
+        tol=1e-6,
+        random_state=0,
+        panel_rows=50,
     )
     truth = V[hidden & (V > 0)]
     rmse = np.sqrt(np.mean(((W @ H)[hidden & (V > 0)] - truth) ** 2))
@@ -297,7 +323,9 @@ def test_absent_csr_group_out_of_core(tmp_path):
     V, hidden = planted(80, 40, 3, 0.05, 0.5, seed=2)
     R = sp.csr_matrix(np.where(hidden, 0.0, V))
     stored = dnmf.save_csr(R, tmp_path / "ratings.zarr", chunk_entries=300)
-    common = dict(n_components=3, solver="mu", missing_values="absent", max_iter=20, tol=0, init="random", random_state=0)
+    common = dict(
+        n_components=3, solver="mu", missing_values="absent", max_iter=20, tol=0, init="random", random_state=0
+    )
     W_disk, H_disk, _ = non_negative_factorization(stored, panel_rows=16, **common)
     W_mem, H_mem, _ = non_negative_factorization(R, panel_rows=16, **common)
     np.testing.assert_allclose(W_disk.compute(), W_mem, rtol=1e-10)
@@ -314,14 +342,25 @@ def test_zarr_input_read_once_per_iteration(tmp_path):
     per_iteration = []
     n_iter = 4
     result = fit(
-        Z, 3, solver="mu", init="custom", W=W0, H=H0, max_iter=n_iter, tol=0, panel_rows=10, missing_values="nan",
+        Z,
+        3,
+        solver="mu",
+        init="custom",
+        W=W0,
+        H=H0,
+        max_iter=n_iter,
+        tol=0,
+        panel_rows=10,
+        missing_values="nan",
         callback=lambda info: per_iteration.append(sum(store.counts.values())),
     )
     n_chunks = 8 * 2
     assert set(store.counts.values()) == {1 + n_iter + 1}  # stats, iterations, final loss
     assert len(store.counts) == n_chunks
     assert np.diff(per_iteration).tolist() == [n_chunks] * (n_iter - 1)
-    in_memory = fit(V_nan, 3, solver="mu", init="custom", W=W0, H=H0, max_iter=n_iter, tol=0, panel_rows=10, missing_values="nan")
+    in_memory = fit(
+        V_nan, 3, solver="mu", init="custom", W=W0, H=H0, max_iter=n_iter, tol=0, panel_rows=10, missing_values="nan"
+    )
     np.testing.assert_allclose(result.H, in_memory.H, rtol=1e-12)
     np.testing.assert_array_equal(Z[...], V_nan)  # read-only input unchanged
 
@@ -378,10 +417,29 @@ def test_cli_fit_missing_then_recommend(tmp_path, capsys):
     V, M, V_nan, _, _ = problem(m=30, n=16, share=0.25)
     zarr.create_array(str(tmp_path / "v.zarr"), data=V_nan, chunks=(10, 16))
     out = tmp_path / "out.zarr"
-    assert main([
-        "fit", str(tmp_path / "v.zarr"), "--rank", "3", "--solver", "mu", "--missing", "nan", "--max-iter", "20",
-        "--out", str(out), "--threads", "--workers", "1", "-q",
-    ]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(tmp_path / "v.zarr"),
+                "--rank",
+                "3",
+                "--solver",
+                "mu",
+                "--missing",
+                "nan",
+                "--max-iter",
+                "20",
+                "--out",
+                str(out),
+                "--threads",
+                "--workers",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert main(["recommend", str(out), "--row", "2", "--top", "3", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     fitted = zarr.open_group(str(out), mode="r")

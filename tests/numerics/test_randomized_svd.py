@@ -16,9 +16,9 @@ import scipy.sparse as sp
 import zarr
 from sklearn.utils.extmath import randomized_svd as sk_randomized_svd
 
-from dnmf.numerics import randomized_svd
 from dnmf.api import truncated_svd
 from dnmf.engine.initialization import nndsvd_from_svd
+from dnmf.numerics import randomized_svd
 
 #: Relative accuracy asked of the singular values, per dtype, where scikit-learn's own
 #: error is smaller (the rounding of the dtype).

@@ -57,8 +57,15 @@ def test_tpm_spectra_are_scikit_learns_refit_with_the_usages_fixed(seed):
     tpm, usages = _tpm_and_usages(seed=seed)
     N = usage_rows(usages)
     expected_t, _, n_iter = non_negative_factorization(
-        np.ascontiguousarray(tpm.T), H=np.ascontiguousarray(N.T), update_H=False, n_components=N.shape[1],
-        solver="cd", tol=1e-4, max_iter=1000, beta_loss="frobenius")
+        np.ascontiguousarray(tpm.T),
+        H=np.ascontiguousarray(N.T),
+        update_H=False,
+        n_components=N.shape[1],
+        solver="cd",
+        tol=1e-4,
+        max_iter=1000,
+        beta_loss="frobenius",
+    )
     H, done = nonnegative_spectra(N.T @ N, N.T @ tpm, tol=1e-4, max_iter=1000)
     assert done == n_iter
     np.testing.assert_allclose(H, expected_t.T, rtol=1e-9, atol=1e-9 * np.abs(H).max())
@@ -111,7 +118,8 @@ def test_normalized_rows_is_normalize_total_and_leaves_its_input(dtype, sparse):
     dense = out.toarray() if sparse else out
     assert out.dtype == dtype and sp.issparse(out) == sparse
     totals = counts.astype(np.float64).sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(dense, counts / np.where(totals > 0, totals, 1) * 1e6,
-                               rtol=1e-6 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(
+        dense, counts / np.where(totals > 0, totals, 1) * 1e6, rtol=1e-6 if dtype == np.float32 else 1e-12
+    )
     assert np.all(dense[3] == 0)
     assert (abs(V - before)).max() == 0

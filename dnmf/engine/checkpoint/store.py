@@ -15,7 +15,14 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from ...errors import CheckpointError, CheckpointMismatch, ConcurrentWriteError, CorruptCheckpointError, NotFoundError, ParameterError
+from ...errors import (
+    CheckpointError,
+    CheckpointMismatch,
+    ConcurrentWriteError,
+    CorruptCheckpointError,
+    NotFoundError,
+    ParameterError,
+)
 from ...params import DEFAULTS, jsonable, recorded, validate_params
 from ..durable import TEMP_PREFIX, check_writable, factor_bytes, fsync_tree, pause_for_tests, write_factor
 from ..location import Location
@@ -307,8 +314,18 @@ class ZarrCheckpointer:
     """
 
     def __init__(
-        self, directory, panels, params, *, every=None, seconds=None, keep=KEEP, run_info=None, resume_from=None,
-        storage_options=None, members=(),
+        self,
+        directory,
+        panels,
+        params,
+        *,
+        every=None,
+        seconds=None,
+        keep=KEEP,
+        run_info=None,
+        resume_from=None,
+        storage_options=None,
+        members=(),
     ):
         if every is not None and (isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1):
             raise ParameterError(f"checkpoint_every must be a positive integer, got {every!r}")
@@ -367,7 +384,8 @@ class ZarrCheckpointer:
         if self.resume_from is not None and self.resume_from != _current_name(self.directory):
             logger.warning(
                 "resuming from %s as asked; %s now names it, and newer checkpoints will be removed by the next save",
-                metadata["path"], CURRENT,
+                metadata["path"],
+                CURRENT,
             )
             self._point_to(self.resume_from)
         self._anchor = metadata["name"]
