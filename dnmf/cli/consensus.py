@@ -39,7 +39,7 @@ from ..engine.location import is_url, shown
 from ..errors import InputError
 from ..io.formats import matrix_labels
 from ..params import recorded, validate_params
-from .fit import Interrupted, quiet_shutdown
+from .interrupt import Interrupted, quiet_shutdown
 from .options import (
     Bar,
     absolute,

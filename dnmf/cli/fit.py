@@ -36,6 +36,7 @@ from ..io.generate import DEFAULT_DTYPE, DEFAULT_NOISE, DEFAULT_SEED, generate
 from ..io.results import FIT_KIND, H5AD_SUFFIX, check_h5ad_destination, read_result, write_fit, write_transform
 from ..io.storage import value_dtype
 from ..params import DEFAULTS
+from .interrupt import Interrupted, quiet_shutdown
 from .options import (
     CLI_DEFAULTS,
     Bar,
@@ -55,7 +56,7 @@ from .options import (
     storage_option,
 )
 
-__all__ = ["COMMANDS", "Interrupted", "demo", "fit", "quiet_shutdown", "resume", "transform"]
+__all__ = ["COMMANDS", "demo", "fit", "resume", "transform"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,18 +67,6 @@ DEMO_MAX_ITER = 50
 #: Names of the demo's files in its work directory.
 DEMO_INPUT = "demo-input.zarr"
 DEMO_OUTPUT = "demo-result.zarr"
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a fit, with what the user can do next (the one line ``main`` prints)."""
-
-
-def quiet_shutdown():
-    """After Ctrl-C the cluster's client is torn down mid-request: its event loop would log
-    the cancelled requests' tracebacks ("Task exception was never retrieved"). The
-    command's one ``error:`` line says what happened instead."""
-    for name in ("asyncio", "distributed", "tornado"):
-        logging.getLogger(name).disabled = True
 
 
 def _interrupted_at(iteration, checkpoint, storage_options=None):

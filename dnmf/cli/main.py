@@ -31,6 +31,7 @@ import click
 
 from ..errors import DnmfError
 from . import consensus, data, explore, fit, rank
+from .interrupt import Interrupted, quiet_shutdown
 from .options import SESSION, logging_restored
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "USER_ERRORS", "cli", "main"]
@@ -84,9 +85,9 @@ def main(argv=None):
         try:
             status = cli.main(args=argv, prog_name="dnmf", standalone_mode=False)
         except (KeyboardInterrupt, click.exceptions.Abort) as interrupt:
-            fit.quiet_shutdown()
-            cause = interrupt if isinstance(interrupt, fit.Interrupted) else interrupt.__cause__  # click wraps it
-            click.echo(f"error: {cause}" if isinstance(cause, fit.Interrupted) else "error: interrupted", err=True)
+            quiet_shutdown()
+            cause = interrupt if isinstance(interrupt, Interrupted) else interrupt.__cause__  # click wraps it
+            click.echo(f"error: {cause}" if isinstance(cause, Interrupted) else "error: interrupted", err=True)
             return EXIT_INTERRUPTED
         except click.ClickException as error:
             hint = ""
