@@ -12,6 +12,8 @@ Layers, each importing only the ones before it: :mod:`dnmf.numerics` (NumPy kern
 """
 
 import importlib
+import importlib.metadata
+from typing import TYPE_CHECKING, Any
 
 from .api import non_negative_factorization
 from .engine.panels import Panels
@@ -20,30 +22,66 @@ from .errors import DnmfError
 from .estimator import NMF
 from .io.storage import CSRMatrix, as_panels, open_matrix, save_csr
 
-#: Names of :mod:`dnmf.apps`, imported when first used.
-_APPS = {
-    "plot": "plots",
-    "plot_components": "plots",
-    "plot_convergence": "plots",
-    "plot_factors": "plots",
-    "plot_reconstruction": "plots",
-    "Neighbor": "similar",
-    "similar": "similar",
-    "Corpus": "topics",
-    "Topics": "topics",
-    "build_corpus": "topics",
-    "find_topics": "topics",
-    "open_corpus": "topics",
-    "top_terms": "topics",
-    "topic_mix": "topics",
-    "RankReport": "rank",
-    "plot_rank_report": "rank",
-    "select_rank": "rank",
-    "recommend": "recommend",
-    "Consensus": "consensus",
-    "ConsensusReport": "consensus",
-    "consensus": "consensus",
-    "write_consensus": "consensus",
+# The names of _LAZY for type checkers (``X as X``: re-exported); at run time __getattr__
+# imports them when first used.
+if TYPE_CHECKING:
+    from .apps.consensus import Consensus as Consensus
+    from .apps.consensus import ConsensusReport as ConsensusReport
+    from .apps.consensus import consensus as consensus
+    from .apps.consensus import plot_clustering as plot_clustering
+    from .apps.consensus import plot_density as plot_density
+    from .apps.consensus import plot_k_selection as plot_k_selection
+    from .apps.consensus import write_consensus as write_consensus
+    from .apps.plots import plot as plot
+    from .apps.plots import plot_components as plot_components
+    from .apps.plots import plot_convergence as plot_convergence
+    from .apps.plots import plot_factors as plot_factors
+    from .apps.plots import plot_reconstruction as plot_reconstruction
+    from .apps.rank import RankReport as RankReport
+    from .apps.rank import plot_rank_report as plot_rank_report
+    from .apps.rank import select_rank as select_rank
+    from .apps.recommend import recommend as recommend
+    from .apps.similar import Neighbor as Neighbor
+    from .apps.similar import similar as similar
+    from .apps.topics import Corpus as Corpus
+    from .apps.topics import Topics as Topics
+    from .apps.topics import build_corpus as build_corpus
+    from .apps.topics import find_topics as find_topics
+    from .apps.topics import open_corpus as open_corpus
+    from .apps.topics import top_terms as top_terms
+    from .apps.topics import topic_mix as topic_mix
+    from .io.results import read_result as read_result
+
+__version__ = importlib.metadata.version("dnmf")
+
+#: Names imported when first used: the applications (:mod:`dnmf.apps`) and the results reader.
+_LAZY = {
+    "plot": "dnmf.apps.plots",
+    "plot_components": "dnmf.apps.plots",
+    "plot_convergence": "dnmf.apps.plots",
+    "plot_factors": "dnmf.apps.plots",
+    "plot_reconstruction": "dnmf.apps.plots",
+    "Neighbor": "dnmf.apps.similar",
+    "similar": "dnmf.apps.similar",
+    "Corpus": "dnmf.apps.topics",
+    "Topics": "dnmf.apps.topics",
+    "build_corpus": "dnmf.apps.topics",
+    "find_topics": "dnmf.apps.topics",
+    "open_corpus": "dnmf.apps.topics",
+    "top_terms": "dnmf.apps.topics",
+    "topic_mix": "dnmf.apps.topics",
+    "RankReport": "dnmf.apps.rank",
+    "plot_rank_report": "dnmf.apps.rank",
+    "select_rank": "dnmf.apps.rank",
+    "recommend": "dnmf.apps.recommend",
+    "Consensus": "dnmf.apps.consensus",
+    "ConsensusReport": "dnmf.apps.consensus",
+    "consensus": "dnmf.apps.consensus",
+    "write_consensus": "dnmf.apps.consensus",
+    "plot_k_selection": "dnmf.apps.consensus",
+    "plot_density": "dnmf.apps.consensus",
+    "plot_clustering": "dnmf.apps.consensus",
+    "read_result": "dnmf.io.results",
 }
 
 __all__ = [
@@ -56,17 +94,17 @@ __all__ = [
     "non_negative_factorization",
     "open_matrix",
     "save_csr",
-    *_APPS,
+    *_LAZY,
 ]
 
 
-def __getattr__(name):
-    if name in _APPS:
-        value = getattr(importlib.import_module(f"dnmf.apps.{_APPS[name]}"), name)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'dnmf' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))

@@ -13,19 +13,28 @@ same name, returning ``(W, H, n_iter)``.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+import dask.array as da
+import numpy as np
+from numpy.typing import ArrayLike
 
 from .engine import driver
 from .engine.checkpoint import ZarrCheckpointer
 from .engine.initialization import check_custom
 from .engine.panels import Panels
 from .engine.scheduler import use_scheduler
-from .engine.state import LoopState
+from .engine.state import FitResult, IterationInfo, LoopState
 from .errors import ParameterError
-from .io.storage import as_panels, stays_lazy
+from .io.storage import MatrixLike, as_panels, stays_lazy
 from .params import AUTO, DEFAULTS, FitConfig, resolve
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = [
     "DEFAULTS",
@@ -61,10 +70,10 @@ class Checkpointing:
         Resume from this checkpoint of the directory rather than the current one.
     """
 
-    directory: Any
+    directory: str | os.PathLike[str]
     every: int | None = None
     seconds: float | None = None
-    run_info: dict | None = None
+    run_info: dict[str, Any] | None = None
     resume_from: str | None = None
 
 
@@ -95,10 +104,20 @@ class Job:
     update_H: bool = True
     checkpointer: ZarrCheckpointer | None = None
     start: LoopState | None = None
-    members: tuple = ()
+    members: tuple[tuple[int, int | None], ...] = ()
 
 
-def prepare(X, params, *, W=None, H=None, update_H=True, checkpointing=None, spell=None, members=None):
+def prepare(
+    X: MatrixLike,
+    params: Mapping[str, Any],
+    *,
+    W: ArrayLike | None = None,
+    H: ArrayLike | None = None,
+    update_H: bool = True,
+    checkpointing: Checkpointing | None = None,
+    spell: Callable[[str], str] | None = None,
+    members: Iterable[tuple[int, int | None]] | None = None,
+) -> Job:
     """Check everything about a fit of ``X`` that can be checked before it runs.
 
     Parameters
@@ -186,7 +205,9 @@ def _log_progress(info):
     )
 
 
-def run_job(job, *, callback=None, as_numpy=False):
+def run_job(
+    job: Job, *, callback: Callable[[IterationInfo], object] | None = None, as_numpy: bool = False
+) -> FitResult:
     """Run a :func:`prepare`-d fit on its scheduler (``client``, else the active one).
 
     Parameters
@@ -221,7 +242,17 @@ def run_job(job, *, callback=None, as_numpy=False):
     return result
 
 
-def run(X, params, *, W=None, H=None, update_H=True, callback=None, checkpointing=None, as_numpy=False):
+def run(
+    X: MatrixLike,
+    params: Mapping[str, Any],
+    *,
+    W: ArrayLike | None = None,
+    H: ArrayLike | None = None,
+    update_H: bool = True,
+    callback: Callable[[IterationInfo], object] | None = None,
+    checkpointing: Checkpointing | None = None,
+    as_numpy: bool = False,
+) -> FitResult:
     """:func:`prepare` and :func:`run_job` in one call.
 
     Returns
@@ -232,7 +263,14 @@ def run(X, params, *, W=None, H=None, update_H=True, callback=None, checkpointin
     return run_job(job, callback=callback, as_numpy=as_numpy)
 
 
-def truncated_svd(X, n_components, *, random_state=None, panel_rows=None, client=None):
+def truncated_svd(
+    X: MatrixLike,
+    n_components: int,
+    *,
+    random_state: int | np.random.RandomState | None = None,
+    panel_rows: int | None = None,
+    client: Client | str | None = None,
+) -> tuple[da.Array, np.ndarray, np.ndarray]:
     """The truncated SVD ``X ≈ U diag(S) Vt`` that NNDSVD starts from, out of core.
 
     scikit-learn's ``randomized_svd`` (its oversampling and number of power
@@ -251,29 +289,29 @@ def truncated_svd(X, n_components, *, random_state=None, panel_rows=None, client
 
 
 def non_negative_factorization(
-    X,
-    W=None,
-    H=None,
-    n_components="auto",
+    X: MatrixLike,
+    W: ArrayLike | None = None,
+    H: ArrayLike | None = None,
+    n_components: int | Literal["auto"] | None = "auto",
     *,
-    init=None,
-    update_H=True,
-    solver="cd",
-    beta_loss="frobenius",
-    tol=1e-4,
-    max_iter=200,
-    alpha_W=0.0,
-    alpha_H="same",
-    l1_ratio=0.0,
-    random_state=None,
-    verbose=0,
-    inner_sweeps="auto",
-    extrapolate="auto",
-    panel_rows=None,
-    client=None,
-    missing_values=None,
-    storage_options=None,
-):
+    init: Literal["random", "nndsvd", "nndsvda", "nndsvdar", "custom"] | None = None,
+    update_H: bool = True,
+    solver: Literal["cd", "hals", "mu"] = "cd",
+    beta_loss: float | Literal["frobenius", "kullback-leibler", "itakura-saito"] = "frobenius",
+    tol: float = 1e-4,
+    max_iter: int = 200,
+    alpha_W: float = 0.0,
+    alpha_H: float | Literal["same"] = "same",
+    l1_ratio: float = 0.0,
+    random_state: int | np.random.RandomState | None = None,
+    verbose: int = 0,
+    inner_sweeps: int | Literal["auto"] = "auto",
+    extrapolate: bool | Literal["auto"] = "auto",
+    panel_rows: int | None = None,
+    client: Client | str | None = None,
+    missing_values: float | Literal["nan", "absent"] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> tuple[np.ndarray | da.Array, np.ndarray, int]:
     """Compute a non-negative factorization X ≈ W H, as scikit-learn's function.
 
     Minimizes ``D(X, WH) + penalties`` (see :class:`dnmf.NMF`) out of core. With

@@ -8,6 +8,8 @@ The command line prints one ``error:`` line and exits with status 2 for a
 
 from __future__ import annotations
 
+import os
+
 __all__ = [
     "CheckpointError",
     "CheckpointMismatch",
@@ -118,6 +120,8 @@ class CorruptCheckpointError(CheckpointError):
         Name of the newest older checkpoint of the same directory that verifies.
     """
 
-    def __init__(self, message, path, file, previous=None):
+    def __init__(
+        self, message: str, path: str | os.PathLike[str], file: str | os.PathLike[str], previous: str | None = None
+    ) -> None:
         super().__init__(message)
         self.path, self.file, self.previous = str(path), str(file), previous

@@ -7,7 +7,13 @@ and never hold a cluster's futures).
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING, Any, Literal
+
+import dask.array as da
 import numpy as np
+import scipy.sparse as sp
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -15,9 +21,13 @@ from . import api
 from .errors import InputError, ParameterError
 from .io.adata import is_anndata
 from .io.formats import open_anndata
-from .io.storage import stays_lazy, value_dtype
+from .io.storage import MatrixLike, stays_lazy, value_dtype
 from .numerics.losses import loss_to_error
 from .params import DEFAULTS, beta_to_float, normalize_missing
+
+if TYPE_CHECKING:
+    from distributed import Client
+    from typing_extensions import Self
 
 __all__ = ["NMF"]
 
@@ -55,7 +65,7 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         the projected-gradient violation of a pass is at most ``tol`` times the first
         pass's, or when the error fell by less than ``tol`` (relative) over the last 10
         passes; for "mu", when the error fell by less than ``tol`` times the initial error
-        over the last 10 iterations (see :mod:`dnmf.engine.driver`).
+        over the last 10 iterations (see :ref:`stopping`).
     max_iter : int, default=200
         Maximum number of iterations (passes over X).
     random_state : int, RandomState instance or None, default=None
@@ -72,11 +82,11 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         HALS sweeps (MU updates) of each factor per pass over X. "auto": for "cd"
         without missing values on a matrix of at least 100,000 stored entries, as many
         as their cost against the pass's products allows (at most 10); else 1 (see
-        :func:`dnmf.engine.driver.acceleration`).
+        :ref:`stopping`).
     extrapolate : bool or "auto", default="auto"
         Extrapolated HALS (``solver="cd"``, no ``missing_values``): from the second pass
         on, W and H move on along their last update by an adaptive step (Ang & Gillis,
-        2019; see :mod:`dnmf.numerics.extrapolation`). "auto": on where "auto" sweeps are.
+        2019; see :ref:`stopping`). "auto": on where "auto" sweeps are.
         ``inner_sweeps=1, extrapolate=False`` gives scikit-learn's iterates to rounding
         (as "auto" does on smaller matrices).
     panel_rows : int or None, default=None
@@ -90,9 +100,9 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         np.nan (or "nan") marks NaN entries of a dense X as missing; "absent" makes every
         absent entry of a sparse X missing (ratings; stored zeros are observed). The loss
         and ``reconstruction_err_`` are over observed entries only, and ``W @ H``
-        predicts the missing ones (see :mod:`dnmf.numerics.masked`).
+        predicts the missing ones (see :ref:`missing-values`).
     checkpoint : str, path-like or None, default=None
-        Directory of crash-safe checkpoints (see :mod:`dnmf.engine.checkpoint`). ``fit``
+        Directory of crash-safe checkpoints (see :ref:`checkpoints`). ``fit``
         resumes automatically when it holds a checkpoint of the same matrix and the same
         result-changing parameters (``max_iter`` may differ), starts afresh when it holds
         none, and raises :class:`~dnmf.errors.CheckpointMismatch` (a ``ValueError``)
@@ -118,10 +128,11 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     n_iter_ : int
         Iterations run.
     loss_history_ : list of float
-        ``D(X, W_t H_t)`` for t = 0 (the initialization) … n_iter_; the last entry is
+        ``D(X, W_t H_t)`` for t = 0 (the initialization) … ``n_iter_``; the last entry is
         the loss of the returned factors.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Number of columns of X.
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Column names, when X is a DataFrame with string column names.
 
     Notes
@@ -132,27 +143,27 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
     def __init__(
         self,
-        n_components="auto",
+        n_components: int | Literal["auto"] | None = "auto",
         *,
-        init=None,
-        solver="cd",
-        beta_loss="frobenius",
-        tol=1e-4,
-        max_iter=200,
-        random_state=None,
-        alpha_W=0.0,
-        alpha_H="same",
-        l1_ratio=0.0,
-        verbose=0,
-        inner_sweeps="auto",
-        extrapolate="auto",
-        panel_rows=None,
-        client=None,
-        checkpoint=None,
-        checkpoint_every=10,
-        missing_values=None,
-        storage_options=None,
-    ):
+        init: Literal["random", "nndsvd", "nndsvda", "nndsvdar", "custom"] | None = None,
+        solver: Literal["cd", "hals", "mu"] = "cd",
+        beta_loss: float | Literal["frobenius", "kullback-leibler", "itakura-saito"] = "frobenius",
+        tol: float = 1e-4,
+        max_iter: int = 200,
+        random_state: int | np.random.RandomState | None = None,
+        alpha_W: float = 0.0,
+        alpha_H: float | Literal["same"] = "same",
+        l1_ratio: float = 0.0,
+        verbose: int = 0,
+        inner_sweeps: int | Literal["auto"] = "auto",
+        extrapolate: bool | Literal["auto"] = "auto",
+        panel_rows: int | None = None,
+        client: Client | str | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint_every: int = 10,
+        missing_values: float | Literal["nan", "absent"] | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
         self.n_components = n_components
         self.init = init
         self.solver = solver
@@ -209,7 +220,9 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
     # ----------------------------------------------------------------------- API
 
-    def fit_transform(self, X, y=None, W=None, H=None):
+    def fit_transform(
+        self, X: MatrixLike, y: Any = None, W: ArrayLike | None = None, H: ArrayLike | None = None
+    ) -> np.ndarray | da.Array:
         """Learn the factorization of X and return W.
 
         Parameters
@@ -241,7 +254,7 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self._beta = beta_to_float(self.beta_loss)
         return result.W
 
-    def fit(self, X, y=None, **params):
+    def fit(self, X: MatrixLike, y: Any = None, **params: ArrayLike | None) -> Self:
         """Learn the factorization of X.
 
         Parameters
@@ -258,7 +271,7 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.fit_transform(X, **params)
         return self
 
-    def transform(self, X):
+    def transform(self, X: MatrixLike) -> np.ndarray | da.Array:
         """W for new rows X with the learned H fixed (one pass over X).
 
         Parameters
@@ -280,7 +293,7 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         H = self.components_.astype(_transform_dtype(X), copy=False)
         return api.run(X, params, H=H, update_H=False, as_numpy=not stays_lazy(X)).W
 
-    def inverse_transform(self, X):
+    def inverse_transform(self, X: ArrayLike | sp.spmatrix | sp.sparray | da.Array) -> np.ndarray | da.Array:
         """Map W back to the data space: ``X @ components_``.
 
         Parameters

@@ -80,16 +80,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal
 
+import dask.array as da
 import numpy as np
 
 from .. import api
 from ..engine.driver import active_client, factorize, normalized_usages, usage_products
 from ..engine.scheduler import use_scheduler
+from ..engine.state import FitResult, IterationInfo
 from ..errors import ParameterError, ParameterTypeError
-from ..io.storage import as_panels
+from ..io.storage import MatrixLike, as_panels
 from ..numerics.losses import frobenius_losses, member_slices
 from ..numerics.spectra import gene_scores, nonnegative_spectra
 from ..params import DEFAULTS, beta_to_float, resolve, validate_params
@@ -97,6 +102,7 @@ from .consensus_checkpoint import ConsensusCheckpoint
 from .counts import (
     PREPROCESSING,
     TOP_GENES,
+    CountPreprocessing,
     as_dict,
     check_top_genes,
     prepare_counts,
@@ -105,6 +111,10 @@ from .counts import (
     tpm_refit_spectra,
 )
 from .rank import SEED_STRIDE, unit_rows
+
+if TYPE_CHECKING:
+    from distributed import Client
+    from matplotlib.figure import Figure
 
 __all__ = [
     "DENSITY_THRESHOLD",
@@ -147,7 +157,7 @@ STABILITY_MARGIN = 0.05
 MEMORY_SHARE = 0.5
 #: What the usages of counts are refit against at the end (module docstring); the
 #: first is cNMF's default.
-REFIT_USAGES = ("tpm", "normalized")
+REFIT_USAGES: Final = ("tpm", "normalized")
 
 
 @dataclass(frozen=True)
@@ -183,14 +193,14 @@ class ConsensusReport:
     seconds : float
     preprocessing : dict
         ``{"kind": "none"}``, or what ``preprocess="counts"`` did
-        (:meth:`dnmf.apps.counts.CountPreprocessing.to_dict`: the input columns kept and
+        (the input columns kept and
         their scale).
     refit_usages : str
         What the usages were last refit against: ``"input"`` (V as factorized, no
         preprocessing), or one of :data:`REFIT_USAGES`.
     """
 
-    scores: tuple
+    scores: tuple[ConsensusScore, ...]
     recommended: int
     rule: str
     replicates: int
@@ -199,21 +209,21 @@ class ConsensusReport:
     batches: int
     passes: int
     seconds: float
-    preprocessing: dict = dataclasses.field(default_factory=lambda: {"kind": "none"})
+    preprocessing: dict[str, Any] = dataclasses.field(default_factory=lambda: {"kind": "none"})
     refit_usages: str = "input"
 
     @property
-    def ranks(self):
+    def ranks(self) -> list[int]:
         """The ranks tried."""
         return [score.rank for score in self.scores]
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         out = dataclasses.asdict(self)
         out["scores"] = [dataclasses.asdict(score) for score in self.scores]
         return out
 
-    def to_json(self):
+    def to_json(self) -> str:
         """:meth:`to_dict` as indented JSON text."""
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
@@ -241,22 +251,22 @@ class Consensus:
         The refit of step 4 of every rank's usages (W of all ranks side by side, in the
         order of the clusters), whose losses are the ranks' errors.
     preprocessing : CountPreprocessing or None
-        What ``preprocess="counts"`` did (:mod:`dnmf.apps.counts`).
+        What ``preprocess="counts"`` did (see :ref:`consensus-counts`).
     spectra_tpm, spectra_score : dict of int to ndarray of shape (k, n_input_columns), or None
         With ``preprocess="counts"``: cNMF's spectra in TPM units and gene scores, every
         input gene (module docstring).
     """
 
     report: ConsensusReport
-    spectra: dict
-    usages: dict
-    density: dict
-    labels: dict
-    unit_spectra: dict
-    refit: object
-    preprocessing: object = None
-    spectra_tpm: dict | None = None
-    spectra_score: dict | None = None
+    spectra: dict[int, np.ndarray]
+    usages: dict[int, da.Array]
+    density: dict[int, np.ndarray]
+    labels: dict[int, np.ndarray]
+    unit_spectra: dict[int, np.ndarray]
+    refit: FitResult
+    preprocessing: CountPreprocessing | None = None
+    spectra_tpm: dict[int, np.ndarray] | None = None
+    spectra_score: dict[int, np.ndarray] | None = None
 
 
 # --------------------------------------------------------------------- the consensus
@@ -418,27 +428,27 @@ def _check(ranks, shape, params, features="n_features"):
 
 
 def consensus(
-    X,
-    ranks,
+    X: MatrixLike,
+    ranks: Iterable[int],
     *,
-    replicates=REPLICATES,
-    density_threshold=DENSITY_THRESHOLD,
-    neighbors=NEIGHBORS,
-    preprocess="none",
-    top_genes=TOP_GENES,
-    refit_usages=None,
-    random_state=0,
-    batch_bytes=None,
-    checkpoint=None,
-    client=None,
-    callback=None,
-    **params,
-):
+    replicates: int = REPLICATES,
+    density_threshold: float = DENSITY_THRESHOLD,
+    neighbors: float = NEIGHBORS,
+    preprocess: Literal["none", "counts"] = "none",
+    top_genes: int = TOP_GENES,
+    refit_usages: Literal["tpm", "normalized"] | None = None,
+    random_state: int = 0,
+    batch_bytes: int | None = None,
+    checkpoint: str | os.PathLike[str] | api.Checkpointing | None = None,
+    client: Client | str | None = None,
+    callback: Callable[[IterationInfo | None], object] | None = None,
+    **params: Any,
+) -> Consensus:
     """Consensus NMF of ``X`` for each rank (the module docstring has the method).
 
     Parameters
     ----------
-    X : anything :func:`dnmf.io.storage.as_panels` accepts
+    X : anything :func:`dnmf.as_panels` accepts
     ranks : iterable of int
         Each within ``1..min(m, n)``.
     replicates : int, default=REPLICATES
@@ -449,7 +459,7 @@ def consensus(
         In (0, 1]: the local density's neighbourhood, as a fraction of ``replicates``.
     preprocess : {"none", "counts"}, default="none"
         ``"counts"``: cNMF's preprocessing of a counts matrix (cells as rows), out of core
-        (:mod:`dnmf.apps.counts`); the spectra then have one entry per gene kept
+        (see :ref:`consensus-counts`); the spectra then have one entry per gene kept
         (``report.preprocessing["columns"]``), and the result has cNMF's spectra in TPM
         units.
     top_genes : int, default=TOP_GENES
@@ -464,17 +474,17 @@ def consensus(
         workers' memory).
     checkpoint : path-like or dnmf.api.Checkpointing, optional
         A local directory where the run keeps its progress
-        (:mod:`dnmf.apps.consensus_checkpoint`): finished batches and the running
+        (see :ref:`consensus-resume`): finished batches and the running
         batch's checkpoints. A run given the directory of an interrupted one of the same
         input, parameters and settings resumes it (the result is the uninterrupted
         run's); one of another consensus is refused.
     client : distributed.Client, str or None
         Where to run (default: the active Client, else Dask's threads).
     callback : callable, optional
-        Called with an :class:`~dnmf.engine.state.IterationInfo` after each iteration of
+        Called with an ``IterationInfo`` (iteration, loss, seconds) after each iteration of
         each ensemble, and with ``None`` when an ensemble ends.
     **params
-        Other parameters of :data:`dnmf.params.PARAMS` for every fit (solver, tol,
+        Other parameters of :class:`dnmf.NMF` for every fit (solver, tol,
         max_iter, inner_sweeps, extrapolate, panel_rows, ...); ``max_iter`` defaults to
         :data:`MAX_ITER`.
 
@@ -502,7 +512,7 @@ def consensus(
             passes += 1
             logger.info("counts preprocessed: %d of %d genes kept", panels.shape[1], preprocessing.fano_ratio.size)
         jobs = [(k, r) for k in ranks for r in range(int(replicates))]
-        spectra = {k: [] for k in ranks}
+        spectra: dict[int, list[np.ndarray]] = {k: [] for k in ranks}
         budget = batch_bytes or _memory_budget()
         tasks = max(1, sum(p["client"].nthreads().values()) if p["client"] is not None else _threads())
         batches = [
@@ -718,16 +728,23 @@ RESULT_FORMATS = ("zarr", "h5ad")
 
 
 def write_consensus(
-    path, result, params, *, input_path=None, overwrite=False, result_format="zarr", labels=(None, None)
-):
+    path: str | os.PathLike[str],
+    result: Consensus,
+    params: Mapping[str, Any],
+    *,
+    input_path: str | None = None,
+    overwrite: bool = False,
+    result_format: Literal["zarr", "h5ad"] = "zarr",
+    labels: tuple[Sequence[str] | None, Sequence[str] | None] = (None, None),
+) -> None:
     """Write a :class:`Consensus` as the directory ``path`` (a local path), whole or not
     at all: ``consensus.json``, one fit result per rank (H the consensus spectra, W the
     usages) -- ``k<K>.zarr``, or with ``result_format="h5ad"`` an AnnData file
-    ``k<K>.h5ad`` (:func:`dnmf.io.results.write_fit`) whose obs/var names are ``labels``
+    ``k<K>.h5ad`` whose obs/var names are ``labels``
     (the input's row and column names; the columns kept when the counts were
     preprocessed) -- with preprocessed counts also cNMF's ``k<K>.spectra_tpm.tsv`` and
     ``k<K>.spectra_score.tsv`` (every input gene, :func:`write_spectra_table`), and the
-    plots (see :mod:`dnmf.cli.consensus`)."""
+    plots (see :ref:`consensus`)."""
     from ..engine.durable import publish_directory
     from ..engine.state import FitResult
     from ..io.results import write_fit
@@ -761,13 +778,15 @@ def write_consensus(
             )
             if result.spectra_tpm is not None:
                 write_spectra_table(temp / f"k{k}.spectra_tpm.tsv", result.spectra_tpm[k], genes)
-                write_spectra_table(temp / f"k{k}.spectra_score.tsv", result.spectra_score[k], genes)
+                write_spectra_table(temp / f"k{k}.spectra_score.tsv", result.spectra_score[k], genes)  # type: ignore[index]  # made with spectra_tpm
             plot_density(result, k, temp / f"k{k}.density.png")
             plot_clustering(result, k, temp / f"k{k}.clustering.png")
         plot_k_selection(report, temp / "k_selection.png")
 
 
-def write_spectra_table(path, spectra, columns=None):
+def write_spectra_table(
+    path: str | os.PathLike[str], spectra: np.ndarray, columns: Sequence[str] | None = None
+) -> None:
     """Write ``spectra`` (k x n) as cNMF writes its ``gene_spectra_*.txt``: tab-separated,
     a header of the column (gene) names (``"0"``, ``"1"``, ... when None), one row per
     component numbered from 1 (``pandas.read_csv(path, sep="\\t", index_col=0)`` reads it)."""
@@ -781,8 +800,20 @@ def write_spectra_table(path, spectra, columns=None):
 # ------------------------------------------------------------------------------ plots
 
 
-def plot_k_selection(report, out=None):
-    """Stability and error against k (cNMF's k-selection plot), the recommendation marked."""
+def plot_k_selection(report: ConsensusReport, out: str | os.PathLike[str] | None = None) -> Figure:
+    """Stability and error against k (cNMF's k-selection plot), the recommendation marked.
+
+    Parameters
+    ----------
+    report : ConsensusReport
+        ``consensus(...).report``.
+    out : str or path, optional
+        PNG to write.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     from matplotlib.ticker import MaxNLocator
 
     from .plots import new_figure, save_figure
@@ -801,8 +832,22 @@ def plot_k_selection(report, out=None):
     return save_figure(figure, out)
 
 
-def plot_density(result, k, out=None):
-    """The histogram of rank ``k``'s local densities, the threshold marked (as cNMF's)."""
+def plot_density(result: Consensus, k: int, out: str | os.PathLike[str] | None = None) -> Figure:
+    """The histogram of rank ``k``'s local densities, the threshold marked (as cNMF's).
+
+    Parameters
+    ----------
+    result : Consensus
+        What :func:`consensus` returned.
+    k : int
+        One of its ranks.
+    out : str or path, optional
+        PNG to write.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     from .plots import new_figure, save_figure
 
     report = result.report
@@ -810,7 +855,7 @@ def plot_density(result, k, out=None):
     dropped = int((result.labels[k] < 0).sum())
     figure = new_figure((6.4, 3.6), margins=dict(left=0.1, right=0.97, bottom=0.16, top=0.88))
     axes = figure.add_subplot(1, 1, 1)
-    axes.hist(density, bins=np.linspace(0, max(1.0, float(density.max()) if density.size else 1.0), 50))
+    axes.hist(density, bins=np.linspace(0, max(1.0, float(density.max()) if density.size else 1.0), 50))  # type: ignore[arg-type]  # edges as an ndarray work (the stubs say Sequence)
     axes.axvline(report.density_threshold, color="black", linestyle="--", linewidth=1)
     axes.set_xlabel(f"mean distance to the {max(1, int(report.neighbors * report.replicates))} nearest spectra")
     axes.set_ylabel("spectra")
@@ -818,21 +863,35 @@ def plot_density(result, k, out=None):
     return save_figure(figure, out)
 
 
-def plot_clustering(result, k, out=None):
+def plot_clustering(result: Consensus, k: int, out: str | os.PathLike[str] | None = None) -> Figure:
     """The distances between rank ``k``'s kept spectra, ordered by cluster (and within a
-    cluster by average linkage), with the clusters marked: cNMF's clustergram."""
+    cluster by average linkage), with the clusters marked: cNMF's clustergram.
+
+    Parameters
+    ----------
+    result : Consensus
+        What :func:`consensus` returned.
+    k : int
+        One of its ranks.
+    out : str or path, optional
+        PNG to write.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     from scipy.cluster.hierarchy import leaves_list, linkage
 
     from .plots import new_figure, save_figure
 
     labels, unit = result.labels[k], result.unit_spectra[k]
-    order = []
+    ordered: list[int] = []
     for cluster in range(k):
         members = np.flatnonzero(labels == cluster)
         if members.size > 2:
             members = members[leaves_list(linkage(unit[members], "average"))]
-        order.extend(members.tolist())
-    order = np.asarray(order, dtype=np.int64)
+        ordered.extend(members.tolist())
+    order = np.asarray(ordered, dtype=np.int64)
     distances = _distances(unit[order])
     figure = new_figure((5.6, 5.0), margins=dict(left=0.08, right=0.86, bottom=0.06, top=0.92))
     axes = figure.add_subplot(1, 1, 1)

@@ -25,18 +25,26 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import dask.array as da
 import numpy as np
 import scipy.sparse as sp
 import zarr
+from numpy.typing import ArrayLike
 
 from ..engine.driver import compute
 from ..engine.state import FitResult
 from ..errors import InputError, InputTypeError, NotFoundError, ParameterError
 from ..io.results import FIT_KIND, Result, read_result
-from ..io.storage import CSRMatrix, as_panels, open_matrix
+from ..io.storage import CSRMatrix, MatrixLike, as_panels, open_matrix
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ..estimator import NMF
 
 __all__ = [
     "ANNOTATE_MAX",
@@ -86,7 +94,7 @@ VALUES_CMAP, RESIDUAL_CMAP, IMAGE_CMAP = "viridis", "RdBu_r", "gray_r"
 # ------------------------------------------------------------------------ sampling
 
 
-def sample_indices(size, limit):
+def sample_indices(size: int, limit: int | None) -> np.ndarray:
     """At most ``limit`` evenly spaced indices of ``range(size)``, first and last included.
 
     Parameters
@@ -160,7 +168,7 @@ def _sample_note(taken, total, what):
 # --------------------------------------------------------------------- matplotlib
 
 
-def new_figure(size, margins=None):
+def new_figure(size: tuple[float, float], margins: dict[str, float] | None = None) -> Figure:
     """A Figure on the Agg canvas (no pyplot, no global state).
 
     ``margins`` (``subplots_adjust`` arguments) fix the layout, which is much faster to
@@ -176,7 +184,7 @@ def new_figure(size, margins=None):
     return figure
 
 
-def save_figure(figure, out):
+def save_figure(figure: Figure, out: str | os.PathLike[str] | None) -> Figure:
     if out is not None:
         out = Path(out)
         if not out.parent.exists():
@@ -221,7 +229,16 @@ def _ticks(setter, labels, rotation=0):
 # ------------------------------------------------------------------------- figures
 
 
-def plot_reconstruction(V, W, H, *, out=None, max_rows=SAMPLE_ROWS, max_columns=SAMPLE_COLUMNS, annotate=None):
+def plot_reconstruction(
+    V: MatrixLike,
+    W: ArrayLike | da.Array | zarr.Array,
+    H: ArrayLike,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    max_rows: int | None = SAMPLE_ROWS,
+    max_columns: int | None = SAMPLE_COLUMNS,
+    annotate: bool | None = None,
+) -> Figure:
     """V, W·H and V − W·H side by side, as heatmaps (on a sample of a big V).
 
     Parameters
@@ -276,16 +293,16 @@ def _reconstruction(V, WH, shape, sample, out, annotate):
 
 
 def plot_factors(
-    W,
-    H,
+    W: ArrayLike | da.Array | zarr.Array,
+    H: ArrayLike,
     *,
-    out=None,
-    max_rows=SAMPLE_ROWS,
-    max_columns=SAMPLE_COLUMNS,
-    annotate=None,
-    feature_names=None,
-    row_labels=None,
-):
+    out: str | os.PathLike[str] | None = None,
+    max_rows: int | None = SAMPLE_ROWS,
+    max_columns: int | None = SAMPLE_COLUMNS,
+    annotate: bool | None = None,
+    feature_names: Sequence[str] | np.ndarray | None = None,
+    row_labels: Sequence[str] | np.ndarray | None = None,
+) -> Figure:
     """Heatmaps of W (rows x components) and H (components x features).
 
     Parameters
@@ -351,7 +368,12 @@ def _factors_figure(W, H, m, rows, row_labels, out, max_columns, annotate, featu
     return save_figure(figure, out)
 
 
-def plot_convergence(loss_history, *, out=None, title=None):
+def plot_convergence(
+    loss_history: Sequence[float] | NMF | FitResult | Result | str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+) -> Figure:
     """The loss after each iteration (iteration 0: the initialization).
 
     Parameters
@@ -385,8 +407,15 @@ def plot_convergence(loss_history, *, out=None, title=None):
 
 
 def plot_components(
-    H, image_shape=None, *, out=None, feature_names=None, top=TOP_FEATURES, max_components=MAX_COMPONENTS, columns=None
-):
+    H: ArrayLike,
+    image_shape: tuple[int, int] | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    feature_names: Sequence[str] | np.ndarray | None = None,
+    top: int = TOP_FEATURES,
+    max_components: int = MAX_COMPONENTS,
+    columns: int | None = None,
+) -> Figure:
     """Each component (row of H) as an image, or as a bar chart of its top features.
 
     Parameters
@@ -483,18 +512,18 @@ def _factors(source):
 
 
 def plot(
-    source,
-    kind,
-    out=None,
+    source: NMF | FitResult | Result | str | os.PathLike[str],
+    kind: Literal["reconstruction", "factors", "convergence", "components"],
+    out: str | os.PathLike[str] | None = None,
     *,
-    V=None,
-    image_shape=None,
-    feature_names=None,
-    row_labels=None,
-    max_rows=SAMPLE_ROWS,
-    max_columns=SAMPLE_COLUMNS,
-    annotate=None,
-):
+    V: MatrixLike | None = None,
+    image_shape: tuple[int, int] | None = None,
+    feature_names: Sequence[str] | np.ndarray | None = None,
+    row_labels: Sequence[str] | np.ndarray | None = None,
+    max_rows: int | None = SAMPLE_ROWS,
+    max_columns: int | None = SAMPLE_COLUMNS,
+    annotate: bool | None = None,
+) -> Figure:
     """One of the plots of a fitted model, by name (what `dnmf plot` draws).
 
     Parameters
@@ -536,7 +565,7 @@ def plot(
             raise InputError(f"V has {n} columns but the model has {H.shape[1]} features")
         rows, columns = sample_indices(m, max_rows), sample_indices(n, max_columns)
         V_rows = _read(V, rows)
-        W_rows = np.asarray(source.transform(V_rows), dtype=np.float64)
+        W_rows = np.asarray(source.transform(V_rows), dtype=np.float64)  # type: ignore[union-attr]  # no W: a model
         if kind == "factors":
             return _factors_figure(W_rows, H, m, rows, row_labels, out, max_columns, annotate, feature_names)
         return _reconstruction(V_rows[:, columns], W_rows @ H[:, columns], (m, n), (rows, columns), out, annotate)

@@ -48,12 +48,15 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import dask
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 from sklearn.exceptions import ConvergenceWarning
 
 from .. import api
@@ -62,8 +65,12 @@ from ..engine.location import Location
 from ..engine.process_setting import SharedSetting
 from ..engine.scheduler import use_scheduler
 from ..errors import ParameterError, ParameterTypeError
-from ..io.storage import as_panels
+from ..io.storage import MatrixLike, as_panels
 from ..params import DEFAULTS, validate_params
+
+if TYPE_CHECKING:
+    from distributed import Client
+    from matplotlib.figure import Figure
 
 __all__ = [
     "PERTURBATION",
@@ -128,7 +135,7 @@ class RankReport:
         How ``recommended`` was chosen.
     """
 
-    scores: tuple
+    scores: tuple[RankScore, ...]
     recommended: int
     elbow: int
     threshold: float
@@ -138,17 +145,17 @@ class RankReport:
     rule: str
 
     @property
-    def ranks(self):
+    def ranks(self) -> list[int]:
         """The ranks tried."""
         return [score.rank for score in self.scores]
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         out = dataclasses.asdict(self)
         out["scores"] = [dataclasses.asdict(score) for score in self.scores]
         return out
 
-    def to_json(self, path, storage_options=None):
+    def to_json(self, path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> None:
         """Write :meth:`to_dict` to ``path`` (a path or URL), whole or not at all."""
         Location.of(path, storage_options).publish_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
@@ -156,7 +163,7 @@ class RankReport:
 # ------------------------------------------------------------------------- stability
 
 
-def unit_rows(H):
+def unit_rows(H: ArrayLike) -> np.ndarray:
     """The rows of ``H`` scaled to unit L2 norm (float64; zero rows stay zero)."""
     H = np.asarray(H, dtype=np.float64)
     norms = np.linalg.norm(H, axis=1, keepdims=True)
@@ -196,7 +203,7 @@ def match_components(Hs, max_rounds=MATCH_ROUNDS):
     return labels
 
 
-def stability(Hs):
+def stability(Hs: Sequence[ArrayLike]) -> tuple[float, float]:
     """``(smallest per-cluster mean silhouette, mean silhouette)`` of the matched clusters
     of the replicates' components (cosine distance); ``(1, 1)`` for rank 1."""
     from sklearn.metrics import silhouette_samples
@@ -211,7 +218,7 @@ def stability(Hs):
     return float(min(per_cluster)), float(values.mean())
 
 
-def error_elbow(ranks, errors):
+def error_elbow(ranks: ArrayLike, errors: ArrayLike) -> int | None:
     """The rank farthest below the chord joining the first and last ``(rank, error)``."""
     ranks, errors = np.asarray(ranks, dtype=np.float64), np.asarray(errors, dtype=np.float64)
     if ranks.size < 3:
@@ -335,24 +342,24 @@ def _fit_one(panels, params, rank, seed, amplitude):
 
 
 def select_rank(
-    X,
-    ranks,
+    X: MatrixLike,
+    ranks: Iterable[int],
     *,
-    replicates=3,
-    perturbation=PERTURBATION,
-    threshold=STABILITY_THRESHOLD,
-    random_state=0,
-    concurrency=None,
-    client=None,
-    callback=None,
-    mode="auto",
-    **params,
-):
+    replicates: int = 3,
+    perturbation: float = PERTURBATION,
+    threshold: float = STABILITY_THRESHOLD,
+    random_state: int = 0,
+    concurrency: int | None = None,
+    client: Client | str | None = None,
+    callback: Callable[[int, int], object] | None = None,
+    mode: Literal["auto", "tasks", "threads"] = "auto",
+    **params: Any,
+) -> RankReport:
     """Fit every rank several times and recommend the most reproducible one (NMFk).
 
     Parameters
     ----------
-    X : anything :func:`dnmf.io.storage.as_panels` accepts
+    X : anything :func:`dnmf.as_panels` accepts
     ranks : iterable of int
     replicates : int, default=3
         Fits per rank (>= 2).
@@ -374,7 +381,7 @@ def select_rank(
         How fits run at once (module docstring); "auto" picks "tasks" on a cluster whose
         workers are other processes, else "threads".
     **params
-        Other parameters of :data:`dnmf.params.PARAMS` (solver, beta_loss, max_iter,
+        Other parameters of :class:`dnmf.NMF` (solver, beta_loss, max_iter,
         tol, missing_values, init, ...). ``init`` defaults to "random" here, so that
         replicates start apart.
 
@@ -476,7 +483,7 @@ def _report(ranks, jobs, outcomes, threshold, replicates, perturbation, seconds)
 # ----------------------------------------------------------------------------- plot
 
 
-def plot_rank_report(report, out=None):
+def plot_rank_report(report: RankReport, out: str | os.PathLike[str] | None = None) -> Figure:
     """Error and stability against the rank (two axes), threshold and recommendation marked.
 
     Returns

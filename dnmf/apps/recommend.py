@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 
 __all__ = ["observed_columns", "recommend"]
 
 
-def observed_columns(row, missing):
+def observed_columns(row: ArrayLike | sp.spmatrix | sp.sparray, missing: str | None) -> np.ndarray:
     """Columns of one row of V (a 1 x n dense array or CSR matrix) that are observed.
 
     ``"absent"`` (or a CSR row with ``missing=None``): the stored columns; otherwise the
@@ -23,7 +24,7 @@ def observed_columns(row, missing):
     return np.flatnonzero(~np.isnan(np.asarray(row, dtype=np.float64).ravel()))
 
 
-def recommend(w_row, H, observed, top):
+def recommend(w_row: ArrayLike, H: ArrayLike, observed: ArrayLike, top: int) -> list[tuple[int, float]]:
     """The ``top`` unobserved columns of one row with the highest predicted ``w_row @ H``.
 
     Parameters

@@ -25,17 +25,23 @@ import difflib
 import logging
 import numbers
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import dask.array as da
 import numpy as np
 import zarr
+from numpy.typing import ArrayLike
 
 from ..engine.driver import compute
 from ..engine.state import FitResult
 from ..errors import InputError, InputTypeError, NotFoundError, ParameterError
 from ..io.results import Result, read_result
+
+if TYPE_CHECKING:
+    from ..estimator import NMF
 
 __all__ = ["Neighbor", "item_vectors", "read_labels", "similar"]
 
@@ -43,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 #: How many close label spellings an "unknown label" error suggests.
 LABEL_SUGGESTIONS = 3
+#: What :func:`similar` compares the rows of: a fitted model, a fit's result (a path, as
+#: read, or as returned), or W itself.
+ModelOrW = Union["NMF", FitResult, Result, str, os.PathLike[str], ArrayLike, zarr.Array]
 
 
 @dataclass(frozen=True)
@@ -64,7 +73,7 @@ class Neighbor:
     label: str | None = None
 
 
-def item_vectors(model_or_W):
+def item_vectors(model_or_W: ModelOrW) -> da.Array:
     """The items compared by :func:`similar`, as a Dask array of shape (items, k).
 
     Parameters
@@ -106,7 +115,9 @@ dnmf.io.results.Result, or an array (NumPy, Dask, Zarr) of shape (items, k)
     return vectors
 
 
-def read_labels(labels, n_items=None):
+def read_labels(
+    labels: Sequence[str] | np.ndarray | str | os.PathLike[str] | None, n_items: int | None = None
+) -> list[str] | None:
     """Labels as a list of str: a sequence, or a path to a text file with one label a line.
 
     Raises
@@ -166,7 +177,14 @@ def _cosine_block(block, unit_query):
     return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
 
 
-def similar(model_or_W, query, top=5, labels=None, *, exclude_query=True):
+def similar(
+    model_or_W: ModelOrW,
+    query: int | str | ArrayLike,
+    top: int = 5,
+    labels: Sequence[str] | np.ndarray | str | os.PathLike[str] | None = None,
+    *,
+    exclude_query: bool = True,
+) -> list[Neighbor]:
     """The ``top`` items most similar to ``query``, by cosine similarity of their W rows.
 
     Parameters

@@ -21,16 +21,20 @@ normalized to sum 1, its *topic mix*.
 from __future__ import annotations
 
 import csv
+import gzip
 import logging
 import numbers
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
+from numpy.typing import ArrayLike
 
 from ..engine.driver import to_numpy
 from ..engine.durable import new_group
@@ -40,6 +44,9 @@ from ..io.csr import write_csr
 from ..io.results import open_kind
 from ..io.storage import CSRMatrix, open_matrix
 from ..params import jsonable
+
+if TYPE_CHECKING:
+    from ..estimator import NMF
 
 __all__ = [
     "CORPUS_KIND",
@@ -66,6 +73,8 @@ CORPUS_VERSION = 1
 TFIDF, VOCABULARY, DOCUMENTS = "tfidf", "vocabulary", "documents"
 #: Suffix of the documents read from a folder.
 TEXT_SUFFIX = ".txt"
+#: Suffixes of the CSV files read as documents (gzip-compressed ones too).
+CSV_SUFFIXES = (".csv", ".csv.gz")
 #: Column used when a CSV has one named so and ``column`` is not given.
 DEFAULT_COLUMN = "text"
 #: Top terms shown per topic.
@@ -93,7 +102,8 @@ def _read_folder(folder):
 
 def _read_csv(path, column, label_column):
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         names = reader.fieldnames or []
         if column is None:
@@ -114,13 +124,15 @@ def _read_csv(path, column, label_column):
     return labels, texts
 
 
-def read_documents(source, *, column=None, label_column=None):
+def read_documents(
+    source: str | os.PathLike[str], *, column: str | None = None, label_column: str | None = None
+) -> tuple[list[str], list[str]]:
     """Read documents and their labels.
 
     Parameters
     ----------
     source : str or path
-        A folder of ``.txt`` files or a ``.csv`` file.
+        A folder of ``.txt`` files or a ``.csv`` file (``.csv.gz`` too).
     column : str, optional
         CSV column holding the text (default: ``"text"``, or the only column).
     label_column : str, optional
@@ -139,8 +151,8 @@ def read_documents(source, *, column=None, label_column=None):
                 f"column/label_column apply to a CSV file, but {source} is a folder of {TEXT_SUFFIX} files"
             )
         return _read_folder(path)
-    if path.suffix.lower() != ".csv":
-        raise InputError(f"{source} is neither a folder of {TEXT_SUFFIX} files nor a .csv file")
+    if not path.name.lower().endswith(CSV_SUFFIXES):
+        raise InputError(f"{source} is neither a folder of {TEXT_SUFFIX} files nor a .csv (or .csv.gz) file")
     return _read_csv(path, column, label_column)
 
 
@@ -165,11 +177,11 @@ class Corpus:
     path: str
     matrix: CSRMatrix
     vocabulary: np.ndarray
-    documents: list
-    attrs: dict
+    documents: list[str]
+    attrs: dict[str, Any]
 
     @property
-    def tfidf_path(self):
+    def tfidf_path(self) -> str:
         """Path of the tf-idf CSR group (what `dnmf fit` reads)."""
         return os.path.join(self.path, TFIDF)
 
@@ -181,7 +193,16 @@ def _write_strings(group, name, values):
         array[:] = values
 
 
-def build_corpus(source, out, *, column=None, label_column=None, overwrite=False, storage_options=None, **vectorizer):
+def build_corpus(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    column: str | None = None,
+    label_column: str | None = None,
+    overwrite: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    **vectorizer: Any,
+) -> Corpus:
     """Vectorize documents with tf-idf and store them as a corpus group.
 
     Parameters
@@ -224,7 +245,7 @@ def build_corpus(source, out, *, column=None, label_column=None, overwrite=False
     return open_corpus(out, storage_options)
 
 
-def open_corpus(path, storage_options=None):
+def open_corpus(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Corpus:
     """Open a corpus group (at a path or URL) read-only.
 
     Raises
@@ -235,20 +256,20 @@ def open_corpus(path, storage_options=None):
         ``path`` is not a corpus group.
     """
     location = Location.of(path, storage_options).checked("corpus")
-    path = location.url
+    url: str = location.url
     group, attrs = open_kind(location, "corpus group", (CORPUS_KIND,))
-    matrix = open_matrix(location.join(TFIDF))
+    matrix: CSRMatrix = open_matrix(location.join(TFIDF))  # type: ignore[assignment]  # tfidf is a CSR group
     vocabulary = np.array([str(term) for term in group[VOCABULARY][:]], dtype=str)
     documents = [str(label) for label in group[DOCUMENTS][:]]
     if matrix.shape != (len(documents), len(vocabulary)):
         raise InputError(
-            f"{path}: tf-idf has shape {matrix.shape} but there are {len(documents)} documents "
+            f"{url}: tf-idf has shape {matrix.shape} but there are {len(documents)} documents "
             f"and {len(vocabulary)} terms"
         )
-    return Corpus(path, matrix, vocabulary, documents, attrs)
+    return Corpus(url, matrix, vocabulary, documents, attrs)
 
 
-def corpus_of(matrix_path):
+def corpus_of(matrix_path: str | os.PathLike[str] | None) -> Corpus | None:
     """The corpus whose tf-idf matrix is at ``matrix_path``, or None if it is not one."""
     if matrix_path is None:
         return None
@@ -270,7 +291,9 @@ def _is_corpus(location):
 # ------------------------------------------------------------------------- topics
 
 
-def top_terms(H, vocabulary, top=DEFAULT_TOP):
+def top_terms(
+    H: ArrayLike, vocabulary: Sequence[str] | np.ndarray, top: int = DEFAULT_TOP
+) -> list[list[tuple[str, float]]]:
     """The ``top`` heaviest terms of each topic.
 
     Parameters
@@ -297,7 +320,7 @@ def top_terms(H, vocabulary, top=DEFAULT_TOP):
     return terms
 
 
-def topic_mix(W):
+def topic_mix(W: ArrayLike) -> np.ndarray:
     """Rows of W scaled to sum 1: each document's share of each topic (rows of zeros stay 0).
 
     Parameters
@@ -333,15 +356,15 @@ class Topics:
         Path of the stored corpus group (None: it was temporary).
     """
 
-    model: object
+    model: NMF
     W: np.ndarray
-    terms: list
+    terms: list[list[tuple[str, float]]]
     mix: np.ndarray
     vocabulary: np.ndarray
-    documents: list
+    documents: list[str]
     corpus: str | None
 
-    def format(self, max_documents=None):
+    def format(self, max_documents: int | None = None) -> str:
         """Top terms of each topic, then the topic mix of each document, as text."""
         k = len(self.terms)
         lines = [f"topic {t}: {', '.join(term for term, _ in words)}" for t, words in enumerate(self.terms)]
@@ -359,17 +382,17 @@ class Topics:
 
 
 def find_topics(
-    source,
-    n_components,
+    source: str | os.PathLike[str],
+    n_components: int,
     *,
-    top=DEFAULT_TOP,
-    column=None,
-    label_column=None,
-    store=None,
-    overwrite=False,
-    vectorizer=None,
-    **nmf_params,
-):
+    top: int = DEFAULT_TOP,
+    column: str | None = None,
+    label_column: str | None = None,
+    store: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    vectorizer: dict[str, Any] | None = None,
+    **nmf_params: Any,
+) -> Topics:
     """Topics of a set of documents in one call: tf-idf → Zarr → NMF → top terms and mixes.
 
     Parameters
@@ -397,7 +420,7 @@ def find_topics(
     -------
     Topics
     """
-    reading = {"column": column, "label_column": label_column}
+    reading: dict[str, Any] = {"column": column, "label_column": label_column}
     if Location.of(source).is_dir() and _is_corpus(Location.of(source)):
         return _fit_topics(open_corpus(source), n_components, top, nmf_params, keep=True)
     if store is not None:

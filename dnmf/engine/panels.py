@@ -3,10 +3,14 @@ produce it)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import dask
 import dask.array as da
+import numpy as np
+from dask.delayed import Delayed
 
 __all__ = ["PanelRead", "Panels", "stacked"]
 
@@ -25,10 +29,10 @@ class PanelRead:
 
     __slots__ = ("function", "args")
 
-    def __init__(self, function, *args):
+    def __init__(self, function: Callable[..., Any], *args: Any) -> None:
         self.function, self.args = function, args
 
-    def __call__(self):
+    def __call__(self) -> Any:
         return self.function(*(arg() if isinstance(arg, PanelRead) else arg for arg in self.args))
 
     def __reduce__(self):
@@ -70,38 +74,38 @@ class Panels:
     array: da.Array
     sparse: bool
     in_memory: bool
-    reads: tuple | None = None
+    reads: tuple[PanelRead | Delayed, ...] | None = None
     nnz: int | None = None
     from_dask: bool = False
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, int]:
         """``(m, n)``."""
         return self.array.shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         """float32 or float64."""
         return self.array.dtype
 
     @property
-    def row_chunks(self):
+    def row_chunks(self) -> tuple[int, ...]:
         """Rows in each panel."""
         return self.array.chunks[0]
 
     @property
-    def n_panels(self):
+    def n_panels(self) -> int:
         """Number of row panels."""
         return len(self.array.chunks[0])
 
-    def blocks(self):
+    def blocks(self) -> list[PanelRead | Delayed]:
         """One per panel, in row order: a :class:`PanelRead` for stored inputs, else a
-        Delayed; what the graph builders of :mod:`dnmf.engine.solvers` take as panels."""
+        Delayed; what the engine's graph builders take as panels."""
         if self.reads is not None:
             return list(self.reads)
         return list(self.array.to_delayed().ravel())
 
-    def map_panels(self, function, *args, n_columns=None):
+    def map_panels(self, function: Callable[..., Any], *args: Any, n_columns: int | None = None) -> Panels:
         """V with panel ``i`` replaced by ``function(panel_i, i, *args)``, made each time the
         panel is read (nothing is stored); ``n_columns``: the new panels' width, if it changes."""
         reads = tuple(
@@ -117,7 +121,9 @@ class Panels:
         )
 
 
-def stacked(reads, row_chunks, n_columns, dtype, meta):
+def stacked(
+    reads: Sequence[PanelRead | Delayed], row_chunks: Sequence[int], n_columns: int, dtype: np.dtype, meta: Any
+) -> da.Array:
     """A row-panel Dask array whose panel ``i`` is ``reads[i]`` (a :class:`PanelRead` or a
     Delayed), for whole-array algorithms."""
     pieces = [

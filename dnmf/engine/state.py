@@ -10,6 +10,7 @@ from typing import NamedTuple, Protocol
 
 import dask.array as da
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..numerics.losses import loss_to_error
 
@@ -32,7 +33,7 @@ class InputStats(NamedTuple):
     n_nan: int = 0  # NaN entries (missing, with missing_values=nan)
 
     @classmethod
-    def of(cls, vector):
+    def of(cls, vector: ArrayLike) -> InputStats:
         """The statistics of a :func:`~dnmf.numerics.kernels.panel_stats` vector."""
         values = [float(x) for x in np.asarray(vector)]
         return cls(
@@ -46,12 +47,12 @@ class InputStats(NamedTuple):
         )
 
     @property
-    def mean(self):
+    def mean(self) -> float:
         """Mean of the (observed) entries."""
         return self.total / self.size
 
     @property
-    def norm(self):
+    def norm(self) -> float:
         """``||V||_F`` (over observed entries)."""
         return float(np.sqrt(self.squared_norm))
 
@@ -95,11 +96,11 @@ class LoopState:
     iteration: int
     W: da.Array
     H: np.ndarray
-    loss_history: tuple
+    loss_history: tuple[float, ...]
     finished: bool = False
-    extrapolation: list | None = None
+    extrapolation: list[float] | None = None
     H_next: np.ndarray | None = None
-    violations: tuple = ()
+    violations: tuple[float, ...] = ()
 
 
 class Checkpointer(Protocol):
@@ -116,12 +117,13 @@ class Checkpointer(Protocol):
 
 @dataclass
 class FitResult:
-    """Outcome of :func:`dnmf.engine.driver.factorize`.
+    """Outcome of a fit: what :func:`dnmf.non_negative_factorization` and the applications get back.
 
     Attributes
     ----------
     W : dask.array.Array of shape (m, k)
-        Row-chunked like V, persisted.
+        Row-chunked like V, persisted (an ndarray once gathered, as
+        ``dnmf.api.run_job(..., as_numpy=True)`` returns it).
     H : ndarray of shape (k, n)
     n_iter : int
         Outer iterations run (for a frozen-H solve: the most updates any panel made).
@@ -138,21 +140,21 @@ class FitResult:
         factorization); empty otherwise.
     """
 
-    W: da.Array
+    W: da.Array | np.ndarray
     H: np.ndarray
     n_iter: int
-    loss_history: list = field(default_factory=list)
+    loss_history: list[float] = field(default_factory=list)
     converged: bool = False
     norm_V: float = float("nan")
-    violations: list = field(default_factory=list)
-    member_losses: list = field(default_factory=list)
+    violations: list[float] = field(default_factory=list)
+    member_losses: list[float] = field(default_factory=list)
 
     @property
-    def loss(self):
+    def loss(self) -> float:
         """Loss of the returned factors."""
         return self.loss_history[-1]
 
     @property
-    def reconstruction_err(self):
+    def reconstruction_err(self) -> float:
         """``sqrt(2 * loss)``: the Frobenius norm of V - WH for the Frobenius loss."""
         return loss_to_error(self.loss)

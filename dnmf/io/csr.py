@@ -16,14 +16,19 @@ naming the row, before any pass.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import zarr
+from numpy.typing import ArrayLike, DTypeLike
 
 from ..errors import DestinationExistsError, InputError
+from .hdf5 import Dataset
 
 __all__ = ["CSR_CHUNK_ENTRIES", "CSR_FORMAT", "INDPTR_CHECK_ENTRIES", "CSRMatrix", "save_csr", "write_csr"]
 
@@ -51,29 +56,29 @@ class CSRMatrix:
         ``data``.
     """
 
-    indptr: object
-    indices: object
-    data: object
+    indptr: zarr.Array | Dataset
+    indices: zarr.Array | Dataset
+    data: zarr.Array | Dataset
     shape: tuple[int, int]
     path: str | None = None
     values: np.dtype | None = None
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         """Value dtype (as read)."""
         return self.data.dtype if self.values is None else self.values
 
     @property
-    def nnz(self):
+    def nnz(self) -> int:
         """Number of stored entries."""
         return int(self.data.shape[0])
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
         """Always 2."""
         return 2
 
-    def read_rows(self, start, stop, dtype=None):
+    def read_rows(self, start: int, stop: int, dtype: DTypeLike | None = None) -> sp.csr_matrix:
         """Rows ``start:stop`` as a SciPy CSR matrix with values as ``dtype`` (by default
         :attr:`dtype`): one slice of each array, nothing else read or copied."""
         pointers = np.asarray(self.indptr[start : stop + 1], dtype=np.int64)
@@ -85,7 +90,7 @@ class CSRMatrix:
         return sp.csr_matrix((data, indices, pointers - first), shape=(stop - start, self.shape[1]))
 
     @classmethod
-    def from_group(cls, group, path=None):
+    def from_group(cls, group: zarr.Group, path: str | None = None) -> CSRMatrix:
         """Check a Zarr CSR group's layout and wrap it; :class:`InputError` naming what is wrong."""
         where = path or "the Zarr group"
         if group.attrs.get("format") != CSR_FORMAT:
@@ -102,7 +107,17 @@ class CSRMatrix:
         return cls.checked(group["indptr"], group["indices"], group["data"], shape, where, path=path)
 
     @classmethod
-    def checked(cls, indptr, indices, data, shape, where, *, path=None, values=None):
+    def checked(
+        cls,
+        indptr: Any,
+        indices: Any,
+        data: Any,
+        shape: Sequence[Any],
+        where: str,
+        *,
+        path: str | None = None,
+        values: DTypeLike | None = None,
+    ) -> CSRMatrix:
         """Wrap three 1-D arrays after checking that they are a CSR matrix of ``shape``
         (``where`` names them in the errors; ``path`` and ``values`` as the attributes)."""
         m, n = (int(s) for s in shape)
@@ -134,7 +149,13 @@ def _check_indptr_order(indptr, where):
             )
 
 
-def save_csr(X, path, *, chunk_entries=CSR_CHUNK_ENTRIES, overwrite=False):
+def save_csr(
+    X: ArrayLike | sp.spmatrix | sp.sparray,
+    path: str | os.PathLike[str],
+    *,
+    chunk_entries: int = CSR_CHUNK_ENTRIES,
+    overwrite: bool = False,
+) -> CSRMatrix:
     """Write a sparse (or dense) matrix to ``path`` as a Zarr CSR group.
 
     Parameters

@@ -41,8 +41,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
+from typing import Any
 
+import dask.array as da
 import numpy as np
 import zarr
 
@@ -208,9 +211,9 @@ class Result:
 
     path: str
     kind: str
-    W: zarr.Array
+    W: zarr.Array | da.Array
     H: np.ndarray | None
-    attrs: dict
+    attrs: dict[str, Any]
 
 
 def open_kind(path, noun, kinds, storage_options=None):
@@ -235,7 +238,7 @@ def open_kind(path, noun, kinds, storage_options=None):
     return group, attrs
 
 
-def read_result(path, storage_options=None):
+def read_result(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Result:
     """Open a result read-only: a result group (at a path or URL), or a fit written as
     an ``.h5ad`` file.
 
@@ -247,15 +250,15 @@ def read_result(path, storage_options=None):
         ``path`` is not a dnmf result.
     """
     location = Location.of(path, storage_options).checked("result")
-    path = location.url
-    if path.endswith(H5AD_SUFFIX) and location.local:
-        return _read_h5ad_result(path)
+    url: str = location.url
+    if url.endswith(H5AD_SUFFIX) and location.local:
+        return _read_h5ad_result(url)
     group, attrs = open_kind(location, "dnmf result", (FIT_KIND, TRANSFORM_KIND))
     kind = attrs["kind"]
     if "W" not in group or (kind == FIT_KIND and "H" not in group):
-        raise InputError(f"{path} is an incomplete dnmf result: missing W or H")
+        raise InputError(f"{url} is an incomplete dnmf result: missing W or H")
     H = np.asarray(group["H"][...]) if kind == FIT_KIND else None
-    return Result(path, kind, group["W"], H, attrs)
+    return Result(url, kind, group["W"], H, attrs)
 
 
 def _read_h5ad_result(path):

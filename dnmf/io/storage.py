@@ -19,6 +19,8 @@ import dataclasses
 import io
 import math
 import os
+from collections.abc import Callable
+from typing import Any, TypeAlias
 
 import dask
 import dask.array as da
@@ -26,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import zarr
 from dask.system import CPU_COUNT
+from numpy.typing import ArrayLike, DTypeLike
 
 from ..engine.location import Location, is_url, store_error
 from ..engine.panels import PanelRead, Panels, stacked
@@ -39,6 +42,7 @@ __all__ = [
     "CSR_FORMAT",
     "DEFAULT_PANEL_BYTES",
     "CSRMatrix",
+    "MatrixLike",
     "as_panels",
     "open_matrix",
     "save_csr",
@@ -53,8 +57,23 @@ MIN_PARALLEL_PANEL_BYTES = 4 * 2**20
 #: Value dtypes kept as they are; everything else numeric becomes float64 (as scikit-learn).
 KEPT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+#: What :func:`as_panels` takes as V (and so ``dnmf.NMF`` and the applications): NumPy
+#: arrays and other array-likes (pandas frames), SciPy sparse matrices, Dask and Zarr
+#: arrays, stored CSR matrices, ``Panels``, and paths or URLs of stored matrices.
+MatrixLike: TypeAlias = (
+    ArrayLike | sp.spmatrix | sp.sparray | da.Array | zarr.Array | CSRMatrix | Panels | str | os.PathLike[str]
+)
 
-def open_matrix(path, *, layer=None, dtype=None, store=None, progress=None, storage_options=None):
+
+def open_matrix(
+    path: str | os.PathLike[str],
+    *,
+    layer: str | None = None,
+    dtype: DTypeLike | None = None,
+    store: str | os.PathLike[str] | None = None,
+    progress: Callable[[int], object] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> zarr.Array | CSRMatrix | Dataset | CastArray | np.ndarray | sp.csr_matrix:
     """Open a stored matrix read-only.
 
     Parameters
@@ -62,10 +81,10 @@ def open_matrix(path, *, layer=None, dtype=None, store=None, progress=None, stor
     path : str or path-like
         A dense 2-D Zarr array, a Zarr CSR group, a ``.npy`` file (memory-mapped), a
         ``.npz`` file written by ``scipy.sparse.save_npz``, or a file of
-        :mod:`dnmf.io.formats`: AnnData (``.h5ad`` or Zarr), 10x Genomics (``.h5`` or a
+        :ref:`inputs`: AnnData (``.h5ad`` or Zarr), 10x Genomics (``.h5`` or a
         MEX directory), MatrixMarket (``.mtx``, ``.mtx.gz``). Or the URL of a Zarr
         array, CSR group, ``.npy`` or ``.npz`` file in an object store (``s3://…``,
-        any fsspec URL; see :mod:`dnmf.engine.location`): Zarr chunks are read by the
+        any fsspec URL; see :ref:`object-storage`): Zarr chunks are read by the
         tasks that use them, a ``.npy``/``.npz`` file is read whole into memory.
     layer : str, optional
         For AnnData files: read ``layers[layer]`` instead of ``X``.
@@ -75,7 +94,7 @@ def open_matrix(path, *, layer=None, dtype=None, store=None, progress=None, stor
         integers as float64 (as scikit-learn).
     store : path, optional
         Where a MatrixMarket, MEX or CSC AnnData input is converted to a CSR group, once
-        (default: beside the input, see :mod:`dnmf.io.formats`).
+        (default: beside the input, see :ref:`inputs`).
     progress : callable, optional
         Called with the number of entries read as a conversion goes.
     storage_options : dict, optional
@@ -176,7 +195,7 @@ def _open_remote(location, layer):
 # ----------------------------------------------------------------------- row panels
 
 
-def value_dtype(dtype, what):
+def value_dtype(dtype: DTypeLike, what: str) -> np.dtype:
     """float32/float64 kept; other real numbers → float64; complex → :class:`InputError`;
     others → :class:`InputTypeError` (naming ``what`` and the dtype)."""
     dtype = np.dtype(dtype)
@@ -264,7 +283,7 @@ def _as_dtype(block, dtype):
     return block.astype(dtype, copy=False)
 
 
-def stays_lazy(X):
+def stays_lazy(X: Any) -> bool:
     """Whether results for ``X`` stay Dask arrays: Dask, Zarr, CSR-group and path inputs
     (which may not fit in memory); NumPy, SciPy and pandas inputs give NumPy results."""
     if is_anndata(X):
@@ -272,7 +291,12 @@ def stays_lazy(X):
     return isinstance(X, (da.Array, zarr.Array, Dataset, CastArray, CSRMatrix, Panels, str, os.PathLike, Location))
 
 
-def as_panels(X, panel_rows=None, panel_bytes=DEFAULT_PANEL_BYTES, storage_options=None):
+def as_panels(
+    X: MatrixLike,
+    panel_rows: int | None = None,
+    panel_bytes: int = DEFAULT_PANEL_BYTES,
+    storage_options: dict[str, Any] | None = None,
+) -> Panels:
     """Wrap any supported input as row panels (no values are read or copied here; only
     the ``indptr`` entries at the panel edges of a CSR group).
 

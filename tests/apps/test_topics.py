@@ -7,6 +7,7 @@ documents share only filler words; each theme must land in its own component.
 from __future__ import annotations
 
 import csv
+import gzip
 import random
 
 import numpy as np
@@ -110,6 +111,9 @@ def test_csv_column_and_labels(tmp_path):
         read_documents(path, column="text")
     with pytest.raises(ValueError, match="say which one holds the text"):
         read_documents(path)
+    compressed = tmp_path / "news.csv.gz"
+    compressed.write_bytes(gzip.compress(path.read_bytes()))
+    assert read_documents(compressed, column="body") == read_documents(path, column="body")
 
 
 def test_top_terms_and_topic_mix():
@@ -127,7 +131,7 @@ def test_bad_sources_name_the_bad_value(tmp_path, folder):
     with pytest.raises(ValueError, match="no .txt files in .*empty"):
         dnmf.find_topics(tmp_path / "empty", 2)
     (tmp_path / "doc.pdf").write_text("x")
-    with pytest.raises(ValueError, match="doc.pdf is neither a folder of .txt files nor a .csv file"):
+    with pytest.raises(ValueError, match="doc.pdf is neither a folder of .txt files nor a .csv \\(or .csv.gz\\) file"):
         dnmf.find_topics(tmp_path / "doc.pdf", 2)
     with pytest.raises(ValueError, match="n_components must be an integer in \\[1, 12\\].*got 50"):
         dnmf.find_topics(folder, 50)
