@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import dnmf
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "sphinxext"))
+from returned_figures import scrape  # noqa: E402
 
 project = "dnmf"
 author = "the dnmf developers"
@@ -23,8 +28,10 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "examples"]
+exclude_patterns = ["_build", "examples", "sphinxext"]
 templates_path = ["_templates"]
+# sphinx-gallery's configuration names a scraper function, which Sphinx cannot cache (it rebuilds instead).
+suppress_warnings = ["config.cache"]
 html_static_path = ["_static"]
 html_css_files = ["dnmf.css"]
 
@@ -43,38 +50,6 @@ myst_enable_extensions = ["colon_fence", "dollarmath"]
 myst_heading_anchors = 3
 
 
-class ReturnedFigures:
-    """sphinx-gallery scraper for the figures dnmf's plotting functions return: they are
-    drawn off pyplot (on the Agg canvas, so that ``import dnmf`` sets no global backend), which
-    the matplotlib scraper does not see. Collects every Figure the example's namespace holds,
-    the value of a block's last expression (sphinx-gallery's ``___``) included, once."""
-
-    def __init__(self):
-        self.example, self.seen = None, []
-
-    def __repr__(self):  # sphinx-gallery keys its cache on the scrapers' reprs
-        return "ReturnedFigures()"
-
-    def __call__(self, block, block_vars, gallery_conf):
-        from matplotlib._pylab_helpers import Gcf
-        from matplotlib.figure import Figure
-        from sphinx_gallery.scrapers import figure_rst
-
-        if block_vars["src_file"] != self.example:
-            self.example, self.seen = block_vars["src_file"], []
-        self.seen += [manager.canvas.figure for manager in Gcf.get_all_fig_managers()]  # the matplotlib scraper's
-        figures = [value for value in block_vars["example_globals"].values() if isinstance(value, Figure)]
-        paths = []
-        for figure in figures:
-            if any(figure is seen for seen in self.seen) or not figure.get_axes():
-                continue
-            self.seen.append(figure)  # held, so that no later figure reuses its id
-            path = next(block_vars["image_path_iterator"])
-            figure.savefig(path, dpi=100)
-            paths.append(path)
-        return figure_rst(paths, gallery_conf["src_dir"])
-
-
 sphinx_gallery_conf = {
     "examples_dirs": "examples",
     "gallery_dirs": "auto_examples",
@@ -84,7 +59,7 @@ sphinx_gallery_conf = {
     "show_memory": False,
     "abort_on_example_error": True,
     "within_subsection_order": "FileNameSortKey",
-    "image_scrapers": (ReturnedFigures(), "matplotlib"),  # before the matplotlib scraper closes its figures
+    "image_scrapers": (scrape, "matplotlib"),  # dnmf's figures, before the matplotlib scraper closes its own
     "matplotlib_animations": False,
     "reference_url": {"dnmf": None},
     "doc_module": ("dnmf",),
