@@ -76,6 +76,6 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
-html_sidebars = {"index": [], "getting_started": [], "changelog": []}
+html_sidebars = {"index": [], "getting_started": [], "performance": [], "changelog": []}
 
 warnings.filterwarnings("ignore", message="Matplotlib is currently using agg", category=UserWarning)

@@ -1,5 +1,6 @@
-"""The README's object-storage example runs as written, against the tests' own S3
-server (the fixture stands in for its server start and ``export`` lines)."""
+"""The documentation's object-storage example (user guide, clusters and object storage) runs as
+written, against the tests' own S3 server (the fixture stands in for its server start and
+``export`` lines)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import pytest
 
 pytest.importorskip("s3fs")
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-#: The comment that precedes the example in the README.
+README = Path(__file__).resolve().parents[2] / "docs" / "user_guide" / "clusters.md"
+#: The comment that precedes the example on the page.
 MARKER = "<!-- s3-example:"
 #: Lines of the example that the fixtures do instead (installing, starting the server, the environment).
 DONE_BY_FIXTURES = ("pip install", "python -m moto.server", "export ")
