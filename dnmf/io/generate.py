@@ -9,7 +9,8 @@ user-item graph of about that many entries, power-law degrees and planted commun
 (:mod:`dnmf.io.graph`), stored as a CSR group too, in bounded memory at any width;
 :data:`SHAPES` names the shapes of two published benchmark graphs.
 
-The matrix is produced in row blocks of :func:`block_rows` rows, each drawn from its own
+The matrix is produced in row blocks of :func:`block_rows` rows (about a million entries, or
+stored entries of a sparse one, so that a wide sparse matrix is not made row by row), each drawn from its own
 stream of ``numpy.random.SeedSequence(seed, spawn_key=(block + 1,))`` (H from
 ``spawn_key=(0,)``), so the values depend on the seed and the shape only, not on the
 stored chunking, and at most a block plus one stored chunk is ever in memory. Like every
@@ -73,9 +74,10 @@ SHAPES = {
 }
 
 
-def block_rows(shape):
-    """Rows per generated block for a matrix of ``shape`` (about :data:`BLOCK_ENTRIES` entries)."""
-    return max(1, min(shape[0], BLOCK_ENTRIES // max(1, shape[1])))
+def block_rows(shape, density=1.0):
+    """Rows per generated block for a matrix of ``shape`` (about :data:`BLOCK_ENTRIES` entries,
+    or stored entries when only a ``density`` share of them is kept)."""
+    return int(max(1, min(shape[0], BLOCK_ENTRIES // max(1.0, shape[1] * density))))
 
 
 def noise_floor(shape, noise, squared_norm):
@@ -120,11 +122,11 @@ def _stream(seed, *key):
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
-def _planted_rows(shape, k, seed):
+def _planted_rows(shape, k, seed, density=1.0):
     """``(rng, rows, W)`` per block of rows: the block's own seeded stream, and the
     block's planted factor (k columns), drawn first from it."""
     m = shape[0]
-    rows = block_rows(shape)
+    rows = block_rows(shape, density)
     for index, start in enumerate(range(0, m, rows)):
         rng = _stream(seed, index + 1)
         count = min(rows, m - start)
@@ -142,7 +144,7 @@ def _dense_blocks(shape, H, noise, seed, dtype):
 def _sparse_blocks(shape, H, noise, density, seed, dtype):
     """``(rows, indptr_counts, indices, data)`` per block, row-major (CSR order)."""
     n = shape[1]
-    for rng, count, W in _planted_rows(shape, H.shape[0], seed):
+    for rng, count, W in _planted_rows(shape, H.shape[0], seed, density):
         size = count * n
         kept = rng.choice(size, size=rng.binomial(size, density), replace=False)
         kept.sort()

@@ -183,3 +183,18 @@ def test_a_wide_graph_is_written_in_bounded_memory(tmp_path):
 def test_published_graph_shapes():
     assert SHAPES["flickr"] == ((28_000_000, 1_600_000), 112_000_000, 16)
     assert SHAPES["delicious"] == ((17_000_000, 2_500_000), 72_000_000, 48)
+
+
+def test_wide_sparse_matrix_is_generated_in_blocks_of_stored_entries(tmp_path):
+    """A sparse matrix's blocks hold about BLOCK_ENTRIES stored entries, not dense ones: at
+    1,000,000 columns a dense-sized block is one row (2,000,000 x 1,000,000 at 10M entries
+    was written row by row, and did not finish in 5 minutes)."""
+    shape, density = (2_000_000, 1_000_000), 5e-6
+    assert block_rows(shape) == 1
+    assert block_rows(shape, density) == (1 << 20) // 5  # 209,715 rows of ~5 entries
+    calls = []
+    info = generate(tmp_path / "wide.zarr", (40_000, 1_000_000), 4, density=density, seed=1, progress=calls.append)
+    assert len(calls) == 1 and sum(calls) == 40_000  # one block, not 40,000
+    X = open_matrix(tmp_path / "wide.zarr")
+    assert X.nnz == info["nnz"] and abs(X.nnz - 200_000) < 2_000
+    assert X.read_rows(0, 40_000).has_sorted_indices
