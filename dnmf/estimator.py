@@ -61,11 +61,10 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     beta_loss : float or {"frobenius", "kullback-leibler", "itakura-saito"}, default="frobenius"
         Beta-divergence to minimize; other than "frobenius" needs ``solver="mu"``.
     tol : float, default=1e-4
-        Tolerance of the stopping rule, with scikit-learn's meaning: for "cd", stop when
-        the projected-gradient violation of a pass is at most ``tol`` times the first
-        pass's, or when the error fell by less than ``tol`` (relative) over the last 10
-        passes; for "mu", when the error fell by less than ``tol`` times the initial error
-        over the last 10 iterations (see :ref:`stopping`).
+        Tolerance of the stopping rule, for every solver: stop when the passes left would
+        change the error by less than ``tol`` (relative), as read from the rate at which
+        the last errors converge; for "cd" also scikit-learn's test, a projected-gradient
+        violation at most ``tol`` times the first pass's (see :ref:`stopping`).
     max_iter : int, default=200
         Maximum number of iterations (passes over X).
     random_state : int, RandomState instance or None, default=None

@@ -13,24 +13,25 @@ if one is, else Dask's threaded scheduler):
 
 Stopping rule
 -------------
-``tol`` has scikit-learn's meaning for each solver. Let ``e_t = sqrt(2 L_t)`` be the
+``tol`` bounds, for every solver, the relative change of the error that further passes could
+still bring; with HALS, scikit-learn's test on the gradient applies too. Let ``e_t = sqrt(2 L_t)`` be the
 ``reconstruction_err_`` of iterate t (``L_t`` the data-fit loss, penalties excluded;
 ``e_0`` at the initial factors).
 
-``solver="cd"`` (HALS)
-    Each pass measures scikit-learn's *violation*: the sum of the absolute projected
-    gradients met by the first sweep of W and of H (:func:`dnmf.numerics.kernels.hals_sweeps`).
-    The fit stops after pass t when ``violation_t <= tol * violation_1`` (scikit-learn's
-    rule), or when the error has stalled: ``t >= 10`` and
-    ``(e_{t-10} - e_t) / e_t < tol``. The second test fires on flat problems (tf-idf
-    matrices), where the error stops moving long before the gradient vanishes. With
-    extrapolation the violation is measured at the extrapolated point, where it can be
-    small while the iterates still move fast: the first test then also waits until the
-    error changes by at most ``10 tol`` (relative) per pass, ``|e_{t-1} - e_t| <= 10 tol e_t``.
-``solver="mu"``
-    Every 10 iterations, the fit stops when the error fell by less than ``tol`` times
-    the initial error since the last check: ``(e_{t-10} - e_t) / e_0 < tol``
-    (scikit-learn's rule).
+Every solver
+    The fit stops after iterate j when the passes it has left would change the error by less
+    than ``tol`` times ``e_j``, as read from the rate at which the last errors converge
+    (:mod:`dnmf.numerics.convergence`: the geometric tail of the last decreases, at most the
+    last decrease for every pass ``max_iter`` leaves). It waits while that rate cannot be
+    read, and fires when the error has not fallen over the last three passes.
+``solver="cd"`` (HALS), also
+    scikit-learn's rule: each pass measures the *violation*, the sum of the absolute
+    projected gradients met by the first sweep of W and of H
+    (:func:`dnmf.numerics.kernels.hals_sweeps`), and the fit stops after pass t when
+    ``violation_t <= tol * violation_1``. With extrapolation the violation is measured at
+    the extrapolated point, where it can be small while the iterates still move fast: this
+    test then also waits until the error changes by at most ``10 tol`` (relative) per pass,
+    ``|e_{t-1} - e_t| <= 10 tol e_t``.
 
 An exact fit gets no rule of its own: an error at rounding level is noise (whether the
 computed loss is 0 or 1e-16 depends on the order of the panel sums), while the tests
@@ -83,6 +84,7 @@ from sklearn.utils import check_random_state
 
 from ..errors import InputError, ParameterError
 from ..numerics import masked, randomized_svd
+from ..numerics.convergence import settled
 from ..numerics.extrapolation import Schedule
 from ..numerics.kernels import StepSpec, aligned
 from ..numerics.losses import loss_to_error
@@ -90,7 +92,6 @@ from . import initialization, solvers
 from .state import FitResult, InputStats, IterationInfo, LoopState
 
 __all__ = [
-    "CONVERGENCE_WINDOW",
     "TRANSFORM_TOL",
     "acceleration",
     "active_client",
@@ -108,8 +109,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Iterations over which the relative decrease of the error is compared with ``tol``.
-CONVERGENCE_WINDOW = 10
 #: Relative change of W below which a frozen-H solve (``transform``) stops.
 TRANSFORM_TOL = 1e-7
 
@@ -384,26 +383,18 @@ def _save(checkpointer, state, client, V, k):
     return list(W.to_delayed(optimize_graph=False).ravel()), small[0], small[-1]
 
 
-def _stalled(errors, tol, relative_to):
-    """``(e_{j-10} - e_j) / relative_to < tol`` on the known errors e_0..e_j (False before 10)."""
-    j = len(errors) - 1
-    if j < CONVERGENCE_WINDOW:
-        return False
-    return relative_to == 0 or (errors[j - CONVERGENCE_WINDOW] - errors[j]) / relative_to < tol
-
-
 #: With extrapolation, the violation test also waits until the error moves by less than
 #: this many ``tol`` (relative) per pass (see the stopping rule).
 SETTLED = 10
 
 
-def _stop(solver, errors, violations, tol, extrapolated=False):
+def _stop(solver, errors, violations, tol, max_iter, extrapolated=False):
     """The stopping rule of the module docstring.
 
     Returns
     -------
     None, or the iterate the rule fired on: ``len(errors) - 1`` (the newest one whose loss
-    is known) for the tests on the errors, ``len(violations)`` (the newest one) for the
+    is known) for the test on the errors, ``len(violations)`` (the newest one) for the
     test on the violation.
     """
     j = len(errors) - 1
@@ -415,10 +406,7 @@ def _stop(solver, errors, violations, tol, extrapolated=False):
             small = abs(errors[-2] - errors[-1]) <= SETTLED * tol * errors[-1]
         if small:
             return len(violations)
-        return j if _stalled(errors, tol, errors[-1]) else None
-    if j > 0 and j % CONVERGENCE_WINDOW == 0 and _stalled(errors, tol, errors[0]):
-        return j
-    return None
+    return j if settled(errors, tol, max_iter - j) else None
 
 
 #: ``"auto"`` sweeps: the share of a pass's product time spent on sweeps (Gillis &
@@ -680,7 +668,7 @@ def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client,
         logger.debug("iteration %d: loss %.6g (relative change %.3g, %.3fs)", n_iter, known[-1], change, seconds)
         if callback is not None:
             callback(IterationInfo(n_iter, config.max_iter, known[-1], errors[-1], change, seconds))
-        fired = _stop(step.solver, errors, violations, config.tol, extrapolated=schedule is not None)
+        fired = _stop(step.solver, errors, violations, config.tol, config.max_iter, extrapolated=schedule is not None)
         converged = fired is not None
         if converged and fired < n_iter:  # a lagged test fired on the iterate before: return it
             (W_blocks, H_now), n_iter = previous, fired

@@ -16,7 +16,6 @@ from sklearn.exceptions import ConvergenceWarning
 
 from dnmf import save_csr
 from dnmf.api import non_negative_factorization as nmf
-from dnmf.engine.driver import CONVERGENCE_WINDOW
 
 M, N, K = 24, 11, 3
 SOLVER_BETAS = [("cd", 2.0), ("mu", 2.0), ("mu", 1.0), ("mu", 0.0), ("mu", 0.5), ("mu", 1.5), ("mu", 3.0)]
@@ -329,12 +328,13 @@ def test_tol_zero_runs_max_iter_without_warning(solver, beta_loss, make_matrix):
     assert len(result.loss_history) == 13
 
 
-def _documented_stop(solver, errors, violations, tol, extrapolated=False):
+def _documented_stop(solver, errors, violations, tol, max_iter, extrapolated=False):
     """First iterate at which the rule of :mod:`dnmf.engine.driver`'s docstring fires, or None.
 
-    cd: ``violation_t <= tol * violation_1`` (extrapolated: and ``|e_{t-1} - e_t| <= 10 tol e_t``),
-    or ``t >= 10`` and ``(e_{t-10} - e_t) / e_t < tol``; mu: ``t`` a multiple of 10 and
-    ``(e_{t-10} - e_t) / e_0 < tol``.
+    Every solver: after at least 3 passes, with d_i = e_{i-1} - e_i over the last three: wait
+    if d_t < 0; fire if e_t >= e_{t-3}; else, all three positive, rho the larger of d_t/d_{t-1} and d_{t-1}/d_{t-2}
+    and the bound min(d_t rho / (1 - rho) if rho < 1 else inf, d_t (max_iter - t)) <= tol e_t.
+    cd also: ``violation_t <= tol * violation_1`` (extrapolated: and ``|e_{t-1} - e_t| <= 10 tol e_t``).
     """
     for t, error in enumerate(errors):
         if t == 0:
@@ -343,9 +343,20 @@ def _documented_stop(solver, errors, violations, tol, extrapolated=False):
             settled = not extrapolated or abs(errors[t - 1] - error) <= 10 * tol * error
             if violations[t - 1] <= tol * violations[0] and settled:
                 return t
-            if t >= CONVERGENCE_WINDOW and (errors[t - CONVERGENCE_WINDOW] - error) / error < tol:
-                return t
-        elif t % CONVERGENCE_WINDOW == 0 and (errors[t - CONVERGENCE_WINDOW] - error) / errors[0] < tol:
+        if t < 3:
+            continue
+        d = [errors[i - 1] - errors[i] for i in (t - 2, t - 1, t)]
+        if d[2] < 0:
+            continue
+        if error >= errors[t - 3]:
+            return t
+        if min(d) <= 0:
+            continue
+        rho = max(d[1] / d[0], d[2] / d[1])
+        bound = d[2] * (max_iter - t)
+        if rho < 1:
+            bound = min(bound, d[2] * rho / (1 - rho))
+        if bound <= tol * error:
             return t
     return None
 
@@ -378,4 +389,4 @@ def test_stops_before_max_iter_where_the_documented_rule_fires(solver, beta, ext
     errors = np.sqrt(2 * np.asarray(result.loss_history))
     assert len(errors) == result.n_iter + 1
     assert len(result.violations) == (result.n_iter if solver == "cd" else 0)
-    assert _documented_stop(solver, errors, result.violations, tol, extrapolate) == result.n_iter
+    assert _documented_stop(solver, errors, result.violations, tol, max_iter, extrapolate) == result.n_iter
