@@ -50,14 +50,14 @@ def _sklearn_rows(results):
                 "benchmark": f"vs scikit-learn, defaults, {r['matrix']}",
                 "measure": f"dnmf {r['dnmf s']} s ({r['dnmf iterations']} it) / scikit-learn {r['scikit-learn s']} s "
                 f"({r['scikit-learn iterations']} it); error ratio {r['error ratio']}; time ratio",
-                "value": r["time ratio"],
+                "value": r["time ratio (to stop)"],
                 "target": f"<= {bench_sklearn.TIME_TARGET}",
                 "passed": r["met"],
             }
         )
         if not r["met"]:
             misses.append(
-                f"vs scikit-learn {r['matrix']}: time ratio {r['time ratio']}, error ratio {r['error ratio']}, "
+                f"vs scikit-learn {r['matrix']}: time ratio {r['time ratio (to stop)']}, error ratio {r['error ratio']}, "
                 f"stopped by itself: {r['dnmf stopped by itself']}"
             )
     return rows, misses

@@ -217,7 +217,7 @@ def consensus_command(
         checkpoint=checkpoint,
         every=checkpoint_every,
         seconds=checkpoint_seconds,
-        scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads),
+        scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads or None),
         quiet=quiet,
     )
 

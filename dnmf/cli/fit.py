@@ -46,6 +46,7 @@ from .options import (
     config_option,
     fit_values,
     flag,
+    input_bytes,
     input_options,
     open_input,
     output_options,
@@ -122,7 +123,7 @@ def _fit_job(
     check_writable(out, nbytes, "OUT", storage_options=options)
     if job.start is not None and not quiet:
         click.echo(f"resuming {checkpoint} from iteration {job.start.iteration}", err=True)
-    with running_on(**(scheduler or {}), quiet=quiet):
+    with running_on(**(scheduler or {}), quiet=quiet, work_bytes=input_bytes(job.panels)):
         progress = Progress(job.config.max_iter, 0 if job.start is None else job.start.iteration, quiet)
         started = time.perf_counter()
         try:
@@ -252,7 +253,7 @@ def fit(
         checkpoint=checkpoint,
         every=checkpoint_every,
         seconds=checkpoint_seconds,
-        scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads),
+        scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads or None),
         quiet=quiet,
     )
     if not quiet:
@@ -312,7 +313,7 @@ def resume(
             out=out,
             overwrite=overwrite,
             quiet=quiet,
-            scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads),
+            scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads or None),
         )
         return
     _, metadata = load_checkpoint(directory, name=from_name, storage_options=storage_options)
@@ -336,7 +337,7 @@ def resume(
         every=run_info.get("every"),
         seconds=run_info.get("seconds"),
         resume_from=from_name,
-        scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads),
+        scheduler=dict(address=scheduler, workers=workers, memory_limit=memory_limit, threads=threads or None),
         quiet=quiet,
     )
     if not quiet:
@@ -404,7 +405,7 @@ def transform(
         "OUT",
         storage_options=storage_options,
     )
-    with running_on(scheduler, workers, memory_limit, threads, quiet=quiet):
+    with running_on(scheduler, workers, memory_limit, threads or None, quiet=quiet):
         started = time.perf_counter()
         result = api.run_job(job)
         elapsed = time.perf_counter() - started

@@ -46,6 +46,8 @@ __all__ = [
     "open_input",
     "output_options",
     "param_options",
+    "THREADS_BELOW_BYTES",
+    "input_bytes",
     "running_on",
     "scheduler_options",
     "start",
@@ -365,9 +367,35 @@ def check_paths(input_path, out, checkpoint=None):
             raise InputError(f"{name} {target} would write over the input {source}")
 
 
+#: Input (bytes of its stored values and indices) below which ``dnmf`` runs on Dask's threads
+#: in this process instead of starting a LocalCluster: a cluster's start (2 to 6 s here) costs
+#: more than its processes save on so little work (see :func:`running_on`).
+THREADS_BELOW_BYTES = 256 * 2**20
+
+
+def input_bytes(panels):
+    """Bytes of V's values (and, when sparse, column indices) that each pass reads."""
+    if panels.sparse:
+        entries = panels.nnz if panels.nnz is not None else panels.shape[0] * panels.shape[1]
+        return entries * (panels.dtype.itemsize + 4)
+    return panels.shape[0] * panels.shape[1] * panels.dtype.itemsize
+
+
 @contextlib.contextmanager
-def running_on(address=None, workers=None, memory_limit=None, threads=False, quiet=False):
-    """An embedded LocalCluster, or a connection to ``address``; current for the block."""
+def running_on(address=None, workers=None, memory_limit=None, threads=None, quiet=False, work_bytes=None):
+    """An embedded LocalCluster, or a connection to ``address``; current for the block.
+
+    ``threads=True`` makes the embedded cluster's workers threads of this process,
+    ``threads=False`` worker processes. With ``threads=None`` (``--threads`` not given) and
+    neither ``workers`` nor ``memory_limit``, an input of ``work_bytes`` below
+    :data:`THREADS_BELOW_BYTES` runs on Dask's threaded scheduler in this process (yields
+    None: no cluster to start), a larger one on worker processes.
+    """
+    automatic = not address and threads is None and workers is None and memory_limit is None
+    if automatic and work_bytes is not None and work_bytes < THREADS_BELOW_BYTES:
+        logger.info("running on Dask's threads in this process (input of %d bytes)", work_bytes)
+        yield None
+        return
     if address:
         if workers is not None or memory_limit is not None or threads:
             logger.warning(

@@ -141,7 +141,7 @@ def rank_command(
     if threshold is not None:
         options["threshold"] = threshold
     source = open_input(absolute(input_path), layer=layer, dtype=dtype, store=store, out=out, quiet=quiet)
-    with running_on(scheduler, workers, memory_limit, threads, quiet=quiet):
+    with running_on(scheduler, workers, memory_limit, threads or None, quiet=quiet):
         bar = Bar(len(ranks) * replicates, "rank", "fit", quiet)
         try:
             report = rank_selection.select_rank(source, ranks, callback=lambda k, r: bar.update(1), **options, **params)

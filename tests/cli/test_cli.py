@@ -618,3 +618,21 @@ def test_demo_runs_end_to_end(capsys, tmp_path):
     assert "dnmf demo: V is 1000 x 60 float32, rank 3" in out
     assert "fit: 8 iterations" in out and "relative error" in out and "noise floor" in out
     assert info(capsys, tmp_path / "demo-result.zarr")["n_iter"] == 8
+
+
+def test_the_embedded_scheduler_is_chosen_by_the_size_of_the_input(capsys, tmp_path):
+    """A small INPUT runs on this process's threads (no cluster to start: no dashboard line);
+    --workers, --memory-limit and --threads still ask for the embedded cluster."""
+    from dnmf.cli.options import THREADS_BELOW_BYTES, running_on
+
+    data = tmp_path / "small.zarr"
+    assert call(capsys, "generate", data, "--shape", 300, 40, "--rank", 3)[0] == 0
+    for number, (flags, cluster) in enumerate((([], False), (["--workers", 1], True), (["--threads"], True))):
+        status, _, err = call(
+            capsys, "fit", data, "--rank", 3, "--max-iter", 5, "--out", tmp_path / f"{number}.zarr", *flags
+        )
+        assert status == 0 and ("Dask dashboard:" in err) == cluster, (flags, err)
+    with running_on(work_bytes=THREADS_BELOW_BYTES - 1, quiet=True) as client:
+        assert client is None
+    with running_on(memory_limit="1GiB", work_bytes=THREADS_BELOW_BYTES - 1, quiet=True) as client:
+        assert client is not None and len(client.scheduler_info()["workers"]) >= 1
