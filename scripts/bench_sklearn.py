@@ -140,8 +140,8 @@ def graph(path):
     """The symmetric adjacency matrix of an edge list (first line: the number of nodes)."""
     with open(path) as handle:
         n = int(handle.readline())
-        edges = np.loadtxt(handle, ndmin=2)
-    rows, columns = edges[:, 0].astype(int), edges[:, 1].astype(int)
+        edges = np.array([line.split()[:2] for line in handle if len(line.split()) >= 2], dtype=np.int64)
+    rows, columns = edges[:, 0], edges[:, 1]
     A = sp.csr_matrix((np.ones(rows.size), (rows, columns)), shape=(n, n))
     A = ((A + A.T) > 0).astype(np.float64)
     return A.tocsr()

@@ -19,11 +19,14 @@ still bring; with HALS, scikit-learn's test on the gradient applies too. Let ``e
 ``e_0`` at the initial factors).
 
 Every solver
-    The fit stops after iterate j when the passes it has left would change the error by less
-    than ``tol`` times ``e_j``, as read from the rate at which the last errors converge
-    (:mod:`dnmf.numerics.convergence`: the geometric tail of the last decreases, at most the
-    last decrease for every pass ``max_iter`` leaves). It waits while that rate cannot be
-    read, and fires when the error has not fallen over the last three passes.
+    The fit stops after iterate t when the passes it has left would change the error by less
+    than ``tol`` times ``e_t``, as read from the pace of the last errors
+    (:mod:`dnmf.numerics.convergence`: the mean decrease of the last three passes, continued for
+    as many passes as the fit has made, at most as many as ``max_iter`` leaves). It waits after
+    a pass that raised the error, and fires when the error has not fallen over three passes.
+    A solve of H for a fixed W (``update_W=False``), which reproduces scikit-learn's
+    ``non_negative_factorization(update_H=False)`` on the transpose, stops by scikit-learn's
+    rule instead: every 10 iterations, when the error fell by less than ``tol`` times ``e_0``.
 ``solver="cd"`` (HALS), also
     scikit-learn's rule: each pass measures the *violation*, the sum of the absolute
     projected gradients met by the first sweep of W and of H
@@ -388,7 +391,7 @@ def _save(checkpointer, state, client, V, k):
 SETTLED = 10
 
 
-def _stop(solver, errors, violations, tol, max_iter, extrapolated=False):
+def _stop(solver, errors, violations, tol, max_iter, extrapolated=False, fixed_W=False):
     """The stopping rule of the module docstring.
 
     Returns
@@ -400,6 +403,10 @@ def _stop(solver, errors, violations, tol, max_iter, extrapolated=False):
     j = len(errors) - 1
     if tol <= 0:
         return None
+    if fixed_W:  # scikit-learn's MU rule: this solve is its non_negative_factorization(update_H=False)
+        window = SCIKIT_LEARN_MU_WINDOW
+        stalled = j > 0 and j % window == 0 and (errors[j - window] - errors[j]) / errors[0] < tol
+        return j if stalled else None
     if solver == "cd":
         small = violations and (violations[0] == 0 or violations[-1] <= tol * violations[0])
         if small and extrapolated and j >= 1:
@@ -407,6 +414,11 @@ def _stop(solver, errors, violations, tol, max_iter, extrapolated=False):
         if small:
             return len(violations)
     return j if settled(errors, tol, max_iter - j) else None
+
+
+#: A solve of H for a fixed W checks, as scikit-learn's multiplicative updates do, every
+#: this many iterations whether the error fell by less than ``tol`` times the first one.
+SCIKIT_LEARN_MU_WINDOW = 10
 
 
 #: ``"auto"`` sweeps: the share of a pass's product time spent on sweeps (Gillis &
@@ -668,7 +680,15 @@ def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client,
         logger.debug("iteration %d: loss %.6g (relative change %.3g, %.3fs)", n_iter, known[-1], change, seconds)
         if callback is not None:
             callback(IterationInfo(n_iter, config.max_iter, known[-1], errors[-1], change, seconds))
-        fired = _stop(step.solver, errors, violations, config.tol, config.max_iter, extrapolated=schedule is not None)
+        fired = _stop(
+            step.solver,
+            errors,
+            violations,
+            config.tol,
+            config.max_iter,
+            extrapolated=schedule is not None,
+            fixed_W=step.sweeps_W == 0,
+        )
         converged = fired is not None
         if converged and fired < n_iter:  # a lagged test fired on the iterate before: return it
             (W_blocks, H_now), n_iter = previous, fired

@@ -331,9 +331,8 @@ def test_tol_zero_runs_max_iter_without_warning(solver, beta_loss, make_matrix):
 def _documented_stop(solver, errors, violations, tol, max_iter, extrapolated=False):
     """First iterate at which the rule of :mod:`dnmf.engine.driver`'s docstring fires, or None.
 
-    Every solver: after at least 3 passes, with d_i = e_{i-1} - e_i over the last three: wait
-    if d_t < 0; fire if e_t >= e_{t-3}; else, all three positive, rho the larger of d_t/d_{t-1} and d_{t-1}/d_{t-2}
-    and the bound min(d_t rho / (1 - rho) if rho < 1 else inf, d_t (max_iter - t)) <= tol e_t.
+    Every solver: after at least 3 passes, unless the last pass raised the error, when
+    max(0, (e_{t-3} - e_t) / 3) * min(t, max_iter - t) <= tol e_t.
     cd also: ``violation_t <= tol * violation_1`` (extrapolated: and ``|e_{t-1} - e_t| <= 10 tol e_t``).
     """
     for t, error in enumerate(errors):
@@ -343,20 +342,10 @@ def _documented_stop(solver, errors, violations, tol, max_iter, extrapolated=Fal
             settled = not extrapolated or abs(errors[t - 1] - error) <= 10 * tol * error
             if violations[t - 1] <= tol * violations[0] and settled:
                 return t
-        if t < 3:
+        if t < 3 or error > errors[t - 1]:
             continue
-        d = [errors[i - 1] - errors[i] for i in (t - 2, t - 1, t)]
-        if d[2] < 0:
-            continue
-        if error >= errors[t - 3]:
-            return t
-        if min(d) <= 0:
-            continue
-        rho = max(d[1] / d[0], d[2] / d[1])
-        bound = d[2] * (max_iter - t)
-        if rho < 1:
-            bound = min(bound, d[2] * rho / (1 - rho))
-        if bound <= tol * error:
+        pace = (errors[t - 3] - error) / 3
+        if max(pace, 0.0) * min(t, max_iter - t) <= tol * error:
             return t
     return None
 
