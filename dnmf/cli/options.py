@@ -159,7 +159,9 @@ def scheduler_options(command):
         "--threads",
         is_flag=True,
         default=False,
-        help="Run the embedded cluster's workers as threads of this process (starts at once; for small jobs).",
+        help="Run the embedded cluster's workers as threads of this process. [default: `dnmf fit` runs an "
+        f"input under {THREADS_BELOW_BYTES // 2**20} MiB on this process's threads, a larger one on a LocalCluster of "
+        "processes]",
     )(command)
     command = click.option(
         "--memory-limit",
