@@ -118,6 +118,8 @@ TRANSFORM_TOL = 1e-7
 
 #: Values of Dask's ``scheduler`` setting that ask for a local scheduler (no cluster).
 LOCAL_SCHEDULERS = ("threads", "threading", "sync", "synchronous", "single-threaded")
+#: Those of them that run one task at a time, in the calling thread.
+SYNC_SCHEDULERS = ("sync", "synchronous", "single-threaded")
 
 
 def active_client():
@@ -228,13 +230,16 @@ def _rows_as_made(blocks, row_chunks, k, dtype, client):
     )
 
 
-def _materialize(graph, client):
+def _materialize(graph, client, now=False):
     """Run one iteration's graph: ``(W_blocks, H, small)`` with W kept where it was computed.
 
     On a cluster W and H are persisted there and only the small result travels; on the
-    local threaded scheduler one ``compute`` hands back the in-memory blocks directly.
+    local threaded scheduler one ``compute`` hands back the in-memory blocks directly;
+    ``now``, the graph was run as it was built (its values are here already).
     """
     W_blocks, H, small = graph
+    if now:
+        return aligned(graph)
     if client is None:
         return compute(W_blocks, H, small)
     W_blocks, H, small = dask.persist(W_blocks, H, small)
@@ -548,11 +553,14 @@ def factorize(
             V_blocks = solvers.prepared_panels(V_blocks, step.missing)
             if V.in_memory:
                 V_blocks = list(dask.persist(*V_blocks))
+        now = _runs_here(client, V)
+        if now:  # the passes call their tasks directly on the panels' values
+            V_blocks = list(compute(*V_blocks))
         if not update_H:
-            return _solve_w(V, V_blocks, H0, step, config, stats, client)
+            return _solve_w(V, V_blocks, H0, step, config, stats, client, now)
         first_W, W0 = [W0], None  # _iterate lets go of the first W after the first pass (see there)
         return _iterate(
-            V, V_blocks, first_W, H0, step, extrapolate, config, stats, client, callback, start, checkpointer
+            V, V_blocks, first_W, H0, step, extrapolate, config, stats, client, callback, start, checkpointer, now
         )
 
 
@@ -564,6 +572,14 @@ def _local_tasks(client, V):
     if client is None and V.in_memory and (not V.sparse or V.n_panels == 1):
         return dask.config.set(scheduler="sync")  # one task at a time, without a pool's hand-offs
     return contextlib.nullcontext()
+
+
+def _runs_here(client, V):
+    """Whether the passes run their tasks at once in this thread (``now`` in
+    :func:`dnmf.engine.solvers.iteration`): in-memory panels on Dask's synchronous
+    scheduler, which would run the same tasks one at a time here, after the cost of
+    building and ordering each pass's graph."""
+    return client is None and V.in_memory and dask.config.get("scheduler", None) in SYNC_SCHEDULERS
 
 
 def _statistics(V, V_blocks, config):
@@ -614,13 +630,13 @@ def _known_norm(stats, step):
     return None if step.missing else stats.squared_norm
 
 
-def _solve_w(V, V_blocks, H, step, config, stats, client):
+def _solve_w(V, V_blocks, H, step, config, stats, client, now):
     """``transform``: W for the fixed H, from one pass over V."""
     panel_tol = TRANSFORM_TOL if step.missing else config.tol
     graph = solvers.final_pass(
-        V_blocks, None, _shipped(H, client), step, V.shape, config.max_iter, panel_tol, _known_norm(stats, step)
+        V_blocks, None, _shipped(H, client), step, V.shape, config.max_iter, panel_tol, _known_norm(stats, step), now
     )
-    W_blocks, _, (loss, n_done, *losses) = _materialize((*graph[:1], None, graph[1]), client)
+    W_blocks, _, (loss, n_done, *losses) = _materialize((*graph[:1], None, graph[1]), client, now)
     n_done = int(n_done)
     if n_done == config.max_iter and config.tol > 0:
         _warn_max_iter(config.max_iter)
@@ -630,18 +646,21 @@ def _solve_w(V, V_blocks, H, step, config, stats, client):
     )
 
 
-def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client, callback, start, checkpointer):
+def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client, callback, start, checkpointer, now):
     """The outer loop (see the module docstring).
 
     ``first_W`` is a list holding the first W (persisted), emptied once the first pass has
     made the next one: on a cluster the first W is then freed, where a name for it in this
     frame or the caller's would keep a third copy of W on the workers for the whole fit.
+    ``now``: V_blocks are values, and the passes run as they are built (:func:`_runs_here`).
     """
     k, dtype = H0.shape[0], V.dtype
     lagged = step.beta != 2 or bool(step.missing)  # the new iterate's loss comes from the next pass
     # A resumed W0 is persisted: its blocks' graphs must hold the futures themselves (as in
     # ``_save``), or they are released with W0 and a resumed finished fit has lost its W.
     W_blocks = list(first_W[0].to_delayed(optimize_graph=start is None).ravel())
+    if now:
+        W_blocks = list(compute(*W_blocks))
     H_now = H_next = H0  # the iterate's H; the H the next pass starts from (extrapolated HALS: may differ)
     schedule = Schedule() if extrapolate else None
     if start is not None and schedule is not None and start.extrapolation:
@@ -658,10 +677,10 @@ def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client,
         started = time.perf_counter()
         this_step = replace(step, extrapolation=schedule.beta if n_iter > 1 else 0.0) if schedule else step
         graph = solvers.iteration(
-            V_blocks, W_blocks, _shipped(H_next, client), this_step, V.shape, _known_norm(stats, step)
+            V_blocks, W_blocks, _shipped(H_next, client), this_step, V.shape, _known_norm(stats, step), now
         )
         previous = (W_blocks, H_now)
-        W_blocks, (H_now, H_ahead), (before, after, violation) = _materialize(graph, client)
+        W_blocks, (H_now, H_ahead), (before, after, violation) = _materialize(graph, client, now)
         first_W.clear()  # never returned now: not a fresh first iterate (_stop), a resumed one holds its futures
         if n_iter == 1:
             known.append(float(before))
@@ -722,9 +741,9 @@ def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client,
     H_final = np.asarray(compute(H_now)[0])
     if len(known) <= n_iter:  # the returned iterate's loss is not known yet
         graph = solvers.final_pass(
-            V_blocks, W_blocks, _shipped(H_final, client), step, V.shape, 0, 0.0, _known_norm(stats, step)
+            V_blocks, W_blocks, _shipped(H_final, client), step, V.shape, 0, 0.0, _known_norm(stats, step), now
         )
-        W_blocks, _, (loss, *_) = _materialize((graph[0], None, graph[1]), client)
+        W_blocks, _, (loss, *_) = _materialize((graph[0], None, graph[1]), client, now)
         known.append(float(loss))
     W_result = _as_array(W_blocks, V.row_chunks, k, dtype)
     return FitResult(W_result, H_final, n_iter, known, converged, stats.norm, violations)

@@ -145,11 +145,27 @@ class Task:
             return self.function(*kernels.aligned(args))
 
 
-def _tree_sum(parts, combine, n_panels):
+def _task(function, *args, nout=None, now=False):
+    """``function(*args)`` as a task of a graph; with ``now``, called at once in this thread
+    (every input is an in-memory value here: the same call, without a graph or a scheduler)."""
+    if now:
+        return function(*args)
+    return dask.delayed(function, nout=nout)(*args)
+
+
+def _shared(array, now=False):
+    """An ndarray that every task of a graph receives, as one key of it (as it is with ``now``)."""
+    return dask.delayed(array, pure=True) if isinstance(array, np.ndarray) and not now else array
+
+
+def _tree_sum(parts, combine, n_panels, now=False):
     combine = Task(combine, n_panels)
     while len(parts) > 1:
         parts = [
-            dask.delayed(combine, pure=True)(*parts[i : i + TREE_FAN_IN]) for i in range(0, len(parts), TREE_FAN_IN)
+            combine(*parts[i : i + TREE_FAN_IN])
+            if now
+            else dask.delayed(combine, pure=True)(*parts[i : i + TREE_FAN_IN])
+            for i in range(0, len(parts), TREE_FAN_IN)
         ]
     return parts[0]
 
@@ -256,8 +272,8 @@ def _panel_kernel(kernel, step, squared_norm, **options):
     return partial(kernel, step=step, **options)
 
 
-def iteration(V_blocks, W_blocks, H, step, shape, squared_norm=None):
-    """Graph of one outer iteration.
+def iteration(V_blocks, W_blocks, H, step, shape, squared_norm=None, now=False):
+    """Graph of one outer iteration (with ``now``: the iteration itself, see below).
 
     Parameters
     ----------
@@ -271,6 +287,12 @@ def iteration(V_blocks, W_blocks, H, step, shape, squared_norm=None):
         ``||V||²`` if known (the statistics pass has it): the panels then skip summing
         their squares, which is otherwise most of the per-pass cost beyond the two
         products (about 6% of a float32 pass).
+    now : bool
+        Run the tasks at once, in graph order, in this thread, and return their values
+        (Delayed below become ndarrays): for panels, W and H that are all values in this
+        process, where a scheduler would run the tasks one at a time anyway. A small
+        matrix's pass costs about a millisecond, as much as building and scheduling its
+        graph would; the tasks, and so the numbers, are the same.
 
     Returns
     -------
@@ -284,17 +306,17 @@ def iteration(V_blocks, W_blocks, H, step, shape, squared_norm=None):
     """
     kernel = _masked_kernels(step).panel_step if step.missing else kernels.panel_step
     panel = Task(_panel_kernel(kernel, step, squared_norm), len(V_blocks))
-    H = dask.delayed(H, pure=True) if isinstance(H, np.ndarray) else H  # one key that every task shares
-    outputs = [dask.delayed(panel, nout=2)(v, w, H) for v, w in zip(V_blocks, W_blocks)]
-    total = _tree_sum([out[1] for out in outputs], kernels.sum_partials, len(V_blocks))
+    H = _shared(H, now)
+    outputs = [_task(panel, v, w, H, nout=2, now=now) for v, w in zip(V_blocks, W_blocks)]
+    total = _tree_sum([out[1] for out in outputs], kernels.sum_partials, len(V_blocks), now)
     blocks = []
     if step.update_H:
         columns = Task(partial(h_columns, step=step), len(V_blocks))
-        blocks = [dask.delayed(columns, nout=2)(H, total, start, stop) for start, stop in column_blocks(shape[1])]
+        blocks = [_task(columns, H, total, start, stop, nout=2, now=now) for start, stop in column_blocks(shape[1])]
     finish = Task(partial(finish_step, step=step, size=shape[0] * shape[1], squared_norm=squared_norm), len(V_blocks))
-    H_new, losses = dask.delayed(finish, nout=2)(H, total, blocks)
+    H_new, losses = _task(finish, H, total, blocks, nout=2, now=now)
     if step.extrapolation:
-        H_ahead = dask.delayed(Task(partial(kernels.extrapolate, beta=step.extrapolation), len(V_blocks)))(H_new, H)
+        H_ahead = _task(Task(partial(kernels.extrapolate, beta=step.extrapolation), len(V_blocks)), H_new, H, now=now)
     else:
         H_ahead = None
     return [out[0] for out in outputs], [H_new, H_ahead], losses
@@ -309,12 +331,12 @@ def _final_report(H, total, n_done, beta, size, missing=None, squared_norm=None,
     return np.array([sum(losses), max(n_done), *losses])
 
 
-def final_pass(V_blocks, W_blocks, H, step, shape, max_inner, tol, squared_norm=None):
+def final_pass(V_blocks, W_blocks, H, step, shape, max_inner, tol, squared_norm=None, now=False):
     """Graph of a pass that solves W with H frozen, and reports its loss.
 
     ``W_blocks=None`` starts from :func:`dnmf.numerics.kernels.transform_start` (``transform``);
-    ``max_inner=0`` only evaluates the loss of ``(W, H)``; ``H`` and ``squared_norm`` as in
-    :func:`iteration`.
+    ``max_inner=0`` only evaluates the loss of ``(W, H)``; ``H``, ``squared_norm`` and ``now``
+    as in :func:`iteration`.
 
     Returns
     -------
@@ -322,11 +344,11 @@ def final_pass(V_blocks, W_blocks, H, step, shape, max_inner, tol, squared_norm=
     report : Delayed ndarray ``[loss, most updates made in a panel]``
     """
     W_blocks = W_blocks if W_blocks is not None else [None] * len(V_blocks)
-    H = dask.delayed(H, pure=True) if isinstance(H, np.ndarray) else H  # one key that every task shares
+    H = _shared(H, now)
     kernel = _masked_kernels(step).transform_panel if step.missing else kernels.transform_panel
     panel = Task(_panel_kernel(kernel, step, squared_norm, max_inner=max_inner, tol=tol), len(V_blocks))
-    outputs = [dask.delayed(panel, nout=3)(v, w, H) for v, w in zip(V_blocks, W_blocks)]
-    total = _tree_sum([out[1] for out in outputs], kernels.sum_partials, len(V_blocks))
+    outputs = [_task(panel, v, w, H, nout=3, now=now) for v, w in zip(V_blocks, W_blocks)]
+    total = _tree_sum([out[1] for out in outputs], kernels.sum_partials, len(V_blocks), now)
     n_done = [out[2] for out in outputs]
     report_of = partial(
         _final_report,
@@ -336,7 +358,7 @@ def final_pass(V_blocks, W_blocks, H, step, shape, max_inner, tol, squared_norm=
         squared_norm=squared_norm,
         members=step.members,
     )
-    report = dask.delayed(Task(report_of, len(V_blocks)))(H, total, n_done)
+    report = _task(Task(report_of, len(V_blocks)), H, total, n_done, now=now)
     return [out[0] for out in outputs], report
 
 
@@ -409,7 +431,7 @@ def sketch_pass(V_blocks, Z):
     sketch : Delayed ``(P, R)``
         ``VᵀY`` and the triangular factor of ``Y``.
     """
-    Z = dask.delayed(Z, pure=True) if isinstance(Z, np.ndarray) else Z
+    Z = _shared(Z)
     panel = Task(randomized_svd.panel_sketch, len(V_blocks))
     outputs = [dask.delayed(panel, nout=2)(v, Z) for v in V_blocks]
     return [out[0] for out in outputs], _tree_sum(

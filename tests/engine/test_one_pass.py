@@ -250,3 +250,51 @@ def test_a_pass_reads_each_stored_panel_inside_the_task_that_uses_it(stored, tmp
     rows = dask.compute(*[dask.delayed(block)() for block in blocks], scheduler="sync")
     whole = np.vstack([r.toarray() if sp.issparse(r) else r for r in rows])
     np.testing.assert_array_equal(whole, X)
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        StepSpec("cd", 2.0, sweeps_W=3, sweeps_H=2),
+        StepSpec("cd", 2.0, extrapolation=0.5),
+        StepSpec("mu", 1.0),
+        StepSpec("mu", 2.0, missing="nan"),
+    ],
+    ids=["hals-sweeps", "hals-extrapolated", "mu-kl", "mu-missing"],
+)
+@pytest.mark.parametrize("update_H", [True, False])
+def test_a_pass_run_at_once_equals_its_graph_on_the_synchronous_scheduler(step, update_H, make_matrix):
+    """``now=True`` (in-memory panels, one task at a time) calls the graph's own tasks in
+    this thread: the same W, H and report, bit for bit, as computing the graph."""
+    from dataclasses import replace
+
+    from dnmf.numerics import masked
+
+    rng = np.random.default_rng(5)
+    X = make_matrix(M, N, seed=4, density=0.5).astype(np.float32)
+    if step.missing:
+        X[rng.random(X.shape) < 0.1] = np.nan
+    step = replace(step, update_H=update_H)
+    V_blocks = [X[start : start + 10] for start in range(0, M, 10)]
+    if step.missing:
+        V_blocks = [masked.prepare_panel(v, step.missing) for v in V_blocks]
+    W_blocks = [rng.random((len(v) if not step.missing else 10, K)).astype(np.float32) for v in V_blocks]
+    H = rng.random((K, N)).astype(np.float32)
+
+    def run(now):
+        W_in = [w.copy() for w in W_blocks]  # the kernels update W in place
+        if update_H:
+            W, (H_new, H_ahead), report = solvers.iteration(V_blocks, W_in, H.copy(), step, X.shape, now=now)
+            out = (W, H_new, H_ahead, report)
+        else:
+            W, report = solvers.final_pass(V_blocks, W_in, H.copy(), step, X.shape, 5, 0.0, now=now)
+            out = (W, report)
+        return out if now else dask.compute(out, scheduler="sync")[0]
+
+    eager, graph = run(True), run(False)
+    for a, b in zip(eager, graph):
+        for x, y in zip(*(item if isinstance(item, list) else [item] for item in (a, b))):
+            if x is None:
+                assert y is None
+            else:
+                np.testing.assert_array_equal(x, y)
