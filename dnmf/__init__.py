@@ -1,7 +1,8 @@
 """dnmf: out-of-core non-negative matrix factorization on Dask and Zarr.
 
 The estimator (:class:`NMF`) and function (:func:`non_negative_factorization`) of
-scikit-learn's API, and the input formats. The applications (pictures, topics, similar
+scikit-learn's API, and the input formats; :mod:`dnmf.tl` and :mod:`dnmf.pl` work on AnnData
+objects, as scanpy's ``sc.tl`` and ``sc.pl`` do. The applications (pictures, topics, similar
 items, rank selection, consensus NMF) are names of this package too, imported on first use so that
 ``import dnmf`` stays light; they live in :mod:`dnmf.apps`.
 
@@ -25,6 +26,9 @@ from .io.storage import CSRMatrix, as_panels, open_matrix, save_csr
 # The names of _LAZY for type checkers (``X as X``: re-exported); at run time __getattr__
 # imports them when first used.
 if TYPE_CHECKING:
+    import dnmf.pl as pl  # noqa: F401  (in __all__ through _SUBMODULES)
+    import dnmf.tl as tl  # noqa: F401
+
     from .apps.consensus import Consensus as Consensus
     from .apps.consensus import ConsensusReport as ConsensusReport
     from .apps.consensus import consensus as consensus
@@ -83,6 +87,8 @@ _LAZY = {
     "plot_clustering": "dnmf.apps.consensus",
     "read_result": "dnmf.io.results",
 }
+#: Modules imported when first used: scverse's tools and plots on AnnData objects.
+_SUBMODULES = ("tl", "pl")
 
 __all__ = [
     "NMF",
@@ -95,6 +101,7 @@ __all__ = [
     "open_matrix",
     "save_csr",
     *_LAZY,
+    *_SUBMODULES,
 ]
 
 
@@ -103,6 +110,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"dnmf.{name}")
     raise AttributeError(f"module 'dnmf' has no attribute {name!r}")
 
 

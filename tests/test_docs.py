@@ -15,7 +15,7 @@ import dnmf.errors
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
 #: The public modules: their ``__all__`` is the public API.
-PUBLIC_MODULES = ("dnmf", "dnmf.errors")
+PUBLIC_MODULES = ("dnmf", "dnmf.errors", "dnmf.tl", "dnmf.pl")
 
 
 def _documented():

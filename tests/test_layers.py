@@ -29,6 +29,8 @@ LAYERS = {
     "api": 5,
     "estimator": 6,
     "apps": 7,
+    "tl": 7,
+    "pl": 7,
     "cli": 8,
 }
 

@@ -128,6 +128,9 @@ __all__ = [
     "check_options",
     "consensus",
     "consensus_of_rank",
+    "draw_clustering",
+    "draw_density",
+    "draw_k_selection",
     "ensemble_bytes",
     "fit_params",
     "local_density",
@@ -814,22 +817,34 @@ def plot_k_selection(report: ConsensusReport, out: str | os.PathLike[str] | None
     -------
     matplotlib.figure.Figure
     """
-    from matplotlib.ticker import MaxNLocator
-
     from .plots import new_figure, save_figure
 
     figure = new_figure((6.4, 4.0), margins=dict(left=0.12, right=0.86, bottom=0.13, top=0.9))
-    axes = figure.add_subplot(1, 1, 1)
-    axes.plot(report.ranks, [s.stability for s in report.scores], color="tab:blue", marker="o")
+    draw_k_selection(
+        figure.add_subplot(1, 1, 1),
+        report.ranks,
+        [s.stability for s in report.scores],
+        [s.relative_error for s in report.scores],
+        report.recommended,
+        report.replicates,
+    )
+    return save_figure(figure, out)
+
+
+def draw_k_selection(axes, ranks, stability, relative_error, recommended, replicates):
+    """:func:`plot_k_selection`'s picture on ``axes`` (its twin axes, of the error, returned)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axes.plot(ranks, stability, color="tab:blue", marker="o")
     axes.set_xlabel("number of components k")
     axes.set_ylabel("stability (silhouette)", color="tab:blue")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     twin = axes.twinx()
-    twin.plot(report.ranks, [s.relative_error for s in report.scores], color="tab:red", marker="s")
+    twin.plot(ranks, relative_error, color="tab:red", marker="s")
     twin.set_ylabel("relative error of the refit", color="tab:red")
-    axes.axvline(report.recommended, color="black", linestyle="--", linewidth=1)
-    axes.set_title(f"consensus: recommended k = {report.recommended} ({report.replicates} replicates)")
-    return save_figure(figure, out)
+    axes.axvline(recommended, color="black", linestyle="--", linewidth=1)
+    axes.set_title(f"consensus: recommended k = {recommended} ({replicates} replicates)")
+    return twin
 
 
 def plot_density(result: Consensus, k: int, out: str | os.PathLike[str] | None = None) -> Figure:
@@ -851,16 +866,26 @@ def plot_density(result: Consensus, k: int, out: str | os.PathLike[str] | None =
     from .plots import new_figure, save_figure
 
     report = result.report
-    density = result.density[k]
-    dropped = int((result.labels[k] < 0).sum())
     figure = new_figure((6.4, 3.6), margins=dict(left=0.1, right=0.97, bottom=0.16, top=0.88))
-    axes = figure.add_subplot(1, 1, 1)
-    axes.hist(density, bins=np.linspace(0, max(1.0, float(density.max()) if density.size else 1.0), 50))  # type: ignore[arg-type]  # edges as an ndarray work (the stubs say Sequence)
-    axes.axvline(report.density_threshold, color="black", linestyle="--", linewidth=1)
-    axes.set_xlabel(f"mean distance to the {max(1, int(report.neighbors * report.replicates))} nearest spectra")
+    draw_density(
+        figure.add_subplot(1, 1, 1),
+        result.density[k],
+        result.labels[k],
+        k,
+        report.density_threshold,
+        max(1, int(report.neighbors * report.replicates)),
+    )
+    return save_figure(figure, out)
+
+
+def draw_density(axes, density, labels, k, threshold, n_neighbors):
+    """:func:`plot_density`'s picture on ``axes``."""
+    dropped = int((np.asarray(labels) < 0).sum())
+    axes.hist(density, bins=np.linspace(0, max(1.0, float(density.max()) if density.size else 1.0), 50))
+    axes.axvline(threshold, color="black", linestyle="--", linewidth=1)
+    axes.set_xlabel(f"mean distance to the {n_neighbors} nearest spectra")
     axes.set_ylabel("spectra")
     axes.set_title(f"k = {k}: local density; {dropped} of {density.size} spectra above the threshold dropped")
-    return save_figure(figure, out)
 
 
 def plot_clustering(result: Consensus, k: int, out: str | os.PathLike[str] | None = None) -> Figure:
@@ -880,11 +905,19 @@ def plot_clustering(result: Consensus, k: int, out: str | os.PathLike[str] | Non
     -------
     matplotlib.figure.Figure
     """
-    from scipy.cluster.hierarchy import leaves_list, linkage
-
     from .plots import new_figure, save_figure
 
-    labels, unit = result.labels[k], result.unit_spectra[k]
+    figure = new_figure((5.6, 5.0), margins=dict(left=0.08, right=0.86, bottom=0.06, top=0.92))
+    axes = figure.add_subplot(1, 1, 1)
+    image = draw_clustering(axes, result.labels[k], result.unit_spectra[k], k)
+    figure.colorbar(image, ax=axes, fraction=0.05, label="Euclidean distance")
+    return save_figure(figure, out)
+
+
+def draw_clustering(axes, labels, unit, k):
+    """:func:`plot_clustering`'s picture on ``axes``; returns its image (for a colorbar)."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
     ordered: list[int] = []
     for cluster in range(k):
         members = np.flatnonzero(labels == cluster)
@@ -893,8 +926,6 @@ def plot_clustering(result: Consensus, k: int, out: str | os.PathLike[str] | Non
         ordered.extend(members.tolist())
     order = np.asarray(ordered, dtype=np.int64)
     distances = _distances(unit[order])
-    figure = new_figure((5.6, 5.0), margins=dict(left=0.08, right=0.86, bottom=0.06, top=0.92))
-    axes = figure.add_subplot(1, 1, 1)
     image = axes.imshow(distances, cmap="viridis", interpolation="nearest", aspect="auto")
     for edge in np.flatnonzero(np.diff(labels[order])) + 0.5:
         axes.axhline(edge, color="white", linewidth=0.6)
@@ -902,5 +933,4 @@ def plot_clustering(result: Consensus, k: int, out: str | os.PathLike[str] | Non
     axes.set_xticks([])
     axes.set_yticks([])
     axes.set_title(f"k = {k}: distances between the {order.size} kept spectra, by cluster")
-    figure.colorbar(image, ax=axes, fraction=0.05, label="Euclidean distance")
-    return save_figure(figure, out)
+    return image

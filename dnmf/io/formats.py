@@ -166,12 +166,18 @@ def matrix_labels(path):
 
 
 def open_anndata(adata, *, layer=None, dtype=None, store=None):
-    """The matrix of an ``anndata.AnnData``: from its file when opened with ``backed="r"``,
+    """The matrix of an ``anndata.AnnData``: from its file when opened with ``backed="r"``
+    (a view of such an object is refused: its file's matrix is not the view's),
     else the NumPy/SciPy matrix it holds (integer counts as float32: a copy; the
     AnnData is not changed)."""
     if not is_anndata(adata):
         raise InputError(f"expected an AnnData, got {type(adata).__name__}")
     if adata.isbacked:
+        if adata.is_view:
+            raise InputError(
+                "a view of a backed AnnData: dnmf reads a backed object's matrix from its file, whole; "
+                "pass the backed object itself, or the view in memory (view.to_memory())"
+            )
         return open_format(adata.filename, layer=layer, dtype=dtype, store=store)
     if layer is not None and layer not in adata.layers:
         raise InputError(f"the AnnData has no layer {layer!r}; its layers are {sorted(adata.layers) or 'none'}")
