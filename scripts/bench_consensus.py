@@ -2,26 +2,31 @@
 
 Counts with planted programs (Poisson noise, each program a block of genes over a flat
 background, cells mixing a few programs) are written as an AnnData ``.h5ad`` by
-AnnData's own writer. cNMF (installed in its own environment: pass its Python with
+AnnData's own writer; or, with ``--counts FILE.h5ad``, real counts (cells x genes in X);
+``--counts pbmc3k`` writes the vendored PBMC 3k counts of the gallery (2,638 cells x 3,004
+genes, 10x Genomics, ``docs/examples/data``) as such a file first. cNMF (installed in its own environment: pass its Python with
 ``--cnmf-python``; it is not a dependency of dnmf) runs its documented pipeline --
 ``prepare`` (``--numgenes`` = ``--top-genes``, by default all genes), ``factorize`` with
 two workers at once (one per core), ``combine``, ``k_selection_plot``, ``consensus`` for
-every k -- and dnmf runs ``dnmf consensus --preprocess counts --top-genes N`` with its
-defaults otherwise on the same counts file, with the same ranks and replicates: both
-select the over-dispersed genes and scale them to unit variance themselves. Both are
-timed from the outside, with the peak of the summed RSS of each tool's process tree
-sampled every 0.2 s.
+every k -- and dnmf runs ``dnmf consensus --preprocess counts --top-genes N`` (or, with
+``--via tl``, ``dnmf.tl.consensus(adata, ranks, preprocess="counts", top_genes=N)`` on the
+AnnData read from the file, in a Python process of its own) with its defaults otherwise on
+the same counts file, with the same ranks and replicates: both select the over-dispersed
+genes and scale them to unit variance themselves. Both are timed from the outside, with the
+peak of the summed RSS of each tool's process tree sampled every 0.2 s.
 
 Printed: wall time, peak memory, the recommended k (cNMF recommends none: the k of its
 highest stability is shown), and the cosine similarity, after matching, of each tool's
-consensus spectra at the planted k with the planted programs (taken to the normalized
-genes' scale) and with each other's; then, at that k, of the results in TPM units (both
-tools' defaults: usages refit against TPM): the spectra in TPM units against the planted
-programs (every gene) and against each other, the gene scores and the usages against
-each other (the components matched by their consensus spectra).
+consensus spectra at the compared k (the planted one; with real counts or ``--via tl``,
+the k dnmf chose) with the planted programs (taken to the normalized genes' scale) and
+with each other's; then, at that k, of the results in TPM units (both tools' defaults:
+usages refit against TPM): the spectra in TPM units against the planted programs (every
+gene) and against each other, the gene scores and the usages against each other (the
+components matched by their consensus spectra).
 
     python scripts/bench_consensus.py --cnmf-python /path/to/cnmf-env/bin/python \\
         [--cells 20000 --genes 2000 --programs 7 --ranks 5:9 --replicates 10 --top-genes N] [--workdir DIR]
+    python scripts/bench_consensus.py --cnmf-python ... --counts pbmc3k --via tl --ranks 6:10 --replicates 20
 """
 
 from __future__ import annotations
@@ -63,6 +68,22 @@ def planted_counts(cells, genes, programs, seed=0):
     for start in range(0, cells, 4096):  # in row blocks: the dense rates are never whole
         rows.append(sp.csr_matrix(rng.poisson(usages[start : start + 4096] @ spectra).astype(np.float32)))
     return sp.vstack(rows).tocsr(), spectra
+
+
+#: The gallery's vendored PBMC 3k counts.
+PBMC3K = Path(__file__).resolve().parents[1] / "docs" / "examples" / "data" / "pbmc3k_hvg_counts.npz"
+
+
+def write_pbmc3k(path):
+    """The vendored PBMC 3k counts as an ``.h5ad`` (cells x genes, gene symbols as var names)."""
+    import anndata
+    import pandas as pd
+
+    with np.load(PBMC3K, allow_pickle=False) as z:
+        counts = sp.csr_matrix((z["data"].astype(np.float32), z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+        obs = pd.DataFrame({"cell_type": z["cell_type"].astype(str)}, index=z["barcodes"].astype(str))
+        var = pd.DataFrame(index=z["genes"].astype(str))
+    anndata.AnnData(counts, obs=obs, var=var).write_h5ad(path)
 
 
 def run_measured(command, env=None, cwd=None):
@@ -164,6 +185,78 @@ CNMF_TABLES = {
 #: The same results in dnmf's consensus directory (``None``: the usages, from the result).
 DNMF_TABLES = {"gene_spectra_tpm": "spectra_tpm", "gene_spectra_score": "spectra_score"}
 
+#: ``--via tl``: dnmf.tl.consensus on the AnnData of argv[1], results to the .h5ad argv[5].
+TL_RUN = """
+import sys, anndata, dnmf
+adata = anndata.read_h5ad(sys.argv[1])
+first, last = (int(part) for part in sys.argv[2].split(":"))
+dnmf.tl.consensus(adata, range(first, last + 1), replicates=int(sys.argv[3]), preprocess="counts",
+                  top_genes=int(sys.argv[4]))
+adata.write_h5ad(sys.argv[5])
+"""
+
+
+def run_dnmf_cli(counts_path, out, ranks, spec, replicates, top_genes):
+    """``dnmf consensus``; ``(seconds, peak, results)`` with every rank's results."""
+    seconds, peak = run_measured(
+        [
+            sys.executable,
+            "-m",
+            "dnmf.cli",
+            "consensus",
+            str(counts_path),
+            "--ranks",
+            spec,
+            "--replicates",
+            str(replicates),
+            "--preprocess",
+            "counts",
+            "--top-genes",
+            str(top_genes),
+            "--out",
+            str(out),
+            "-q",
+        ]
+    )
+    from dnmf.io.results import read_result
+
+    report = json.loads((out / "consensus.json").read_text())
+    fits = {k: read_result(out / f"k{k}.zarr") for k in ranks}
+    results = {
+        "recommended": report["recommended"],
+        "stability": {s["rank"]: s["stability"] for s in report["scores"]},
+        "columns": np.asarray(report["preprocessing"]["columns"]),
+        "scale": np.asarray(report["preprocessing"]["scale"]),
+        "spectra": {k: np.asarray(fits[k].H) for k in ranks},
+        "usages": {k: np.asarray(fits[k].W).T for k in ranks},
+        **{name: {k: _table(out / f"k{k}.{file}.tsv") for k in ranks} for name, file in DNMF_TABLES.items()},
+    }
+    return seconds, peak, results
+
+
+def run_dnmf_tl(counts_path, out, spec, replicates, top_genes):
+    """``dnmf.tl.consensus`` in a process of its own; ``(seconds, peak, results)`` of the
+    chosen rank (the one it writes into the AnnData)."""
+    import anndata
+
+    seconds, peak = run_measured(
+        [sys.executable, "-c", TL_RUN, str(counts_path), spec, str(replicates), str(top_genes), str(out)]
+    )
+    adata = anndata.read_h5ad(out)
+    record = adata.uns["cnmf"]
+    k, columns = int(record["k"]), np.asarray(record["genes_used"])
+    results = {
+        "recommended": int(record["recommended"]),
+        "stability": dict(zip((int(r) for r in record["ranks"]), (float(v) for v in record["stability"]))),
+        "columns": columns,
+        "scale": np.asarray(record["gene_scale"]),
+        "spectra": {k: np.asarray(adata.varm["cnmf_spectra"])[columns].T},
+        "usages": {k: np.asarray(adata.obsm["X_cnmf"]).T},
+        "gene_spectra_tpm": {k: np.asarray(adata.varm["cnmf_spectra_tpm"]).T},
+        "gene_spectra_score": {k: np.asarray(adata.varm["cnmf_gene_scores"]).T},
+    }
+    return seconds, peak, results
+
 
 def _table(path):
     """A table cNMF or dnmf wrote (tab-separated, a header row and an index column)."""
@@ -199,6 +292,8 @@ def main():
     parser.add_argument("--replicates", type=int, default=10)
     parser.add_argument("--top-genes", type=int, default=None, help="Genes both tools keep (default: all).")
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--counts", default=None, help="Real counts: an .h5ad with cells x genes in X.")
+    parser.add_argument("--via", choices=("cli", "tl"), default="cli", help="dnmf consensus, or dnmf.tl.consensus.")
     args = parser.parse_args()
     import anndata
 
@@ -208,105 +303,95 @@ def main():
     shutil.rmtree(work / NAME, ignore_errors=True)
     shutil.rmtree(work / "dnmf-out", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
-    counts, planted = planted_counts(args.cells, args.genes, args.programs)
-    counts_path = work / "counts.h5ad"
-    anndata.AnnData(counts).write_h5ad(counts_path)
-    print(
-        f"counts: {args.cells} cells x {args.genes} genes, {counts.nnz} non-zeros, {args.programs} planted "
-        f"programs; ranks {ranks}, {args.replicates} replicates",
-        flush=True,
-    )
+    if args.counts == "pbmc3k":
+        args.counts = str(work / "pbmc3k.h5ad")
+        write_pbmc3k(args.counts)
+    if args.counts:
+        counts_path = Path(args.counts)
+        source = anndata.read_h5ad(counts_path)
+        counts, planted, gene_index = sp.csr_matrix(source.X), None, source.var_names
+        print(f"counts: {counts_path}, {counts.shape[0]} cells x {counts.shape[1]} genes, {counts.nnz} non-zeros")
+    else:
+        counts, planted = planted_counts(args.cells, args.genes, args.programs)
+        counts_path = work / "counts.h5ad"
+        anndata.AnnData(counts).write_h5ad(counts_path)
+        gene_index = None
+        print(
+            f"counts: {args.cells} cells x {args.genes} genes, {counts.nnz} non-zeros, {args.programs} planted "
+            f"programs",
+            flush=True,
+        )
+    print(f"ranks {ranks}, {args.replicates} replicates, dnmf via {args.via}", flush=True)
 
-    top_genes = args.top_genes or args.genes
+    top_genes = args.top_genes or counts.shape[1]
     cnmf_seconds, cnmf_peak, cnmf_spectra, cnmf_stability, norm_path = run_cnmf(
         args.cnmf_python, counts_path, work, ranks, args.replicates, top_genes
     )
     print(f"cNMF: {cnmf_seconds:.1f} s, peak {cnmf_peak / 2**20:.0f} MiB", flush=True)
 
-    out = work / "dnmf-out"
-    dnmf_seconds, dnmf_peak = run_measured(
-        [
-            sys.executable,
-            "-m",
-            "dnmf.cli",
-            "consensus",
-            str(counts_path),
-            "--ranks",
-            args.ranks,
-            "--replicates",
-            str(args.replicates),
-            "--preprocess",
-            "counts",
-            "--top-genes",
-            str(top_genes),
-            "--out",
-            str(out),
-            "-q",
-        ]
-    )
+    if args.via == "tl":
+        out = work / "dnmf-tl.h5ad"
+        dnmf_seconds, dnmf_peak, dnmf = run_dnmf_tl(counts_path, out, args.ranks, args.replicates, top_genes)
+    else:
+        out = work / "dnmf-out"
+        dnmf_seconds, dnmf_peak, dnmf = run_dnmf_cli(counts_path, out, ranks, args.ranks, args.replicates, top_genes)
     print(f"dnmf: {dnmf_seconds:.1f} s, peak {dnmf_peak / 2**20:.0f} MiB", flush=True)
-    report = json.loads((out / "consensus.json").read_text())
-    from dnmf.io.results import read_result
-
-    dnmf_results = {k: read_result(out / f"k{k}.zarr") for k in ranks}
-    dnmf_spectra = {k: np.asarray(dnmf_results[k].H) for k in ranks}
+    dnmf_spectra = dnmf["spectra"]
 
     norm = anndata.read_h5ad(norm_path)
-    cnmf_genes = norm.var_names.astype(int).to_numpy()
-    kept = report["preprocessing"]
-    same_genes = np.array_equal(cnmf_genes, kept["columns"])
-    # the planted programs on each tool's genes, at their scale
-    scale = np.asarray(norm.X.sum(axis=0)).ravel() / np.maximum(
-        np.asarray(counts[:, cnmf_genes].sum(axis=0)).ravel(), 1e-30
-    )
-    planted_cnmf = planted[:, cnmf_genes] * scale
-    planted_dnmf = planted[:, kept["columns"]] * np.asarray(kept["scale"])
+    if gene_index is None:
+        cnmf_genes = norm.var_names.astype(int).to_numpy()
+    else:
+        cnmf_genes = gene_index.get_indexer(norm.var_names)
+    same_genes = np.array_equal(cnmf_genes, dnmf["columns"])
     print(
-        f"genes kept: cNMF {cnmf_genes.size}, dnmf {len(kept['columns'])}, "
+        f"genes kept: cNMF {cnmf_genes.size}, dnmf {len(dnmf['columns'])}, "
         f"{'the same' if same_genes else 'not the same'}",
         flush=True,
     )
-    k = args.programs
+    if planted is not None:  # the planted programs on each tool's genes, at their scale
+        scale = np.asarray(norm.X.sum(axis=0)).ravel() / np.maximum(
+            np.asarray(counts[:, cnmf_genes].sum(axis=0)).ravel(), 1e-30
+        )
+        planted_cnmf = planted[:, cnmf_genes] * scale
+        planted_dnmf = planted[:, dnmf["columns"]] * dnmf["scale"]
+    k = args.programs if planted is not None and args.via == "cli" else dnmf["recommended"]
     rows = [
         ("wall time (s)", f"{cnmf_seconds:.1f}", f"{dnmf_seconds:.1f}", f"{dnmf_seconds / cnmf_seconds:.2f}x"),
         ("peak memory (MiB)", f"{cnmf_peak / 2**20:.0f}", f"{dnmf_peak / 2**20:.0f}", f"{dnmf_peak / cnmf_peak:.2f}x"),
         (
             "recommended k",
             f"{max(cnmf_stability, key=cnmf_stability.get)} (highest stability; cNMF picks none)",
-            str(report["recommended"]),
+            str(dnmf["recommended"]),
             "",
         ),
     ]
     if k in ranks:
-        rows += [
-            (
-                f"min cosine to planted (k={k})",
-                f"{_cosines(cnmf_spectra[k]['spectra'], planted_cnmf).min():.4f}",
-                f"{_cosines(dnmf_spectra[k], planted_dnmf).min():.4f}",
-                "",
-            ),
-        ]
-        cnmf_k = cnmf_spectra[k]
-        if same_genes:
+        if planted is not None:
             rows.append(
                 (
-                    f"min cosine dnmf vs cNMF (k={k})",
-                    "",
-                    f"{_cosines(dnmf_spectra[k], cnmf_k['spectra']).min():.4f}",
+                    f"min cosine to planted (k={k})",
+                    f"{_cosines(cnmf_spectra[k]['spectra'], planted_cnmf).min():.4f}",
+                    f"{_cosines(dnmf_spectra[k], planted_dnmf).min():.4f}",
                     "",
                 )
             )
-        dnmf_k = {name: _table(out / f"k{k}.{file}.tsv") for name, file in DNMF_TABLES.items()}
-        dnmf_k["usages"] = np.asarray(dnmf_results[k].W).T
+        cnmf_k = cnmf_spectra[k]
+        if same_genes:
+            matched = np.sort(_cosines(dnmf_spectra[k], cnmf_k["spectra"]))
+            rows.append((f"min cosine dnmf vs cNMF (k={k})", "", f"{matched.min():.4f}", ""))
+            print(f"matched spectra at k={k}, cosine of each pair: {', '.join(f'{c:.4f}' for c in matched)}")
+        dnmf_k = {name: dnmf[name][k] for name in ("gene_spectra_tpm", "gene_spectra_score", "usages")}
         cnmf_k = {**cnmf_k, "usages": cnmf_k["usages"].T}
-        rows.append(
-            (
-                "min cosine TPM spectra to planted",
-                f"{_cosines(cnmf_k['gene_spectra_tpm'], planted).min():.4f}",
-                f"{_cosines(dnmf_k['gene_spectra_tpm'], planted).min():.4f}",
-                "",
+        if planted is not None:
+            rows.append(
+                (
+                    "min cosine TPM spectra to planted",
+                    f"{_cosines(cnmf_k['gene_spectra_tpm'], planted).min():.4f}",
+                    f"{_cosines(dnmf_k['gene_spectra_tpm'], planted).min():.4f}",
+                    "",
+                )
             )
-        )
         similarity = _unit(cnmf_k["spectra"]) @ _unit(dnmf_spectra[k]).T
         order = linear_sum_assignment(-similarity)[1]  # dnmf's component matched to each of cNMF's
         for name, label in (
@@ -331,8 +416,8 @@ def main():
     print(
         "stability by k:  "
         + "  ".join(
-            f"k={s['rank']}: cNMF {cnmf_stability.get(s['rank'], float('nan')):.3f} / dnmf {s['stability']:.3f}"
-            for s in report["scores"]
+            f"k={rank}: cNMF {cnmf_stability.get(rank, float('nan')):.3f} / dnmf {value:.3f}"
+            for rank, value in dnmf["stability"].items()
         )
     )
     print(f"workdir: {work} ({os.cpu_count()} cores)")
