@@ -153,7 +153,9 @@ def k_selection(
     return _finish(figure, ax, show, save)
 
 
-def density(adata: AnnData, *, key: str = CONSENSUS_KEY, show: bool | None = None, save: SavePath = None) -> Axes | None:
+def density(
+    adata: AnnData, *, key: str = CONSENSUS_KEY, show: bool | None = None, save: SavePath = None
+) -> Axes | None:
     """The histogram of the local density of the chosen rank's replicate spectra, the
     threshold marked (cNMF's), from :func:`dnmf.tl.consensus`'s ``uns[key]``.
 
