@@ -137,10 +137,10 @@ def active_client():
         return None
 
 
-def _as_array(blocks, row_chunks, k, dtype):
+def _as_array(blocks, row_chunks, k, dtype, meta=None):
     """One Dask array from W's blocks (persisted Delayed or in-memory arrays)."""
     pieces = [
-        da.from_delayed(block, shape=(rows, k), dtype=dtype)
+        da.from_delayed(block, shape=(rows, k), dtype=dtype, meta=meta)
         if isinstance(block, Delayed)
         else da.from_array(block, chunks=block.shape, name=False)
         for block, rows in zip(blocks, row_chunks)
@@ -369,21 +369,26 @@ def _initial_factors(V, V_blocks, config, W, H, stats, update_H, client, members
 def _loop_state(iteration, W_blocks, H, H_next, known, violations, V, k, dtype, finished, schedule):
     """A LoopState of the current (persisted) factors; fetches only H (and H_next)."""
     H_next = None if H_next is H else H_next
-    H, H_next = (None if x is None else np.asarray(x) for x in compute(H, H_next))
+    H, H_next = (None if x is None else _whole(x) for x in compute(H, H_next))
     W = _as_array(W_blocks, V.row_chunks, k, dtype)
     return LoopState(
         iteration, W, H, tuple(known), finished, schedule.as_list() if schedule else None, H_next, tuple(violations)
     )
 
 
-def _save(checkpointer, state, client, V, k):
+def _save(checkpointer, state, client, V, k, layout=None):
     """Save ``state``; on a cluster, continue from the durable copy the checkpointer returns
     (cuts the lineage Dask keeps; see "Lost workers"). Returns ``(W_blocks, H, H_next)`` to go
-    on with, or None to keep the current ones."""
+    on with (H in the layout's column blocks), or None to keep the current ones."""
     saved = checkpointer.save(state)
     if client is None or not isinstance(saved, LoopState):
         return None
     W = saved.W.rechunk((V.row_chunks, k))
+    if layout is not None:
+        (W,) = dask.persist(W)
+        H = _placed_columns(saved.H, layout, client)
+        H_next = H if saved.H_next is None else _placed_columns(saved.H_next, layout, client)
+        return list(W.to_delayed(optimize_graph=False).ravel()), H, H_next
     small = [dask.delayed(_shipped(np.asarray(x), client), pure=True) for x in (saved.H, saved.H_next) if x is not None]
     W, small = dask.persist(W, small)
     # Unoptimized: each block's graph holds the futures themselves (an optimized one only
@@ -534,9 +539,10 @@ def factorize(
     """
     members = tuple((int(k), seed) for k, seed in members) if members else ()
     client = active_client()
+    layout = _layout(client, V)
     with _local_tasks(client, V), solvers.blas_threads(V.n_panels):
-        if client is not None and V.in_memory:  # ship in-memory data once, aligned where it lands
-            V = replace(V, array=V.array.map_blocks(aligned, dtype=V.dtype, meta=V.array._meta).persist())
+        if layout is not None and V.in_memory:  # ship in-memory data once, aligned, to the worker of each panel
+            V = _placed_panels(V, layout)
         V_blocks = V.blocks()
         stats, missing = _statistics(V, V_blocks, config)
         config = replace(config, missing_values=missing)
@@ -550,7 +556,7 @@ def factorize(
                 raise ParameterError("a solve of H for a fixed W runs solver='mu' and updates H")
             step, extrapolate = replace(step, sweeps_W=0, sweeps_H=1), False  # MU: 0 updates leave W as it is
         if step.missing == "nan":  # find the NaN of in-memory panels once, of stored ones at each read
-            V_blocks = solvers.prepared_panels(V_blocks, step.missing)
+            V_blocks = _on_workers(layout, V_blocks, lambda blocks: solvers.prepared_panels(blocks, step.missing))
             if V.in_memory:
                 V_blocks = list(dask.persist(*V_blocks))
         now = _runs_here(client, V)
@@ -560,8 +566,66 @@ def factorize(
             return _solve_w(V, V_blocks, H0, step, config, stats, client, now)
         first_W, W0 = [W0], None  # _iterate lets go of the first W after the first pass (see there)
         return _iterate(
-            V, V_blocks, first_W, H0, step, extrapolate, config, stats, client, callback, start, checkpointer, now
+            V,
+            V_blocks,
+            first_W,
+            H0,
+            step,
+            extrapolate,
+            config,
+            stats,
+            client,
+            callback,
+            start,
+            checkpointer,
+            now,
+            layout,
         )
+
+
+def _layout(client, V):
+    """Where each pass's tasks run on a cluster (:class:`dnmf.engine.solvers.Layout`, by
+    the workers there when the fit starts); None off a cluster."""
+    if client is None:
+        return None
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    threads = {address: int(info.get("nthreads", 1)) for address, info in workers.items()}
+    return solvers.Layout.of(threads, V.n_panels, V.shape[1])
+
+
+def _on_workers(layout, blocks, make):
+    """``make(blocks)`` (a graph of one task per block), each block's task made for the
+    worker of its panel when there is a layout."""
+    if layout is None:
+        return make(blocks)
+    made = []
+    for i, block in enumerate(blocks):
+        with solvers.on_worker(layout.worker_of(i)):
+            made.extend(make([block]))
+    return made
+
+
+def _placed_panels(V, layout):
+    """In-memory ``V`` on the cluster: each panel aligned and persisted on its worker."""
+    blocks = list(dask.persist(*_on_workers(layout, V.blocks(), _aligned_blocks)))
+    return replace(V, array=_as_array(blocks, V.row_chunks, V.shape[1], V.dtype, V.array._meta))
+
+
+def _aligned_blocks(blocks):
+    return [dask.delayed(aligned)(block) for block in blocks]
+
+
+def _placed_columns(H, layout, client):
+    """An ndarray H as the layout's column blocks (persisted Delayed, as a pass leaves them),
+    each shipped as :func:`_shipped` ships an array: a big one to every worker, so that a lost
+    worker cannot take the only copy (it has no lineage to be recomputed from)."""
+    blocks = [_shipped(np.ascontiguousarray(block), client) for block in layout.split(np.asarray(H))]
+    return list(dask.persist(*(dask.delayed(block, pure=True) for block in blocks)))
+
+
+def _whole(H):
+    """H as one ndarray, from its column blocks (a list) when it comes in blocks."""
+    return np.concatenate(H, axis=1) if isinstance(H, list) else np.asarray(H)
 
 
 def _local_tasks(client, V):
@@ -646,13 +710,17 @@ def _solve_w(V, V_blocks, H, step, config, stats, client, now):
     )
 
 
-def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client, callback, start, checkpointer, now):
+def _iterate(
+    V, V_blocks, first_W, H0, step, extrapolate, config, stats, client, callback, start, checkpointer, now, layout
+):
     """The outer loop (see the module docstring).
 
     ``first_W`` is a list holding the first W (persisted), emptied once the first pass has
     made the next one: on a cluster the first W is then freed, where a name for it in this
     frame or the caller's would keep a third copy of W on the workers for the whole fit.
     ``now``: V_blocks are values, and the passes run as they are built (:func:`_runs_here`).
+    ``layout``: on a cluster, where the passes' tasks run (:func:`dnmf.engine.solvers.spread_iteration`);
+    H then travels between passes as its column blocks.
     """
     k, dtype = H0.shape[0], V.dtype
     lagged = step.beta != 2 or bool(step.missing)  # the new iterate's loss comes from the next pass
@@ -666,6 +734,9 @@ def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client,
     if start is not None and schedule is not None and start.extrapolation:
         schedule = Schedule.from_list(start.extrapolation)
         H_next = H0 if start.H_next is None else np.asarray(start.H_next)
+    if layout is not None:
+        H_now = _placed_columns(H_now, layout, client)
+        H_next = H_now if H_next is H0 else _placed_columns(H_next, layout, client)
     known = [] if start is None else list(start.loss_history)  # loss of iterates 0..j
     errors = []  # their errors (loss_to_error), made as they come
     violations = [] if start is None else list(start.violations)  # of passes 1..t
@@ -676,9 +747,14 @@ def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client,
     for n_iter in range(first, config.max_iter + 1 if not converged else first):
         started = time.perf_counter()
         this_step = replace(step, extrapolation=schedule.beta if n_iter > 1 else 0.0) if schedule else step
-        graph = solvers.iteration(
-            V_blocks, W_blocks, _shipped(H_next, client), this_step, V.shape, _known_norm(stats, step), now
-        )
+        if layout is None:
+            graph = solvers.iteration(
+                V_blocks, W_blocks, _shipped(H_next, client), this_step, V.shape, _known_norm(stats, step), now
+            )
+        else:
+            graph = solvers.spread_iteration(
+                V_blocks, W_blocks, H_next, this_step, V.shape, layout, _known_norm(stats, step)
+            )
         previous = (W_blocks, H_now)
         W_blocks, (H_now, H_ahead), (before, after, violation) = _materialize(graph, client, now)
         first_W.clear()  # never returned now: not a fresh first iterate (_stop), a resumed one holds its futures
@@ -721,6 +797,7 @@ def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client,
                 client,
                 V,
                 k,
+                layout,
             )
             W_blocks, H_now, H_next = rebased or (W_blocks, H_now, H_next)
             saved = n_iter
@@ -734,11 +811,12 @@ def _iterate(V, V_blocks, first_W, H0, step, extrapolate, config, stats, client,
             client,
             V,
             k,
+            layout,
         )
         W_blocks, H_now, _ = rebased or (W_blocks, H_now, H_next)
     if n_iter == config.max_iter and config.tol > 0:
         _warn_max_iter(config.max_iter)
-    H_final = np.asarray(compute(H_now)[0])
+    H_final = _whole(compute(H_now)[0])
     if len(known) <= n_iter:  # the returned iterate's loss is not known yet
         graph = solvers.final_pass(
             V_blocks, W_blocks, _shipped(H_final, client), step, V.shape, 0, 0.0, _known_norm(stats, step), now

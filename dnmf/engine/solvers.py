@@ -16,6 +16,7 @@ the driver persists what these functions return.
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import dask
 import numpy as np
@@ -28,6 +29,7 @@ from .process_setting import SharedSetting
 
 __all__ = [
     "TREE_FAN_IN",
+    "Layout",
     "Task",
     "blas_threads",
     "column_blocks",
@@ -36,8 +38,10 @@ __all__ = [
     "final_pass",
     "iteration",
     "normalized_usage_blocks",
+    "on_worker",
     "prepared_panels",
     "sketch_pass",
+    "spread_iteration",
     "stats_pass",
     "usage_products_pass",
 ]
@@ -181,8 +185,13 @@ def _known_norm(total, squared_norm, beta):
 def member_losses(total, H, beta, size, members=()):
     """The loss of each member (one for a single factorization) of the iterate whose
     pieces ``total`` (a PanelPartial) holds, with ``H``."""
+    return _member_losses(total, H @ H.T if beta == 2 else None, beta, size, members)
+
+
+def _member_losses(total, H_gram, beta, size, members=()):
+    """:func:`member_losses` from ``H Hᵀ`` (the Frobenius loss needs no more of H)."""
     if beta == 2:
-        return frobenius_losses(total.loss_terms, total.gram_before, H @ H.T, members)
+        return frobenius_losses(total.loss_terms, total.gram_before, H_gram, members)
     return [beta_loss(terms, beta, size) for terms in np.atleast_2d(total.loss_terms)]
 
 
@@ -229,23 +238,31 @@ def finish_step(H, total, blocks, step, size, squared_norm=None):
         free (Frobenius), else NaN; the pass's HALS violation (W's sweeps and H's; 0 for
         MU), scikit-learn's measure of stationarity.
     """
+    H_gram = H @ H.T if step.beta == 2 and not step.missing else None
+    if not step.update_H:
+        return H, _report(total, H_gram, [], step, size, squared_norm)
+    H_new = np.concatenate([H_block for H_block, _ in blocks], axis=1)
+    return H_new, _report(total, H_gram, [pieces for _, pieces in blocks], step, size, squared_norm)
+
+
+def _report(total, H_gram, pieces, step, size, squared_norm):
+    """``[loss before, loss after, violation]`` (see :func:`finish_step`) from the small
+    terms of ``total``, ``H Hᵀ`` of the H the pass started from (Frobenius), and the
+    :func:`h_columns` pieces of the H-step's blocks (none when H is frozen)."""
     if step.missing:  # the new iterate's loss needs the new H against V: the next pass reports it
         before = masked.loss_of(total)
     else:
         total = _known_norm(total, squared_norm, step.beta)
-        before = loss_of(total, H, step.beta, size, step.members)
-    if not step.update_H:
-        return H, np.array([before, np.nan, total.violation])
-    H_new = np.concatenate([H_block for H_block, _ in blocks], axis=1)
-    violation = total.violation + sum(pieces[0] for _, pieces in blocks)
+        before = sum(_member_losses(total, H_gram, step.beta, size, step.members))
+    violation = total.violation + sum(piece[0] for piece in pieces)
     after = np.nan
-    if step.beta == 2 and not step.missing:
-        cross = sum(pieces[1] for _, pieces in blocks)
-        gram = sum(pieces[2] for _, pieces in blocks)
+    if pieces and step.beta == 2 and not step.missing:
+        cross = sum(piece[1] for piece in pieces)
+        gram = sum(piece[2] for piece in pieces)
         after = sum(
             frobenius_losses([total.loss_terms[0], *np.atleast_1d(cross)], total.h_denominator, gram, step.members)
         )
-    return H_new, np.array([before, after, violation])
+    return np.array([before, after, violation])
 
 
 #: The H-step runs in column blocks of at least this many columns, one per core.
@@ -320,6 +337,155 @@ def iteration(V_blocks, W_blocks, H, step, shape, squared_norm=None, now=False):
     else:
         H_ahead = None
     return [out[0] for out in outputs], [H_new, H_ahead], losses
+
+
+class Layout(NamedTuple):
+    """Where the tasks of a pass run on a cluster (:func:`spread_iteration`).
+
+    Worker ``p`` (address ``workers[p]``) runs the tasks of the panels ``panels[p]`` (a
+    contiguous run, in row order) and owns a contiguous run of H's column blocks
+    (``columns[b]`` is owned by worker ``owners[b]``, one block per thread of it): it
+    receives those columns of every worker's summed partials, runs their H-step, and holds
+    the new blocks, which every worker then fetches once.
+    """
+
+    workers: tuple[str, ...]
+    panels: tuple[tuple[int, ...], ...]
+    columns: tuple[tuple[int, int], ...]
+    owners: tuple[int, ...]
+
+    @classmethod
+    def of(cls, threads, n_panels, n_columns):
+        """Contiguous runs of panels, one per worker of ``threads`` (``{address: threads}``;
+        at most one worker per panel), and H's columns in equal runs, one per worker, each
+        cut in one block per thread of its owner (of at least :data:`MIN_H_BLOCK_COLUMNS`
+        columns)."""
+        workers = sorted(threads)[: max(1, min(len(threads), n_panels, n_columns))]
+        count = len(workers)
+        panel_edges = _edges(n_panels, count)
+        column_edges = _edges(n_columns, count)
+        columns, owners = [], []
+        for p, (start, stop) in enumerate(zip(column_edges[:-1], column_edges[1:])):
+            blocks = max(1, min(threads[workers[p]], (stop - start) // MIN_H_BLOCK_COLUMNS))
+            edges = [start + e for e in _edges(stop - start, blocks)]
+            columns.extend(zip(edges[:-1], edges[1:]))
+            owners.extend([p] * blocks)
+        return cls(
+            tuple(workers),
+            tuple(tuple(range(a, b)) for a, b in zip(panel_edges[:-1], panel_edges[1:])),
+            tuple(columns),
+            tuple(owners),
+        )
+
+    def worker_of(self, panel):
+        """The address of the worker that runs ``panel``'s tasks."""
+        return next(address for address, panels in zip(self.workers, self.panels) if panel in panels)
+
+    def owner_of(self, block):
+        """The address of the worker that owns column block ``block``."""
+        return self.workers[self.owners[block]]
+
+    def split(self, H):
+        """H's column blocks (views)."""
+        return [H[:, start:stop] for start, stop in self.columns]
+
+
+def _edges(n, parts):
+    return np.linspace(0, n, parts + 1).astype(int).tolist()
+
+
+def on_worker(address):
+    """Dask annotation: the tasks made in the block run on ``address`` (elsewhere only if
+    it is gone: a lost worker's tasks are recomputed on the others)."""
+    return dask.annotate(workers=[address], allow_other_workers=True)
+
+
+def _joined(*blocks):
+    return np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
+
+
+def _piece(total, start, stop, beta):
+    return total.columns(start, stop, beta)
+
+
+def _block_step(H_block, total, step):
+    """The H-step of one worker's block of columns: the new block and what the pass's
+    report needs of it, ``(H_block Hᵀ_block of the H the pass started from, pieces,
+    the total's small terms)``."""
+    H_new, pieces = h_columns(H_block, total, 0, H_block.shape[1], step)
+    small = total._replace(h_numerator=None, h_denominator=total.h_denominator if step.beta in (1, 2) else None)
+    H_gram = H_block @ H_block.T if step.beta == 2 and not step.missing else None
+    return H_new, (H_gram, pieces, small)
+
+
+def _spread_report(summaries, step, size, squared_norm):
+    """The pass's report (see :func:`finish_step`) from the blocks' summaries."""
+    H_gram = None if summaries[0][0] is None else sum(summary[0] for summary in summaries)
+    return _report(summaries[0][2], H_gram, [summary[1] for summary in summaries], step, size, squared_norm)
+
+
+def spread_iteration(V_blocks, W_blocks, H_blocks, step, shape, layout, squared_norm=None):
+    """Graph of one outer iteration on a cluster, its traffic independent of the panels.
+
+    :func:`iteration`'s numbers, with the tasks placed by ``layout`` (a :class:`Layout`):
+
+    1. each worker joins H from its blocks (every block fetched once: the all-gather), runs
+       its panels' tasks, and sums their partials there (a tree of :data:`TREE_FAN_IN`);
+    2. each worker's sum is cut by H's column blocks and each piece goes to the block's
+       owner, which adds them in worker order (the reduce-scatter) and runs that block's
+       H-step (and extrapolation);
+    3. one small task makes the report from the blocks' k x k pieces.
+
+    A worker sends about ``2 (P - 1) / P`` factors (k x n) a pass with P workers, however
+    many panels it holds; no task holds every partial or all of H's update.
+
+    Parameters
+    ----------
+    H_blocks : list
+        H's column blocks, one per worker of the layout (Delayed, Futures or ndarrays).
+    layout : Layout
+    Others as :func:`iteration`.
+
+    Returns
+    -------
+    W_blocks : list of Delayed
+    H : list
+        ``[H_new, H_ahead]``, each a list of column blocks (H_ahead None without
+        extrapolation).
+    report : Delayed ndarray of shape (3,)
+    """
+    if not step.update_H:
+        raise ValueError("a pass spread over workers updates H")
+    n_panels = len(V_blocks)
+    kernel = _masked_kernels(step).panel_step if step.missing else kernels.panel_step
+    panel = Task(_panel_kernel(kernel, step, squared_norm), n_panels)
+    join, cut = Task(_joined, n_panels), Task(partial(_piece, beta=step.beta), n_panels)
+    H_blocks = [_shared(block) for block in H_blocks]
+    W_out, pieces = [None] * n_panels, []
+    # Every task below is made inside its worker's annotation, the getitems of nout= outputs
+    # too (a task of their own: one made outside could run anywhere and pull W_i there).
+    for address, panels in zip(layout.workers, layout.panels):
+        with on_worker(address):
+            H_here = dask.delayed(join)(*H_blocks)
+            outputs = {i: dask.delayed(panel, nout=2)(V_blocks[i], W_blocks[i], H_here) for i in panels}
+            for i in panels:
+                W_out[i] = outputs[i][0]
+            local = _tree_sum([outputs[i][1] for i in panels], kernels.sum_partials, n_panels)
+            pieces.append([dask.delayed(cut)(local, start, stop) for start, stop in layout.columns])
+    block_step = Task(partial(_block_step, step=step), n_panels)
+    add = Task(kernels.sum_partials, n_panels)
+    H_new, H_ahead, summaries = [], [], []
+    for b in range(len(layout.columns)):
+        with on_worker(layout.owner_of(b)):
+            total = dask.delayed(add)(*(worker_pieces[b] for worker_pieces in pieces))
+            new, summary = dask.delayed(block_step, nout=2)(H_blocks[b], total)
+            if step.extrapolation:
+                extrapolate = Task(partial(kernels.extrapolate, beta=step.extrapolation), n_panels)
+                H_ahead.append(dask.delayed(extrapolate)(new, H_blocks[b]))
+        H_new.append(new)
+        summaries.append(summary)
+    report = Task(partial(_spread_report, step=step, size=shape[0] * shape[1], squared_norm=squared_norm), n_panels)
+    return W_out, [H_new, H_ahead or None], dask.delayed(report)(summaries)
 
 
 def _final_report(H, total, n_done, beta, size, missing=None, squared_norm=None, members=()):
