@@ -122,7 +122,7 @@ def _cosines(found, reference):
     return similarity[rows, columns]
 
 
-def run_cnmf(python, counts_path, work, ranks, replicates, genes):
+def run_cnmf(python, counts_path, work, ranks, replicates, genes, cells, all_genes):
     """cNMF's pipeline; ``(seconds, peak bytes, {k: spectra}, {k: stability}, norm_counts path)``."""
     cnmf = [str(Path(python).parent / "cnmf")]  # its command-line entry point, beside its Python
     common = ["--output-dir", str(work), "--name", NAME, "--total-workers", "2"]
@@ -163,7 +163,11 @@ def run_cnmf(python, counts_path, work, ranks, replicates, genes):
     spectra = {}
     for k in ranks:
         spectra[k] = {
-            name: _table(work / NAME / f"{NAME}.{name}.k_{k}.dt_{threshold}{suffix}")
+            name: _table(
+                work / NAME / f"{NAME}.{name}.k_{k}.dt_{threshold}{suffix}",
+                index=cells if name == "usages" else None,
+                columns=all_genes if name.startswith("gene_") else None,
+            )
             for name, suffix in CNMF_TABLES.items()
         }
     stats = np.load(work / NAME / f"{NAME}.k_selection_stats.df.npz", allow_pickle=True)
@@ -258,9 +262,18 @@ def run_dnmf_tl(counts_path, out, spec, replicates, top_genes):
     return seconds, peak, results
 
 
-def _table(path):
-    """A table cNMF or dnmf wrote (tab-separated, a header row and an index column)."""
-    return np.loadtxt(path, delimiter="\t", skiprows=1, ndmin=2)[:, 1:]
+def _table(path, index=None, columns=None):
+    """A table cNMF or dnmf wrote (tab-separated, a header row and an index column) as an
+    array, its rows and columns put in the order of ``index`` / ``columns`` (names) if given."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, sep="\t", index_col=0)
+    frame.index, frame.columns = frame.index.astype(str), frame.columns.astype(str)
+    if index is not None:
+        frame = frame.reindex(index=index)
+    if columns is not None:
+        frame = frame.reindex(columns=columns)
+    return frame.to_numpy(dtype=np.float64)
 
 
 def _matched_cosines(found, reference, order):
@@ -296,6 +309,7 @@ def main():
     parser.add_argument("--via", choices=("cli", "tl"), default="cli", help="dnmf consensus, or dnmf.tl.consensus.")
     args = parser.parse_args()
     import anndata
+    import pandas as pd
 
     first, last = (int(part) for part in args.ranks.split(":"))
     ranks = list(range(first, last + 1))
@@ -309,13 +323,15 @@ def main():
     if args.counts:
         counts_path = Path(args.counts)
         source = anndata.read_h5ad(counts_path)
-        counts, planted, gene_index = sp.csr_matrix(source.X), None, source.var_names
+        counts, planted, gene_index = sp.csr_matrix(source.X), None, source.var_names.astype(str)
+        cell_index = source.obs_names.astype(str)
         print(f"counts: {counts_path}, {counts.shape[0]} cells x {counts.shape[1]} genes, {counts.nnz} non-zeros")
     else:
         counts, planted = planted_counts(args.cells, args.genes, args.programs)
         counts_path = work / "counts.h5ad"
         anndata.AnnData(counts).write_h5ad(counts_path)
-        gene_index = None
+        # AnnData names the rows and columns "0", "1", ...
+        gene_index, cell_index = (pd.Index([str(i) for i in range(n)]) for n in (args.genes, args.cells))
         print(
             f"counts: {args.cells} cells x {args.genes} genes, {counts.nnz} non-zeros, {args.programs} planted "
             f"programs",
@@ -325,7 +341,7 @@ def main():
 
     top_genes = args.top_genes or counts.shape[1]
     cnmf_seconds, cnmf_peak, cnmf_spectra, cnmf_stability, norm_path = run_cnmf(
-        args.cnmf_python, counts_path, work, ranks, args.replicates, top_genes
+        args.cnmf_python, counts_path, work, ranks, args.replicates, top_genes, cell_index, gene_index
     )
     print(f"cNMF: {cnmf_seconds:.1f} s, peak {cnmf_peak / 2**20:.0f} MiB", flush=True)
 
@@ -339,10 +355,7 @@ def main():
     dnmf_spectra = dnmf["spectra"]
 
     norm = anndata.read_h5ad(norm_path)
-    if gene_index is None:
-        cnmf_genes = norm.var_names.astype(int).to_numpy()
-    else:
-        cnmf_genes = gene_index.get_indexer(norm.var_names)
+    cnmf_genes = gene_index.get_indexer(norm.var_names.astype(str))
     same_genes = np.array_equal(cnmf_genes, dnmf["columns"])
     print(
         f"genes kept: cNMF {cnmf_genes.size}, dnmf {len(dnmf['columns'])}, "
@@ -407,6 +420,10 @@ def main():
                     "",
                 )
             )
+    for rank in ranks:  # every rank dnmf's results have
+        if same_genes and rank in dnmf_spectra and rank != k:
+            matched = np.sort(_cosines(dnmf_spectra[rank], cnmf_spectra[rank]["spectra"]))
+            print(f"matched spectra at k={rank}, cosine of each pair: {', '.join(f'{c:.4f}' for c in matched)}")
     print()
     print(f"| {'':36} | {'cNMF':>24} | {'dnmf':>10} | dnmf/cNMF |")
     print(f"| {'-' * 36} | {'-' * 24} | {'-' * 10} | --------- |")
