@@ -2,6 +2,7 @@
 
     python scripts/bench_webscale.py --workdir /tmp/dnmf-web                 # flickr, then delicious
     python scripts/bench_webscale.py --workdir /tmp/dnmf-web --graphs flickr --max-iter 30
+    python scripts/bench_webscale.py --workdir /tmp/dnmf-web --graphs flickr --in-memory-scale 0 --power-iterations 7
 
 For each graph (``dnmf generate --like NAME``: its shape, entries and rank; written once
 under ``--workdir`` and reused, the generation's time and size kept beside it):
@@ -64,7 +65,20 @@ def parse_args(argv=None):
     parser.add_argument("--floor-repeats", type=int, default=3)
     parser.add_argument("--in-memory-scale", type=float, default=0.1, help="0 skips the in-memory comparison.")
     parser.add_argument("--report", type=Path, default=None)
+    parser.add_argument(
+        "--power-iterations",
+        type=int,
+        default=None,
+        help="Power iterations of the NNDSVD init's SVD instead of the default's (to compare inits by time to solution).",
+    )
     return parser.parse_args(argv)
+
+
+def set_power_iterations(count):
+    """Make every randomized SVD of this process (the driver's) run ``count`` power iterations."""
+    from dnmf.numerics import randomized_svd
+
+    randomized_svd.power_iterations = lambda n_components, shape, entries=None: count
 
 
 def _log(message):
@@ -227,6 +241,8 @@ def in_memory_comparison(workdir, scale):
 def main(argv=None):
     args = parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.power_iterations is not None:
+        set_power_iterations(args.power_iterations)
     rows = [bench_graph(args.workdir, name, args) for name in args.graphs]
     comparison = in_memory_comparison(args.workdir, args.in_memory_scale) if args.in_memory_scale else None
     print()

@@ -442,7 +442,7 @@ def spread_iteration(V_blocks, W_blocks, H_blocks, step, shape, layout, squared_
     Parameters
     ----------
     H_blocks : list
-        H's column blocks, one per worker of the layout (Delayed, Futures or ndarrays).
+        H's column blocks, those of ``layout.columns`` (Delayed, Futures or ndarrays).
     layout : Layout
     Others as :func:`iteration`.
 
