@@ -191,7 +191,7 @@ def consensus(
         The ranks to try.
     k : int, optional
         The rank written into the object (one of ``ranks``); default: the recommended
-        one (see :func:`dnmf.apps.consensus.recommend_k`).
+        one, the largest whose stability is within 0.05 of the best (see :ref:`consensus`).
     replicates : int, default=100
         Fits per rank (cNMF's ``n_iter``).
     layer : str, optional

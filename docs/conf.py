@@ -41,6 +41,7 @@ nitpicky = True
 nitpick_ignore_regex = [(r"py:.*", r"(?!dnmf\b).*")]
 
 autosummary_generate = True
+autosummary_ignore_module_all = False  # a module's page lists its __all__ only
 autodoc_typehints = "none"  # numpydoc's Parameters sections say the types, in words
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False

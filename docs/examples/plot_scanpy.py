@@ -54,11 +54,13 @@ sc.tl.umap(adata, random_state=0)
 dnmf.tl.nmf(adata, 8)
 print({key: adata.uns["nmf"][key] for key in ("n_iter", "relative_err")})
 dnmf.pl.usage(adata, "umap", ncols=4)
+plt.show()
 
 # %%
 # The cell types, for comparison:
 
-sc.pl.umap(adata, color="cell_type")
+sc.pl.umap(adata, color="cell_type", legend_loc="on data", legend_fontsize=8)
+plt.show()
 
 # %%
 # Consensus NMF on the raw counts (the ``counts`` layer), as cNMF runs it: ranks 6 to 10,
@@ -69,6 +71,7 @@ sc.pl.umap(adata, color="cell_type")
 dnmf.tl.consensus(adata, range(6, 11), replicates=20, layer="counts", preprocess="counts")
 print(f"chosen k = {adata.uns['cnmf']['k']}")
 dnmf.pl.k_selection(adata)
+plt.show()
 
 # %%
 # The replicates' spectra of the chosen rank: the histogram of their local density (those
@@ -76,6 +79,7 @@ dnmf.pl.k_selection(adata)
 
 dnmf.pl.density(adata)
 dnmf.pl.clustering(adata)
+plt.show()
 
 # %%
 # Each consensus program over the UMAP, and its top genes by cNMF's gene score: ribosomal
@@ -86,6 +90,7 @@ dnmf.pl.clustering(adata)
 
 dnmf.pl.usage(adata, "umap", key="X_cnmf", ncols=4)
 dnmf.pl.top_genes(adata, key="cnmf_gene_scores", n_genes=8, ncols=4)
+plt.show()
 
 # %%
 # Which cell type uses each program most (the mean usage by cell type):
@@ -96,4 +101,3 @@ scores = adata.varm["cnmf_gene_scores"]
 for j in range(by_type.shape[1]):
     top = adata.var_names[np.argsort(-scores[:, j])[:6]]
     print(f"program {j + 1}: {by_type[j].idxmax():<18} {', '.join(top)}")
-plt.show()
