@@ -26,9 +26,8 @@ from .io.storage import CSRMatrix, as_panels, open_matrix, save_csr
 # The names of _LAZY for type checkers (``X as X``: re-exported); at run time __getattr__
 # imports them when first used.
 if TYPE_CHECKING:
-    import dnmf.pl as pl  # noqa: F401  (in __all__ through _SUBMODULES)
-    import dnmf.tl as tl  # noqa: F401
-
+    from . import pl as pl
+    from . import tl as tl
     from .apps.consensus import Consensus as Consensus
     from .apps.consensus import ConsensusReport as ConsensusReport
     from .apps.consensus import consensus as consensus

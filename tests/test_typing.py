@@ -20,8 +20,24 @@ import dnmf.errors
 
 PACKAGE = pathlib.Path(dnmf.__file__).parent
 PYPROJECT = PACKAGE.parent / "pyproject.toml"
+
+
+def _public():
+    """The public names, ``(module, name)``: those of ``dnmf.__all__`` and ``dnmf.errors.__all__``,
+    a public module's (``dnmf.tl``, ``dnmf.pl``) by those of its own ``__all__``."""
+    found = []
+    for module in (dnmf, dnmf.errors):
+        for name in module.__all__:
+            value = getattr(module, name)
+            if inspect.ismodule(value):
+                found.extend((value, inner) for inner in value.__all__)
+            else:
+                found.append((module, name))
+    return found
+
+
 #: The public names: (module, name).
-PUBLIC = [(dnmf, name) for name in dnmf.__all__] + [(dnmf.errors, name) for name in dnmf.errors.__all__]
+PUBLIC = _public()
 
 
 def _own_functions(cls):
