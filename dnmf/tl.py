@@ -15,6 +15,7 @@ an error unless ``overwrite=True`` (or ``copy=True``: then the copy's is replace
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -340,19 +341,15 @@ def _check_free(adata, replace, **keys):
                 )
 
 
-class _naming:
+@contextlib.contextmanager
+def _naming(where):
     """Errors about the input, prefixed with the matrix as the user names it."""
-
-    def __init__(self, where):
-        self.where = where
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        if isinstance(error, InputError) and not str(error).startswith(self.where):
-            raise type(error)(f"{self.where}: {error}") from None
-        return False
+    try:
+        yield
+    except InputError as error:
+        if str(error).startswith(where):
+            raise
+        raise type(error)(f"{where}: {error}") from None
 
 
 def _take_columns(X, columns, panel_rows):

@@ -386,24 +386,19 @@ def _loop_state(iteration, W_blocks, H, H_next, known, violations, V, k, dtype, 
     )
 
 
-def _save(checkpointer, state, client, V, k, layout=None):
+def _save(checkpointer, state, client, V, k, layout):
     """Save ``state``; on a cluster, continue from the durable copy the checkpointer returns
     (cuts the lineage Dask keeps; see "Lost workers"). Returns ``(W_blocks, H, H_next)`` to go
     on with (H in the layout's column blocks), or None to keep the current ones."""
     saved = checkpointer.save(state)
     if client is None or not isinstance(saved, LoopState):
         return None
-    W = saved.W.rechunk((V.row_chunks, k))
-    if layout is not None:
-        (W,) = dask.persist(W)
-        H = _placed_columns(saved.H, layout, client)
-        H_next = H if saved.H_next is None else _placed_columns(saved.H_next, layout, client)
-        return list(W.to_delayed(optimize_graph=False).ravel()), H, H_next
-    small = [dask.delayed(_shipped(np.asarray(x), client), pure=True) for x in (saved.H, saved.H_next) if x is not None]
-    W, small = dask.persist(W, small)
+    (W,) = dask.persist(saved.W.rechunk((V.row_chunks, k)))
+    H = _placed_columns(saved.H, layout, client)
+    H_next = H if saved.H_next is None else _placed_columns(saved.H_next, layout, client)
     # Unoptimized: each block's graph holds the futures themselves (an optimized one only
     # names the keys, which are released as soon as ``W`` goes out of scope).
-    return list(W.to_delayed(optimize_graph=False).ravel()), small[0], small[-1]
+    return list(W.to_delayed(optimize_graph=False).ravel()), H, H_next
 
 
 #: With extrapolation, the violation test also waits until the error moves by less than
@@ -762,10 +757,8 @@ def _iterate(
     for n_iter in range(first, config.max_iter + 1 if not converged else first):
         started = time.perf_counter()
         this_step = replace(step, extrapolation=schedule.beta if n_iter > 1 else 0.0) if schedule else step
-        if layout is None:
-            graph = solvers.iteration(
-                V_blocks, W_blocks, _shipped(H_next, client), this_step, V.shape, _known_norm(stats, step), now
-            )
+        if layout is None:  # off a cluster: H stays here
+            graph = solvers.iteration(V_blocks, W_blocks, H_next, this_step, V.shape, _known_norm(stats, step), now)
         else:
             graph = solvers.spread_iteration(
                 V_blocks, W_blocks, H_next, this_step, V.shape, layout, _known_norm(stats, step)

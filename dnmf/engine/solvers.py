@@ -15,6 +15,7 @@ the driver persists what these functions return.
 
 from __future__ import annotations
 
+import bisect
 from functools import partial
 from typing import NamedTuple
 
@@ -378,8 +379,8 @@ class Layout(NamedTuple):
         )
 
     def worker_of(self, panel):
-        """The address of the worker that runs ``panel``'s tasks."""
-        return next(address for address, panels in zip(self.workers, self.panels) if panel in panels)
+        """The address of the worker that runs ``panel``'s tasks (the runs are contiguous)."""
+        return self.workers[bisect.bisect_right([panels[0] for panels in self.panels], panel) - 1]
 
     def owner_of(self, block):
         """The address of the worker that owns column block ``block``."""
