@@ -79,10 +79,8 @@ def power_iterations(n_components, shape, entries=None):
     matrix of at least :data:`LARGE_ENTRIES` stored ``entries``.
 
     Each power iteration is a pass over V. At scale the init was chosen by the time to the
-    fit's final error, not by the SVD's accuracy: on a Flickr-shaped graph (28M x 1.6M, 108M
-    entries, k = 16) one power iteration reached the first NMF iteration in 97 s instead of
-    200 s and the same final error (0.41692) in 493 s instead of 527 s; NNDSVD only needs the
-    leading subspace roughly, and the NMF iterations refine it.
+    fit's final error, not by the SVD's accuracy (the Performance page has the measurement):
+    NNDSVD only needs the leading subspace roughly, and the NMF iterations refine it.
     """
     if entries is not None and entries >= LARGE_ENTRIES:
         return 1
