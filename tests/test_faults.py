@@ -344,7 +344,12 @@ def test_ctrl_c_exits_130_with_one_line_that_says_how_to_resume(tmp_path, stored
     progress = _Progress(process)
     _wait_for(lambda: progress.iteration >= 5, process, "iteration 5")
     process.send_signal(signal.SIGINT)
-    process.wait(timeout=TIMEOUT)
+    try:
+        process.wait(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # not _kill: progress reads stderr
+        progress.finish()
+        raise AssertionError(f"still running {TIMEOUT} s after SIGINT: {progress.text[-3000:]}") from None
     progress.finish()
     assert process.returncode == 130
     tail = progress.text.split("\r")[-1]

@@ -31,7 +31,7 @@ import click
 
 from ..errors import DnmfError
 from . import consensus, data, explore, fit, rank
-from .interrupt import Interrupted, quiet_shutdown
+from .interrupt import Interrupted, interrupts_kept, quiet_shutdown
 from .options import SESSION, logging_restored
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "USER_ERRORS", "cli", "main"]
@@ -81,7 +81,7 @@ def main(argv=None):
         Arguments (default: ``sys.argv[1:]``).
     """
     SESSION.verbose, SESSION.quiet = 0, False
-    with logging_restored(), _warnings_as_lines():
+    with logging_restored(), _warnings_as_lines(), interrupts_kept():
         try:
             status = cli.main(args=argv, prog_name="dnmf", standalone_mode=False)
         except (KeyboardInterrupt, click.exceptions.Abort) as interrupt:

@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..io.formats import default_store
 from ..io.storage import open_matrix
 from ..params import DEFAULTS, PARAMS
+from .interrupt import family_of, raise_if_interrupted
 
 __all__ = [
     "ALIASES",
@@ -326,14 +327,17 @@ CONFIGURED_LOGGERS = ("dnmf", "dnmf.retries", "distributed", "asyncio", "tornado
 def logging_restored():
     """The command's logging set-up undone when it ends, so ``main`` can be called in a running program."""
     loggers = [logging.getLogger(name) for name in CONFIGURED_LOGGERS]
-    saved = [(logger.handlers[:], logger.propagate, logger.level, logger.disabled) for logger in loggers]
+    saved = [(logger.handlers[:], logger.propagate, logger.level) for logger in loggers]
+    disabled = {logger.name: logger.disabled for logger in family_of(CONFIGURED_LOGGERS)}
     try:
         yield
     finally:
-        for logger, (handlers, propagate, level, disabled) in zip(loggers, saved):
+        for logger, (handlers, propagate, level) in zip(loggers, saved):
             logger.handlers[:] = handlers
-            logger.propagate, logger.disabled = propagate, disabled
+            logger.propagate = propagate
             logger.setLevel(level)
+        for logger in family_of(CONFIGURED_LOGGERS):
+            logger.disabled = disabled.get(logger.name, False)
 
 
 def start(verbose, quiet):
@@ -460,7 +464,8 @@ class Bar:
         return self.bar
 
     def update(self, count):
-        """Advance by ``count``."""
+        """Advance by ``count`` (or raise a Ctrl-C that was lost, see :func:`raise_if_interrupted`)."""
+        raise_if_interrupted()
         if self._open() is not None:
             self.bar.update(count)
 
@@ -487,6 +492,7 @@ class Progress(Bar):
         self.iteration = first
 
     def __call__(self, info):
+        raise_if_interrupted()
         self.iteration = info.iteration
         if self._open() is None:
             return
