@@ -212,12 +212,18 @@ def _column_blocked_sweep(Wt, gram, cross_t, inverse_diagonal):
     return violation
 
 
-def _blocked_sweeps(W, gram, cross, n_sweeps):
-    """``n_sweeps`` column-blocked sweeps (:func:`_column_blocked_sweep`) on the rows of W,
-    :data:`BLOCKED_SWEEP_ROWS` at a time; the first sweep's violation."""
+def _inverse_diagonal(gram):
+    """``1 / diag(gram)``, 0 where the diagonal is 0 (a zero component is not updated)."""
     diagonal = np.diagonal(gram)
     inverse_diagonal = np.zeros_like(diagonal)
     np.divide(1, diagonal, out=inverse_diagonal, where=diagonal != 0)
+    return inverse_diagonal
+
+
+def _blocked_sweeps(W, gram, cross, n_sweeps):
+    """``n_sweeps`` column-blocked sweeps (:func:`_column_blocked_sweep`) on the rows of W,
+    :data:`BLOCKED_SWEEP_ROWS` at a time; the first sweep's violation."""
+    inverse_diagonal = _inverse_diagonal(gram)
     violation = 0.0
     for start in range(0, W.shape[0], BLOCKED_SWEEP_ROWS):
         Wt = np.ascontiguousarray(W[start : start + BLOCKED_SWEEP_ROWS].T)
@@ -273,10 +279,39 @@ def hals_sweeps(W, gram, cross, n_sweeps, members=()):
     return _sklearn_sweeps(W, gram, cross, n_sweeps)
 
 
+def hals_sweeps_transposed(Wt, gram, cross_t, n_sweeps, members=()):
+    """:func:`hals_sweeps` of ``W = Wt.T``, with the factor stored as ``Wt`` (k x p, C-contiguous,
+    updated in place) and the cross term as ``cross_t`` (k x p): the H-step, whose factor and
+    ``WᵀV`` are k x n. The column-blocked sweep runs on ``Wt`` as it is, a block of columns
+    at a time; scikit-learn's kernel, which sweeps rows, on a transposed copy."""
+    k, p = Wt.shape
+    if len(members) > 1:
+        violation = 0.0
+        for a, b in member_slices(members):
+            violation += hals_sweeps_transposed(Wt[a:b], gram[a:b, a:b], cross_t[a:b], n_sweeps)
+        return violation
+    if k < BLOCKED_SWEEP_MIN_RANK or p < BLOCKED_SWEEP_ROWS:
+        W = np.ascontiguousarray(Wt.T)
+        violation = hals_sweeps(W, gram, cross_t.T, n_sweeps)
+        Wt[...] = W.T
+        return violation
+    inverse_diagonal = _inverse_diagonal(gram)
+    violation = 0.0
+    for start in range(0, p, BLOCKED_SWEEP_ROWS):
+        block, block_cross = Wt[:, start : start + BLOCKED_SWEEP_ROWS], cross_t[:, start : start + BLOCKED_SWEEP_ROWS]
+        violation += _column_blocked_sweep(block, gram, block_cross, inverse_diagonal)
+        for _ in range(n_sweeps - 1):
+            _column_blocked_sweep(block, gram, block_cross, inverse_diagonal)
+    return violation
+
+
 def extrapolate(new, old, beta):
     """``max(0, new + beta (new - old))``: a factor moved on along its last update
-    (extrapolated HALS, see :mod:`dnmf.numerics.extrapolation`). A new array, in ``new``'s dtype."""
-    moved = new + np.asarray(beta * (new - old), dtype=new.dtype)
+    (extrapolated HALS, see :mod:`dnmf.numerics.extrapolation`). A new array, in ``new``'s
+    dtype (made in place: a k x n factor is written once, not in three temporaries)."""
+    moved = np.subtract(new, old)
+    moved *= beta
+    moved += new
     return np.maximum(moved, 0, out=moved)
 
 
@@ -746,10 +781,9 @@ def update_h(H, total, step):
     H = np.asarray(H, dtype=total.h_numerator.dtype)
     gram = total.h_denominator
     if step.solver == "cd":
-        Ht = np.array(H.T, order="C", copy=True)
+        H = np.array(H, order="C", copy=True)
         gram, cross = _penalized(gram, total.h_numerator.T, step.penalty_H)
-        violation = hals_sweeps(Ht, gram, cross, step.sweeps_H, step.members)
-        return np.ascontiguousarray(Ht.T), violation
+        return H, hals_sweeps_transposed(H, gram, cross.T, step.sweeps_H, step.members)
     gamma = mu_gamma(step.beta)
     if step.beta == 2:
         return mu_update_h(H, total.h_numerator.copy(), gram @ H, 2, step.penalty_H, gamma), 0.0

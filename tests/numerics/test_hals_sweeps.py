@@ -56,3 +56,24 @@ def test_small_factors_take_sklearns_kernel(monkeypatch):
     monkeypatch.setattr(kernels, "_blocked_sweeps", lambda *args: calls.append(args[3]) or blocked(*args))
     hals_sweeps(*_problem(BLOCKED_SWEEP_ROWS, BLOCKED_SWEEP_MIN_RANK, np.float64, seed=0), 2)
     assert calls == [2]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "rows, k, members",
+    [
+        (BLOCKED_SWEEP_ROWS + 1234, BLOCKED_SWEEP_MIN_RANK, ()),  # the blocked sweep, on H as it is stored
+        (BLOCKED_SWEEP_ROWS + 1234, 21, (16, 5)),  # an ensemble: one blocked member, one small
+        (500, 48, ()),  # too few columns of H: scikit-learn's kernel on a transposed copy
+    ],
+)
+def test_the_h_step_sweeps_h_as_stored_with_the_sweep_of_its_transpose(dtype, rows, k, members):
+    """``hals_sweeps_transposed(Ht, ...)`` is ``hals_sweeps`` of ``Ht.T``, bit for bit: the same
+    sweep, without the two transposed copies of a k x n factor."""
+    W, gram, cross = _problem(rows, k, dtype, seed=rows + k)
+    expected = W.copy()
+    expected_violation = hals_sweeps(expected, gram, cross, 2, members)
+    Wt = np.ascontiguousarray(W.T)
+    violation = kernels.hals_sweeps_transposed(Wt, gram, np.ascontiguousarray(cross.T), 2, members)
+    np.testing.assert_array_equal(Wt.T, expected)
+    assert violation == expected_violation
