@@ -62,6 +62,8 @@ BLOCKED_SWEEP_MIN_RANK = 16
 BLOCKED_SWEEP_ROWS = 8192
 #: Columns of W whose gradients the column-blocked sweep takes from one matrix product.
 SWEEP_COLUMN_BLOCK = 8
+#: Entries of a factor :func:`extrapolate` moves at a time (in cache).
+EXTRAPOLATE_RUN = 2**16
 #: Stored values whose squares :func:`squared_norm` sums in V's dtype before going to float64.
 SQUARES_RUN = 1024
 #: A frozen-H MU solve checks its error every this many updates (scikit-learn's 10).
@@ -307,12 +309,22 @@ def hals_sweeps_transposed(Wt, gram, cross_t, n_sweeps, members=()):
 
 def extrapolate(new, old, beta):
     """``max(0, new + beta (new - old))``: a factor moved on along its last update
-    (extrapolated HALS, see :mod:`dnmf.numerics.extrapolation`). A new array, in ``new``'s
-    dtype (made in place: a k x n factor is written once, not in three temporaries)."""
-    moved = np.subtract(new, old)
-    moved *= beta
-    moved += new
-    return np.maximum(moved, 0, out=moved)
+    (extrapolated HALS, see :mod:`dnmf.numerics.extrapolation`). A new C-contiguous array in
+    ``new``'s dtype, made :data:`EXTRAPOLATE_RUN` entries at a time in place (a factor of
+    millions of entries is written once, with no temporaries of its size)."""
+    new, old = np.ascontiguousarray(new), np.ascontiguousarray(old)
+    if old.dtype != new.dtype:  # the difference in the wider dtype, then rounded once
+        moved = new + np.asarray(beta * (new - old), dtype=new.dtype)
+        return np.maximum(moved, 0, out=moved)
+    moved = np.empty(new.shape, dtype=new.dtype)
+    flat_new, flat_old, flat_moved = new.reshape(-1), old.reshape(-1), moved.reshape(-1)
+    for start in range(0, flat_new.size, EXTRAPOLATE_RUN):
+        run, run_new = flat_moved[start : start + EXTRAPOLATE_RUN], flat_new[start : start + EXTRAPOLATE_RUN]
+        np.subtract(run_new, flat_old[start : start + EXTRAPOLATE_RUN], out=run)
+        run *= beta
+        run += run_new
+        np.maximum(run, 0, out=run)
+    return moved
 
 
 def _penalized(gram, cross, penalty):

@@ -186,3 +186,23 @@ def test_auto_accelerates_large_hals_fits_only():
     assert acceleration("mu", None, large, 10, large[0] * large[1]) == (1, 1, False)
     assert acceleration("cd", "nan", large, 10, large[0] * large[1]) == (1, 1, False)
     assert acceleration("cd", None, large, 10, large[0] * large[1], sweeps=2, extrapolate=False) == (2, 2, False)
+
+
+@pytest.mark.parametrize(
+    "new_dtype, old_dtype", [(np.float32, np.float32), (np.float64, np.float64), (np.float32, np.float64)]
+)
+@pytest.mark.parametrize("shape", [(16, 200_003), (200_003, 16), (3, 5)])
+def test_the_extrapolated_factor_is_the_formula_bit_for_bit(shape, new_dtype, old_dtype):
+    """``max(0, new + beta (new - old))`` made a run at a time is the whole-array formula,
+    for wide and tall factors, in either dtype, from a view, and with an ``old`` of a wider
+    dtype (the difference then taken in it)."""
+    from dnmf.numerics.kernels import extrapolate
+
+    rng = np.random.default_rng(sum(shape))
+    new, old = rng.random(shape).astype(new_dtype), rng.random(shape).astype(old_dtype)
+    for beta in (0.5, np.float64(0.3713)):
+        expected = np.maximum(new + np.asarray(beta * (new - old), dtype=new_dtype), 0)
+        moved = extrapolate(new, old, beta)
+        assert moved.dtype == new_dtype
+        np.testing.assert_array_equal(moved, expected)
+        np.testing.assert_array_equal(extrapolate(new.T, old.T, beta), expected.T)  # views
