@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 
 from dnmf.numerics.convergence import RATE_PASSES, remaining_decrease
 from dnmf.params import DEFAULTS
@@ -58,7 +59,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("report", help="bench_sklearn.json")
     args = parser.parse_args(argv)
-    report = json.load(open(args.report))
+    report = json.loads(Path(args.report).read_text())
     tol, max_iter = DEFAULTS["tol"], DEFAULTS["max_iter"]
     print("| matrix | " + " | ".join(f"{name}: iteration, time ratio, error ratio" for name in RULES) + " |")
     print("| --- |" + " --- |" * len(RULES))

@@ -16,6 +16,9 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C during a fit, with what the user can do next (the one line ``main`` prints)."""
 
 
+#: The libraries whose loggers :func:`quiet_shutdown` silences.
+QUIETED_LOGGERS = ("asyncio", "distributed", "tornado")
+
 _PENDING = threading.Event()
 
 
@@ -75,10 +78,6 @@ def quiet_shutdown() -> None:
     instead."""
     for logger in family_of(QUIETED_LOGGERS):
         logger.disabled = True
-
-
-#: The libraries whose loggers :func:`quiet_shutdown` silences.
-QUIETED_LOGGERS = ("asyncio", "distributed", "tornado")
 
 
 def family_of(names):

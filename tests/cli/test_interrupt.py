@@ -14,8 +14,9 @@ import textwrap
 from dnmf.cli.interrupt import quiet_shutdown
 from dnmf.cli.options import logging_restored
 
-#: A SIGINT that arrives while a finalizer runs: Python drops its KeyboardInterrupt (a Dask future's ``__del__`` runs in the driver's thread
-#: every pass). Then a progress update, as the fit's callback makes one.
+#: A SIGINT that arrives while a finalizer runs: Python drops its KeyboardInterrupt (a Dask
+#: future's ``__del__`` runs in the driver's thread every pass). Then a progress update, as
+#: the fit's callback makes one.
 LOST_IN_A_FINALIZER = textwrap.dedent(
     """
     import os, signal
