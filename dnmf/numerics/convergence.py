@@ -13,8 +13,9 @@ that estimate safe.
 So the rule fires after a few passes on flat problems (tf-idf matrices, log counts), whose
 error is final long before the gradient vanishes; it never fires while the error still falls
 at a pace that the passes made so far say would add up to more than ``tol``. It waits after a
-pass that raised the error (an extrapolated step taken back), and when the error has not
-fallen over the last :data:`RATE_PASSES` passes there is nothing left to gain.
+pass that raised the error (an extrapolated step taken back), and until the passes since have
+brought the error back to within ``tol`` of the lowest it had reached; when the error has not
+fallen over the last :data:`RATE_PASSES` passes, there is then nothing left to gain.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["RATE_PASSES", "remaining_decrease", "settled"]
+__all__ = ["RATE_PASSES", "above_lowest", "remaining_decrease", "settled"]
 
 #: Passes whose mean decrease of the error is the current pace.
 RATE_PASSES = 3
@@ -51,8 +52,14 @@ def remaining_decrease(errors: Sequence[float], passes_left: int) -> float:
     return max(pace, 0.0) * max(min(t, passes_left), 0)
 
 
+def above_lowest(errors: Sequence[float], tol: float) -> bool:
+    """Whether the newest error is above the lowest of ``errors`` by more than ``tol`` (relative):
+    a rise (an extrapolated step taken back) that the passes since have not made good."""
+    return float(errors[-1]) - float(min(errors)) > tol * float(errors[-1])
+
+
 def settled(errors: Sequence[float], tol: float, passes_left: int) -> bool:
     """Whether the passes left would change the newest error by less than ``tol`` (relative)."""
-    if tol <= 0 or not errors:
+    if tol <= 0 or not errors or above_lowest(errors, tol):
         return False
     return remaining_decrease(errors, passes_left) <= tol * float(errors[-1])
