@@ -443,21 +443,25 @@ SWEEP_SHARE = 0.5
 #: ``"auto"`` sweeps: the most sweeps of a factor per pass. More did not reach a given
 #: error in fewer passes on any benchmark matrix (``scripts/bench_sklearn.py``).
 MAX_AUTO_SWEEPS = 10
-#: Speed of a sweep's flops against a product's (scikit-learn's compiled sweep against
-#: BLAS and SciPy's sparse products, chosen by ``scripts/bench_sklearn.py``'s matrices).
-SWEEP_TO_PRODUCT_SPEED = 0.2
+#: Speed of a sweep's flops against a product's, by V's format. SciPy's sparse products run at
+#: about the speed of scikit-learn's compiled sweep (0.65-0.7 measured at k = 20), and 1.0
+#: reached scikit-learn's error in the fewest passes on ``scripts/bench_sklearn.py``'s sparse
+#: matrices (0.2, 0.5, 0.7, 1.5 and 3 tried). BLAS products of a dense V are 10-50x faster
+#: than a sweep, yet 0.2 reached it sooner than 0.02, 0.05 or 0.1 on its dense ones.
+SWEEP_TO_PRODUCT_SPEED = {"dense": 0.2, "sparse": 1.0}
 #: ``"auto"`` accelerates matrices with at least this many stored entries. Below, a pass
 #: costs about a millisecond and plain HALS is kept: scikit-learn's iterates, which agree
 #: between float32 and float64 to rounding (extrapolated ones drift apart by ~1e-4).
 AUTO_MIN_ENTRIES = 100_000
 
 
-def auto_sweeps(shape, n_components, entries):
+def auto_sweeps(shape, n_components, entries, sparse):
     """HALS sweeps of W and of H per pass for ``sweeps="auto"`` on a large matrix.
 
     Gillis & Glineur (2012), in time rather than flops: a pass's two products with V take
     ``4 entries k`` flops (``entries`` = V's stored entries), a sweep of W ``2 m k²`` and
-    of H ``2 n k²``, at the relative speed :data:`SWEEP_TO_PRODUCT_SPEED`. With
+    of H ``2 n k²``, at the relative speed :data:`SWEEP_TO_PRODUCT_SPEED` of V's format
+    (``sparse``: bool). With
     ``rho`` the ratio of the two times, each factor gets ``1 + floor(SWEEP_SHARE · rho)``
     sweeps, at most :data:`MAX_AUTO_SWEEPS`.
 
@@ -467,12 +471,13 @@ def auto_sweeps(shape, n_components, entries):
     """
     m, n = shape
     k = n_components
-    rho_W = 2 * SWEEP_TO_PRODUCT_SPEED * entries / (m * k)
-    rho_H = 2 * SWEEP_TO_PRODUCT_SPEED * entries / (n * k)
+    speed = SWEEP_TO_PRODUCT_SPEED["sparse" if sparse else "dense"]
+    rho_W = 2 * speed * entries / (m * k)
+    rho_H = 2 * speed * entries / (n * k)
     return tuple(int(min(MAX_AUTO_SWEEPS, 1 + SWEEP_SHARE * rho)) for rho in (rho_W, rho_H))
 
 
-def acceleration(solver, missing, shape, n_components, entries, sweeps="auto", extrapolate="auto"):
+def acceleration(solver, missing, shape, n_components, entries, sparse, sweeps="auto", extrapolate="auto"):
     """What ``"auto"`` resolves to: ``(sweeps_W, sweeps_H, extrapolate)``.
 
     HALS without missing values on a matrix of at least :data:`AUTO_MIN_ENTRIES` stored
@@ -481,7 +486,7 @@ def acceleration(solver, missing, shape, n_components, entries, sweeps="auto", e
     """
     accelerated = solver == "cd" and not missing and entries >= AUTO_MIN_ENTRIES
     if sweeps == "auto":
-        sweeps_W, sweeps_H = auto_sweeps(shape, n_components, entries) if accelerated else (1, 1)
+        sweeps_W, sweeps_H = auto_sweeps(shape, n_components, entries, sparse) if accelerated else (1, 1)
     else:
         sweeps_W = sweeps_H = int(sweeps)
     return sweeps_W, sweeps_H, accelerated if isinstance(extrapolate, str) else bool(extrapolate)
@@ -677,7 +682,14 @@ def _step(config, V, stats, k, update_H, members=()):
     entries = _entries(V, stats)
     sweeping_rank = sum(r * r for r in members) / k if members else k
     sweeps_W, sweeps_H, extrapolate = acceleration(
-        config.solver, config.missing_values, V.shape, sweeping_rank, entries, config.inner_sweeps, config.extrapolate
+        config.solver,
+        config.missing_values,
+        V.shape,
+        sweeping_rank,
+        entries,
+        V.sparse,
+        config.inner_sweeps,
+        config.extrapolate,
     )
     penalty_W, penalty_H = config.penalties(V.shape)
     step = StepSpec(

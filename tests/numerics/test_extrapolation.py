@@ -176,16 +176,17 @@ def test_auto_accelerates_large_hals_fits_only():
     from dnmf.engine.driver import AUTO_MIN_ENTRIES, MAX_AUTO_SWEEPS, acceleration, auto_sweeps
 
     large = (20000, 500)
-    assert acceleration("cd", None, large, 10, large[0] * large[1]) == (
-        *auto_sweeps(large, 10, large[0] * large[1]),
-        True,
-    )
-    assert auto_sweeps(large, 10, large[0] * large[1]) == (MAX_AUTO_SWEEPS, MAX_AUTO_SWEEPS)
-    assert auto_sweeps((200000, 30000), 20, 2_000_000) == (1, 1)  # 10 entries a row: a sweep costs what a pass does
-    assert acceleration("cd", None, (300, 300), 10, AUTO_MIN_ENTRIES - 1) == (1, 1, False)
-    assert acceleration("mu", None, large, 10, large[0] * large[1]) == (1, 1, False)
-    assert acceleration("cd", "nan", large, 10, large[0] * large[1]) == (1, 1, False)
-    assert acceleration("cd", None, large, 10, large[0] * large[1], sweeps=2, extrapolate=False) == (2, 2, False)
+    entries = large[0] * large[1]
+    assert acceleration("cd", None, large, 10, entries, False) == (*auto_sweeps(large, 10, entries, False), True)
+    assert auto_sweeps(large, 10, entries, False) == (MAX_AUTO_SWEEPS, MAX_AUTO_SWEEPS)
+    # 10 entries a row, 67 a column: one sweep of W, four of H (sparse), where a dense V's
+    # products are too fast for more than one of either
+    assert auto_sweeps((200000, 30000), 20, 2_000_000, True) == (1, 4)
+    assert auto_sweeps((200000, 30000), 20, 2_000_000, False) == (1, 1)
+    assert acceleration("cd", None, (300, 300), 10, AUTO_MIN_ENTRIES - 1, True) == (1, 1, False)
+    assert acceleration("mu", None, large, 10, entries, False) == (1, 1, False)
+    assert acceleration("cd", "nan", large, 10, entries, False) == (1, 1, False)
+    assert acceleration("cd", None, large, 10, entries, False, sweeps=2, extrapolate=False) == (2, 2, False)
 
 
 @pytest.mark.parametrize(
