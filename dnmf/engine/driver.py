@@ -23,8 +23,8 @@ Every solver
     than ``tol`` times ``e_t``, as read from the pace of the last errors
     (:mod:`dnmf.numerics.convergence`: the mean decrease of the last three passes, continued for
     as many passes as the fit has made, at most as many as ``max_iter`` leaves). It waits after
-    a pass that raised the error until the error is back within ``tol`` of the lowest it had
-    reached, and fires when the error has not fallen over three passes.
+    a pass that raised the error, and for three passes after one that raised it by more than
+    ``10 tol``; it fires when the error has not fallen over three passes.
     A solve of H for a fixed W (``update_W=False``), which reproduces scikit-learn's
     ``non_negative_factorization(update_H=False)`` on the transpose, stops by scikit-learn's
     rule instead: every 10 iterations, when the error fell by less than ``tol`` times ``e_0``.
@@ -35,7 +35,7 @@ Every solver
     ``violation_t <= tol * violation_1``. With extrapolation the violation is measured at
     the extrapolated point, where it can be small while the iterates still move fast: this
     test then also waits until the error changes by at most ``10 tol`` (relative) per pass,
-    ``|e_{t-1} - e_t| <= 10 tol e_t``, and is within ``tol`` of the lowest it had reached.
+    ``|e_{t-1} - e_t| <= 10 tol e_t``.
 
 An exact fit gets no rule of its own: an error at rounding level is noise (whether the
 computed loss is 0 or 1e-16 depends on the order of the panel sums), while the tests
@@ -88,7 +88,7 @@ from sklearn.utils import check_random_state
 
 from ..errors import InputError, ParameterError
 from ..numerics import masked, randomized_svd
-from ..numerics.convergence import above_lowest, settled
+from ..numerics.convergence import settled
 from ..numerics.extrapolation import Schedule
 from ..numerics.kernels import StepSpec, aligned
 from ..numerics.losses import loss_to_error
@@ -426,7 +426,7 @@ def _stop(solver, errors, violations, tol, max_iter, extrapolated=False, fixed_W
     if solver == "cd":
         small = violations and (violations[0] == 0 or violations[-1] <= tol * violations[0])
         if small and extrapolated and j >= 1:
-            small = abs(errors[-2] - errors[-1]) <= SETTLED * tol * errors[-1] and not above_lowest(errors, tol)
+            small = abs(errors[-2] - errors[-1]) <= SETTLED * tol * errors[-1]
         if small:
             return len(violations)
     return j if settled(errors, tol, max_iter - j) else None

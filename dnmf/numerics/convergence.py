@@ -13,9 +13,10 @@ that estimate safe.
 So the rule fires after a few passes on flat problems (tf-idf matrices, log counts), whose
 error is final long before the gradient vanishes; it never fires while the error still falls
 at a pace that the passes made so far say would add up to more than ``tol``. It waits after a
-pass that raised the error (an extrapolated step taken back), and until the passes since have
-brought the error back to within ``tol`` of the lowest it had reached; when the error has not
-fallen over the last :data:`RATE_PASSES` passes, there is then nothing left to gain.
+pass that raised the error (an extrapolated step taken back), and while the last
+:data:`RATE_PASSES` passes hold a rise of more than :data:`RISE_TOLS` ``tol``: the mean pace of a
+window with such a rise says nothing about what is left. When the error has not fallen over the
+last :data:`RATE_PASSES` passes otherwise, there is nothing left to gain.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["RATE_PASSES", "above_lowest", "remaining_decrease", "settled"]
+__all__ = ["RATE_PASSES", "RISE_TOLS", "remaining_decrease", "rose_lately", "settled"]
 
 #: Passes whose mean decrease of the error is the current pace.
 RATE_PASSES = 3
+#: A pass that raised the error by more than this many ``tol`` (relative) took a step back.
+RISE_TOLS = 10
 
 
 def remaining_decrease(errors: Sequence[float], passes_left: int) -> float:
@@ -52,14 +55,15 @@ def remaining_decrease(errors: Sequence[float], passes_left: int) -> float:
     return max(pace, 0.0) * max(min(t, passes_left), 0)
 
 
-def above_lowest(errors: Sequence[float], tol: float) -> bool:
-    """Whether the newest error is above the lowest of ``errors`` by more than ``tol`` (relative):
-    a rise (an extrapolated step taken back) that the passes since have not made good."""
-    return float(errors[-1]) - float(min(errors)) > tol * float(errors[-1])
+def rose_lately(errors: Sequence[float], tol: float) -> bool:
+    """Whether one of the last :data:`RATE_PASSES` passes raised the error by more than
+    :data:`RISE_TOLS` ``tol`` (relative)."""
+    recent = [float(e) for e in errors[-RATE_PASSES - 1 :]]
+    return any(after - before > RISE_TOLS * tol * after for before, after in zip(recent, recent[1:]))
 
 
 def settled(errors: Sequence[float], tol: float, passes_left: int) -> bool:
     """Whether the passes left would change the newest error by less than ``tol`` (relative)."""
-    if tol <= 0 or not errors or above_lowest(errors, tol):
+    if tol <= 0 or not errors or rose_lately(errors, tol):
         return False
     return remaining_decrease(errors, passes_left) <= tol * float(errors[-1])

@@ -331,21 +331,20 @@ def test_tol_zero_runs_max_iter_without_warning(solver, beta_loss, make_matrix):
 def _documented_stop(solver, errors, violations, tol, max_iter, extrapolated=False):
     """First iterate at which the rule of :mod:`dnmf.engine.driver`'s docstring fires, or None.
 
-    Every solver: after at least 3 passes, unless the last pass raised the error or e_t is
-    above the lowest error so far by more than tol e_t, when
+    Every solver: after at least 3 passes, unless the last pass raised the error or one of the
+    last three raised it by more than 10 tol (relative), when
     max(0, (e_{t-3} - e_t) / 3) * min(t, max_iter - t) <= tol e_t.
-    cd also: ``violation_t <= tol * violation_1`` (extrapolated: and ``|e_{t-1} - e_t| <= 10 tol e_t``,
-    and e_t within tol e_t of the lowest error so far).
+    cd also: ``violation_t <= tol * violation_1`` (extrapolated: and ``|e_{t-1} - e_t| <= 10 tol e_t``).
     """
     for t, error in enumerate(errors):
         if t == 0:
             continue
-        above_lowest = error - min(errors[: t + 1]) > tol * error
         if solver == "cd":
-            settled = not extrapolated or (abs(errors[t - 1] - error) <= 10 * tol * error and not above_lowest)
+            settled = not extrapolated or abs(errors[t - 1] - error) <= 10 * tol * error
             if violations[t - 1] <= tol * violations[0] and settled:
                 return t
-        if t < 3 or error > errors[t - 1] or above_lowest:
+        rose = any(errors[i] - errors[i - 1] > 10 * tol * errors[i] for i in range(max(1, t - 2), t + 1))
+        if t < 3 or error > errors[t - 1] or rose:
             continue
         pace = (errors[t - 3] - error) / 3
         if max(pace, 0.0) * min(t, max_iter - t) <= tol * error:
