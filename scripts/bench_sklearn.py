@@ -8,9 +8,10 @@ of the repeats: this machine is shared and noisy), both final errors and iterati
 whether each stopped by itself (no ``ConvergenceWarning``), dnmf's time to its first iterate
 and to first reach scikit-learn's final error (within 0.1%), and its time to stop. Also
 timed, apart from its fit: scikit-learn's initialization (its private ``_initialize_nmf`` with
-the default init, NNDSVDa from a randomized SVD, which dnmf's default init also is). Where it
-takes more than a quarter of scikit-learn's fit, no fit that starts the same way can stop
-within the time target. The targets:
+the default init, NNDSVDa from a randomized SVD, which dnmf's default init also is; the fastest
+of its timings, as a share of the fastest fit). Where it takes more than a quarter of
+scikit-learn's fit, an init that costs as much leaves no time for the target. Timings of a
+few tens of milliseconds vary 2-4x from run to run here. The targets:
 
 - dnmf's error <= 1.001 x scikit-learn's,
 - dnmf's time to stop <= 0.25 x scikit-learn's,
@@ -249,7 +250,9 @@ def compare(name, k, X, repeats, log, seed=SEED):
         "scikit-learn s": round(sk["seconds"], 2),
         "scikit-learn iterations": sk["n_iter"],
         "scikit-learn stopped by itself": not sk["warned"],
-        "scikit-learn's init, share of its time": round(sk["init_seconds"] / sk["seconds"], 3),
+        "scikit-learn's init, share of its time": round(
+            min(r["init_seconds"] for r in sklearn_runs) / sk["seconds"], 3
+        ),
         "dnmf s": round(ours["seconds"], 2),
         "dnmf iterations": ours["n_iter"],
         "dnmf stopped by itself": not ours["warned"],
