@@ -9,7 +9,9 @@ iteration) is read again by two rules at the default ``tol``:
   continued for as many passes as the fit has made (the tail of sublinear convergence);
 * a geometric one, for comparison: the same, or the decrease of the last three passes times
   ``r / (1 - r)``, with ``r`` the ratio of that decrease to the one of the three passes before
-  (the tail of a linear convergence), whichever is smaller.
+  (the tail of a linear convergence), whichever is smaller. On a sublinear tail
+  (``e_t = e* + C / t``) that estimate tends to half of what is left, so this rule may stop
+  with up to about ``2 tol`` still to come.
 
 Printed per matrix and rule: the iteration it stops at, its time and its error as ratios to
 scikit-learn's (``-`` where the rule does not fire within the trace: the fit stopped by
@@ -24,7 +26,7 @@ import json
 import math
 from pathlib import Path
 
-from dnmf.numerics.convergence import RATE_PASSES, remaining_decrease
+from dnmf.numerics.convergence import RATE_PASSES, remaining_decrease, rose_lately, settled
 from dnmf.params import DEFAULTS
 
 
@@ -42,15 +44,21 @@ def geometric_remaining(errors, passes_left):
     return min(sublinear, last * ratio / (1 - ratio))
 
 
-RULES = {"dnmf": remaining_decrease, "geometric": geometric_remaining}
+def geometric_settled(errors, tol, passes_left):
+    """:func:`dnmf.numerics.convergence.settled` with :func:`geometric_remaining` for its estimate."""
+    if rose_lately(errors, tol):
+        return False
+    return geometric_remaining(errors, passes_left) <= tol * errors[-1]
+
+
+RULES = {"dnmf": settled, "geometric": geometric_settled}
 
 
 def stop_of(trace, rule, tol, max_iter):
     """The first iteration (0-based) at which ``rule`` fires on ``trace``, or None."""
     errors = [error for _, error in trace]
     for t in range(len(errors)):
-        seen = errors[: t + 1]
-        if rule(seen, max_iter - t) <= tol * seen[-1]:
+        if rule(errors[: t + 1], tol, max_iter - t):
             return t
     return None
 
