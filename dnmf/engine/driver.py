@@ -443,11 +443,13 @@ SWEEP_SHARE = 0.5
 #: ``"auto"`` sweeps: the most sweeps of a factor per pass. More did not reach a given
 #: error in fewer passes on any benchmark matrix (``scripts/bench_sklearn.py``).
 MAX_AUTO_SWEEPS = 10
-#: Speed of a sweep's flops against a product's, by V's format. SciPy's sparse products run at
-#: about the speed of scikit-learn's compiled sweep (0.65-0.7 measured at k = 20), and 1.0
-#: reached scikit-learn's error in the fewest passes on ``scripts/bench_sklearn.py``'s sparse
-#: matrices (0.2, 0.5, 0.7, 1.5 and 3 tried). BLAS products of a dense V are 10-50x faster
-#: than a sweep, yet 0.2 reached it sooner than 0.02, 0.05 or 0.1 on its dense ones.
+#: Speed of a sweep's flops against a product's, by V's format, chosen on
+#: ``scripts/bench_sklearn.py``'s matrices. Sparse: 1.0 (of 0.2, 0.5, 0.7, 1.0, 1.5 and 3 the
+#: power-law matrix stopped after 45, 38, 28, 19, 19 and 20 passes, PBMC 3k after 27 with 0.2
+#: and 18 with the others); SciPy's sparse products run at about the speed of scikit-learn's
+#: compiled sweep. Dense: 0.2 kept, although BLAS products run 10-50x faster than the sweep:
+#: with 0.02 or 0.05 the planted dense matrices reached scikit-learn's error later, or stopped
+#: before it.
 SWEEP_TO_PRODUCT_SPEED = {"dense": 0.2, "sparse": 1.0}
 #: ``"auto"`` accelerates matrices with at least this many stored entries. Below, a pass
 #: costs about a millisecond and plain HALS is kept: scikit-learn's iterates, which agree
