@@ -207,3 +207,23 @@ def test_the_extrapolated_factor_is_the_formula_bit_for_bit(shape, new_dtype, ol
         assert moved.dtype == new_dtype
         np.testing.assert_array_equal(moved, expected)
         np.testing.assert_array_equal(extrapolate(new.T, old.T, beta), expected.T)  # views
+
+
+def test_an_ensemble_weighs_its_sweeps_as_for_a_dense_matrix():
+    """A sparse V gets a sweep weighed at a sparse product's speed; an ensemble (consensus NMF)
+    on the same V keeps the dense weight (see ``SWEEP_TO_PRODUCT_SPEED``)."""
+    import scipy.sparse as sp
+
+    from dnmf.engine.driver import _step, acceleration
+    from dnmf.engine.state import InputStats
+    from dnmf.io.storage import as_panels
+    from dnmf.params import resolve
+
+    X = sp.random(20000, 500, density=0.02, format="csr", random_state=0, dtype=np.float64)
+    size = X.shape[0] * X.shape[1]
+    stats = InputStats(0.0, 0, float(X.sum()), float(X.multiply(X).sum()), size - X.nnz, size)
+    config = resolve({"n_components": 8}, shape=X.shape).with_rank(8)
+    single, _ = _step(config, as_panels(X), stats, 8, True)
+    ensemble, _ = _step(config, as_panels(X), stats, 8, True, members=(4, 4))
+    assert (single.sweeps_W, single.sweeps_H) == acceleration("cd", None, X.shape, 8, X.nnz, True)[:2] == (2, 10)
+    assert (ensemble.sweeps_W, ensemble.sweeps_H) == acceleration("cd", None, X.shape, 4, X.nnz, False)[:2] == (1, 10)
