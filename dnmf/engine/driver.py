@@ -88,7 +88,7 @@ from sklearn.utils import check_random_state
 
 from ..errors import InputError, ParameterError
 from ..numerics import masked, randomized_svd
-from ..numerics.convergence import settled
+from ..numerics.convergence import SETTLED_TOLS, settled
 from ..numerics.extrapolation import Schedule
 from ..numerics.kernels import StepSpec, aligned
 from ..numerics.losses import loss_to_error
@@ -402,11 +402,6 @@ def _save(checkpointer, state, client, V, k, layout):
     return list(W.to_delayed(optimize_graph=False).ravel()), H, H_next
 
 
-#: With extrapolation, the violation test also waits until the error moves by less than
-#: this many ``tol`` (relative) per pass (see the stopping rule).
-SETTLED = 10
-
-
 def _stop(solver, errors, violations, tol, max_iter, extrapolated=False, fixed_W=False):
     """The stopping rule of the module docstring.
 
@@ -426,7 +421,7 @@ def _stop(solver, errors, violations, tol, max_iter, extrapolated=False, fixed_W
     if solver == "cd":
         small = violations and (violations[0] == 0 or violations[-1] <= tol * violations[0])
         if small and extrapolated and j >= 1:
-            small = abs(errors[-2] - errors[-1]) <= SETTLED * tol * errors[-1]
+            small = abs(errors[-2] - errors[-1]) <= SETTLED_TOLS * tol * errors[-1]
         if small:
             return len(violations)
     return j if settled(errors, tol, max_iter - j) else None

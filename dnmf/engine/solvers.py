@@ -218,16 +218,10 @@ def h_columns(H, total, start, stop, step):
         return H_block, (violation, 0.0, None)
     numerator = total.h_numerator[:, start:stop]
     if len(step.members) > 1:
-        cross = np.array([_dot64(numerator[a:b], H_block[a:b]) for a, b in member_slices(step.members)])
+        cross = np.array([kernels.dot64(numerator[a:b], H_block[a:b]) for a, b in member_slices(step.members)])
     else:
-        cross = _dot64(numerator, H_block)
+        cross = kernels.dot64(numerator, H_block)
     return H_block, (violation, cross, H_block @ H_block.T)
-
-
-def _dot64(a, b):
-    """``<a, b>`` with every product and sum in float64, without float64 copies of a k x n
-    block (NumPy casts a buffer at a time)."""
-    return float(np.einsum("ij,ij->", a, b, dtype=np.float64))
 
 
 def finish_step(H, total, blocks, step, size, squared_norm=None):

@@ -14,7 +14,7 @@ So the rule fires after a few passes on flat problems (tf-idf matrices, log coun
 error is final long before the gradient vanishes; it never fires while the error still falls
 at a pace that the passes made so far say would add up to more than ``tol``. It waits after a
 pass that raised the error (an extrapolated step taken back), and while the last
-:data:`RATE_PASSES` passes hold a rise of more than :data:`RISE_TOLS` ``tol``: the mean pace of a
+:data:`RATE_PASSES` passes hold a rise of more than :data:`SETTLED_TOLS` ``tol``: the mean pace of a
 window with such a rise says nothing about what is left. When the error has not fallen over the
 last :data:`RATE_PASSES` passes otherwise, there is nothing left to gain.
 """
@@ -24,12 +24,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["RATE_PASSES", "RISE_TOLS", "remaining_decrease", "rose_lately", "settled"]
+__all__ = ["RATE_PASSES", "SETTLED_TOLS", "remaining_decrease", "rose_lately", "settled"]
 
 #: Passes whose mean decrease of the error is the current pace.
 RATE_PASSES = 3
-#: A pass that raised the error by more than this many ``tol`` (relative) took a step back.
-RISE_TOLS = 10
+#: A pass that moved the error by more than this many ``tol`` (relative) has not settled: a
+#: rise that large is a step taken back, and with extrapolation the gradient test waits for a
+#: smaller move (:mod:`dnmf.engine.driver`).
+SETTLED_TOLS = 10
 
 
 def remaining_decrease(errors: Sequence[float], passes_left: int) -> float:
@@ -57,9 +59,9 @@ def remaining_decrease(errors: Sequence[float], passes_left: int) -> float:
 
 def rose_lately(errors: Sequence[float], tol: float) -> bool:
     """Whether one of the last :data:`RATE_PASSES` passes raised the error by more than
-    :data:`RISE_TOLS` ``tol`` (relative)."""
+    :data:`SETTLED_TOLS` ``tol`` (relative)."""
     recent = [float(e) for e in errors[-RATE_PASSES - 1 :]]
-    return any(after - before > RISE_TOLS * tol * after for before, after in zip(recent, recent[1:]))
+    return any(after - before > SETTLED_TOLS * tol * after for before, after in zip(recent, recent[1:]))
 
 
 def settled(errors: Sequence[float], tol: float, passes_left: int) -> bool:

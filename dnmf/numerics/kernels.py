@@ -27,9 +27,11 @@ __all__ = [
     "Penalty",
     "StepSpec",
     "beta_loss_pieces",
+    "dot64",
     "extrapolate",
     "frobenius_pieces",
     "hals_sweeps",
+    "hals_sweeps_transposed",
     "mu_gamma",
     "mu_h_partials",
     "mu_apply",
@@ -222,6 +224,14 @@ def _inverse_diagonal(gram):
     return inverse_diagonal
 
 
+def _column_blocked_sweeps(Wt, gram, cross_t, inverse_diagonal, n_sweeps):
+    """``n_sweeps`` :func:`_column_blocked_sweep` of one block ``Wt`` in place; the first's violation."""
+    violation = _column_blocked_sweep(Wt, gram, cross_t, inverse_diagonal)
+    for _ in range(n_sweeps - 1):
+        _column_blocked_sweep(Wt, gram, cross_t, inverse_diagonal)
+    return violation
+
+
 def _blocked_sweeps(W, gram, cross, n_sweeps):
     """``n_sweeps`` column-blocked sweeps (:func:`_column_blocked_sweep`) on the rows of W,
     :data:`BLOCKED_SWEEP_ROWS` at a time; the first sweep's violation."""
@@ -230,9 +240,7 @@ def _blocked_sweeps(W, gram, cross, n_sweeps):
     for start in range(0, W.shape[0], BLOCKED_SWEEP_ROWS):
         Wt = np.ascontiguousarray(W[start : start + BLOCKED_SWEEP_ROWS].T)
         cross_t = cross[start : start + BLOCKED_SWEEP_ROWS].T
-        violation += _column_blocked_sweep(Wt, gram, cross_t, inverse_diagonal)
-        for _ in range(n_sweeps - 1):
-            _column_blocked_sweep(Wt, gram, cross_t, inverse_diagonal)
+        violation += _column_blocked_sweeps(Wt, gram, cross_t, inverse_diagonal, n_sweeps)
         W[start : start + BLOCKED_SWEEP_ROWS] = Wt.T
     return violation
 
@@ -301,10 +309,14 @@ def hals_sweeps_transposed(Wt, gram, cross_t, n_sweeps, members=()):
     violation = 0.0
     for start in range(0, p, BLOCKED_SWEEP_ROWS):
         block, block_cross = Wt[:, start : start + BLOCKED_SWEEP_ROWS], cross_t[:, start : start + BLOCKED_SWEEP_ROWS]
-        violation += _column_blocked_sweep(block, gram, block_cross, inverse_diagonal)
-        for _ in range(n_sweeps - 1):
-            _column_blocked_sweep(block, gram, block_cross, inverse_diagonal)
+        violation += _column_blocked_sweeps(block, gram, block_cross, inverse_diagonal, n_sweeps)
     return violation
+
+
+def dot64(a, b):
+    """``<a, b>`` of two 2-D arrays with every product and sum in float64, without float64
+    copies of them (NumPy casts a buffer at a time)."""
+    return float(np.einsum("ij,ij->", a, b, dtype=np.float64))
 
 
 def extrapolate(new, old, beta):
