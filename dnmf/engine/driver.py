@@ -252,9 +252,10 @@ def to_numpy(W):
     return aligned(np.asarray(W.compute()))
 
 
-def _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, client, entries=None):
+def _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, client, entries=None, now=False):
     """The truncated SVD of V (:mod:`dnmf.numerics.randomized_svd`), one pass over V per power
-    iteration, until the subspace has converged or scikit-learn's number of them is done.
+    iteration, until the subspace has converged or scikit-learn's number of them is done
+    (``now``: the passes run here, on panels that are values, see :func:`_runs_here`).
 
     Returns
     -------
@@ -268,15 +269,18 @@ def _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, clien
     scale = 1.0 / np.sqrt(squared_norm) if squared_norm > 0 else 1.0
     sigma = None
     for _ in range(randomized_svd.power_iterations(k, shape, entries) + 1):
-        Y_blocks, sketch = solvers.sketch_pass(V_blocks, _shipped((Z * scale).astype(dtype), client))
-        if client is None:
-            Y_blocks, (P, R) = compute(Y_blocks, sketch)
-        else:
-            Y_blocks, sketch = dask.persist(Y_blocks, sketch)
-            P, R = compute(sketch)[0]
+        Y_blocks, P = solvers.sketch_pass(V_blocks, _shipped((Z * scale).astype(dtype), client), now)
+        if client is None and not now:
+            Y_blocks, P = compute(Y_blocks, P)
+        elif client is not None:
+            Y_blocks, P = dask.persist(Y_blocks, P)
+            P = compute(P)[0]
         Z, sigma, previous = (*randomized_svd.next_basis(P), sigma)
         if randomized_svd.converged(sigma, previous, k, dtype):
             break
+    # Y's triangular factor, of the last pass only (Y_blocks are values here off a cluster)
+    R = solvers.triangle_pass(Y_blocks, now=client is None)
+    R = R if client is None else compute(R)[0]
     return (Y_blocks, *randomized_svd.finish(P, R, k, dtype))
 
 
@@ -346,7 +350,7 @@ def usage_products(W, V=None, members=()):
         return compute(solvers.usage_products_pass(W_blocks, None if V is None else V.blocks(), members))[0]
 
 
-def _initial_factors(V, V_blocks, config, W, H, stats, update_H, client, members=()):
+def _initial_factors(V, V_blocks, config, W, H, stats, update_H, client, members=(), now=False):
     shape, dtype, rows = V.shape, V.dtype, V.row_chunks
     k, init, random_state, missing = config.n_components, config.init, config.random_state, config.missing_values
     mean = stats.mean  # of the observed entries with missing values
@@ -365,12 +369,14 @@ def _initial_factors(V, V_blocks, config, W, H, stats, update_H, client, members
     else:
         if missing == "nan":  # the SVD of V with its missing entries at the mean
             V_blocks = solvers.filled_panels(V_blocks, dtype.type(mean))
+            V_blocks = list(compute(*V_blocks)) if now else V_blocks
         squared_norm = stats.squared_norm + (stats.n_nan * mean**2 if missing == "nan" else 0.0)
         Y_blocks, T, S, Vt = _randomized_svd(
-            V_blocks, shape, dtype, k, random_state, squared_norm, client, _entries(V, stats)
+            V_blocks, shape, dtype, k, random_state, squared_norm, client, _entries(V, stats), now
         )
-        norms = compute(initialization.svd_part_norms(Y_blocks, T))[0]
-        W0, H0 = initialization.nndsvd_init(Y_blocks, T, S, Vt, norms, method, mean, random_state, rows, dtype)
+        norms = initialization.svd_part_norms(Y_blocks, T, now)
+        norms = norms if now else compute(norms)[0]
+        W0, H0 = initialization.nndsvd_init(Y_blocks, T, S, Vt, norms, method, mean, random_state, rows, dtype, now)
     if (method == "random" and not members) or (method == "custom" and not isinstance(W, da.Array)):
         W0 = _shipped_rows(W0, client)  # made here, in memory
     W0, H0 = dask.persist(W0, H0)
@@ -554,10 +560,13 @@ def factorize(
         if layout is not None and V.in_memory:  # ship in-memory data once, aligned, to the worker of each panel
             V = _placed_panels(V, layout)
         V_blocks = V.blocks()
-        stats, missing = _statistics(V, V_blocks, config)
+        now = _runs_here(client, V)
+        if now:  # every pass, from the statistics on, calls its tasks directly on the panels' values
+            V_blocks = list(compute(*V_blocks))
+        stats, missing = _statistics(V, V_blocks, config, now)
         config = replace(config, missing_values=missing)
         if start is None:
-            W0, H0 = _initial_factors(V, V_blocks, config, W, H, stats, update_H, client, members)
+            W0, H0 = _initial_factors(V, V_blocks, config, W, H, stats, update_H, client, members, now)
         else:
             W0, H0 = start.W.rechunk((V.row_chunks, start.W.shape[1])).persist(), np.asarray(start.H)
         step, extrapolate = _step(config, V, stats, H0.shape[0], update_H, tuple(k for k, _ in members))
@@ -569,8 +578,7 @@ def factorize(
             V_blocks = _on_workers(layout, V_blocks, lambda blocks: solvers.prepared_panels(blocks, step.missing))
             if V.in_memory:
                 V_blocks = list(dask.persist(*V_blocks))
-        now = _runs_here(client, V)
-        if now:  # the passes call their tasks directly on the panels' values
+        if now and step.missing == "nan":  # the prepared panels, as values again
             V_blocks = list(compute(*V_blocks))
         if not update_H:
             return _solve_w(V, V_blocks, H0, step, config, stats, client, now)
@@ -649,19 +657,21 @@ def _local_tasks(client, V):
 
 
 def _runs_here(client, V):
-    """Whether the passes run their tasks at once in this thread (``now`` in
-    :func:`dnmf.engine.solvers.iteration`): in-memory panels on Dask's synchronous
-    scheduler, which would run the same tasks one at a time here, after the cost of
-    building and ordering each pass's graph."""
+    """Whether the passes (the statistics pass, the SVD's, the fit's) run their tasks at once
+    in this thread (``now`` in :func:`dnmf.engine.solvers.iteration`): in-memory panels on
+    Dask's synchronous scheduler, which would run the same tasks one at a time here, after
+    the cost of building and ordering each pass's graph."""
     return client is None and V.in_memory and dask.config.get("scheduler", None) in SYNC_SCHEDULERS
 
 
-def _statistics(V, V_blocks, config):
-    """The statistics pass, its checks, and the missing-value mode the fit runs in."""
+def _statistics(V, V_blocks, config, now=False):
+    """The statistics pass (run here with ``now``), its checks, and the missing-value mode the
+    fit runs in."""
     missing = config.missing_values
     if missing is not None:
         masked.check_input_kind(V.sparse, missing)
-    stats = InputStats.of(compute(solvers.stats_pass(V_blocks, missing))[0])
+    total = solvers.stats_pass(V_blocks, missing, now)
+    stats = InputStats.of(total if now else compute(total)[0])
     if missing is None:
         _check_stats(stats, config.beta_loss)
     else:

@@ -229,18 +229,21 @@ def singular_vectors(Y_blocks, T, row_chunks):
     )
 
 
-def svd_part_norms(Y_blocks, T):
+def svd_part_norms(Y_blocks, T, now=False):
     """Graph of the squared column norms of the positive and negative parts of ``U = Y T``
-    (2 x k), summed over the row panels (``Y_blocks``: the SVD's last pass)."""
-    norms = Task(_u_part_norms, len(Y_blocks))
-    return dask.delayed(Task(_add, len(Y_blocks)))(*[dask.delayed(norms, pure=True)(y, T) for y in Y_blocks])
+    (2 x k), summed over the row panels (``Y_blocks``: the SVD's last pass); with ``now``,
+    the norms themselves, from ``Y_blocks`` that are values."""
+    norms, add = Task(_u_part_norms, len(Y_blocks)), Task(_add, len(Y_blocks))
+    if now:
+        return add(*[norms(y, T) for y in Y_blocks])
+    return dask.delayed(add)(*[dask.delayed(norms, pure=True)(y, T) for y in Y_blocks])
 
 
 def _add(*parts):
     return sum(parts[1:], parts[0])
 
 
-def nndsvd_init(Y_blocks, T, S, Vt, part_norms, variant, mean, random_state, row_chunks, dtype):
+def nndsvd_init(Y_blocks, T, S, Vt, part_norms, variant, mean, random_state, row_chunks, dtype, now=False):
     """NNDSVD (``variant`` in nndsvd/nndsvda/nndsvdar) from the driver's randomized SVD.
 
     Parameters
@@ -251,6 +254,8 @@ def nndsvd_init(Y_blocks, T, S, Vt, part_norms, variant, mean, random_state, row
         See :func:`dnmf.numerics.randomized_svd.finish`.
     part_norms : ndarray of shape (2, k)
         The computed :func:`svd_part_norms`.
+    now : bool
+        ``Y_blocks`` are values: W's blocks are made here, at once.
 
     Returns
     -------
@@ -262,13 +267,13 @@ def nndsvd_init(Y_blocks, T, S, Vt, part_norms, variant, mean, random_state, row
     fill_H, fill_W = _fills(variant, mean, (k, Vt.shape[1]), row_chunks, dtype, random_state)
     scale_W, H = _nndsvd_scales(part_norms, S, Vt)
     block = Task(_w_block_of_sketch, len(Y_blocks))
-    W = da.concatenate(
-        [
-            da.from_delayed(dask.delayed(block, pure=True)(y, T, scale_W, dtype, fill), shape=(rows, k), dtype=dtype)
-            for y, rows, fill in zip(Y_blocks, row_chunks, fill_W)
-        ]
-    )
-    return W, _finish(H, dtype, fill_H)
+    if now:
+        made = (block(y, T, scale_W, dtype, fill) for y, fill in zip(Y_blocks, fill_W))
+        blocks = [da.from_array(b, chunks=b.shape, name=False) for b in made]
+    else:
+        made = (dask.delayed(block, pure=True)(y, T, scale_W, dtype, fill) for y, fill in zip(Y_blocks, fill_W))
+        blocks = [da.from_delayed(b, shape=(rows, k), dtype=dtype) for b, rows in zip(made, row_chunks)]
+    return da.concatenate(blocks), _finish(H, dtype, fill_H)
 
 
 def _check_init(A, shape, whom):

@@ -44,6 +44,7 @@ __all__ = [
     "sketch_pass",
     "spread_iteration",
     "stats_pass",
+    "triangle_pass",
     "usage_products_pass",
 ]
 
@@ -556,13 +557,14 @@ def _add_stats(*stats):
     return total
 
 
-def stats_pass(V_blocks, missing=None):
+def stats_pass(V_blocks, missing=None, now=False):
     """Graph of the input-statistics pass: ``[min, n_nonfinite, sum, sum_sq, n_zero, size]``
-    (with ``missing``: :func:`dnmf.numerics.masked.panel_stats` over observed entries)."""
+    (with ``missing``: :func:`dnmf.numerics.masked.panel_stats` over observed entries); with
+    ``now``, the pass itself, run here on the panels' values (as :func:`iteration`)."""
     stats = partial(masked.panel_stats, missing=missing) if missing else kernels.panel_stats
     stats = Task(stats, len(V_blocks))
-    parts = [dask.delayed(stats, pure=True)(v) for v in V_blocks]
-    return _tree_sum(parts, _add_stats, len(V_blocks))
+    parts = [stats(v) if now else dask.delayed(stats, pure=True)(v) for v in V_blocks]
+    return _tree_sum(parts, _add_stats, len(V_blocks), now)
 
 
 def _stats_and_count_sums(V, target_sum):
@@ -582,7 +584,7 @@ def count_sums_pass(V_blocks, target_sum):
     return _tree_sum(parts, _add_stats_and_count_sums, len(V_blocks))
 
 
-def sketch_pass(V_blocks, Z):
+def sketch_pass(V_blocks, Z, now=False):
     """Graph of one pass of the randomized SVD (:func:`dnmf.numerics.randomized_svd.panel_sketch`).
 
     Parameters
@@ -590,20 +592,32 @@ def sketch_pass(V_blocks, Z):
     V_blocks : list of Delayed
     Z : ndarray of shape (n, l), or a Future of one
         The scaled basis, in V's dtype (one key, shared by every panel task).
+    now : bool
+        Run the pass here on the panels' values (as :func:`iteration`): the results are
+        values.
 
     Returns
     -------
     Y_blocks : list of Delayed
         ``Y_i``, one per panel.
-    sketch : Delayed ``(P, R)``
-        ``VᵀY`` and the triangular factor of ``Y``.
+    P : Delayed
+        ``VᵀY``.
     """
-    Z = _shared(Z)
+    Z = _shared(Z, now)
     panel = Task(randomized_svd.panel_sketch, len(V_blocks))
-    outputs = [dask.delayed(panel, nout=2)(v, Z) for v in V_blocks]
+    outputs = [_task(panel, v, Z, nout=2, now=now) for v in V_blocks]
     return [out[0] for out in outputs], _tree_sum(
-        [out[1] for out in outputs], randomized_svd.add_sketches, len(V_blocks)
+        [out[1] for out in outputs], randomized_svd.add_sketches, len(V_blocks), now
     )
+
+
+def triangle_pass(Y_blocks, now=False):
+    """Graph of the triangular factor of ``Y`` (the SVD's last pass's ``Y_i``, one per panel),
+    by a TSQR tree (:func:`dnmf.numerics.randomized_svd.add_triangles`); with ``now``, the
+    factor itself."""
+    panel = Task(randomized_svd.panel_triangle, len(Y_blocks))
+    parts = [_task(panel, y, now=now) for y in Y_blocks]
+    return _tree_sum(parts, randomized_svd.add_triangles, len(Y_blocks), now)
 
 
 def _normalized_usages(W, members):

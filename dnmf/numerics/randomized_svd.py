@@ -7,6 +7,9 @@ Section 4.5 and scikit-learn's ``randomized_svd`` make). With a basis ``Z`` (n x
 
     Y_i = V_i Z            (m_i x l)
     P_i = V_iᵀ Y_i         (n x l)      summed over panels: P = VᵀV Z
+
+and after the last pass, from the ``Y_i`` it leaves (not from V)::
+
     R_i = qr(Y_i).R        (l x l)      combined by a TSQR tree into Y = QR
 
 Between passes the next basis is ``Z ← orth(P)`` (:func:`next_basis`), so the columns
@@ -47,10 +50,12 @@ __all__ = [
     "LARGE_ENTRIES",
     "OVERSAMPLES",
     "add_sketches",
+    "add_triangles",
     "converged",
     "finish",
     "next_basis",
     "panel_sketch",
+    "panel_triangle",
     "power_iterations",
     "sketch_width",
     "start_basis",
@@ -109,8 +114,7 @@ def _dense(product):
 
 
 def panel_sketch(V, Z):
-    """One panel's share of a pass: ``Y_i`` and the sketch ``(P_i, R_i)`` (see the
-    module docstring).
+    """One panel's share of a pass: ``Y_i`` and its sketch ``P_i`` (see the module docstring).
 
     Parameters
     ----------
@@ -121,24 +125,30 @@ def panel_sketch(V, Z):
     Returns
     -------
     Y : ndarray of shape (m_i, l)
-    sketch : tuple ``(P_i, R_i)``
-        ``P_i`` (n x l) in V's dtype; ``R_i`` (at most l x l, float64).
+    P : ndarray of shape (n, l)
+        ``V_iᵀ Y_i``, in V's dtype.
     """
     Y = _dense(V @ Z)
-    return Y, (_dense(V.T @ Y), _triangle(Y))
-
-
-def _triangle(A):
-    return np.linalg.qr(np.asarray(A, dtype=np.float64), mode="r")
+    return Y, _dense(V.T @ Y)
 
 
 def add_sketches(*sketches):
-    """Combine panel sketches ``(P_i, R_i)``: P summed, the R stacked and factorized again
-    (one node of the tree reduction)."""
-    P = sketches[0][0].copy()
-    for P_i, _ in sketches[1:]:
+    """The sum of panel sketches ``P_i`` (one node of the tree reduction)."""
+    P = sketches[0].copy()
+    for P_i in sketches[1:]:
         P += P_i
-    return P, _triangle(np.vstack([R_i for _, R_i in sketches]))
+    return P
+
+
+def panel_triangle(Y):
+    """``R_i`` (at most l x l, float64), the triangular factor of a panel's ``Y_i`` (the
+    last pass's)."""
+    return np.linalg.qr(np.asarray(Y, dtype=np.float64), mode="r")
+
+
+def add_triangles(*triangles):
+    """The triangular factor of the panels' ``R_i`` stacked (one node of the TSQR tree)."""
+    return panel_triangle(np.vstack(triangles))
 
 
 def next_basis(P):

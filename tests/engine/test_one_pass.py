@@ -298,3 +298,29 @@ def test_a_pass_run_at_once_equals_its_graph_on_the_synchronous_scheduler(step, 
                 assert y is None
             else:
                 np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse", "dense with NaN"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_fit_run_at_once_equals_its_graphs(kind, dtype, make_matrix, monkeypatch):
+    """In memory on the synchronous scheduler, the statistics pass, the SVD's passes, NNDSVD
+    and the fit's passes are called here at once: the same factors and losses, bit for bit,
+    as computing each pass's graph."""
+    from dnmf.engine import driver
+
+    X = make_matrix(M, N, seed=6, density=0.5).astype(dtype)
+    params = {"random_state": 0, "max_iter": 6, "tol": 0.0, "panel_rows": 15}
+    if kind == "sparse":  # in one panel: Dask's threads run several sparse panels at once
+        X, params["panel_rows"] = sp.csr_matrix(X), None
+    elif kind == "dense with NaN":
+        X[np.random.default_rng(2).random(X.shape) < 0.1] = np.nan
+        params["missing_values"] = "nan"
+    runs_here, answers = driver._runs_here, []
+    monkeypatch.setattr(driver, "_runs_here", lambda client, V: answers.append(runs_here(client, V)) or answers[-1])
+    eager = fit(X, K, **params)
+    assert answers == [True]
+    monkeypatch.setattr(driver, "_runs_here", lambda client, V: False)
+    graph = fit(X, K, **params)
+    np.testing.assert_array_equal(np.asarray(eager.W), np.asarray(graph.W))
+    np.testing.assert_array_equal(eager.H, graph.H)
+    assert eager.loss_history == graph.loss_history
