@@ -56,10 +56,15 @@ CACHE_BLOCK_BYTES = 4 * 2**20
 MIN_BLOCK_ROWS = 256
 #: Bytes of W swept at a time by scikit-learn's HALS kernel (stays in the core's cache).
 SWEEP_BLOCK_BYTES = 128 * 2**10
-#: Factors with at least this many columns (and BLOCKED_SWEEP_ROWS rows) take the
+#: Factors with at least this many columns (and BLOCKED_SWEEP_MIN_WORK) take the
 #: column-blocked HALS sweep (``scripts/bench_sweep.py``: 0.8-0.9x scikit-learn's kernel's time
 #: at k = 16, 0.3-0.4x at 48; at k = 8 no faster).
 BLOCKED_SWEEP_MIN_RANK = 16
+#: ... and at least this many ``rows k²`` (a sweep's multiply-adds): below, NumPy's calls per
+#: column cost more than the BLAS products save. ``scripts/bench_sweep.py --rows 300 600 1000
+#: 2500 5000 --ranks 16 25 32 49`` puts the break-even at 0.6-1M (float32) and 1-1.5M (float64)
+#: at every rank from 16 to 49; above 2M the column-blocked sweep took 0.3-0.9x the time.
+BLOCKED_SWEEP_MIN_WORK = 2**20
 #: Rows of W (transposed: k x rows) swept at a time by the column-blocked sweep.
 BLOCKED_SWEEP_ROWS = 8192
 #: Columns of W whose gradients the column-blocked sweep takes from one matrix product.
@@ -232,6 +237,11 @@ def _column_blocked_sweeps(Wt, gram, cross_t, inverse_diagonal, n_sweeps):
     return violation
 
 
+def _blocked_sweep_pays(rows, k):
+    """Whether a factor of ``rows`` x ``k`` takes the column-blocked sweep."""
+    return k >= BLOCKED_SWEEP_MIN_RANK and rows * k * k >= BLOCKED_SWEEP_MIN_WORK
+
+
 def _blocked_sweeps(W, gram, cross, n_sweeps):
     """``n_sweeps`` column-blocked sweeps (:func:`_column_blocked_sweep`) on the rows of W,
     :data:`BLOCKED_SWEEP_ROWS` at a time; the first sweep's violation."""
@@ -252,7 +262,7 @@ def hals_sweeps(W, gram, cross, n_sweeps, members=()):
     by scikit-learn's rule (``_update_cdnmf_fast``). Rows are independent, so they are
     taken a block at a time and every sweep of a block runs while it is in cache. Small
     factors are swept by scikit-learn's own kernel (its numbers); a factor of at least
-    :data:`BLOCKED_SWEEP_MIN_RANK` columns and :data:`BLOCKED_SWEEP_ROWS` rows by
+    :data:`BLOCKED_SWEEP_MIN_RANK` columns and :data:`BLOCKED_SWEEP_MIN_WORK` by
     :func:`_column_blocked_sweep`, the same sweep with its flops in BLAS (its iterates
     agree with scikit-learn's kernel's to rounding; 2.5-3x faster at k = 48).
 
@@ -284,7 +294,7 @@ def hals_sweeps(W, gram, cross, n_sweeps, members=()):
             )
             W[:, a:b] = block
         return violation
-    if W.shape[1] >= BLOCKED_SWEEP_MIN_RANK and W.shape[0] >= BLOCKED_SWEEP_ROWS:
+    if _blocked_sweep_pays(*W.shape):
         return _blocked_sweeps(W, gram, cross, n_sweeps)
     return _sklearn_sweeps(W, gram, cross, n_sweeps)
 
@@ -300,7 +310,7 @@ def hals_sweeps_transposed(Wt, gram, cross_t, n_sweeps, members=()):
         for a, b in member_slices(members):
             violation += hals_sweeps_transposed(Wt[a:b], gram[a:b, a:b], cross_t[a:b], n_sweeps)
         return violation
-    if k < BLOCKED_SWEEP_MIN_RANK or p < BLOCKED_SWEEP_ROWS:
+    if not _blocked_sweep_pays(p, k):
         W = np.ascontiguousarray(Wt.T)
         violation = hals_sweeps(W, gram, cross_t.T, n_sweeps)
         Wt[...] = W.T

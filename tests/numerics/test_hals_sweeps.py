@@ -5,7 +5,7 @@ import pytest
 from sklearn.decomposition._cdnmf_fast import _update_cdnmf_fast
 
 from dnmf.numerics import kernels
-from dnmf.numerics.kernels import BLOCKED_SWEEP_MIN_RANK, BLOCKED_SWEEP_ROWS, hals_sweeps
+from dnmf.numerics.kernels import BLOCKED_SWEEP_MIN_RANK, BLOCKED_SWEEP_MIN_WORK, BLOCKED_SWEEP_ROWS, hals_sweeps
 
 RTOL = {np.float32: 2e-5, np.float64: 1e-12}
 
@@ -30,12 +30,20 @@ def _sklearn(W, gram, cross, n_sweeps):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("k", [BLOCKED_SWEEP_MIN_RANK, 21, 48])
+@pytest.mark.parametrize(
+    "rows, k",
+    [
+        (BLOCKED_SWEEP_ROWS + 1234, BLOCKED_SWEEP_MIN_RANK),
+        (BLOCKED_SWEEP_ROWS + 1234, 21),
+        (BLOCKED_SWEEP_ROWS + 1234, 48),
+    ]
+    + [(BLOCKED_SWEEP_MIN_WORK // 48**2 + 1, 48)],  # few rows, many columns (an image set at k = 48)
+)
 @pytest.mark.parametrize("n_sweeps", [1, 3])
-def test_blocked_sweep_is_sklearns_sweep(dtype, k, n_sweeps):
+def test_blocked_sweep_is_sklearns_sweep(dtype, rows, k, n_sweeps):
     """On factors large enough to take it (and a row count that leaves a partial last block),
     the column-blocked sweep gives scikit-learn's kernel's W and violation, to rounding."""
-    W, gram, cross = _problem(BLOCKED_SWEEP_ROWS + 1234, k, dtype, seed=k)
+    W, gram, cross = _problem(rows, k, dtype, seed=k)
     expected, expected_violation = _sklearn(W, gram, cross, n_sweeps)
     violation = hals_sweeps(W, gram, cross, n_sweeps)
     assert W.dtype == dtype
@@ -47,14 +55,16 @@ def test_blocked_sweep_is_sklearns_sweep(dtype, k, n_sweeps):
 
 def test_small_factors_take_sklearns_kernel(monkeypatch):
     """Below the thresholds the sweep is scikit-learn's own, bit for bit; at them, the blocked one."""
-    for rows, k in [(BLOCKED_SWEEP_ROWS - 1, 48), (3 * BLOCKED_SWEEP_ROWS, BLOCKED_SWEEP_MIN_RANK - 1)]:
+    for rows, k in [(BLOCKED_SWEEP_MIN_WORK // 48**2, 48), (3 * BLOCKED_SWEEP_ROWS, BLOCKED_SWEEP_MIN_RANK - 1)]:
         W, gram, cross = _problem(rows, k, np.float64, seed=rows)
         expected, _ = _sklearn(W, gram, cross, 2)
         hals_sweeps(W, gram, cross, 2)
         np.testing.assert_array_equal(W, expected)
     calls, blocked = [], kernels._blocked_sweeps
     monkeypatch.setattr(kernels, "_blocked_sweeps", lambda *args: calls.append(args[3]) or blocked(*args))
-    hals_sweeps(*_problem(BLOCKED_SWEEP_ROWS, BLOCKED_SWEEP_MIN_RANK, np.float64, seed=0), 2)
+    hals_sweeps(
+        *_problem(BLOCKED_SWEEP_MIN_WORK // BLOCKED_SWEEP_MIN_RANK**2, BLOCKED_SWEEP_MIN_RANK, np.float64, 0), 2
+    )
     assert calls == [2]
 
 
@@ -64,7 +74,7 @@ def test_small_factors_take_sklearns_kernel(monkeypatch):
     [
         (BLOCKED_SWEEP_ROWS + 1234, BLOCKED_SWEEP_MIN_RANK, ()),  # the blocked sweep, on H as it is stored
         (BLOCKED_SWEEP_ROWS + 1234, 21, (16, 5)),  # an ensemble: one blocked member, one small
-        (500, 48, ()),  # too few columns of H: scikit-learn's kernel on a transposed copy
+        (400, 48, ()),  # too few columns of H: scikit-learn's kernel on a transposed copy
     ],
 )
 def test_the_h_step_sweeps_h_as_stored_with_the_sweep_of_its_transpose(dtype, rows, k, members):
