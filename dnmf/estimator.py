@@ -79,7 +79,8 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         Log every iteration (``logging``, logger ``dnmf``) when > 0.
     inner_sweeps : int or "auto", default="auto"
         HALS sweeps (MU updates) of each factor per pass over X. "auto": for "cd"
-        without missing values on a matrix of at least 100,000 stored entries, as many
+        without missing values on a matrix whose pass costs at least 100,000 stored entries
+        (its entries plus ``(m + n) k / 2`` for the sweeps), as many
         as their cost against the pass's products allows (at most 10); else 1 (see
         :ref:`stopping`).
     extrapolate : bool or "auto", default="auto"

@@ -171,9 +171,10 @@ def test_a_numpy_bool_is_accepted_and_recorded_as_a_plain_bool(tmp_path):
 
 
 def test_auto_accelerates_large_hals_fits_only():
-    """``"auto"``: sweeps by cost and extrapolation for HALS on at least AUTO_MIN_ENTRIES stored
-    entries; scikit-learn's plain iteration below, for MU and with missing values."""
-    from dnmf.engine.driver import AUTO_MIN_ENTRIES, MAX_AUTO_SWEEPS, acceleration, auto_sweeps
+    """``"auto"``: sweeps by cost and extrapolation for HALS whose pass costs at least
+    AUTO_MIN_ENTRIES stored entries; scikit-learn's plain iteration below, for MU and with
+    missing values."""
+    from dnmf.engine.driver import AUTO_MIN_ENTRIES, MAX_AUTO_SWEEPS, acceleration, auto_sweeps, pass_entries
 
     large = (20000, 500)
     entries = large[0] * large[1]
@@ -183,7 +184,13 @@ def test_auto_accelerates_large_hals_fits_only():
     # products are too fast for more than one of either
     assert auto_sweeps((200000, 30000), 20, 2_000_000, True) == (1, 4)
     assert auto_sweeps((200000, 30000), 20, 2_000_000, False) == (1, 1)
-    assert acceleration("cd", None, (300, 300), 10, AUTO_MIN_ENTRIES - 1, True) == (1, 1, False)
+    # the threshold is on a pass's cost: the products, and one sweep of each factor as (m + n) k / 2 entries
+    below = AUTO_MIN_ENTRIES - 1 - (300 + 300) * 10 // 2
+    assert acceleration("cd", None, (300, 300), 10, below, True) == (1, 1, False)
+    assert acceleration("cd", None, (300, 300), 10, below + 1, True)[2] is True
+    # Oregon's graph (44,004 stored entries, 10,670 nodes) at k = 16: its sweeps make its pass
+    assert pass_entries((10670, 10670), 16, 44_004) == 44_004 + 10670 * 16
+    assert acceleration("cd", None, (10670, 10670), 16, 44_004, True)[2] is True
     assert acceleration("mu", None, large, 10, entries, False) == (1, 1, False)
     assert acceleration("cd", "nan", large, 10, entries, False) == (1, 1, False)
     assert acceleration("cd", None, large, 10, entries, False, sweeps=2, extrapolate=False) == (2, 2, False)
