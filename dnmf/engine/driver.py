@@ -169,6 +169,12 @@ def compute(*graphs, scheduler=None):
     return aligned(dask.compute(*graphs, **({} if scheduler is None else {"scheduler": scheduler})))
 
 
+def _value(graph, now):
+    """What ``graph`` computes: itself when it was run as it was built (``now``, see
+    :func:`_runs_here`), else computed here."""
+    return graph if now else compute(graph)[0]
+
+
 def persist(*graphs):
     """``dask.persist``: on a cluster the results stay in the workers' memory."""
     return dask.persist(*graphs)
@@ -279,8 +285,7 @@ def _randomized_svd(V_blocks, shape, dtype, k, random_state, squared_norm, clien
         if randomized_svd.converged(sigma, previous, k, dtype):
             break
     # Y's triangular factor, of the last pass only (Y_blocks are values here off a cluster)
-    R = solvers.triangle_pass(Y_blocks, now=client is None)
-    R = R if client is None else compute(R)[0]
+    R = _value(solvers.triangle_pass(Y_blocks, now=client is None), client is None)
     return (Y_blocks, *randomized_svd.finish(P, R, k, dtype))
 
 
@@ -368,14 +373,12 @@ def _initial_factors(V, V_blocks, config, W, H, stats, update_H, client, members
         raise ParameterError(f"an ensemble starts from init='random' or 'custom', not {method!r}")
     else:
         if missing == "nan":  # the SVD of V with its missing entries at the mean
-            V_blocks = solvers.filled_panels(V_blocks, dtype.type(mean))
-            V_blocks = list(compute(*V_blocks)) if now else V_blocks
+            V_blocks = solvers.filled_panels(V_blocks, dtype.type(mean), now)
         squared_norm = stats.squared_norm + (stats.n_nan * mean**2 if missing == "nan" else 0.0)
         Y_blocks, T, S, Vt = _randomized_svd(
             V_blocks, shape, dtype, k, random_state, squared_norm, client, _entries(V, stats), now
         )
-        norms = initialization.svd_part_norms(Y_blocks, T, now)
-        norms = norms if now else compute(norms)[0]
+        norms = _value(initialization.svd_part_norms(Y_blocks, T, now), now)
         W0, H0 = initialization.nndsvd_init(Y_blocks, T, S, Vt, norms, method, mean, random_state, rows, dtype, now)
     if (method == "random" and not members) or (method == "custom" and not isinstance(W, da.Array)):
         W0 = _shipped_rows(W0, client)  # made here, in memory
@@ -587,11 +590,9 @@ def factorize(
                 raise ParameterError("a solve of H for a fixed W runs solver='mu' and updates H")
             step, extrapolate = replace(step, sweeps_W=0, sweeps_H=1), False  # MU: 0 updates leave W as it is
         if step.missing == "nan":  # find the NaN of in-memory panels once, of stored ones at each read
-            V_blocks = _on_workers(layout, V_blocks, lambda blocks: solvers.prepared_panels(blocks, step.missing))
-            if V.in_memory:
+            V_blocks = _on_workers(layout, V_blocks, lambda blocks: solvers.prepared_panels(blocks, step.missing, now))
+            if V.in_memory and not now:
                 V_blocks = list(dask.persist(*V_blocks))
-        if now and step.missing == "nan":  # the prepared panels, as values again
-            V_blocks = list(compute(*V_blocks))
         if not update_H:
             return _solve_w(V, V_blocks, H0, step, config, stats, client, now)
         first_W, W0 = [W0], None  # _iterate lets go of the first W after the first pass (see there)
@@ -682,8 +683,7 @@ def _statistics(V, V_blocks, config, now=False):
     missing = config.missing_values
     if missing is not None:
         masked.check_input_kind(V.sparse, missing)
-    total = solvers.stats_pass(V_blocks, missing, now)
-    stats = InputStats.of(total if now else compute(total)[0])
+    stats = InputStats.of(_value(solvers.stats_pass(V_blocks, missing, now), now))
     if missing is None:
         _check_stats(stats, config.beta_loss)
     else:

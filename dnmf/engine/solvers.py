@@ -530,23 +530,26 @@ def final_pass(V_blocks, W_blocks, H, step, shape, max_inner, tol, squared_norm=
     return [out[0] for out in outputs], report
 
 
-def _each_panel(function, V_blocks):
+def _each_panel(function, V_blocks, now=False):
     """``function(V_i)`` for every panel: for a panel read in its task (a PanelRead), as
-    part of that read; else as a task of its own."""
+    part of that read; else as a task of its own (with ``now``, called here on panels that
+    are values)."""
     task = Task(function, len(V_blocks))
+    if now:
+        return [task(v) for v in V_blocks]
     return [PanelRead(function, v) if isinstance(v, PanelRead) else dask.delayed(task, pure=True)(v) for v in V_blocks]
 
 
-def filled_panels(V_blocks, value):
+def filled_panels(V_blocks, value, now=False):
     """Dense panels with their NaN at ``value`` (the SVD of V with missing values), see
     :func:`dnmf.numerics.masked.fill_missing`."""
-    return _each_panel(partial(masked.fill_missing, value=value), V_blocks)
+    return _each_panel(partial(masked.fill_missing, value=value), V_blocks, now)
 
 
-def prepared_panels(V_blocks, missing):
+def prepared_panels(V_blocks, missing, now=False):
     """The panels made ready for the masked kernels (:func:`dnmf.numerics.masked.prepare_panel`);
     the driver persists them for in-memory input."""
-    return _each_panel(partial(masked.prepare_panel, missing=missing), V_blocks)
+    return _each_panel(partial(masked.prepare_panel, missing=missing), V_blocks, now)
 
 
 def _add_stats(*stats):
