@@ -324,3 +324,38 @@ def test_a_fit_run_at_once_equals_its_graphs(kind, dtype, make_matrix, monkeypat
     np.testing.assert_array_equal(np.asarray(eager.W), np.asarray(graph.W))
     np.testing.assert_array_equal(eager.H, graph.H)
     assert eager.loss_history == graph.loss_history
+
+
+def test_a_fit_run_at_once_computes_no_pass_graph(make_matrix, monkeypatch):
+    """In memory on the synchronous scheduler, neither the statistics pass, nor the SVD's, nor
+    NNDSVD's, nor the fit's build a graph for the driver to compute: their tasks are called here."""
+    from dnmf.engine import driver
+
+    computed, compute = [], driver.compute
+
+    def recording(*graphs, **options):
+        for graph in graphs:
+            if dask.is_dask_collection(graph):
+                computed.extend(key_split(key) for key in dict(graph.__dask_graph__()))
+        return compute(*graphs, **options)
+
+    monkeypatch.setattr(driver, "compute", recording)
+    fit(make_matrix(M, N, seed=6, density=0.5), K, random_state=0, max_iter=4, tol=0.0, panel_rows=15)
+    kernels_computed = {"panel_stats", "add_stats", "panel_sketch", "add_sketches", "panel_triangle", "add_triangles"}
+    kernels_computed |= {"u_part_norms", "w_block_of_sketch"}
+    assert not kernels_computed & set(computed) and "panel_step" not in computed
+
+
+def test_the_svd_takes_the_triangle_of_its_last_pass_only(make_matrix, monkeypatch):
+    """The randomized SVD makes several passes over V, but factorizes ``Y = QR`` once, from the
+    last pass's ``Y_i``: one QR per panel in all."""
+    from dnmf.numerics import randomized_svd
+
+    sketches, triangles = [], []
+    panel_sketch, panel_triangle = randomized_svd.panel_sketch, randomized_svd.panel_triangle
+    monkeypatch.setattr(randomized_svd, "panel_sketch", lambda V, Z: sketches.append(V.shape) or panel_sketch(V, Z))
+    monkeypatch.setattr(randomized_svd, "panel_triangle", lambda Y: triangles.append(Y.shape) or panel_triangle(Y))
+    fit(make_matrix(M, N, seed=6, density=0.5), K, random_state=0, max_iter=2, tol=0.0, panel_rows=15)
+    panel_rows = [rows for rows, _ in sketches[:3]]
+    assert sum(panel_rows) == M and len(sketches) > 3  # several passes over three panels
+    assert [rows for rows, _ in triangles if rows in panel_rows] == panel_rows  # and the TSQR tree's node
