@@ -192,8 +192,10 @@ def _sklearn_sweeps(W, gram, cross, n_sweeps):
     return violation
 
 
-def _column_blocked_sweep(Wt, gram, cross_t, inverse_diagonal):
-    """One HALS sweep of ``Wt`` (k x rows, W transposed) in place; returns its violation.
+def _column_blocked_sweep(Wt, gram, cross_t, inverse_diagonal, measure=True):
+    """One HALS sweep of ``Wt`` (k x rows, W transposed) in place; returns its violation
+    (0 when ``measure`` is false: the stopping rule reads only a pass's first sweep's, and
+    the measure costs about as much as the sweep's BLAS product).
 
     The columns of W are taken :data:`SWEEP_COLUMN_BLOCK` at a time: the gradients of a
     block against the whole of W come from one matrix product, and each column's update is
@@ -216,8 +218,9 @@ def _column_blocked_sweep(Wt, gram, cross_t, inverse_diagonal):
             np.maximum(column, 0, out=column)
             if t + 1 < last:
                 grad[j + 1 :] += np.outer(gram[t + 1 : last, t], column - before[j])
-        projected = np.where(before == 0, np.minimum(grad, 0), grad)
-        violation += float(np.abs(projected).sum())
+        if measure:
+            projected = np.where(before == 0, np.minimum(grad, 0), grad)
+            violation += float(np.abs(projected).sum())
     return violation
 
 
@@ -233,7 +236,7 @@ def _column_blocked_sweeps(Wt, gram, cross_t, inverse_diagonal, n_sweeps):
     """``n_sweeps`` :func:`_column_blocked_sweep` of one block ``Wt`` in place; the first's violation."""
     violation = _column_blocked_sweep(Wt, gram, cross_t, inverse_diagonal)
     for _ in range(n_sweeps - 1):
-        _column_blocked_sweep(Wt, gram, cross_t, inverse_diagonal)
+        _column_blocked_sweep(Wt, gram, cross_t, inverse_diagonal, measure=False)
     return violation
 
 
