@@ -57,18 +57,22 @@ MIN_BLOCK_ROWS = 256
 #: Bytes of W swept at a time by scikit-learn's HALS kernel (stays in the core's cache).
 SWEEP_BLOCK_BYTES = 128 * 2**10
 #: Factors with at least this many columns (and BLOCKED_SWEEP_MIN_WORK) take the
-#: column-blocked HALS sweep (``scripts/bench_sweep.py``: 0.8-0.9x scikit-learn's kernel's time
-#: at k = 16, 0.3-0.4x at 48; at k = 8 no faster).
+#: column-blocked HALS sweep (``scripts/bench_sweep.py``, 400,000 rows: 0.67x scikit-learn's
+#: kernel's time at k = 16 in float32, 1.01x in float64; 0.40-0.51x at 48; at k = 8 no faster).
 BLOCKED_SWEEP_MIN_RANK = 16
 #: ... and at least this many ``rows k²`` (a sweep's multiply-adds): below, NumPy's calls per
 #: column cost more than the BLAS products save. ``scripts/bench_sweep.py --rows 300 600 1000
-#: 2500 5000 --ranks 16 25 32 49`` puts the break-even at 0.6-1M (float32) and 1-1.5M (float64)
-#: at every rank from 16 to 49; above 2M the column-blocked sweep took 0.3-0.9x the time.
+#: 2500 5000 --ranks 16 25 32 49`` puts the break-even at 0.3-0.7M (float32) and 0.6-1.1M
+#: (float64) at every rank from 16 to 49; above 1.5M the column-blocked sweep took 0.26-1.11x
+#: the time (the highest at k = 16 in float64).
 BLOCKED_SWEEP_MIN_WORK = 2**20
 #: Rows of W (transposed: k x rows) swept at a time by the column-blocked sweep.
 BLOCKED_SWEEP_ROWS = 8192
 #: Columns of W whose gradients the column-blocked sweep takes from one matrix product.
-SWEEP_COLUMN_BLOCK = 8
+#: Against 8, a sweep of 200,000-2,000,000 rows took 0.64-0.92x the time at k = 16-24 and
+#: 0.91-1.09x at k = 32-49 (medians of interleaved runs, float32 and float64): fewer
+#: rank-one corrections inside a block, for products of fewer rows.
+SWEEP_COLUMN_BLOCK = 4
 #: Entries of a factor :func:`extrapolate` moves at a time (in cache).
 EXTRAPOLATE_RUN = 2**16
 #: Stored values whose squares :func:`squared_norm` sums in V's dtype before going to float64.
