@@ -115,9 +115,27 @@ def aligned(value):
     return value
 
 
+def transposed(V):
+    """``V.T``; of a CSR matrix, the CSC matrix on V's own arrays.
+
+    SciPy's ``V.T`` checks the new matrix's format, and the check copies ``data`` and
+    ``indices`` when they are views into a larger matrix's arrays, as the row panels of an
+    in-memory V are (:func:`dnmf.io.storage.as_panels`): a copy of the panel in every pass
+    that multiplies by ``V_iᵀ``. The products are the same (SciPy's own kernel, on the
+    same arrays).
+    """
+    if not (sp.issparse(V) and V.format == "csr"):
+        return V.T
+    out = sp.csc_matrix((V.shape[1], V.shape[0]), dtype=V.dtype)
+    out.data, out.indices, out.indptr = V.data, V.indices, V.indptr
+    return out
+
+
 def _dot(a, b):
-    """``a @ b`` returning a dense ndarray whether ``a`` or ``b`` is sparse."""
-    out = a @ b
+    """``a @ b`` returning a dense ndarray whether ``a`` or ``b`` is sparse (a dense ``a``
+    times a sparse ``b`` as ``(bᵀ aᵀ)ᵀ``, which is how SciPy computes it, with
+    :func:`transposed`)."""
+    out = (transposed(b) @ a.T).T if sp.issparse(b) and not sp.issparse(a) else a @ b
     if sp.issparse(out):
         out = out.toarray()
     return np.asarray(out)

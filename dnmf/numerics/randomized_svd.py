@@ -46,6 +46,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .kernels import transposed
+
 __all__ = [
     "LARGE_ENTRIES",
     "OVERSAMPLES",
@@ -129,7 +131,7 @@ def panel_sketch(V, Z):
         ``V_iᵀ Y_i``, in V's dtype.
     """
     Y = _dense(V @ Z)
-    return Y, _dense(V.T @ Y)
+    return Y, _dense(transposed(V) @ Y)
 
 
 def add_sketches(*sketches):
