@@ -217,7 +217,7 @@ def _sklearn_sweeps(W, gram, cross, n_sweeps):
 def _column_blocked_sweep(Wt, gram, cross_t, inverse_diagonal, measure=True):
     """One HALS sweep of ``Wt`` (k x rows, W transposed) in place; returns its violation
     (0 when ``measure`` is false: the stopping rule reads only a pass's first sweep's, and
-    the measure costs about as much as the sweep's BLAS product).
+    the measure took 40-60% of a sweep's time at k = 16-49).
 
     The columns of W are taken :data:`SWEEP_COLUMN_BLOCK` at a time: the gradients of a
     block against the whole of W come from one matrix product, and each column's update is

@@ -13,7 +13,7 @@ from dnmf.numerics.randomized_svd import panel_sketch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_products_by_a_panels_transpose_copy_none_of_it(dtype):
     """An in-memory V's row panels are views into its arrays. ``Wᵢᵀ Vᵢ`` and the SVD's
-    ``Vᵢᵀ Yᵢ`` take the panel's transpose on those arrays (SciPy's ``Vᵢ.T`` copies them),
+    ``Vᵢᵀ Yᵢ`` take the panel's transpose on those arrays (SciPy's ``Vᵢ.T`` copied them),
     with the same numbers as SciPy's products."""
     V = sp.random(600, 400, density=0.05, format="csr", dtype=dtype, random_state=0)
     panels = dask.compute(*as_panels(V, panel_rows=100).blocks())
@@ -21,7 +21,6 @@ def test_products_by_a_panels_transpose_copy_none_of_it(dtype):
     rng = np.random.default_rng(0)
     for panel in panels:
         assert np.shares_memory(panel.data, V.data)
-        assert not np.shares_memory(panel.T.data, panel.data)  # what SciPy does
         transposed = kernels.transposed(panel)
         assert np.shares_memory(transposed.data, panel.data) and np.shares_memory(transposed.indices, panel.indices)
         W = rng.random((panel.shape[0], 7)).astype(dtype)
