@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .kernels import transposed
+
 __all__ = [
     "COUNT_SUMS",
     "TPM_TOTAL",
@@ -67,7 +69,7 @@ def panel_count_sums(V, target_sum=TPM_TOTAL):
     scale = _row_scale(V, target_sum)
     squares = V.multiply(V) if sp.issparse(V) else np.square(V, dtype=np.float64)
     weights = np.stack([np.ones_like(scale), scale]).T  # (rows, 2)
-    counts = np.asarray(V.T @ weights, dtype=np.float64)  # (n, 2)
+    counts = np.asarray(transposed(V) @ weights, dtype=np.float64)  # (n, 2)
     squared = np.asarray(squares.T @ np.square(weights), dtype=np.float64)
     return np.stack([counts[:, 0], squared[:, 0], counts[:, 1], squared[:, 1]])
 

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .kernels import hals_sweeps
+from .kernels import hals_sweeps, transposed
 from .losses import member_slices
 
 __all__ = [
@@ -69,7 +69,7 @@ def panel_usage_products(V, U, members=()):
     side by side, and of ``V`` (m_i x n, dense or CSR; None: no V products)."""
     U = np.asarray(U, dtype=np.float64)
     S = np.hstack([usage_rows(U, members), U])
-    cross = None if V is None else np.asarray(V.T @ S, dtype=np.float64).T
+    cross = None if V is None else np.asarray(transposed(V) @ S, dtype=np.float64).T
     return UsageProducts(cross, S.T @ S, S.sum(axis=0))
 
 
