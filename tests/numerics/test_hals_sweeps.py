@@ -87,3 +87,19 @@ def test_the_h_step_sweeps_h_as_stored_with_the_sweep_of_its_transpose(dtype, ro
     violation = kernels.hals_sweeps_transposed(Wt, gram, np.ascontiguousarray(cross.T), 2, members)
     np.testing.assert_array_equal(Wt.T, expected)
     assert violation == expected_violation
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_only_the_first_blocked_sweep_measures_its_violation(dtype):
+    """The later sweeps of a pass skip the violation (the stopping rule reads the first one's):
+    the same W, bit for bit, as sweeps that all measure it."""
+    W, gram, cross = _problem(BLOCKED_SWEEP_ROWS // 2, 21, dtype, seed=3)
+    inverse_diagonal = kernels._inverse_diagonal(gram)
+    measured, Wt = [], np.ascontiguousarray(W.T)
+    for _ in range(3):
+        measured.append(kernels._column_blocked_sweep(Wt, gram, np.ascontiguousarray(cross.T), inverse_diagonal))
+    skipped = np.ascontiguousarray(W.T)
+    violation = kernels._column_blocked_sweeps(skipped, gram, np.ascontiguousarray(cross.T), inverse_diagonal, 3)
+    np.testing.assert_array_equal(skipped, Wt)
+    assert violation == measured[0] and measured[1] > 0
+    assert kernels._column_blocked_sweep(skipped, gram, cross.T, inverse_diagonal, measure=False) == 0.0
