@@ -27,8 +27,9 @@ Matrices:
   MovieLens ml-latest-small (610 users x 9,724 movies), all three vendored in
   ``docs/examples/data``; scikit-learn's digits; the 200 Labeled-Faces-in-the-Wild images of
   scikit-image's ``lfw_subset`` at k = 49 (a small dense matrix with a large rank; skipped
-  without scikit-image); scanpy's ``pbmc68k_reduced`` (its log-normalized ``raw``; skipped
-  without scanpy); and, given ``--graph FILE`` (SNAP edge lists: a first line with the number
+  without scikit-image); 20,000 random 8 x 8 colour patches of scikit-learn's sample
+  photograph ``china.jpg`` at k = 20 (image parts); scanpy's ``pbmc68k_reduced`` (its
+  log-normalized ``raw``; skipped without scanpy); and, given ``--graph FILE`` (SNAP edge lists: a first line with the number
   of nodes, then ``source target weight`` lines, as in GitHub
   ``MC-io/dataset-triangle-counting``'s ``facebook_combined.txt`` and ``oregon1_010331.txt``),
   each graph's adjacency matrix;
@@ -38,7 +39,10 @@ Matrices:
   one with power-law row and column degrees.
 
     python scripts/bench_sklearn.py --workdir /tmp/dnmf-bench [--graph facebook_combined.txt ...]
-        [--corpus 20newsgroups.csv ...] [--only NAME] [--quick]
+        [--corpus 20newsgroups.csv ...] [--only NAME] [--quick] [--seed 0 1 2 ...] [--float32]
+
+``--seed`` with several seeds compares each matrix at each of them in turn (a row per seed);
+``--float32`` gives both tools every matrix in float32.
 """
 
 from __future__ import annotations
@@ -140,6 +144,15 @@ def lfw_faces():
     return lfw_subset().reshape(200, -1)
 
 
+def image_patches():
+    """20,000 random 8 x 8 colour patches of scikit-learn's sample photograph ``china.jpg``, in [0, 1]."""
+    from sklearn.datasets import load_sample_image
+    from sklearn.feature_extraction.image import extract_patches_2d
+
+    patches = extract_patches_2d(load_sample_image("china.jpg") / 255.0, (8, 8), max_patches=20000, random_state=0)
+    return patches.reshape(len(patches), -1)
+
+
 def pbmc68k_reduced():
     import scanpy as sc
 
@@ -171,6 +184,7 @@ def matrices(corpora, quick, graphs=()):
     yield "digits 1797 x 64, k=10", 10, digits
     if _available("skimage"):
         yield "faces LFW subset 200 x 625, k=49", 49, lfw_faces
+    yield "image patches china.jpg 20000 x 192, k=20", 20, image_patches
     if _available("scanpy"):
         yield "log counts pbmc68k_reduced 700 x 765, k=10", 10, pbmc68k_reduced
     for path in graphs:
@@ -281,22 +295,30 @@ def compare(name, k, X, repeats, log, seed=SEED):
     return row, {"scikit-learn": sklearn_runs, "dnmf": [{**r, "trace": r["trace"]} for r in dnmf_runs]}
 
 
-def run(workdir, quick=False, corpora=(), repeats=REPEATS, only=None, log=print, graphs=(), seed=SEED):
-    """Every comparison; writes ``WORKDIR/bench_sklearn.{json,md}`` and returns the rows."""
+def run(
+    workdir, quick=False, corpora=(), repeats=REPEATS, only=None, log=print, graphs=(), seeds=(SEED,), float32=False
+):
+    """Every comparison (each matrix at each seed); writes ``WORKDIR/bench_sklearn.{json,md}`` and
+    returns the rows."""
     rows, runs = [], {}
     for name, k, make in matrices(corpora, quick, graphs):
         if only and only not in name:
             continue
         log(f"{name}: building")
         X = make()
-        row, detail = compare(name, k, X, repeats, log, seed)
-        log("  " + ", ".join(f"{key}={value}" for key, value in row.items()))
-        rows.append(row)
-        runs[name] = detail
+        if float32:
+            X, name = X.astype(np.float32), f"{name}, float32"
+        for seed in seeds:
+            label = name if tuple(seeds) == (SEED,) else f"{name}, random_state={seed}"
+            row, detail = compare(label, k, X, repeats, log, seed)
+            log("  " + ", ".join(f"{key}={value}" for key, value in row.items()))
+            rows.append(row)
+            runs[label] = detail
     payload = {"command": " ".join(sys.argv), "machine": machine_info(), "rows": rows, "runs": runs}
     notes = [
         f"targets: error ratio <= {ERROR_TARGET}, time ratio (to stop) <= {TIME_TARGET}, dnmf stops by itself",
-        f"fastest of {repeats} interleaved runs of each tool, random_state={seed} on both sides",
+        f"fastest of {repeats} interleaved runs of each tool, random_state={', '.join(map(str, seeds))} on both sides"
+        + (", float32" if float32 else ""),
     ]
     write_report(
         Path(workdir) / "bench_sklearn", payload, title="dnmf vs scikit-learn, defaults", table_rows=rows, notes=notes
@@ -312,7 +334,10 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="A quarter of the rows of the synthetic matrices.")
     parser.add_argument("--only", default=None, help="Run the matrices whose name contains this.")
     parser.add_argument("--graph", action="append", default=[], metavar="FILE", help="A SNAP edge list (repeatable).")
-    parser.add_argument("--seed", type=int, default=SEED, help="random_state of both tools.")
+    parser.add_argument(
+        "--seed", type=int, nargs="+", default=[SEED], help="random_state of both tools (each in turn)."
+    )
+    parser.add_argument("--float32", action="store_true", help="Every matrix in float32 (both tools).")
     args = parser.parse_args(argv)
     run(
         args.workdir,
@@ -322,7 +347,8 @@ def main(argv=None):
         args.only,
         log=lambda text: print(text, flush=True),
         graphs=args.graph,
-        seed=args.seed,
+        seeds=args.seed,
+        float32=args.float32,
     )
     return 0
 
