@@ -77,6 +77,10 @@ SWEEP_COLUMN_BLOCK = 4
 EXTRAPOLATE_RUN = 2**16
 #: Stored values whose squares :func:`squared_norm` sums in V's dtype before going to float64.
 SQUARES_RUN = 1024
+#: Stored entries of V at which :func:`_wh_at` takes ``W H`` at a time: the gathered rows of W
+#: and of Hᵀ stay in cache (1.4-2.5x faster than all at once on MovieLens, the State of the
+#: Union tf-idf and PBMC 3k's counts, the same numbers; 2048 to 32768 did about as well).
+WH_AT_RUN = 8192
 #: A frozen-H MU solve checks its error every this many updates (scikit-learn's 10).
 MU_CHECK_EVERY = 10
 
@@ -417,12 +421,20 @@ def _weighted_ratio(V, WH_at_V, beta):
 
 
 def _wh_at(V, W, H):
-    """``W @ H`` at the stored entries of a sparse ``V`` (as CSR), or dense for dense ``V``."""
+    """``W @ H`` at the stored entries of a sparse ``V`` (as CSR), or dense for dense ``V``.
+
+    Each value is the dot product of a row of W and a column of H, gathered
+    :data:`WH_AT_RUN` entries at a time.
+    """
     if not sp.issparse(V):
         return W @ H
     V = V.tocsr()
     rows = np.repeat(np.arange(V.shape[0]), np.diff(V.indptr))
-    values = np.einsum("ij,ji->i", W[rows], H[:, V.indices]) if V.nnz else np.zeros(0)
+    Ht = np.ascontiguousarray(H.T)
+    values = np.empty(V.nnz, dtype=np.result_type(W, H))
+    for start in range(0, V.nnz, WH_AT_RUN):
+        run = slice(start, start + WH_AT_RUN)
+        np.einsum("ij,ij->i", W[rows[run]], Ht[V.indices[run]], out=values[run])
     return sp.csr_matrix((values.astype(W.dtype, copy=False), V.indices, V.indptr), shape=V.shape)
 
 
