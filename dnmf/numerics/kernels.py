@@ -447,16 +447,18 @@ def _wh_power(W, H, exponent):
     return WH
 
 
-def mu_update_w(V, W, H, beta, penalty, gamma, HHt=None, VHt=None, members=()):
+def mu_update_w(V, W, H, beta, penalty, gamma, HHt=None, VHt=None, members=(), WH_at_V=None):
     """One multiplicative update of ``W`` (a new array), as scikit-learn's ``mu``; of an
-    ensemble (``members``), each member's columns against its own rows of H."""
+    ensemble (``members``), each member's columns against its own rows of H. For beta != 2,
+    ``WH_at_V`` is :func:`_wh_at` of ``(V, W, H)`` if known (it is overwritten)."""
     if len(members) > 1 and beta != 2:  # (for beta 2, VHt and the block-diagonal HHt are the members')
         return np.hstack([mu_update_w(V, W[:, a:b], H[a:b], beta, penalty, gamma) for a, b in member_slices(members)])
     if beta == 2:
         numerator = _dot(V, H.T) if VHt is None else VHt.copy()
         denominator = W @ (H @ H.T if HHt is None else HHt)
     else:
-        numerator = _dot(_weighted_ratio(V, _wh_at(V, W, H), beta), H.T)
+        WH_at_V = _wh_at(V, W, H) if WH_at_V is None else WH_at_V
+        numerator = _dot(_weighted_ratio(V, WH_at_V, beta), H.T)
         if beta == 1:
             denominator = np.broadcast_to(H.sum(axis=1)[np.newaxis, :], W.shape).copy()
         else:
@@ -534,18 +536,18 @@ def frobenius_pieces(W, VHt, members=()):
     return float(np.vdot(W, VHt)), W.T @ W
 
 
-def beta_loss_pieces(V, W, H, beta, members=()):
+def beta_loss_pieces(V, W, H, beta, members=(), WH_at_V=None):
     """This panel's share of the beta-divergence ``D(V | WH)`` for beta != 2.
 
     Returns a float64 vector that adds up over panels (of an ensemble, ``members``: one
     row per member, from its own ``W_r H_r``); :func:`dnmf.numerics.losses.beta_loss`
     turns the sum into the loss. Follows scikit-learn's ``_beta_divergence``: entries
     of V at or below EPSILON are left out of the data terms and WH is floored at
-    EPSILON there.
+    EPSILON there. ``WH_at_V``: :func:`_wh_at` of ``(V, W, H)`` if known (left as it is).
     """
     if len(members) > 1:
         return np.stack([beta_loss_pieces(V, W[:, a:b], H[a:b], beta) for a, b in member_slices(members)])
-    WH_at_V = _wh_at(V, W, H)
+    WH_at_V = _wh_at(V, W, H) if WH_at_V is None else WH_at_V
     if sp.issparse(V):
         data, values = V.data, WH_at_V.data
     else:
@@ -612,9 +614,13 @@ class _WRule:
         else:
             self.gamma = mu_gamma(beta)
 
-    def cross(self, V):
-        """``V Hᵀ`` of a block (None for beta-MU, which never needs it)."""
-        return _dot(V, self.H.T) if _needs_cross(self.solver, self.beta) else None
+    def cross(self, V, W=None):
+        """What a block's W-update and loss share: ``V Hᵀ``; for beta-MU, which never needs
+        it, ``W H`` at V's stored entries given the block's ``W`` (else None; the first MU
+        update overwrites it, so the loss must come first)."""
+        if _needs_cross(self.solver, self.beta):
+            return _dot(V, self.H.T)
+        return _wh_at(V, W, self.H) if W is not None and len(self.members) <= 1 else None
 
     def update(self, V, W, VHt, n_updates):
         """``n_updates`` HALS sweeps or MU updates of a block's W (in place for HALS).
@@ -628,19 +634,19 @@ class _WRule:
         if self.solver == "cd":
             cross = VHt - self.penalty.l1 if self.penalty.l1 else VHt
             return W, hals_sweeps(W, self.gram, cross, n_updates, self.members)
+        WH_at_V = None if self.beta == 2 else VHt
         for _ in range(n_updates):
-            W = mu_update_w(
-                V, W, self.H, self.beta, self.penalty, self.gamma, HHt=self.HHt, VHt=VHt, members=self.members
-            )
+            W = mu_update_w(V, W, self.H, self.beta, self.penalty, self.gamma, self.HHt, VHt, self.members, WH_at_V)
+            WH_at_V = None  # of the W the update started from
         return W, 0.0
 
     def loss_pieces(self, V, W, VHt, norm):
         """The block's loss terms of ``(W, H)`` (``[||V_b||², cross of each member]``) and
-        its ``WᵀW`` (None for beta != 2)."""
+        its ``WᵀW`` (None for beta != 2; there ``VHt`` is :meth:`cross` of this ``W``, or None)."""
         if self.beta == 2:
             cross, gram = frobenius_pieces(W, VHt, self.members)
             return np.array([norm, *np.atleast_1d(cross)]), gram
-        return beta_loss_pieces(V, W, self.H, self.beta, self.members), None
+        return beta_loss_pieces(V, W, self.H, self.beta, self.members, VHt), None
 
 
 def _add(total, part):
@@ -763,15 +769,15 @@ def panel_step(V, W, H, step, norm=True):
     for start, stop in _row_ranges(V):
         V_b = V if stop - start == V.shape[0] else V[start:stop]  # a sparse slice is a copy
         W_b = W[start:stop]
-        VHt = rule.cross(V_b)
+        VHt = rule.cross(V_b, W_b)
         norm_b = squared_norm(V_b) if norm and step.beta == 2 else 0.0
+        terms, gram = rule.loss_pieces(V_b, W_b, VHt, norm_b)  # before the update, which may overwrite VHt
+        loss_terms, gram_before = _add(loss_terms, terms), _add(gram_before, gram)
         new, block_violation = rule.update(V_b, np.array(W_b, order="C", copy=True), VHt, step.sweeps_W)
         violation += block_violation
         if step.extrapolation:
             new = extrapolate(new, W_b, step.extrapolation)
         W_new[start:stop] = new
-        terms, gram = rule.loss_pieces(V_b, W_b, VHt, norm_b)
-        loss_terms, gram_before = _add(loss_terms, terms), _add(gram_before, gram)
         if step.update_H:
             if step.beta == 2:
                 num, den = _dot(new.T, V_b), member_gram(new, step.members)
