@@ -39,10 +39,12 @@ Matrices:
   one with power-law row and column degrees.
 
     python scripts/bench_sklearn.py --workdir /tmp/dnmf-bench [--graph facebook_combined.txt ...]
-        [--corpus 20newsgroups.csv ...] [--only NAME] [--quick] [--seed 0 1 2 ...] [--float32]
+        [--corpus 20newsgroups.csv ...] [--only NAME ...] [--quick] [--seed 0 1 2 ...] [--float32]
+        [--beta-loss kullback-leibler]
 
 ``--seed`` with several seeds compares each matrix at each of them in turn (a row per seed);
-``--float32`` gives both tools every matrix in float32.
+``--float32`` gives both tools every matrix in float32; ``--beta-loss NAME`` gives both
+``solver="mu", beta_loss=NAME`` (the multiplicative updates; the targets are the defaults').
 """
 
 from __future__ import annotations
@@ -201,7 +203,7 @@ def _norm(X):
     return float(np.sqrt(X.multiply(X).sum())) if sp.issparse(X) else float(np.linalg.norm(X))
 
 
-def run_sklearn(X, k, seed):
+def run_sklearn(X, k, seed, params=None):
     from sklearn.decomposition import NMF
     from sklearn.decomposition._nmf import _initialize_nmf
     from sklearn.exceptions import ConvergenceWarning
@@ -212,7 +214,7 @@ def run_sklearn(X, k, seed):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         started = time.perf_counter()
-        model = NMF(n_components=k, random_state=seed).fit(X)
+        model = NMF(n_components=k, random_state=seed, **(params or {})).fit(X)
         seconds = time.perf_counter() - started
     warned = any(issubclass(w.category, ConvergenceWarning) for w in caught)
     return {
@@ -224,7 +226,7 @@ def run_sklearn(X, k, seed):
     }
 
 
-def run_dnmf(X, k, seed):
+def run_dnmf(X, k, seed, params=None):
     from sklearn.exceptions import ConvergenceWarning
 
     from dnmf.api import run
@@ -235,7 +237,7 @@ def run_dnmf(X, k, seed):
         started = time.perf_counter()
         result = run(
             X,
-            {"n_components": k, "random_state": seed},
+            {"n_components": k, "random_state": seed, **(params or {})},
             callback=lambda info: trace.append((time.perf_counter(), info.error)),
             as_numpy=True,
         )
@@ -250,11 +252,11 @@ def run_dnmf(X, k, seed):
     }
 
 
-def compare(name, k, X, repeats, log, seed=SEED):
+def compare(name, k, X, repeats, log, seed=SEED, params=None):
     sklearn_runs, dnmf_runs = [], []
     for _ in range(repeats):
-        sklearn_runs.append(run_sklearn(X, k, seed))
-        dnmf_runs.append(run_dnmf(X, k, seed))
+        sklearn_runs.append(run_sklearn(X, k, seed, params))
+        dnmf_runs.append(run_dnmf(X, k, seed, params))
         log(
             f"  scikit-learn {sklearn_runs[-1]['seconds']:.2f} s ({sklearn_runs[-1]['n_iter']} it), "
             f"dnmf {dnmf_runs[-1]['seconds']:.2f} s ({dnmf_runs[-1]['n_iter']} it)"
@@ -296,21 +298,32 @@ def compare(name, k, X, repeats, log, seed=SEED):
 
 
 def run(
-    workdir, quick=False, corpora=(), repeats=REPEATS, only=None, log=print, graphs=(), seeds=(SEED,), float32=False
+    workdir,
+    quick=False,
+    corpora=(),
+    repeats=REPEATS,
+    only=None,
+    log=print,
+    graphs=(),
+    seeds=(SEED,),
+    float32=False,
+    params=None,
 ):
-    """Every comparison (each matrix at each seed); writes ``WORKDIR/bench_sklearn.{json,md}`` and
-    returns the rows."""
+    """Every comparison (each matrix at each seed, both tools given ``params`` too); writes
+    ``WORKDIR/bench_sklearn.{json,md}`` and returns the rows."""
     rows, runs = [], {}
     for name, k, make in matrices(corpora, quick, graphs):
-        if only and only not in name:
+        if only and not any(part in name for part in only):
             continue
         log(f"{name}: building")
         X = make()
         if float32:
             X, name = X.astype(np.float32), f"{name}, float32"
+        if params:
+            name += "".join(f", {key}={value}" for key, value in params.items())
         for seed in seeds:
             label = name if tuple(seeds) == (SEED,) else f"{name}, random_state={seed}"
-            row, detail = compare(label, k, X, repeats, log, seed)
+            row, detail = compare(label, k, X, repeats, log, seed, params)
             log("  " + ", ".join(f"{key}={value}" for key, value in row.items()))
             rows.append(row)
             runs[label] = detail
@@ -318,7 +331,8 @@ def run(
     notes = [
         f"targets: error ratio <= {ERROR_TARGET}, time ratio (to stop) <= {TIME_TARGET}, dnmf stops by itself",
         f"fastest of {repeats} interleaved runs of each tool, random_state={', '.join(map(str, seeds))} on both sides"
-        + (", float32" if float32 else ""),
+        + (", float32" if float32 else "")
+        + "".join(f", {key}={value}" for key, value in (params or {}).items()),
     ]
     write_report(
         Path(workdir) / "bench_sklearn", payload, title="dnmf vs scikit-learn, defaults", table_rows=rows, notes=notes
@@ -332,12 +346,17 @@ def main(argv=None):
     parser.add_argument("--corpus", action="append", default=[], metavar="CSV", help="A CSV of documents (repeatable).")
     parser.add_argument("--repeats", type=int, default=REPEATS)
     parser.add_argument("--quick", action="store_true", help="A quarter of the rows of the synthetic matrices.")
-    parser.add_argument("--only", default=None, help="Run the matrices whose name contains this.")
+    parser.add_argument("--only", nargs="+", help="Run the matrices whose name contains one of these.")
     parser.add_argument("--graph", action="append", default=[], metavar="FILE", help="A SNAP edge list (repeatable).")
     parser.add_argument(
         "--seed", type=int, nargs="+", default=[SEED], help="random_state of both tools (each in turn)."
     )
     parser.add_argument("--float32", action="store_true", help="Every matrix in float32 (both tools).")
+    parser.add_argument(
+        "--beta-loss",
+        choices=["frobenius", "kullback-leibler", "itakura-saito"],
+        help="Both tools get solver='mu' and this beta_loss (not the defaults).",
+    )
     args = parser.parse_args(argv)
     run(
         args.workdir,
@@ -349,6 +368,7 @@ def main(argv=None):
         graphs=args.graph,
         seeds=args.seed,
         float32=args.float32,
+        params={"solver": "mu", "beta_loss": args.beta_loss} if args.beta_loss else None,
     )
     return 0
 
