@@ -77,6 +77,9 @@ SWEEP_COLUMN_BLOCK = 4
 EXTRAPOLATE_RUN = 2**16
 #: Stored values whose squares :func:`squared_norm` sums in V's dtype before going to float64.
 SQUARES_RUN = 1024
+#: Entries of V whose loss terms :func:`beta_loss_pieces` takes at a time (in cache: a dense
+#: KL loss of 20,000 x 192 took 37 ms at once, 18 ms in runs).
+LOSS_RUN = 2**14
 #: Stored entries of V at which :func:`_wh_at` takes ``W H`` at a time: the gathered rows of W
 #: and of Hᵀ stay in cache (1.4-2.5x faster than all at once on MovieLens, the State of the
 #: Union tf-idf and PBMC 3k's counts, the same numbers; 2048 to 32768 did about as well).
@@ -552,21 +555,38 @@ def beta_loss_pieces(V, W, H, beta, members=(), WH_at_V=None):
         data, values = V.data, WH_at_V.data
     else:
         data, values = np.asarray(V).ravel(), WH_at_V.ravel()
-    keep = data > EPSILON
-    data = data[keep].astype(np.float64)
-    values = values[keep].astype(np.float64)
-    values[values < EPSILON] = EPSILON
+    terms = np.zeros(3)
+    for data_run, values_run in _kept_runs(data, values):
+        if beta == 1:
+            terms += [np.dot(data_run, np.log(data_run / values_run)), 0.0, data_run.sum()]
+        elif beta == 0:
+            div = data_run / values_run
+            terms += [div.sum(), np.log(div).sum(), 0.0]
+        else:
+            terms += [(data_run**beta).sum(), np.dot(data_run, values_run ** (beta - 1)), 0.0]
     if beta == 1:
-        sum_wh = float(np.dot(W.sum(axis=0, dtype=np.float64), H.sum(axis=1, dtype=np.float64)))
-        return np.array([np.dot(data, np.log(data / values)), sum_wh, data.sum()])
-    if beta == 0:
-        div = data / values
-        return np.array([div.sum(), np.log(div).sum(), 0.0])
-    if sp.issparse(V):
-        sum_wh_beta = float(sum(np.sum((W[i] @ H) ** beta) for i in range(W.shape[0])))
-    else:
-        sum_wh_beta = float(np.sum(WH_at_V.astype(np.float64) ** beta))
-    return np.array([(data**beta).sum(), np.dot(data, values ** (beta - 1)), sum_wh_beta])
+        terms[1] = float(np.dot(W.sum(axis=0, dtype=np.float64), H.sum(axis=1, dtype=np.float64)))
+    elif beta != 0:
+        rows = (W[i] @ H for i in range(W.shape[0])) if sp.issparse(V) else _runs(WH_at_V.ravel())
+        terms[2] = float(sum(np.sum(np.asarray(row, dtype=np.float64) ** beta) for row in rows))
+    return terms
+
+
+def _runs(array):
+    """``array`` (1-D) in :data:`LOSS_RUN` entries at a time."""
+    return (array[start : start + LOSS_RUN] for start in range(0, array.size, LOSS_RUN))
+
+
+def _kept_runs(data, values):
+    """The data terms' entries of :func:`beta_loss_pieces`, :data:`LOSS_RUN` at a time (in
+    cache): ``(V, WH)`` in float64 where V is above EPSILON, WH floored at EPSILON (new
+    arrays: ``values`` is left as it is)."""
+    for data_run, values_run in zip(_runs(data), _runs(values)):
+        keep = data_run > EPSILON
+        data_run = data_run[keep].astype(np.float64, copy=False)
+        values_run = values_run[keep].astype(np.float64, copy=False)
+        np.maximum(values_run, EPSILON, out=values_run)
+        yield data_run, values_run
 
 
 # --------------------------------------------------------------- per-panel W solves
