@@ -78,7 +78,7 @@ EXTRAPOLATE_RUN = 2**16
 #: Stored values whose squares :func:`squared_norm` sums in V's dtype before going to float64.
 SQUARES_RUN = 1024
 #: Entries of V whose loss terms :func:`beta_loss_pieces` takes at a time (in cache: a dense
-#: KL loss of 20,000 x 192 took 37 ms at once, 18 ms in runs).
+#: KL loss of 20,000 x 192 took 37 ms at once, 20 ms in runs).
 LOSS_RUN = 2**14
 #: Stored entries of V at which :func:`_wh_at` takes ``W H`` at a time: the gathered rows of W
 #: and of Hᵀ stay in cache (1.4-2.5x faster than all at once on MovieLens, the State of the
