@@ -372,13 +372,19 @@ def extrapolate(new, old, beta):
         return np.maximum(moved, 0, out=moved)
     moved = np.empty(new.shape, dtype=new.dtype)
     flat_new, flat_old, flat_moved = new.reshape(-1), old.reshape(-1), moved.reshape(-1)
-    for start in range(0, flat_new.size, EXTRAPOLATE_RUN):
-        run, run_new = flat_moved[start : start + EXTRAPOLATE_RUN], flat_new[start : start + EXTRAPOLATE_RUN]
-        np.subtract(run_new, flat_old[start : start + EXTRAPOLATE_RUN], out=run)
+    for part in _run_slices(flat_new.size, EXTRAPOLATE_RUN):
+        run, run_new = flat_moved[part], flat_new[part]
+        np.subtract(run_new, flat_old[part], out=run)
         run *= beta
         run += run_new
         np.maximum(run, 0, out=run)
     return moved
+
+
+def _run_slices(size, run):
+    """Slices that cut ``range(size)`` into runs of ``run`` (the last one shorter): an array
+    taken a run at a time stays in cache."""
+    return (slice(start, start + run) for start in range(0, size, run))
 
 
 def _penalized(gram, cross, penalty):
@@ -435,9 +441,8 @@ def _wh_at(V, W, H):
     rows = np.repeat(np.arange(V.shape[0]), np.diff(V.indptr))
     Ht = np.ascontiguousarray(H.T)
     values = np.empty(V.nnz, dtype=np.result_type(W, H))
-    for start in range(0, V.nnz, WH_AT_RUN):
-        run = slice(start, start + WH_AT_RUN)
-        np.einsum("ij,ij->i", W[rows[run]], Ht[V.indices[run]], out=values[run])
+    for part in _run_slices(V.nnz, WH_AT_RUN):
+        np.einsum("ij,ij->i", W[rows[part]], Ht[V.indices[part]], out=values[part])
     return sp.csr_matrix((values.astype(W.dtype, copy=False), V.indices, V.indptr), shape=V.shape)
 
 
@@ -567,24 +572,23 @@ def beta_loss_pieces(V, W, H, beta, members=(), WH_at_V=None):
     if beta == 1:
         terms[1] = float(np.dot(W.sum(axis=0, dtype=np.float64), H.sum(axis=1, dtype=np.float64)))
     elif beta != 0:
-        rows = (W[i] @ H for i in range(W.shape[0])) if sp.issparse(V) else _runs(WH_at_V.ravel())
-        terms[2] = float(sum(np.sum(np.asarray(row, dtype=np.float64) ** beta) for row in rows))
+        if sp.issparse(V):
+            parts = (W[i] @ H for i in range(W.shape[0]))
+        else:
+            flat = WH_at_V.ravel()
+            parts = (flat[part] for part in _run_slices(flat.size, LOSS_RUN))
+        terms[2] = float(sum(np.sum(np.asarray(part, dtype=np.float64) ** beta) for part in parts))
     return terms
-
-
-def _runs(array):
-    """``array`` (1-D) in :data:`LOSS_RUN` entries at a time."""
-    return (array[start : start + LOSS_RUN] for start in range(0, array.size, LOSS_RUN))
 
 
 def _kept_runs(data, values):
     """The data terms' entries of :func:`beta_loss_pieces`, :data:`LOSS_RUN` at a time (in
     cache): ``(V, WH)`` in float64 where V is above EPSILON, WH floored at EPSILON (new
     arrays: ``values`` is left as it is)."""
-    for data_run, values_run in zip(_runs(data), _runs(values)):
-        keep = data_run > EPSILON
-        data_run = data_run[keep].astype(np.float64, copy=False)
-        values_run = values_run[keep].astype(np.float64, copy=False)
+    for part in _run_slices(data.size, LOSS_RUN):
+        keep = data[part] > EPSILON
+        data_run = data[part][keep].astype(np.float64, copy=False)
+        values_run = values[part][keep].astype(np.float64, copy=False)
         np.maximum(values_run, EPSILON, out=values_run)
         yield data_run, values_run
 
